@@ -1,0 +1,95 @@
+#include "cli.h"
+
+#include <signal.h>
+#include <stdarg.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+int cli_fail(const rf_err *err)
+{
+    fprintf(stderr, "ramfit: error (%s): %s\n", rf_status_name(err->code), err->msg);
+    return 1;
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "ramfit %s: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n(see 'ramfit %s --help')\n", cmd);
+    return 2;
+}
+
+int cli_wants_help(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) return 1;
+    return 0;
+}
+
+double cli_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+void cli_progress_init(cli_progress *p, const char *label, int quiet)
+{
+    memset(p, 0, sizeof *p);
+    p->label = label;
+    p->quiet = quiet;
+    p->tty = isatty(STDERR_FILENO);
+    p->last_decile = -1;
+    p->t0 = cli_now();
+}
+
+void cli_progress_cb(void *user, uint64_t done, uint64_t total, const char *what)
+{
+    cli_progress *p = user;
+    if (p->quiet || total == 0) return;
+    double now = cli_now(), el = now - p->t0, frac = (double)done / (double)total;
+    if (frac > 1) frac = 1;
+    if (p->tty) {
+        if (now - p->last_draw < 0.1 && done < total) return;
+        p->last_draw = now;
+        int w = 30, fill = (int)(frac * w);
+        char bar[64];
+        for (int i = 0; i < w; i++) bar[i] = i < fill ? '#' : '.';
+        bar[w] = '\0';
+        double eta = frac > 0 ? el * (1 - frac) / frac : 0;
+        fprintf(stderr, "\r%s [%s] %5.1f%% %6.1fs ETA %5.1fs %-30.30s", p->label, bar, frac * 100, el, eta,
+                what ? what : "");
+        fflush(stderr);
+    } else {
+        int dec = (int)(frac * 10);
+        if (dec > p->last_decile) {
+            p->last_decile = dec;
+            fprintf(stderr, "%s: %d%% (%.1fs)\n", p->label, dec * 10, el);
+        }
+    }
+}
+
+void cli_progress_end(cli_progress *p)
+{
+    if (!p->quiet && p->tty) fprintf(stderr, "\r\033[K");
+}
+
+static volatile int g_cancel;
+static void on_sigint(int sig)
+{
+    (void)sig;
+    if (g_cancel) _exit(130);
+    g_cancel = 1;
+}
+void cli_install_sigint(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigaction(SIGINT, &sa, NULL);
+}
+volatile int *cli_cancel_flag(void) { return &g_cancel; }

@@ -1,0 +1,39 @@
+#include "cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const struct {
+    const char *name;
+    rf_cmd_fn fn;
+    const char *summary;
+} commands[] = {
+    {"inspect", rf_cmd_inspect, "summarise a checkpoint: architecture, parameters, bytes by dtype and role"},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "ramfit %s: fit a large language model into the memory you have\n\n"
+               "usage: ramfit <command> [options]   (ramfit <command> --help for details)\n\ncommands:\n",
+            RF_VERSION_STRING);
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) { usage(stderr); return 2; }
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
+        printf("ramfit %s\n", RF_VERSION_STRING);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "ramfit: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,20 @@
+#!/bin/sh
+# Make sure the Debian packages ramfit needs are installed. As root: installs what is missing.
+# Otherwise: prints the exact apt-get line and fails.  Usage: scripts/deps.sh [build|test]
+set -eu
+want="pkg-config libjansson-dev libpcre2-dev libutf8proc-dev"
+if [ "${1:-build}" = test ]; then want="$want libcmocka-dev"; fi
+missing=""
+for p in $want; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" = 0 ]; then
+  echo "ramfit: installing Debian packages:$missing" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends $missing >/dev/null
+else
+  echo "ramfit needs these Debian packages. Install them with:" >&2
+  echo "  sudo apt-get install -y$missing" >&2
+  exit 1
+fi

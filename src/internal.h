@@ -1,0 +1,34 @@
+/* Internal helpers shared by the library's modules; not installed. */
+#ifndef RF_INTERNAL_H
+#define RF_INTERNAL_H
+
+#include "ramfit.h"
+#include <stdarg.h>
+
+#if defined(__GNUC__) || defined(__clang__)
+#define RF_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define RF_PRINTF(a, b)
+#endif
+
+/* Set err (if non-NULL) and return code, so call sites read `return rf_err_set(err, ...)`. */
+rf_status rf_err_set(rf_err *err, rf_status code, const char *fmt, ...) RF_PRINTF(3, 4);
+/* Put "context: " in front of an existing message (e.g. the tensor name a kernel did not know). */
+rf_status rf_err_prefix(rf_err *err, const char *fmt, ...) RF_PRINTF(2, 3);
+/* Set from errno: "<what>: <strerror>", RF_ERR_NOSPACE for ENOSPC/EFBIG/EDQUOT, else RF_ERR_IO. */
+rf_status rf_err_errno(rf_err *err, int errnum, const char *fmt, ...) RF_PRINTF(3, 4);
+
+/* Overflow-checked arithmetic for untrusted sizes: return 0 on overflow. */
+static inline int rf_mul_u64(uint64_t a, uint64_t b, uint64_t *r) { return !__builtin_mul_overflow(a, b, r); }
+static inline int rf_add_u64(uint64_t a, uint64_t b, uint64_t *r) { return !__builtin_add_overflow(a, b, r); }
+
+/* x86 per-function targets; the default build stays portable. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define RF_X86 1
+#define RF_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
+#else
+#define RF_X86 0
+#define RF_TARGET_AVX2
+#endif
+
+#endif
