@@ -73,6 +73,21 @@ typedef struct rf_progress {
     volatile int *cancel;
 } rf_progress;
 
+/* ===================================================================== thread pool (pool.c) */
+
+/* A fixed set of worker threads that run "task i of n" loops. The caller's thread takes part.
+ * Tasks are handed out dynamically (atomic counter), so results must not depend on which
+ * thread ran which task: write into per-task slots and combine in task order afterwards. */
+typedef struct rf_pool rf_pool;
+typedef void (*rf_task_fn)(void *ctx, uint64_t task, int worker);
+/* nthreads <= 0: the number of online CPUs. */
+rf_status rf_pool_create(int nthreads, rf_pool **out, rf_err *err);
+void rf_pool_free(rf_pool *p);
+int rf_pool_threads(const rf_pool *p);
+/* Run fn(ctx, i, worker) for i in [0, n) and wait for all; worker is in [0, threads).
+ * A NULL pool runs everything on the calling thread (worker 0). */
+void rf_pool_run(rf_pool *p, uint64_t n, rf_task_fn fn, void *ctx);
+
 /* ===================================================================== dtypes, conversion (convert.c) */
 
 typedef enum rf_dtype {
