@@ -1,9 +1,13 @@
 #!/bin/sh
 # Make sure the Debian packages ramfit needs are installed. As root: installs what is missing.
-# Otherwise: prints the exact apt-get line and fails.  Usage: scripts/deps.sh [build|test]
+# Otherwise: prints the exact apt-get line and fails.  Usage: scripts/deps.sh [build|test|fuzz|bench]
 set -eu
 want="pkg-config libjansson-dev libpcre2-dev libutf8proc-dev"
-if [ "${1:-build}" = test ]; then want="$want libcmocka-dev"; fi
+case "${1:-build}" in
+  test) want="$want libcmocka-dev" ;;
+  fuzz) want="$want libcmocka-dev clang libclang-rt-14-dev" ;;
+  bench) want="$want libcmocka-dev libopenblas-dev" ;;
+esac
 missing=""
 for p in $want; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

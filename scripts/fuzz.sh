@@ -7,6 +7,7 @@ secs=${1:-60}
 shopt -s nullglob
 targets=(tests/fuzz/fuzz_*.c)
 [ ${#targets[@]} -eq 0 ] && { echo "no fuzz targets"; exit 0; }
+sh scripts/deps.sh fuzz
 CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DRF_FUZZ=ON >/dev/null
 cmake --build build-fuzz -j "$(nproc)"
 for src in "${targets[@]}"; do
