@@ -1,10 +1,298 @@
+/* ramfit inspect: what a checkpoint holds, from its headers and config.json only (no data read).
+ * JSON keys are documented in docs/inspect.md. */
 #include "cli.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const usage_text =
+    "usage: ramfit inspect MODEL_DIR [--json] [--verbose]\n"
+    "\n"
+    "Summarise a Hugging Face checkpoint (config.json + safetensors shards): architecture,\n"
+    "exact parameter count, bytes by dtype and by role, tensors and quantization units.\n"
+    "Reads only headers; no tensor data.\n"
+    "\n"
+    "  --json       one JSON object on stdout (keys: docs/inspect.md)\n"
+    "  --verbose    also list every tensor (name, dtype, shape, role, layer, expert, unit)\n"
+    "               and every quantization unit\n";
+
+/* 1234567 -> "1,234,567" */
+static const char *commas(uint64_t v, char *buf, size_t cap)
+{
+    char tmp[32];
+    int n = snprintf(tmp, sizeof tmp, "%llu", (unsigned long long)v), o = 0;
+    for (int i = 0; i < n && (size_t)o + 2 < cap; i++) {
+        if (i && (n - i) % 3 == 0) buf[o++] = ',';
+        buf[o++] = tmp[i];
+    }
+    buf[o] = '\0';
+    return buf;
+}
+
+static void shape_text(const rf_tensor *t, char *buf, size_t cap)
+{
+    size_t o = (size_t)snprintf(buf, cap, "[");
+    for (int d = 0; d < t->ndim && o < cap; d++)
+        o += (size_t)snprintf(buf + o, cap - o, "%s%llu", d ? ", " : "", (unsigned long long)t->shape[d]);
+    if (o < cap) snprintf(buf + o, cap - o, "]");
+}
+
+typedef struct tally { uint64_t tensors, params, bytes; } tally;
+
+typedef struct summary {
+    tally by_dtype[RF_DT_COUNT], by_role[RF_ROLE_COUNT], total;
+    uint64_t quantizable_units, file_bytes;
+} summary;
+
+static void summarise(const rf_model *m, summary *s)
+{
+    memset(s, 0, sizeof *s);
+    for (uint64_t i = 0; i < rf_model_tensor_count(m); i++) {
+        const rf_tinfo *ti = rf_model_tinfo(m, i);
+        uint64_t params = ti->quant_aux ? 0 : ti->t->nelem;
+        tally *ts[3] = {&s->by_dtype[ti->t->dtype], &s->by_role[ti->role], &s->total};
+        for (int k = 0; k < 3; k++) ts[k]->tensors++, ts[k]->params += params, ts[k]->bytes += ti->t->nbytes;
+    }
+    for (uint64_t u = 0; u < rf_model_unit_count(m); u++) s->quantizable_units += rf_model_unit(m, u)->quantizable != 0;
+    const rf_st *st = rf_model_st(m);
+    for (uint64_t f = 0; f < rf_st_file_count(st); f++) s->file_bytes += rf_st_file_size(st, f);
+}
+
+static const char *dtype_word(rf_dtype dt) { return dt == RF_DT_INVALID ? "unknown" : rf_dtype_name(dt); }
+
+/* ------------------------------------------------------------------ text */
+
+static void print_rope(const rf_config *c)
+{
+    printf("rope           theta %.10g", c->rope_theta);
+    if (!strcmp(c->rope_type, "llama3"))
+        printf(", llama3 scaling (factor %g, low_freq %g, high_freq %g, original max pos %d)", c->rope_factor,
+               c->rope_low_freq_factor, c->rope_high_freq_factor, c->rope_original_max_pos);
+    else if (c->rope_type[0])
+        printf(", %s scaling (factor %g)", c->rope_type, c->rope_factor);
+    printf("\n");
+}
+
+static void print_table(const char *head, const tally *rows, int nrows, const char *(*label)(int), uint64_t total)
+{
+    char a[32], b[32];
+    printf("\n%-12s %8s %16s %18s %7s\n", head, "tensors", "params", "bytes", "share");
+    for (int r = 0; r < nrows; r++) {
+        if (!rows[r].tensors) continue;
+        printf("%-12s %8llu %16s %18s %6.2f%%\n", label(r), (unsigned long long)rows[r].tensors,
+               commas(rows[r].params, a, sizeof a), commas(rows[r].bytes, b, sizeof b),
+               total ? 100.0 * (double)rows[r].bytes / (double)total : 0.0);
+    }
+}
+
+static const char *dtype_label(int i) { return rf_dtype_name((rf_dtype)i); }
+static const char *role_label(int i) { return rf_role_name((rf_role)i); }
+
+static void print_verbose(const rf_model *m)
+{
+    printf("\n%-56s %-5s %-20s %-12s %5s %6s %5s\n", "tensor", "dtype", "shape", "role", "layer", "expert", "unit");
+    for (uint64_t i = 0; i < rf_model_tensor_count(m); i++) {
+        const rf_tinfo *ti = rf_model_tinfo(m, i);
+        char shp[96];
+        shape_text(ti->t, shp, sizeof shp);
+        printf("%-56s %-5s %-20s %-12s %5d %6d %5d%s\n", ti->t->name, rf_dtype_name(ti->t->dtype), shp,
+               rf_role_name(ti->role), ti->layer, ti->expert, ti->unit, ti->quant_aux ? " (quantized companion)" : "");
+    }
+    printf("\n%5s %-48s %-12s %5s %8s %8s %7s %12s %s\n", "unit", "name", "role", "layer", "rows", "cols", "experts",
+           "params", "quantizable");
+    for (uint64_t u = 0; u < rf_model_unit_count(m); u++) {
+        const rf_unit *un = rf_model_unit(m, u);
+        char p[32];
+        printf("%5llu %-48s %-12s %5d %8llu %8llu %7d %12s %s\n", (unsigned long long)u, un->name,
+               rf_role_name(un->role), un->layer, (unsigned long long)un->rows, (unsigned long long)un->cols,
+               un->n_experts, commas(un->nparams, p, sizeof p), un->quantizable ? "yes" : "no");
+    }
+}
+
+static void print_text(const rf_model *m, const summary *s, int verbose)
+{
+    const rf_config *c = rf_model_config(m);
+    const rf_st *st = rf_model_st(m);
+    char a[32], b[32], sz[64];
+    printf("model          %s\n", rf_model_dir(m));
+    printf("architecture   %s%s%s%s\n", c->model_type, c->architecture[0] ? " (" : "", c->architecture,
+           c->architecture[0] ? ")" : "");
+    printf("layers         %d\n", c->num_layers);
+    printf("hidden         %d\n", c->hidden_size);
+    printf("heads          %d (kv heads %d, head_dim %d)%s\n", c->num_heads, c->num_kv_heads, c->head_dim,
+           c->attention_bias ? ", q/k/v bias" : "");
+    printf("ffn            %d\n", c->intermediate_size);
+    printf("vocab          %d\n", c->vocab_size);
+    printf("embeddings     %s\n", c->tie_word_embeddings ? "tied (no lm_head)" : "untied (separate lm_head)");
+    print_rope(c);
+    if (c->num_experts) {
+        int moe_layers = 0;
+        for (int l = 0; l < c->num_layers; l++) moe_layers += rf_config_layer_is_moe(c, l);
+        printf("moe            %d experts, top-%d%s, expert ffn %d, %d of %d layers\n", c->num_experts,
+               c->experts_per_tok, c->norm_topk_prob ? " (renormalised)" : "", c->moe_intermediate_size, moe_layers,
+               c->num_layers);
+    }
+    printf("config dtype   %s\n", dtype_word(c->torch_dtype));
+    printf("parameters     %s\n", commas(rf_model_param_count(m), a, sizeof a));
+    printf("tensors        %llu\n", (unsigned long long)rf_model_tensor_count(m));
+    printf("units          %llu quantization units (%llu quantizable)\n", (unsigned long long)rf_model_unit_count(m),
+           (unsigned long long)s->quantizable_units);
+    rf_format_size(s->total.bytes, sz, sizeof sz);
+    printf("tensor bytes   %s (%s)\n", commas(s->total.bytes, b, sizeof b), sz);
+    rf_format_size(s->file_bytes, sz, sizeof sz);
+    printf("files          %llu shard%s, %s bytes (%s)\n", (unsigned long long)rf_st_file_count(st),
+           rf_st_file_count(st) == 1 ? "" : "s", commas(s->file_bytes, a, sizeof a), sz);
+    print_table("dtype", s->by_dtype, RF_DT_COUNT, dtype_label, s->total.bytes);
+    print_table("role", s->by_role, RF_ROLE_COUNT, role_label, s->total.bytes);
+    if (verbose) print_verbose(m);
+}
+
+/* ------------------------------------------------------------------ JSON */
+
+static json_t *jtally(const char *key, const char *name, const tally *t)
+{
+    return json_pack("{s:s, s:I, s:I, s:I}", key, name, "tensors", (json_int_t)t->tensors, "params",
+                     (json_int_t)t->params, "bytes", (json_int_t)t->bytes);
+}
+
+static json_t *json_config(const rf_config *c)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "model_type", json_string(c->model_type));
+    json_object_set_new(o, "architecture", json_string(c->architecture));
+    json_object_set_new(o, "num_layers", json_integer(c->num_layers));
+    json_object_set_new(o, "hidden_size", json_integer(c->hidden_size));
+    json_object_set_new(o, "intermediate_size", json_integer(c->intermediate_size));
+    json_object_set_new(o, "num_heads", json_integer(c->num_heads));
+    json_object_set_new(o, "num_kv_heads", json_integer(c->num_kv_heads));
+    json_object_set_new(o, "head_dim", json_integer(c->head_dim));
+    json_object_set_new(o, "vocab_size", json_integer(c->vocab_size));
+    json_object_set_new(o, "tie_word_embeddings", json_boolean(c->tie_word_embeddings));
+    json_object_set_new(o, "attention_bias", json_boolean(c->attention_bias));
+    json_object_set_new(o, "rms_norm_eps", json_real(c->rms_norm_eps));
+    json_object_set_new(o, "rope_theta", json_real(c->rope_theta));
+    json_t *rs = json_null();
+    if (c->rope_type[0]) {
+        rs = json_pack("{s:s, s:f}", "rope_type", c->rope_type, "factor", c->rope_factor);
+        if (!strcmp(c->rope_type, "llama3")) {
+            json_object_set_new(rs, "low_freq_factor", json_real(c->rope_low_freq_factor));
+            json_object_set_new(rs, "high_freq_factor", json_real(c->rope_high_freq_factor));
+            json_object_set_new(rs, "original_max_position_embeddings", json_integer(c->rope_original_max_pos));
+        }
+    }
+    json_object_set_new(o, "rope_scaling", rs);
+    json_object_set_new(o, "max_position_embeddings", json_integer(c->max_position_embeddings));
+    json_object_set_new(o, "bos_token_id", c->bos_token_id >= 0 ? json_integer(c->bos_token_id) : json_null());
+    json_object_set_new(o, "eos_token_id", c->eos_token_id >= 0 ? json_integer(c->eos_token_id) : json_null());
+    json_object_set_new(o, "dtype", c->torch_dtype ? json_string(rf_dtype_name(c->torch_dtype)) : json_null());
+    json_t *moe = json_null();
+    if (c->num_experts) {
+        json_t *layers = json_array();
+        for (int l = 0; l < c->num_layers; l++)
+            if (rf_config_layer_is_moe(c, l)) json_array_append_new(layers, json_integer(l));
+        moe = json_pack("{s:i, s:i, s:i, s:b, s:o}", "num_experts", c->num_experts, "experts_per_tok",
+                        c->experts_per_tok, "moe_intermediate_size", c->moe_intermediate_size, "norm_topk_prob",
+                        c->norm_topk_prob, "moe_layers", layers);
+    }
+    json_object_set_new(o, "moe", moe);
+    return o;
+}
+
+static json_t *json_shape(const rf_tensor *t)
+{
+    json_t *a = json_array();
+    for (int d = 0; d < t->ndim; d++) json_array_append_new(a, json_integer((json_int_t)t->shape[d]));
+    return a;
+}
+
+static void json_verbose(const rf_model *m, json_t *root)
+{
+    json_t *ts = json_array(), *us = json_array();
+    for (uint64_t i = 0; i < rf_model_tensor_count(m); i++) {
+        const rf_tinfo *ti = rf_model_tinfo(m, i);
+        json_array_append_new(ts, json_pack("{s:s, s:s, s:o, s:s, s:i, s:i, s:i, s:b}", "name", ti->t->name,
+                                            "dtype", rf_dtype_name(ti->t->dtype), "shape", json_shape(ti->t),
+                                            "role", rf_role_name(ti->role), "layer", ti->layer, "expert",
+                                            ti->expert, "unit", ti->unit, "quant_aux", ti->quant_aux));
+    }
+    for (uint64_t u = 0; u < rf_model_unit_count(m); u++) {
+        const rf_unit *un = rf_model_unit(m, u);
+        json_t *mem = json_array();
+        for (int k = 0; k < un->n_members; k++) json_array_append_new(mem, json_integer(un->members[k]));
+        json_array_append_new(us, json_pack("{s:s, s:s, s:i, s:I, s:I, s:i, s:o, s:I, s:s, s:b}", "name", un->name,
+                                            "role", rf_role_name(un->role), "layer", un->layer, "rows",
+                                            (json_int_t)un->rows, "cols", (json_int_t)un->cols, "experts",
+                                            un->n_experts, "members", mem, "params", (json_int_t)un->nparams,
+                                            "dtype", rf_dtype_name(un->dtype), "quantizable", un->quantizable));
+    }
+    json_object_set_new(root, "tensor_list", ts);
+    json_object_set_new(root, "unit_list", us);
+}
+
+static int print_json(const rf_model *m, const summary *s, int verbose)
+{
+    const rf_st *st = rf_model_st(m);
+    json_t *root = json_object();
+    json_object_set_new(root, "model_dir", json_string(rf_model_dir(m)));
+    json_object_set_new(root, "config", json_config(rf_model_config(m)));
+    json_object_set_new(root, "parameters", json_integer((json_int_t)rf_model_param_count(m)));
+    json_object_set_new(root, "tensors", json_integer((json_int_t)rf_model_tensor_count(m)));
+    json_object_set_new(root, "units", json_integer((json_int_t)rf_model_unit_count(m)));
+    json_object_set_new(root, "quantizable_units", json_integer((json_int_t)s->quantizable_units));
+    json_object_set_new(root, "tensor_bytes", json_integer((json_int_t)s->total.bytes));
+    json_object_set_new(root, "file_bytes", json_integer((json_int_t)s->file_bytes));
+    json_t *files = json_array();
+    for (uint64_t f = 0; f < rf_st_file_count(st); f++) {
+        const char *p = rf_st_file_path(st, f), *base = strrchr(p, '/');
+        json_array_append_new(files, json_pack("{s:s, s:I}", "name", base ? base + 1 : p, "bytes",
+                                               (json_int_t)rf_st_file_size(st, f)));
+    }
+    json_object_set_new(root, "files", files);
+    json_t *bd = json_array(), *br = json_array();
+    for (int d = 0; d < RF_DT_COUNT; d++)
+        if (s->by_dtype[d].tensors) json_array_append_new(bd, jtally("dtype", rf_dtype_name((rf_dtype)d), &s->by_dtype[d]));
+    for (int r = 0; r < RF_ROLE_COUNT; r++)
+        if (s->by_role[r].tensors) json_array_append_new(br, jtally("role", rf_role_name((rf_role)r), &s->by_role[r]));
+    json_object_set_new(root, "by_dtype", bd);
+    json_object_set_new(root, "by_role", br);
+    if (verbose) json_verbose(m, root);
+    char *text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
+    json_decref(root);
+    if (!text) {
+        fprintf(stderr, "ramfit inspect: out of memory formatting JSON\n");
+        return 1;
+    }
+    printf("%s\n", text);
+    free(text);
+    return 0;
+}
 
 int rf_cmd_inspect(int argc, char **argv)
 {
     if (cli_wants_help(argc, argv)) {
-        printf("usage: ramfit inspect MODEL_DIR [--json] [--verbose]\n");
+        fputs(usage_text, stdout);
         return 0;
     }
-    return cli_usage_error("inspect", "not implemented yet");
+    const char *dir = NULL;
+    int json = 0, verbose = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--json")) json = 1;
+        else if (!strcmp(argv[i], "--verbose") || !strcmp(argv[i], "-v")) verbose = 1;
+        else if (argv[i][0] == '-' && argv[i][1]) return cli_usage_error("inspect", "unknown option '%s'", argv[i]);
+        else if (dir) return cli_usage_error("inspect", "more than one MODEL_DIR ('%s' and '%s')", dir, argv[i]);
+        else dir = argv[i];
+    }
+    if (!dir) return cli_usage_error("inspect", "missing MODEL_DIR");
+    rf_err err;
+    rf_err_clear(&err);
+    rf_model *m = NULL;
+    if (rf_model_open(dir, &m, &err) != RF_OK) return cli_fail(&err);
+    summary s;
+    summarise(m, &s);
+    int rc = 0;
+    if (json) rc = print_json(m, &s, verbose);
+    else print_text(m, &s, verbose);
+    rf_model_free(m);
+    return rc;
 }
