@@ -1,0 +1,230 @@
+/* Engine kernels: unpacking against the MLX format's test vectors, every dtype and bit width of
+ * the fast matmul against the scalar reference (decode and batched shapes, ragged edges), the
+ * portable path against the reference, and thread-count independence. */
+#include "testutil.h"
+#include "engine_internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The mlx-format.md vectors: row w_i = i - 8, gs 32, bias 23.0; dequantization must give back
+ * scale*q + bias with the listed packed words. */
+static void test_unpack_vectors(void **state)
+{
+    (void)state;
+    static const struct { int bits; uint16_t scale; uint32_t words[8]; } v[] = {
+        {2, 0xc138, {0x5aaaaabf, 0x00055555}},
+        {3, 0xc093, {0x6db76dbf, 0x26db7249, 0x00124a49}},
+        {4, 0xc006, {0xbccddeef, 0x8899aabb, 0x44556677, 0x00112233}},
+        {5, 0xbf80, {0x75be77df, 0x3a56d7c6, 0x35cf8465, 0xc74254b6, 0x00443214}},
+        {6, 0xbefb, {0x77e7bf7f, 0xbb6fc73d, 0x863967a6, 0x1665b75f, 0xa30e4125, 0x00210620}},
+        {8, 0xbdf9, {0xe6eef7ff, 0xc5cdd6de, 0xa4adb5bd, 0x838c949c, 0x636b737b, 0x424a525a, 0x2129313a, 0x00081019}},
+    };
+    for (size_t k = 0; k < sizeof v / sizeof v[0]; k++) {
+        uint8_t bytes[32];
+        for (int i = 0; i < v[k].bits; i++)
+            for (int b = 0; b < 4; b++) bytes[4 * i + b] = (uint8_t)(v[k].words[i] >> (8 * b));
+        uint16_t bias = 0x41b8;
+        rf_wmat w = {RF_DT_U32, v[k].bits, 32, RF_DT_BF16, 1, 32, bytes, &v[k].scale, &bias};
+        rf_err err;
+        TU_OK(rf_wmat_check(&w, "vec", &err), &err);
+        float ref[32], fast[32];
+        rf_wmat_row_ref(&w, 0, ref);
+        rf_wmat_row(&w, 0, fast);
+        float s = rf_bf16_to_f32(v[k].scale);
+        int n = (1 << v[k].bits) - 1;
+        for (int i = 0; i < 32; i++) {
+            /* q is the nearest level to w_i; the dequantized value is within half a step of it. */
+            assert_true(fabsf(ref[i] - (float)(i - 8)) <= fabsf(s) * 0.5f + 0.05f);
+            float q = (ref[i] - 23.0f) / s;
+            assert_true(q > -0.01f && q < n + 0.01f && fabsf(q - roundf(q)) < 1e-3f);
+            assert_true(fabsf(fast[i] - ref[i]) <= 1e-5f * fabsf(ref[i]) + 1e-6f);
+        }
+        if (v[k].bits == 4) {
+            static const int q4[32] = {15, 14, 14, 13, 13, 12, 12, 11, 11, 11, 10, 10, 9, 9, 8, 8,
+                                       7,  7,  6,  6,  5,  5,  4,  4,  3,  3,  2,  2,  1, 1, 0, 0};
+            for (int i = 0; i < 32; i++) assert_true(ref[i] == s * q4[i] + 23.0f);
+        }
+    }
+}
+
+typedef struct {
+    rf_wmat w;
+    void *data, *scales, *biases;
+} owned_mat;
+
+static void store_f(rf_dtype dt, void *p, uint64_t i, float f)
+{
+    if (dt == RF_DT_F32) ((float *)p)[i] = f;
+    else if (dt == RF_DT_F16) ((uint16_t *)p)[i] = rf_f32_to_f16(f);
+    else ((uint16_t *)p)[i] = rf_f32_to_bf16(f);
+}
+
+/* A random matrix of the given kind: float dtypes hold N(0,1); packed ones random codes with
+ * scales/biases of either sign (any scale/bias is a valid checkpoint). Allocated exactly, so
+ * an over-read past the end shows under ASan. */
+static owned_mat make_mat(rf_dtype dt, int bits, int gs, rf_dtype sdt, uint64_t rows, uint64_t cols, tu_rng *rng)
+{
+    owned_mat m;
+    memset(&m, 0, sizeof m);
+    rf_wmat *w = &m.w;
+    w->dtype = dt; w->bits = bits; w->gs = gs; w->sdtype = sdt; w->rows = rows; w->cols = cols;
+    if (dt != RF_DT_U32) {
+        m.data = malloc(rows * cols * rf_dtype_size(dt));
+        for (uint64_t i = 0; i < rows * cols; i++) store_f(dt, m.data, i, (float)tu_rng_normal(rng));
+    } else {
+        uint64_t nb = rows * cols * (uint64_t)bits / 8, ng = rows * cols / (uint64_t)gs;
+        m.data = malloc(nb);
+        for (uint64_t i = 0; i < nb; i++) ((uint8_t *)m.data)[i] = (uint8_t)tu_rng_u64(rng);
+        m.scales = malloc(ng * rf_dtype_size(sdt));
+        m.biases = malloc(ng * rf_dtype_size(sdt));
+        for (uint64_t g = 0; g < ng; g++) {
+            store_f(sdt, m.scales, g, (float)(tu_rng_normal(rng) * 0.1));
+            store_f(sdt, m.biases, g, (float)(tu_rng_normal(rng) * 0.5));
+        }
+    }
+    w->data = m.data; w->scales = m.scales; w->biases = m.biases;
+    return m;
+}
+
+static void free_mat(owned_mat *m)
+{
+    free(m->data);
+    free(m->scales);
+    free(m->biases);
+}
+
+/* |fast - ref| against the magnitude of the terms (float32 sums in another order). */
+static void check_product(const owned_mat *m, int ntok, tu_rng *rng, rf_pool *pool)
+{
+    const rf_wmat *w = &m->w;
+    uint64_t rows = w->rows, cols = w->cols;
+    float *x = malloc((size_t)ntok * cols * sizeof(float));
+    float *y = malloc((size_t)ntok * rows * sizeof(float)), *yr = malloc((size_t)ntok * rows * sizeof(float));
+    float *row = malloc(cols * sizeof(float));
+    for (uint64_t i = 0; i < (uint64_t)ntok * cols; i++) x[i] = (float)tu_rng_normal(rng);
+    rf_matmul_ref(w, x, ntok, yr);
+    rf_matmul(w, x, ntok, y, pool);
+    for (uint64_t r = 0; r < rows; r++) {
+        rf_wmat_row_ref(w, r, row);
+        for (int t = 0; t < ntok; t++) {
+            double mag = 0;
+            for (uint64_t c = 0; c < cols; c++) mag += fabs((double)row[c] * x[(uint64_t)t * cols + c]);
+            double d = fabs((double)y[(uint64_t)t * rows + r] - yr[(uint64_t)t * rows + r]);
+            if (d > 1e-5 * mag + 1e-6)
+                fail_msg("dtype %s bits %d gs %d %llux%llu ntok %d: row %llu tok %d: %g vs %g (mag %g)",
+                         rf_dtype_name(w->dtype), w->bits, w->gs, (unsigned long long)rows, (unsigned long long)cols,
+                         ntok, (unsigned long long)r, t, y[(uint64_t)t * rows + r], yr[(uint64_t)t * rows + r], mag);
+        }
+    }
+    free(x); free(y); free(yr); free(row);
+}
+
+static const int ntoks[] = {1, 2, 3, 4, 7, 13};
+
+static void run_all_kinds(rf_pool *pool)
+{
+    tu_rng rng = {12345};
+    rf_err err;
+    static const rf_dtype fdt[] = {RF_DT_F32, RF_DT_F16, RF_DT_BF16};
+    static const uint64_t fshapes[][2] = {{1, 8}, {5, 172}, {37, 64}, {19, 300}, {64, 520}};
+    for (size_t d = 0; d < 3; d++)
+        for (size_t s = 0; s < sizeof fshapes / sizeof fshapes[0]; s++) {
+            owned_mat m = make_mat(fdt[d], 0, 0, RF_DT_INVALID, fshapes[s][0], fshapes[s][1], &rng);
+            TU_OK(rf_wmat_check(&m.w, "f", &err), &err);
+            for (size_t t = 0; t < sizeof ntoks / sizeof ntoks[0]; t++) check_product(&m, ntoks[t], &rng, pool);
+            free_mat(&m);
+        }
+    static const int bits[] = {2, 3, 4, 5, 6, 8}, gss[] = {32, 64, 128};
+    static const rf_dtype sdt[] = {RF_DT_BF16, RF_DT_F16, RF_DT_F32};
+    for (int b = 0; b < 6; b++)
+        for (int g = 0; g < 3; g++) {
+            /* cols 384 = 1.5 tiles; 21 rows = a 16-row tile plus a ragged one. */
+            owned_mat m = make_mat(RF_DT_U32, bits[b], gss[g], sdt[(b + g) % 3], 21, 384, &rng);
+            TU_OK(rf_wmat_check(&m.w, "q", &err), &err);
+            for (size_t t = 0; t < sizeof ntoks / sizeof ntoks[0]; t++) check_product(&m, ntoks[t], &rng, pool);
+            free_mat(&m);
+        }
+}
+
+static void test_fast_vs_ref(void **state)
+{
+    (void)state;
+    run_all_kinds(NULL);
+}
+
+static void test_portable_vs_ref(void **state)
+{
+    (void)state;
+    rf_cpu_set_mask(0);
+    run_all_kinds(NULL);
+    rf_cpu_set_mask(~0u);
+}
+
+/* Two threads give bit-identical results to one (rows are split, never a sum). */
+static void test_threads_identical(void **state)
+{
+    (void)state;
+    rf_pool *pool;
+    rf_err err;
+    TU_OK(rf_pool_create(2, &pool, &err), &err);
+    tu_rng rng = {7};
+    owned_mat m = make_mat(RF_DT_U32, 4, 64, RF_DT_BF16, 200, 512, &rng);
+    for (int ntok = 1; ntok <= 9; ntok += 8) {
+        float *x = malloc(sizeof(float) * 512 * (size_t)ntok);
+        float *y1 = malloc(sizeof(float) * 200 * (size_t)ntok), *y2 = malloc(sizeof(float) * 200 * (size_t)ntok);
+        for (int i = 0; i < 512 * ntok; i++) x[i] = (float)tu_rng_normal(&rng);
+        rf_matmul(&m.w, x, ntok, y1, NULL);
+        rf_matmul(&m.w, x, ntok, y2, pool);
+        assert_memory_equal(y1, y2, sizeof(float) * 200 * (size_t)ntok);
+        free(x); free(y1); free(y2);
+    }
+    free_mat(&m);
+    rf_pool_free(pool);
+}
+
+static void test_wmat_check_rejects(void **state)
+{
+    (void)state;
+    uint32_t words[64] = {0};
+    uint16_t s[8] = {0}, b[8] = {0};
+    rf_err err;
+    rf_wmat w = {RF_DT_U32, 7, 32, RF_DT_BF16, 1, 64, words, s, b};
+    assert_int_equal(rf_wmat_check(&w, "x", &err), RF_ERR_UNSUPPORTED);
+    assert_non_null(strstr(err.msg, "x"));
+    w.bits = 4; w.gs = 48;
+    assert_int_equal(rf_wmat_check(&w, "x", &err), RF_ERR_UNSUPPORTED);
+    w.gs = 128;
+    assert_int_equal(rf_wmat_check(&w, "x", &err), RF_ERR_FORMAT);
+    w.gs = 32; w.sdtype = RF_DT_I8;
+    assert_int_equal(rf_wmat_check(&w, "x", &err), RF_ERR_UNSUPPORTED);
+    w.sdtype = RF_DT_BF16; w.scales = NULL;
+    assert_int_equal(rf_wmat_check(&w, "x", &err), RF_ERR_FORMAT);
+    rf_wmat f = {RF_DT_I32, 0, 0, RF_DT_INVALID, 1, 64, words, NULL, NULL};
+    assert_int_equal(rf_wmat_check(&f, "y", &err), RF_ERR_UNSUPPORTED);
+    /* Expert slicing: rows of a stacked bank. */
+    tu_rng rng = {3};
+    owned_mat m = make_mat(RF_DT_U32, 3, 32, RF_DT_F16, 12, 96, &rng);
+    rf_wmat e = rf_wmat_rows(&m.w, 4, 4);
+    float r1[96], r2[96];
+    for (int r = 0; r < 4; r++) {
+        rf_wmat_row_ref(&e, (uint64_t)r, r1);
+        rf_wmat_row_ref(&m.w, (uint64_t)r + 4, r2);
+        assert_memory_equal(r1, r2, sizeof r1);
+    }
+    assert_int_equal(rf_wmat_bytes(&e), 4 * (96 * 3 / 8 + 2 * 3 * 2));
+    free_mat(&m);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_unpack_vectors),
+        cmocka_unit_test(test_fast_vs_ref),
+        cmocka_unit_test(test_portable_vs_ref),
+        cmocka_unit_test(test_threads_identical),
+        cmocka_unit_test(test_wmat_check_rejects),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
