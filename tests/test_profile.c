@@ -1,0 +1,271 @@
+/* Profiles: exact round trip of every field (doubles bit-identical), deterministic text, and
+ * validation of untrusted files with messages that name the unit and field. */
+#include "testutil.h"
+
+#include "plan_internal.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int same_double(double a, double b) { return memcmp(&a, &b, sizeof a) == 0 || (isnan(a) && isnan(b)); }
+
+static void assert_profiles_equal(const rf_profile *a, const rf_profile *b)
+{
+    assert_memory_equal(rf_profile_model(a), rf_profile_model(b), sizeof(rf_pmodel));
+    assert_int_equal(rf_profile_modes(a), rf_profile_modes(b));
+    assert_int_equal(rf_profile_configs(a), rf_profile_configs(b));
+    assert_int_equal(rf_profile_unit_count(a), rf_profile_unit_count(b));
+    assert_int_equal(rf_profile_other_count(a), rf_profile_other_count(b));
+    assert_int_equal(rf_profile_file_count(a), rf_profile_file_count(b));
+    assert_int_equal(rf_profile_full_bytes(a), rf_profile_full_bytes(b));
+    assert_int_equal(rf_profile_param_count(a), rf_profile_param_count(b));
+    for (uint64_t i = 0; i < rf_profile_unit_count(a); i++) {
+        const rf_punit *x = rf_profile_unit(a, i), *y = rf_profile_unit(b, i);
+        assert_string_equal(x->name, y->name);
+        assert_int_equal(x->role, y->role);
+        assert_int_equal(x->layer, y->layer);
+        assert_int_equal(x->n_layers, y->n_layers);
+        assert_int_equal(x->n_members, y->n_members);
+        assert_int_equal(x->rows, y->rows);
+        assert_int_equal(x->cols, y->cols);
+        assert_int_equal(x->nparams, y->nparams);
+        assert_int_equal(x->dtype, y->dtype);
+        assert_int_equal(x->kept_bytes, y->kept_bytes);
+        assert_true(same_double(x->ssq, y->ssq));
+        assert_memory_equal(&x->stats, &y->stats, sizeof x->stats);
+        assert_int_equal(x->n_cands, y->n_cands);
+        for (int k = 0; k < x->n_cands; k++) {
+            const rf_pcand *c = &x->cands[k], *d = &y->cands[k];
+            assert_int_equal(c->bits, d->bits);
+            assert_int_equal(c->gs, d->gs);
+            assert_int_equal(c->bytes, d->bytes);
+            for (int m = 0; m < 2; m++) {
+                assert_true(same_double(c->err[m].sse, d->err[m].sse));
+                assert_true(same_double(c->err[m].ssq, d->err[m].ssq));
+                assert_true(same_double(c->err[m].max_abs, d->err[m].max_abs));
+            }
+        }
+    }
+    for (uint64_t i = 0; i < rf_profile_other_count(a); i++)
+        assert_memory_equal(rf_profile_other(a, i), rf_profile_other(b, i), sizeof(rf_pother));
+    for (uint64_t i = 0; i < rf_profile_file_count(a); i++)
+        assert_memory_equal(rf_profile_file(a, i), rf_profile_file(b, i), sizeof(rf_pfile));
+}
+
+/* Doubles that round-trip badly through naive printing. */
+static double tricky(tu_rng *r)
+{
+    static const double v[] = {0.1, 1.0 / 3, 2.0 / 3, 5e-324, DBL_MIN, DBL_MAX, 1e-300, 123456789012345678.0,
+                                0x1.fffffffffffffp-1, 1.0, 0.0, 9007199254740993.0, 1e17, 4.9406564584124654e-324};
+    if (tu_rng_u64(r) % 3 == 0) return v[tu_rng_u64(r) % (sizeof v / sizeof v[0])];
+    double x;
+    do {
+        uint64_t bits = tu_rng_u64(r) & 0x7fffffffffffffffull;
+        memcpy(&x, &bits, sizeof x);
+    } while (!isfinite(x));
+    return x;
+}
+
+/* A small profile with random (often extreme) doubles in every field, both modes, some absent. */
+static rf_profile *random_profile(tu_rng *r, unsigned modes)
+{
+    rf_pmodel m = {0};
+    snprintf(m.name, sizeof m.name, "tricky \"model\"\\ ünïcode");
+    snprintf(m.architecture, sizeof m.architecture, "LlamaForCausalLM");
+    snprintf(m.model_type, sizeof m.model_type, "llama");
+    m.num_layers = 3;
+    m.hidden_size = 256;
+    m.fingerprint = tu_rng_u64(r) | 1ull << 63;
+    rf_profile *p;
+    rf_err err;
+    TU_OK(rf_profile_create(&m, modes, RF_PROFILE_ALL_CONFIGS, &p, &err), &err);
+    for (int i = 0; i < 12; i++) {
+        rf_punit u;
+        char name[64];
+        snprintf(name, sizeof name, "model.layers.%d.unit%d", i % 3, i);
+        uint64_t rows = 1 + tu_rng_u64(r) % 300, cols = (i % 4 == 3) ? 172 : 128 * (1 + tu_rng_u64(r) % 3);
+        rf_punit_init(&u, name, (rf_role)(RF_ROLE_ATTN_Q + i % 4), i % 3, 3, rows, cols, rows * cols * (uint64_t)(1 + i % 2),
+                      i % 2 ? RF_DT_F32 : RF_DT_BF16);
+        u.n_members = 1 + i % 2;
+        u.ssq = tricky(r);
+        u.stats = (rf_pstats){-tricky(r), tricky(r), tricky(r), tu_rng_u64(r) % 2 ? -0.0 : tricky(r), tu_rng_uniform(r)};
+        for (int c = RF_QCFG_N - 1; c >= 0; c--) { /* reverse order: add_unit sorts */
+            int bits = rf_cfg_bits(c), gs = rf_cfg_gs(c);
+            if (cols % (uint64_t)gs || tu_rng_u64(r) % 4 == 0) continue;
+            rf_qerr e[2] = {{tricky(r), u.ssq, tricky(r)}, {tricky(r), u.ssq, tricky(r)}};
+            uint64_t bytes = u.nparams / 8 * (uint64_t)bits + u.nparams / (uint64_t)gs * 4;
+            int absent = (int)(tu_rng_u64(r) % 5);
+            TU_OK(rf_punit_add_cand(&u, bits, gs, bytes, (modes & 1) && absent != 1 ? &e[0] : NULL,
+                                    (modes & 2) && absent != 2 ? &e[1] : NULL, &err), &err);
+            if (modes != 3 && absent) { /* a candidate needs at least one measurement */
+                u.n_cands--;
+                continue;
+            }
+        }
+        TU_OK(rf_profile_add_unit(p, &u, &err), &err);
+    }
+    rf_pother o = {.role = RF_ROLE_NORM, .layer = -1, .nparams = 256, .dtype = RF_DT_F32, .bytes = 1024};
+    snprintf(o.name, sizeof o.name, "model.norm.weight");
+    TU_OK(rf_profile_add_other(p, &o, &err), &err);
+    TU_OK(rf_profile_add_file(p, "model-00001-of-00002.safetensors", 5000000000ull, &err), &err);
+    TU_OK(rf_profile_add_file(p, "model-00002-of-00002.safetensors", 123, &err), &err);
+    return p;
+}
+
+static void test_profile_round_trip_exact(void **state)
+{
+    (void)state;
+    tu_rng r = {77};
+    rf_err err;
+    for (int t = 0; t < 60; t++) {
+        unsigned modes = 1 + (unsigned)(t % 3);
+        rf_profile *p = random_profile(&r, modes);
+        char *j1, *j2;
+        size_t n1, n2;
+        TU_OK(rf_profile_to_json(p, &j1, &n1, &err), &err);
+        rf_profile *q;
+        TU_OK(rf_profile_from_json(j1, n1, "mem", &q, &err), &err);
+        assert_profiles_equal(p, q);
+        TU_OK(rf_profile_to_json(q, &j2, &n2, &err), &err);
+        assert_int_equal(n1, n2);
+        assert_memory_equal(j1, j2, n1); /* deterministic text */
+        free(j1);
+        free(j2);
+        rf_profile_free(p);
+        rf_profile_free(q);
+    }
+    /* through a file, a realistic MoE profile */
+    rf_psynth_opts so = {.n_layers = 4, .hidden = 256, .ffn = 256, .vocab = 4096, .n_heads = 4, .n_kv_heads = 2, .head_dim = 64,
+                        .n_experts = 8, .experts_per_tok = 2, .modes = 3, .spread = 0.5, .seed = 5};
+    rf_profile *p, *q;
+    TU_OK(rf_profile_synth(&so, &p, &err), &err);
+    char *dir = tu_mkdtemp(), path[512];
+    snprintf(path, sizeof path, "%s/p.json", dir);
+    TU_OK(rf_profile_save(p, path, &err), &err);
+    TU_OK(rf_profile_load(path, &q, &err), &err);
+    assert_profiles_equal(p, q);
+    assert_int_equal(rf_profile_find_unit(q, "model.layers.3.mlp.gate"), rf_profile_find_unit(p, "model.layers.3.mlp.gate"));
+    assert_true(rf_profile_find_unit(q, "model.layers.3.mlp.gate") >= 0);
+    assert_int_equal(rf_profile_find_unit(q, "nope"), -1);
+    rf_profile_free(p);
+    rf_profile_free(q);
+    assert_int_equal(rf_profile_load("/nonexistent/p.json", &q, &err), RF_ERR_IO);
+    tu_rmtree(dir);
+    free(dir);
+}
+
+/* Replace the first occurrence of FROM in TEXT; the mutated copy must fail with CODE and a message
+ * containing NEED. */
+static void expect_bad(const char *text, const char *from, const char *to, rf_status code, const char *need)
+{
+    const char *at = strstr(text, from);
+    if (!at) fail_msg("test setup: '%s' not in profile text", from);
+    size_t n = strlen(text), a = (size_t)(at - text), fl = strlen(from), tl = strlen(to);
+    char *m = malloc(n - fl + tl + 1);
+    memcpy(m, text, a);
+    memcpy(m + a, to, tl);
+    memcpy(m + a + tl, at + fl, n - a - fl + 1);
+    rf_err err;
+    rf_profile *p = (rf_profile *)1;
+    rf_status s = rf_profile_from_json(m, strlen(m), "bad.json", &p, &err);
+    if (s != code || !strstr(err.msg, need))
+        fail_msg("'%s' -> '%s': got %s '%s', want %s containing '%s'", from, to, rf_status_name(s), err.msg,
+                 rf_status_name(code), need);
+    assert_null(p);
+    free(m);
+}
+
+static void test_profile_validation(void **state)
+{
+    (void)state;
+    rf_psynth_opts so = {.n_layers = 2, .hidden = 128, .ffn = 384, .vocab = 512, .n_heads = 4, .n_kv_heads = 2, .head_dim = 32,
+                        .modes = 3, .spread = 0.5, .seed = 9};
+    rf_profile *p;
+    rf_err err;
+    TU_OK(rf_profile_synth(&so, &p, &err), &err);
+    char *t;
+    size_t n;
+    TU_OK(rf_profile_to_json(p, &t, &n, &err), &err);
+    const char *u1 = "model.layers.0.self_attn.q_proj";
+    expect_bad(t, "\"rows\": 128", "\"rows\": -1", RF_ERR_FORMAT, "field 'rows'");
+    expect_bad(t, "\"rows\": 128", "\"rows\": 129", RF_ERR_FORMAT, "field 'params'");
+    expect_bad(t, "\"dtype\": \"BF16\"", "\"dtype\": \"BF17\"", RF_ERR_FORMAT, "field 'dtype'");
+    expect_bad(t, "\"dtype\": \"BF16\"", "\"dtype\": \"I32\"", RF_ERR_FORMAT, "not a float dtype");
+    expect_bad(t, "\"role\": \"attn_q\"", "\"role\": \"attn_z\"", RF_ERR_FORMAT, u1);
+    expect_bad(t, "\"role\": \"attn_q\"", "\"role\": \"norm\"", RF_ERR_FORMAT, "never units");
+    expect_bad(t, "\"format\": \"ramfit-profile\"", "\"format\": \"ramfit-plan\"", RF_ERR_FORMAT, "field 'format'");
+    expect_bad(t, "\"version\": 1", "\"version\": 2", RF_ERR_UNSUPPORTED, "version 2");
+    expect_bad(t, "\"layer\": 0", "\"layer\": 7", RF_ERR_FORMAT, "field 'layer'");
+    expect_bad(t, "\"ssq\": ", "\"ssq\": -", RF_ERR_FORMAT, "field 'ssq'");
+    expect_bad(t, "\"c\": [[2, 32, ", "\"c\": [[2, 48, ", RF_ERR_FORMAT, "c[0]");
+    expect_bad(t, "\"c\": [[2, 32, ", "\"c\": [[7, 32, ", RF_ERR_FORMAT, "is not a config");
+    expect_bad(t, "\"c\": [[2, 32, ", "\"c\": [[2, 32, 1", RF_ERR_FORMAT, "c[0].bytes");
+    expect_bad(t, "\"c\": [[2, 32, ", "\"c\": [[2, 32, null, ", RF_ERR_FORMAT, "c[0]");
+    expect_bad(t, "\"c\": [[2, 32, ", "\"c\": [[2, ", RF_ERR_FORMAT, "c[0]");
+    expect_bad(t, "], [2, 64, ", "], [2, 32, ", RF_ERR_FORMAT, "duplicate 2/32");
+    expect_bad(t, "\"stats\": [", "\"stats\": [1, ", RF_ERR_FORMAT, "field 'stats'");
+    expect_bad(t, "\"fingerprint\": \"", "\"fingerprint\": \"x", RF_ERR_FORMAT, "field 'fingerprint'");
+    expect_bad(t, "\"modes\": [\"mlx\", \"opt\"]", "\"modes\": [\"opt\", \"mlx\"]", RF_ERR_FORMAT, "field 'modes'");
+    expect_bad(t, "\"modes\": [\"mlx\", \"opt\"]", "\"modes\": [\"mlx\"]", RF_ERR_FORMAT, "cand_fields");
+    expect_bad(t, "\"params\": ", "\"params\": 1", RF_ERR_FORMAT, "totals");
+    expect_bad(t, "\"units\": [", "\"units\": 5, \"x\": [", RF_ERR_FORMAT, "field 'units'");
+    expect_bad(t, "\"name\": \"model.layers.0.self_attn.k_proj\"", "\"name\": \"model.layers.0.self_attn.q_proj\"", RF_ERR_FORMAT, "duplicate");
+    expect_bad(t, "\"name\": \"model.layers.0.self_attn.k_proj\"", "\"name\": \"a\", \"name\": \"b\"", RF_ERR_FORMAT, "not valid JSON");
+    expect_bad(t, "\"name\": \"model.norm.weight\"", "\"name\": \"model.embed_tokens\"", RF_ERR_FORMAT, "duplicate");
+    expect_bad(t, "\"bytes\": 256}", "\"bytes\": 257}", RF_ERR_FORMAT, "field 'bytes'");
+    expect_bad(t, "{\n", "[\n", RF_ERR_FORMAT, "not valid JSON");
+    /* truncation anywhere is a clean error */
+    for (size_t cut = 0; cut < n; cut += n / 97 + 1) {
+        rf_profile *q;
+        assert_int_equal(rf_profile_from_json(t, cut, "cut", &q, &err), RF_ERR_FORMAT);
+        assert_null(q);
+    }
+    /* add_unit rejects bad records from the analysis pass too, naming the unit */
+    rf_punit u = *rf_profile_unit(p, 1);
+    assert_int_equal(rf_profile_add_unit(p, &u, &err), RF_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "duplicate"));
+    snprintf(u.name, sizeof u.name, "fresh");
+    u.cands[0].err[RF_QMODE_OPT].ssq = u.ssq * 2;
+    assert_int_equal(rf_profile_add_unit(p, &u, &err), RF_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "unit fresh: field 'c[0].opt.ssq'"));
+    free(t);
+    rf_profile_free(p);
+}
+
+static void test_profile_size_and_totals(void **state)
+{
+    (void)state;
+    rf_psynth_opts so = {.n_layers = 6, .hidden = 256, .ffn = 768, .vocab = 4096, .n_heads = 4, .n_kv_heads = 2, .head_dim = 64,
+                        .modes = 3, .spread = 0.5, .seed = 1};
+    rf_profile *p;
+    rf_err err;
+    TU_OK(rf_profile_synth(&so, &p, &err), &err);
+    /* qwen3-dense-mini's shapes: 6,819,840 parameters of which 256*(1 + 6*2) + 64*2*6 are norms */
+    assert_int_equal(rf_profile_param_count(p), 6819840);
+    assert_int_equal(rf_profile_full_bytes(p), 2 * 6819840);
+    assert_int_equal(rf_profile_other_bytes(p), 2 * (256 * 13 + 128 * 6));
+    assert_int_equal(rf_profile_unit_count(p), 2 + 6 * 7);
+    for (uint64_t i = 0; i < rf_profile_unit_count(p); i++) {
+        const rf_punit *u = rf_profile_unit(p, i);
+        for (int k = 1; k < u->n_cands; k++)
+            assert_true(rf_cfg_index(u->cands[k - 1].bits, u->cands[k - 1].gs) < rf_cfg_index(u->cands[k].bits, u->cands[k].gs));
+        assert_true(u->n_cands == 18);
+        double d = rf_pcand_d(u, &u->cands[0], RF_QMODE_MLX);
+        assert_true(d > 0 && d < 1);
+        assert_true(fabs(rf_d_to_sqnr_db(0.1) - 10) < 1e-12);
+    }
+    rf_profile_free(p);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_profile_round_trip_exact),
+        cmocka_unit_test(test_profile_validation),
+        cmocka_unit_test(test_profile_size_and_totals),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
