@@ -20,8 +20,16 @@ $(BUILD)/CMakeCache.txt:
 build: deps-test $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j $(JOBS)
 
+# The whole pipeline on the embedded model: analyse once, plan for a budget (the report),
+# write the MLX checkpoint, read it back, run it.
+DEMO_BUDGET ?= 400kB
 demo: build
 	./$(BUILD)/ramfit inspect $(MODEL)
+	./$(BUILD)/ramfit analyse $(MODEL) -o $(BUILD)/demo.profile.json
+	./$(BUILD)/ramfit plan $(BUILD)/demo.profile.json --budget $(DEMO_BUDGET) -o $(BUILD)/demo.plan.json
+	./$(BUILD)/ramfit quantize $(MODEL) --plan $(BUILD)/demo.plan.json -o $(BUILD)/demo-mlx --force
+	./$(BUILD)/ramfit inspect $(BUILD)/demo-mlx
+	./$(BUILD)/ramfit generate $(BUILD)/demo-mlx -p "Once upon a time" -n 48
 
 check: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)

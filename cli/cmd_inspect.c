@@ -148,6 +148,69 @@ static void print_text(const rf_model *m, const summary *s, int verbose)
     if (verbose) print_verbose(m);
 }
 
+/* ------------------------------------------------------------------ MLX-quantized checkpoints */
+
+static int is_mlx_quantized(const rf_model *m)
+{
+    for (uint64_t i = 0; i < rf_model_tensor_count(m); i++)
+        if (rf_model_tinfo(m, i)->quant_aux) return 1;
+    return 0;
+}
+
+/* Per config (bits/gs, keep = 0/0): modules, logical parameters and bytes, as mlx-lm loads them. */
+static int mlx_section(const rf_model *m, int verbose, json_t *root)
+{
+    rf_err err;
+    rf_mlx_quant *q = NULL;
+    if (rf_mlx_quant_read(rf_model_dir(m), &q, &err)) return cli_fail(&err);
+    int db, dg;
+    rf_mlx_quant_default(q, &db, &dg);
+    struct { int bits, gs; uint64_t n, params, bytes; } cfg[32];
+    int nc = 0;
+    uint64_t params = 0, bytes = 0;
+    json_t *mods = json_array();
+    for (uint64_t i = 0; i < rf_mlx_quant_count(q); i++) {
+        const rf_mlx_module *mm = rf_mlx_quant_module(q, i);
+        int k = 0;
+        while (k < nc && (cfg[k].bits != mm->bits || cfg[k].gs != mm->gs)) k++;
+        if (k == nc && nc < 32) {
+            cfg[nc].bits = mm->bits, cfg[nc].gs = mm->gs, cfg[nc].n = cfg[nc].params = cfg[nc].bytes = 0;
+            nc++;
+        }
+        if (k < nc) cfg[k].n++, cfg[k].params += mm->params, cfg[k].bytes += mm->bytes;
+        params += mm->params;
+        bytes += mm->bytes;
+        json_array_append_new(mods, json_pack("{s:s, s:i, s:i, s:I, s:I, s:s}", "module", mm->name, "bits", mm->bits,
+                                              "group_size", mm->gs, "params", (json_int_t)mm->params, "bytes",
+                                              (json_int_t)mm->bytes, "dtype", rf_dtype_name(mm->dtype)));
+    }
+    if (root) {
+        json_object_set_new(root, "mlx_quantization", json_pack("{s:i, s:i, s:I, s:I, s:o}", "bits", db, "group_size", dg,
+                                                                "params", (json_int_t)params, "bytes", (json_int_t)bytes,
+                                                                "modules", mods));
+    } else {
+        json_decref(mods);
+        printf("\nMLX quantization (default %d bits, group size %d; modules resolved as mlx-lm loads them)\n", db, dg);
+        printf("%-10s %8s %16s %16s %7s\n", "config", "modules", "params", "bytes", "bpw");
+        for (int k = 0; k < nc; k++) {
+            char c[24];
+            if (cfg[k].bits) snprintf(c, sizeof c, "%d/%d", cfg[k].bits, cfg[k].gs);
+            else snprintf(c, sizeof c, "kept");
+            printf("%-10s %8llu %16llu %16llu %7.3f\n", c, (unsigned long long)cfg[k].n, (unsigned long long)cfg[k].params,
+                   (unsigned long long)cfg[k].bytes, cfg[k].params ? 8.0 * (double)cfg[k].bytes / (double)cfg[k].params : 0);
+        }
+        printf("%-10s %8llu %16llu %16llu %7.3f  (every <module>.weight, norms included)\n", "total",
+               (unsigned long long)rf_mlx_quant_count(q), (unsigned long long)params, (unsigned long long)bytes,
+               params ? 8.0 * (double)bytes / (double)params : 0);
+        for (uint64_t i = 0; verbose && i < rf_mlx_quant_count(q); i++) {
+            const rf_mlx_module *mm = rf_mlx_quant_module(q, i);
+            printf("  %-56s %d/%-4d %12llu B\n", mm->name, mm->bits, mm->gs, (unsigned long long)mm->bytes);
+        }
+    }
+    rf_mlx_quant_free(q);
+    return 0;
+}
+
 /* ------------------------------------------------------------------ JSON */
 
 static json_t *jtally(const char *key, const char *name, const tally *t)
@@ -257,6 +320,10 @@ static int print_json(const rf_model *m, const summary *s, int verbose)
     json_object_set_new(root, "by_dtype", bd);
     json_object_set_new(root, "by_role", br);
     if (verbose) json_verbose(m, root);
+    if (is_mlx_quantized(m) && mlx_section(m, verbose, root)) {
+        json_decref(root);
+        return 1;
+    }
     char *text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
     json_decref(root);
     if (!text) {
@@ -293,6 +360,7 @@ int rf_cmd_inspect(int argc, char **argv)
     int rc = 0;
     if (json) rc = print_json(m, &s, verbose);
     else print_text(m, &s, verbose);
+    if (!json && !rc && is_mlx_quantized(m)) rc = mlx_section(m, verbose, NULL);
     rf_model_free(m);
     return rc;
 }

@@ -1,0 +1,262 @@
+/* ramfit quantize: write the MLX checkpoint a plan describes, or analyse + plan + write in one go. */
+#include "cli.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: ramfit quantize MODEL_DIR --plan PLAN -o OUT_DIR [options]\n"
+            "       ramfit quantize MODEL_DIR --budget SIZE -o OUT_DIR [options]\n"
+            "\n"
+            "Write the Apple MLX checkpoint (mlx-lm loads it as it is) that PLAN describes: safetensors\n"
+            "shards, model.safetensors.index.json, config.json with per-module \"quantization\", the\n"
+            "tokenizer and other files of MODEL_DIR, and ramfit.json (plan, fingerprint, budget).\n"
+            "With --budget it first analyses the model (or reuses --profile when it matches) and plans.\n"
+            "The output is written to OUT_DIR.tmp-XXXXXX and renamed at the end; MODEL_DIR is never written.\n"
+            "\n"
+            "options:\n"
+            "  --plan PLAN            a plan file from 'ramfit plan -o'\n"
+            "  --budget SIZE          one-shot: bytes of tensor data (24GB, 16GiB, 123456789)\n"
+            "  --profile PROFILE      with --budget: reuse this profile if it matches the model, else\n"
+            "                         analyse and save it there (default: reuse MODEL.profile.json in\n"
+            "                         the current directory, as 'ramfit analyse' writes, if it matches);\n"
+            "                         with --plan: check the plan against it\n"
+            "  -o, --output OUT_DIR   output directory (must not exist unless --force)\n"
+            "  --force                replace an existing OUT_DIR\n"
+            "  --mode mlx|opt         quantizer: must be the plan's (default: the plan's; one-shot: opt when\n"
+            "                         a reused profile has it, else mlx)\n"
+            "  --dtype bf16|f16|f32   F32 source tensors (kept weights, norms, scales/biases) in this dtype;\n"
+            "                         default: as the plan counted them (bf16, or F32 kept with bf16 scales)\n"
+            "  --max-shard-size SIZE  largest shard file (default 5GiB, as mlx-lm)\n"
+            "  --threads N            worker threads (default: all CPUs)\n"
+            "  --quiet                no progress\n"
+            "  --json                 print the result as JSON\n");
+}
+
+typedef struct args {
+    const char *model, *plan, *budget, *profile, *out, *mode, *dtype, *shard, *threads;
+    int force, quiet, json;
+} args;
+
+static int parse_args(int argc, char **argv, args *a)
+{
+    memset(a, 0, sizeof *a);
+    for (int i = 1; i < argc; i++) {
+        const char *s = argv[i];
+        const char **one = NULL;
+        if (!strcmp(s, "--force")) { a->force = 1; continue; }
+        if (!strcmp(s, "--quiet") || !strcmp(s, "-q")) { a->quiet = 1; continue; }
+        if (!strcmp(s, "--json")) { a->json = 1; continue; }
+        if (!strcmp(s, "--plan")) one = &a->plan;
+        else if (!strcmp(s, "--budget")) one = &a->budget;
+        else if (!strcmp(s, "--profile")) one = &a->profile;
+        else if (!strcmp(s, "-o") || !strcmp(s, "--output")) one = &a->out;
+        else if (!strcmp(s, "--mode")) one = &a->mode;
+        else if (!strcmp(s, "--dtype")) one = &a->dtype;
+        else if (!strcmp(s, "--max-shard-size")) one = &a->shard;
+        else if (!strcmp(s, "--threads")) one = &a->threads;
+        else if (s[0] == '-' && s[1]) return cli_usage_error("quantize", "unknown option '%s'", s);
+        else if (!a->model) { a->model = s; continue; }
+        else return cli_usage_error("quantize", "unexpected argument '%s' (one MODEL_DIR only)", s);
+        if (i + 1 >= argc) return cli_usage_error("quantize", "%s needs a value", s);
+        *one = argv[++i];
+    }
+    if (!a->model) return cli_usage_error("quantize", "no MODEL_DIR given");
+    if (!a->out) return cli_usage_error("quantize", "no output directory given (-o OUT_DIR)");
+    if (!a->plan == !a->budget) return cli_usage_error("quantize", "give exactly one of --plan PLAN and --budget SIZE");
+    return 0;
+}
+
+static int parse_opts(const args *a, rf_quantize_opts *o, uint64_t *budget)
+{
+    rf_quantize_opts_default(o);
+    o->force = a->force;
+    o->profile_path = a->profile;
+    if (a->mode) {
+        if (!strcmp(a->mode, "mlx")) o->mode = RF_QMODE_MLX;
+        else if (!strcmp(a->mode, "opt")) o->mode = RF_QMODE_OPT;
+        else return cli_usage_error("quantize", "--mode must be mlx or opt, not '%s'", a->mode);
+    }
+    if (a->dtype) {
+        if (!strcmp(a->dtype, "bf16")) o->f32_as = RF_DT_BF16;
+        else if (!strcmp(a->dtype, "f16")) o->f32_as = RF_DT_F16;
+        else if (!strcmp(a->dtype, "f32")) o->f32_as = RF_DT_F32;
+        else return cli_usage_error("quantize", "--dtype must be bf16, f16 or f32, not '%s'", a->dtype);
+    }
+    if (a->threads) {
+        char *end;
+        long t = strtol(a->threads, &end, 10);
+        if (*end || end == a->threads || t < 1 || t > 4096)
+            return cli_usage_error("quantize", "--threads must be a number from 1 to 4096, not '%s'", a->threads);
+        o->threads = (int)t;
+    }
+    rf_err err;
+    if (a->shard && (rf_parse_size(a->shard, &o->max_shard_bytes, &err) || o->max_shard_bytes == 0))
+        return cli_usage_error("quantize", "--max-shard-size: %s", o->max_shard_bytes ? err.msg : "must be > 0");
+    if (a->budget && (rf_parse_size(a->budget, budget, &err) || *budget == 0))
+        return cli_usage_error("quantize", "--budget: %s", *budget ? err.msg : "must be > 0");
+    return 0;
+}
+
+static rf_status set_err(rf_err *err, rf_status code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    err->code = code;
+    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+/* The file 'ramfit analyse' writes by default: the model directory's name + .profile.json. */
+static int default_profile(const char *model_dir, char *out, size_t cap)
+{
+    char *real = realpath(model_dir, NULL);
+    const char *dir = real ? real : model_dir;
+    size_t n = strlen(dir);
+    while (n > 1 && dir[n - 1] == '/') n--;
+    size_t b = n;
+    while (b > 0 && dir[b - 1] != '/') b--;
+    int ok = n > b;
+    if (ok) snprintf(out, cap, "%.*s.profile.json", (int)(n - b), dir + b);
+    free(real);
+    return ok;
+}
+
+static int file_exists(const char *p)
+{
+    struct stat sb;
+    return stat(p, &sb) == 0;
+}
+
+/* One-shot: a matching saved profile or a fresh analysis, then the plan for BUDGET. */
+static rf_status plan_for_budget(const rf_model *m, const args *a, rf_quantize_opts *o, uint64_t budget,
+                                 rf_plan **plan, rf_err *err)
+{
+    rf_profile *prof = NULL;
+    rf_status s = RF_OK;
+    char defpath[4096];
+    if (!a->profile && default_profile(rf_model_dir(m), defpath, sizeof defpath) && file_exists(defpath)) {
+        /* what 'ramfit analyse MODEL_DIR' saved here; used only if it matches */
+        rf_err e2;
+        if (rf_profile_load(defpath, &prof, &e2) == RF_OK && rf_analyse_check_profile(m, prof, &e2) == RF_OK) {
+            if (!a->quiet) fprintf(stderr, "ramfit: reusing the profile %s\n", defpath);
+        } else {
+            if (!a->quiet) fprintf(stderr, "ramfit: not reusing %s: %s\n", defpath, e2.msg);
+            rf_profile_free(prof);
+            prof = NULL;
+        }
+    }
+    if (prof) {
+        /* reused */
+    } else if (a->profile && file_exists(a->profile)) {
+        s = rf_profile_load(a->profile, &prof, err);
+        if (!s) s = rf_analyse_check_profile(m, prof, err);
+        if (s) {
+            char msg[RF_ERR_MSG_MAX];
+            snprintf(msg, sizeof msg, "%s", err->msg);
+            set_err(err, s, "--profile %s: %s", a->profile, msg);
+        }
+        if (!s && !a->quiet) fprintf(stderr, "ramfit: reusing the profile %s\n", a->profile);
+    } else {
+        rf_analyse_opts ao;
+        rf_analyse_opts_default(&ao);
+        ao.threads = o->threads;
+        ao.modes = 1u << (o->mode >= 0 ? o->mode : RF_QMODE_MLX);
+        cli_progress pa;
+        cli_progress_init(&pa, "analyse", a->quiet);
+        ao.progress = (rf_progress){cli_progress_cb, &pa, cli_cancel_flag()};
+        s = rf_analyse(m, &ao, &prof, err);
+        cli_progress_end(&pa);
+        if (!s && a->profile) s = rf_profile_save(prof, a->profile, err);
+    }
+    if (!s && o->mode < 0) o->mode = rf_profile_modes(prof) >> RF_QMODE_OPT & 1 ? RF_QMODE_OPT : RF_QMODE_MLX;
+    if (!s && !(rf_profile_modes(prof) >> o->mode & 1))
+        s = set_err(err, RF_ERR_MISMATCH, "the profile %s has no %s-mode measurements (analyse with --mode %s)",
+                    a->profile, o->mode == RF_QMODE_OPT ? "opt" : "mlx", o->mode == RF_QMODE_OPT ? "opt" : "mlx");
+    if (!s) {
+        rf_plan_opts po;
+        rf_plan_opts_default(&po);
+        po.mode = (rf_qmode)o->mode;
+        s = rf_plan_solve(prof, &po, budget, plan, err);
+    }
+    rf_profile_free(prof);
+    return s;
+}
+
+static void print_summary(const args *a, const rf_quantize_result *r, uint64_t budget, const rf_plan *plan)
+{
+    char size[32], bud[32];
+    rf_format_size(r->tensor_bytes, size, sizeof size);
+    double bpw = r->params ? 8.0 * (double)r->tensor_bytes / (double)r->params : 0;
+    double rate = r->seconds > 0 ? (double)r->input_bytes / r->seconds / 1e9 : 0;
+    if (a->json) {
+        json_t *j = json_pack("{s:s, s:I, s:I, s:I, s:f, s:I, s:I, s:I, s:I, s:I, s:s, s:s, s:s, s:f}", "out_dir", a->out,
+                              "tensor_bytes", (json_int_t)r->tensor_bytes, "input_bytes", (json_int_t)r->input_bytes,
+                              "params", (json_int_t)r->params, "bpw", bpw, "budget", (json_int_t)budget, "files",
+                              (json_int_t)r->files, "tensors", (json_int_t)r->tensors, "units_quantized",
+                              (json_int_t)r->units_quantized, "units_kept", (json_int_t)r->units_kept, "mode",
+                              rf_plan_mode(plan) == RF_QMODE_OPT ? "opt" : "mlx", "f32_kept_as",
+                              rf_dtype_name(r->f32_kept_as), "f32_scales_as", rf_dtype_name(r->f32_scales_as),
+                              "seconds", r->seconds);
+        char *text = j ? json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+        if (text) printf("%s\n", text);
+        free(text);
+        json_decref(j);
+        return;
+    }
+    if (budget) rf_format_size(budget, bud, sizeof bud);
+    else snprintf(bud, sizeof bud, "none (%s)", rf_plan_method_text(plan));
+    printf("wrote %s: %s of tensors (%llu B) in %llu file%s, %.3f bits per weight, budget %s, %llu units "
+           "quantized, %llu kept, %.2f s (%.2f GB/s of input)\n",
+           a->out, size, (unsigned long long)r->tensor_bytes, (unsigned long long)r->files, r->files == 1 ? "" : "s",
+           bpw, bud, (unsigned long long)r->units_quantized, (unsigned long long)r->units_kept, r->seconds, rate);
+}
+
+int rf_cmd_quantize(int argc, char **argv)
+{
+    if (cli_wants_help(argc, argv)) {
+        usage(stdout);
+        return 0;
+    }
+    args a;
+    int rc = parse_args(argc, argv, &a);
+    rf_quantize_opts o;
+    uint64_t budget = 0;
+    if (rc || (rc = parse_opts(&a, &o, &budget))) return rc;
+    cli_install_sigint();
+    rf_err err;
+    rf_err_clear(&err);
+    rf_model *m = NULL;
+    rf_plan *plan = NULL;
+    rf_profile *prof = NULL;
+    rf_status s = rf_model_open(a.model, &m, &err);
+    if (!s && a.plan) {
+        s = rf_plan_load(a.plan, &plan, &err);
+        if (!s && a.profile) {
+            s = rf_profile_load(a.profile, &prof, &err);
+            if (!s) s = rf_plan_check_profile(plan, prof, &err);
+        }
+    } else if (!s) {
+        s = plan_for_budget(m, &a, &o, budget, &plan, &err);
+    }
+    rf_quantize_result r;
+    if (!s) {
+        cli_progress p;
+        cli_progress_init(&p, "quantize", a.quiet);
+        rf_progress pr = {cli_progress_cb, &p, cli_cancel_flag()};
+        s = rf_quantize_write(m, plan, &o, a.out, &pr, &r, &err);
+        cli_progress_end(&p);
+    }
+    if (!s) print_summary(&a, &r, rf_plan_budget(plan), plan);
+    rf_profile_free(prof);
+    rf_plan_free(plan);
+    rf_model_free(m);
+    return s ? cli_fail(&err) : 0;
+}
