@@ -9,6 +9,14 @@
 /* Each subcommand: argv[0] is the subcommand name. Returns the process exit status. */
 typedef int (*rf_cmd_fn)(int argc, char **argv);
 int rf_cmd_inspect(int argc, char **argv);
+int rf_cmd_analyse(int argc, char **argv);
+int rf_cmd_synth(int argc, char **argv);
+int rf_cmd_plan(int argc, char **argv);
+int rf_cmd_tokenize(int argc, char **argv);
+int rf_cmd_ppl(int argc, char **argv);
+int rf_cmd_kld(int argc, char **argv);
+int rf_cmd_generate(int argc, char **argv);
+int rf_cmd_quantize(int argc, char **argv);
 
 /* Print "ramfit: <status>: <message>" to stderr and return 1. */
 int cli_fail(const rf_err *err);
@@ -30,5 +38,20 @@ void cli_progress_end(cli_progress *p);
 void cli_install_sigint(void);
 volatile int *cli_cancel_flag(void);
 double cli_now(void);
+
+/* ppl and kld (cmd_ppl.c): shared options, the text file tokenized once (no BOS; *bos gets the
+ * BOS id the tokenizer adds, or -1), and a perplexity result as a JSON object. */
+typedef struct cli_eval_args {
+    const char *file;
+    int ctx, threads, json, quiet;
+    rf_ppl_protocol protocol;
+    uint64_t max_tokens;
+} cli_eval_args;
+/* Parse argv (npos positional directories into pos); 0 or a usage exit status. */
+int cli_eval_parse(const char *cmd, int argc, char **argv, int npos, const char **pos, cli_eval_args *a);
+rf_status cli_tokenize_file(const char *model_dir, const char *path, int32_t **ids, uint64_t *n, int *bos,
+                            rf_err *err);
+struct json_t;
+struct json_t *cli_ppl_json(const rf_ppl_result *r);
 
 #endif

@@ -9,6 +9,14 @@ static const struct {
     const char *summary;
 } commands[] = {
     {"inspect", rf_cmd_inspect, "summarise a checkpoint: architecture, parameters, bytes by dtype and role"},
+    {"analyse", rf_cmd_analyse, "measure every unit at every quantization config: the profile the planner reads"},
+    {"synth", rf_cmd_synth, "write a synthetic checkpoint shaped like a real architecture (tests, benchmarks)"},
+    {"plan", rf_cmd_plan, "choose per-unit quantization for byte budgets from a profile (exact, with report)"},
+    {"tokenize", rf_cmd_tokenize, "encode text with a model's tokenizer.json, or decode ids"},
+    {"ppl", rf_cmd_ppl, "perplexity of a model (original or quantized) on a text file"},
+    {"kld", rf_cmd_kld, "KL-divergence of a quantized model from the original, top-1 agreement, PPL"},
+    {"generate", rf_cmd_generate, "generate text from a prompt with the built-in engine"},
+    {"quantize", rf_cmd_quantize, "write the MLX checkpoint a plan describes (or analyse + plan + write for a budget)"},
 };
 
 static void usage(FILE *f)

@@ -148,7 +148,11 @@ typedef struct rf_tensor {
 typedef struct rf_st rf_st;  /* an open checkpoint: one file or a sharded set */
 
 /* Open PATH: a .safetensors file, a model.safetensors.index.json, or a directory holding
- * either (index preferred). Everything is validated before this returns RF_OK. */
+ * either (index preferred, else model.safetensors, else its only *.safetensors file).
+ * Everything is validated before this returns RF_OK. Errors: RF_ERR_NOT_FOUND for a missing
+ * path or shard file or a directory without safetensors, RF_ERR_UNSUPPORTED for an unknown
+ * dtype or more than RF_MAX_DIMS dimensions, RF_ERR_IO for open/mmap failures, RF_ERR_FORMAT
+ * for everything malformed; the message names the file and the tensor. */
 rf_status rf_st_open(const char *path, rf_st **out, rf_err *err);
 /* Open a safetensors image already in memory (borrowed, must outlive the handle);
  * LABEL names it in messages. Used by tests and fuzzers. */
@@ -172,8 +176,12 @@ void rf_st_advise_willneed(const rf_st *st, const rf_tensor *t);
 void rf_st_advise_dontneed(const rf_st *st, const rf_tensor *t);
 
 /* Streaming writer. Declare every tensor first, then write their data in declaration order,
- * in as many pieces as wanted; finish renames the temporary files into place and writes the
- * index when there is more than one shard. Output is byte-for-byte deterministic. */
+ * in as many pieces as wanted (a piece must not run past the end of the current tensor;
+ * 0-element tensors take no write); finish renames the temporary files into place and writes
+ * the index when there is more than one shard (with one shard it removes a stale
+ * <basename>.safetensors.index.json). DIR must exist. Output is byte-for-byte deterministic.
+ * Any error after writing started removes the temporary files and fails later calls;
+ * ENOSPC/EFBIG give RF_ERR_NOSPACE, size mismatches and misuse RF_ERR_INVALID. */
 typedef struct rf_stw rf_stw;
 typedef struct rf_stw_opts {
     uint64_t max_shard_bytes;  /* 0: one file */
@@ -215,11 +223,18 @@ typedef struct rf_config {
     int num_experts, experts_per_tok, moe_intermediate_size, norm_topk_prob, decoder_sparse_step;
     int bos_token_id, eos_token_id; /* -1 when absent */
     rf_dtype torch_dtype;        /* RF_DT_INVALID when absent */
+    /* qwen3_moe mlp_only_layers (layers < 256; bit l of word l/64): these layers have a dense MLP */
+    uint64_t mlp_only_mask[4];
 } rf_config;
 
-/* Parse DIR/config.json. Unknown model_type: RF_ERR_UNSUPPORTED "unsupported architecture X". */
+/* Parse DIR/config.json (absent directory or file: RF_ERR_NOT_FOUND; bad/missing keys:
+ * RF_ERR_FORMAT naming file and key). Unknown model_type: RF_ERR_UNSUPPORTED "unsupported
+ * architecture 'X' in FILE (supported: ...)". Defaults: docs/inspect.md.
+ * Mixtral: moe_intermediate_size = intermediate_size, norm_topk_prob = 1 (softmax over the top-k). */
 rf_status rf_config_load(const char *model_dir, rf_config *out, rf_err *err);
 rf_status rf_config_parse(const char *json_text, const char *label, rf_config *out, rf_err *err);
+/* 1 if LAYER has a sparse MoE block (experts + router), 0 if a dense MLP. */
+int rf_config_layer_is_moe(const rf_config *c, int layer);
 
 typedef enum rf_role {
     RF_ROLE_OTHER = 0,
@@ -240,7 +255,21 @@ typedef struct rf_tinfo {
     int layer;    /* -1 outside the layer stack */
     int expert;   /* -1 unless a per-expert tensor */
     int unit;     /* index of its quantization unit, -1 for tensors that are not weights of one */
+    int quant_aux;/* 1: an MLX quantized companion (<module>.scales/.biases): it carries the role,
+                   * layer and expert of its module but is not a unit member (unit -1) */
 } rf_tinfo;
+
+/* Classification of one tensor name (Hugging Face naming, plus MLX's stacked switch_mlp and
+ * quantized companions); pure, no files. Names it does not know get RF_ROLE_OTHER. */
+typedef struct rf_name_info {
+    rf_role role;
+    int layer, expert;  /* -1 when none */
+    int stacked;        /* an MLX switch_mlp tensor: all experts in one [E, out, in] tensor */
+    int quant_aux;      /* an MLX .scales/.biases companion */
+    int unit_weight;    /* the weight of a quantization unit (module below is its unit name) */
+    char module[160];   /* MLX module path (name less its last component); experts: switch_mlp */
+} rf_name_info;
+void rf_classify_name(const char *name, rf_name_info *out);
 
 /* A quantization unit (the module of design.md): one Linear/Embedding weight, or all experts
  * of one projection in one layer, stacked. Every member shares one (bits, gs). */
@@ -249,14 +278,18 @@ typedef struct rf_unit {
     rf_role role;
     int layer;
     int n_members;      /* tensors (experts) in the unit */
+    int n_experts;      /* experts in the unit: E for an expert bank (per-expert or stacked), else 0 */
     const int *members; /* indices into the catalogue's tensor list, expert order */
-    uint64_t rows, cols;/* of one member: out, in */
+    uint64_t rows, cols;/* of one (expert) matrix: out, in; the embedding is [vocab, hidden] */
     uint64_t nparams;   /* all members */
     rf_dtype dtype;
     int quantizable;    /* 2-D and some gs in {32,64,128} divides cols; norms etc. are not units */
 } rf_unit;
 
-typedef struct rf_model rf_model; /* config + open checkpoint + catalogue */
+/* config + open checkpoint + catalogue. Open checks tensors against config.json (shapes of known
+ * roles, layer/expert indices in range, every layer complete, experts of a unit alike and all
+ * present): RF_ERR_FORMAT naming the file and tensor. Unknown extra tensors are role OTHER. */
+typedef struct rf_model rf_model;
 rf_status rf_model_open(const char *model_dir, rf_model **out, rf_err *err);
 void rf_model_free(rf_model *m);
 const char *rf_model_dir(const rf_model *m);
@@ -266,7 +299,10 @@ uint64_t rf_model_tensor_count(const rf_model *m);
 const rf_tinfo *rf_model_tinfo(const rf_model *m, uint64_t i);
 uint64_t rf_model_unit_count(const rf_model *m);
 const rf_unit *rf_model_unit(const rf_model *m, uint64_t i);
+/* Parameters: elements of every tensor except MLX .scales/.biases companions. */
 uint64_t rf_model_param_count(const rf_model *m);
+/* Index of the unit named NAME (MLX module path), or -1. */
+int64_t rf_model_unit_find(const rf_model *m, const char *name);
 
 /* ===================================================================== quantization kernels (quant.c) */
 
@@ -304,6 +340,527 @@ rf_status rf_quant_error(rf_dtype src, const void *w, uint64_t rows, uint64_t co
  * divide cols get sse = NaN. */
 rf_status rf_quant_error_all(rf_dtype src, const void *w, uint64_t rows, uint64_t cols,
                              rf_qmode mode, rf_dtype sdtype, rf_qerr out[RF_QCFG_N], rf_err *err);
+
+/* ===================================================================== profile (profile.c) */
+
+/* A profile: for every quantization unit of a model, each candidate config with its exact MLX
+ * bytes and measured error, per quantizer mode; plus every other tensor's kept bytes, so the
+ * totals account for the whole model. Written once by the analysis pass, read by the planner.
+ * File format (versioned JSON): docs/profile.md. */
+#define RF_PROFILE_VERSION 1
+
+/* One affine candidate of a unit. Keep (the unquantized original) is implicit: bytes =
+ * kept_bytes, error 0. An error measurement absent for a mode has sse = NaN. */
+typedef struct rf_pcand {
+    int bits, gs;
+    uint64_t bytes;             /* exact MLX bytes of all members: packed words + scales + biases */
+    rf_qerr err[2];             /* indexed by rf_qmode; err[m].ssq equals the unit's ssq */
+} rf_pcand;
+
+typedef struct rf_pstats {      /* over all weights of the unit */
+    double mean, rms, absmax;
+    double kurtosis;            /* excess kurtosis (0 for a Gaussian) */
+    double frac_6sigma;         /* fraction of weights with |w - mean| > 6 * stddev */
+} rf_pstats;
+
+typedef struct rf_punit {
+    char name[160];             /* MLX module path */
+    rf_role role;
+    int layer;                  /* -1 outside the layer stack */
+    int n_layers;               /* layers of the model (depth priors) */
+    int n_members;              /* tensors (experts) stacked in the unit */
+    uint64_t rows, cols;        /* of one member */
+    uint64_t nparams;           /* all members */
+    rf_dtype dtype;             /* original dtype */
+    uint64_t kept_bytes;        /* bytes when kept (nparams * dtype size) */
+    double ssq;                 /* sum of squares of all weights (denominator of D) */
+    rf_pstats stats;
+    int n_cands;                /* affine candidates, sorted by (bits, gs) */
+    rf_pcand cands[RF_QCFG_N];
+} rf_punit;
+
+/* A tensor that is not a unit (norms, biases, 1-D): always kept. */
+typedef struct rf_pother {
+    char name[160];
+    rf_role role;
+    int layer;
+    uint64_t nparams;
+    rf_dtype dtype;
+    uint64_t bytes;
+} rf_pother;
+
+typedef struct rf_pfile {
+    char name[256];             /* shard file name (no directory) */
+    uint64_t bytes;
+} rf_pfile;
+
+/* Model identity and the config summary the planner uses (KV cache size, depth priors). */
+typedef struct rf_pmodel {
+    char name[256];             /* model directory base name */
+    char architecture[128];     /* architectures[0] */
+    char model_type[64];
+    int hidden_size, intermediate_size, num_layers, num_heads, num_kv_heads, head_dim, vocab_size;
+    int tie_word_embeddings;
+    int num_experts, experts_per_tok, moe_intermediate_size;
+    uint64_t fingerprint;       /* rf_st_fingerprint of the checkpoint */
+    char ramfit_version[32];    /* of the ramfit that wrote the profile */
+} rf_pmodel;
+
+/* Bit masks for rf_profile_create: modes (1 << RF_QMODE_MLX | 1 << RF_QMODE_OPT) and configs
+ * (bit c = bits_index * RF_QGS_N + gs_index, as rf_quant_error_all). */
+#define RF_PROFILE_ALL_CONFIGS ((1u << RF_QCFG_N) - 1)
+
+typedef struct rf_profile rf_profile;
+/* An empty profile for MODEL measuring the given modes and configs. */
+rf_status rf_profile_create(const rf_pmodel *model, unsigned modes, unsigned configs,
+                            rf_profile **out, rf_err *err);
+void rf_profile_free(rf_profile *p);
+/* Start a unit record: zeroes U, sets name, role, layer, shape, dtype, kept_bytes, n_members = 1. */
+void rf_punit_init(rf_punit *u, const char *name, rf_role role, int layer, int n_layers,
+                   uint64_t rows, uint64_t cols, uint64_t nparams, rf_dtype dtype);
+/* Append a candidate; MLX or OPT may be NULL (mode not measured). */
+rf_status rf_punit_add_cand(rf_punit *u, int bits, int gs, uint64_t bytes,
+                            const rf_qerr *mlx, const rf_qerr *opt, rf_err *err);
+/* Append records (copied and validated; errors name the unit and field). Units are sorted
+ * into canonical candidate order; unit and tensor names must be unique. */
+rf_status rf_profile_add_unit(rf_profile *p, const rf_punit *u, rf_err *err);
+rf_status rf_profile_add_other(rf_profile *p, const rf_pother *o, rf_err *err);
+rf_status rf_profile_add_file(rf_profile *p, const char *name, uint64_t bytes, rf_err *err);
+
+const rf_pmodel *rf_profile_model(const rf_profile *p);
+unsigned rf_profile_modes(const rf_profile *p);
+unsigned rf_profile_configs(const rf_profile *p);
+uint64_t rf_profile_unit_count(const rf_profile *p);
+const rf_punit *rf_profile_unit(const rf_profile *p, uint64_t i);
+int64_t rf_profile_find_unit(const rf_profile *p, const char *name); /* -1 if absent */
+uint64_t rf_profile_other_count(const rf_profile *p);
+const rf_pother *rf_profile_other(const rf_profile *p, uint64_t i);
+uint64_t rf_profile_file_count(const rf_profile *p);
+const rf_pfile *rf_profile_file(const rf_profile *p, uint64_t i);
+/* Totals over units and other tensors: parameters, unquantized bytes, bytes of the others. */
+uint64_t rf_profile_param_count(const rf_profile *p);
+uint64_t rf_profile_full_bytes(const rf_profile *p);
+uint64_t rf_profile_other_bytes(const rf_profile *p);
+/* Relative error D = sse/ssq of candidate C of U in MODE (NaN when not measured; 0 when ssq is 0
+ * and sse is 0), and SQNR in dB (+inf for D = 0). */
+double rf_pcand_d(const rf_punit *u, const rf_pcand *c, rf_qmode mode);
+double rf_d_to_sqnr_db(double d);
+/* Spelling of roles and modes in profile and plan files ("attn_q", "mlx", ...). */
+const char *rf_profile_role_token(rf_role r);
+const char *rf_qmode_token(rf_qmode m);
+
+/* Serialise: deterministic text, doubles as %.17g (they load bit-identical). The caller frees *out. */
+rf_status rf_profile_to_json(const rf_profile *p, char **out, size_t *len, rf_err *err);
+rf_status rf_profile_save(const rf_profile *p, const char *path, rf_err *err);
+/* Parse untrusted text; LABEL names it in messages (RF_ERR_FORMAT naming the unit and field). */
+rf_status rf_profile_from_json(const char *text, size_t len, const char *label, rf_profile **out, rf_err *err);
+rf_status rf_profile_load(const char *path, rf_profile **out, rf_err *err);
+
+/* ===================================================================== plan (plan.c, mckp.c, targets.c) */
+
+/* A plan: one config per unit of a profile for a byte budget, found by an exact multiple-choice
+ * knapsack solver (docs/plan.md), or a baseline rule for comparison. */
+typedef enum rf_plan_method {
+    RF_METHOD_RAMFIT = 0, /* minimise sum w_u * D_u^p under the budget (exact) */
+    RF_METHOD_UNIFORM,    /* every unit at (bits, gs); kept where gs does not divide cols */
+    RF_METHOD_MIXED,      /* mlx-lm mixed_LOW_HIGH recipe */
+    RF_METHOD_RAM         /* RAM/MINT: min/max quantizer, 8 candidates, prior * NRMSE, solved under the budget */
+} rf_plan_method;
+
+typedef enum rf_weight_rule {
+    RF_WEIGHT_RAMFIT = 0, /* (active) parameter share * role prior * depth prior */
+    RF_WEIGHT_PARAMS,     /* parameter share only */
+    RF_WEIGHT_RAM         /* RAM priors: embed 10, lm_head 10, router 8, first layer 3, last 2, else 1 */
+} rf_weight_rule;
+
+/* The objective's importance weights: w_u = [share_u] * role[role] * depth(layer), optionally
+ * replaced by fn. The objective is sum_u w_u * D_u^exponent. */
+typedef struct rf_plan_weights {
+    rf_weight_rule rule;
+    double role[RF_ROLE_COUNT];
+    double first_layer, last_layer; /* depth priors for layer 0 and layer L-1 (others 1) */
+    int param_share;                /* multiply by nparams / sum of unit nparams */
+    int moe_active;                 /* expert banks count experts_per_tok / num_experts of their params */
+    double exponent;                /* p in D^p (1: squared error, 0.5: NRMSE) */
+    double (*fn)(void *user, const rf_punit *u, double w); /* optional: final weight from the rule's */
+    void *user;
+} rf_plan_weights;
+/* The documented defaults of a rule. */
+void rf_plan_weights_default(rf_plan_weights *w, rf_weight_rule rule);
+/* One override "KEY=VALUE": a role token (attn_v=2), first, last, exponent, share (0/1), active (0/1),
+ * rule (ramfit|params|ram: resets to that rule's defaults). */
+rf_status rf_plan_weights_set(rf_plan_weights *w, const char *assignment, rf_err *err);
+/* A JSON object of the same keys (roles under "role": {...}); applied on top of W. */
+rf_status rf_plan_weights_load(const char *path, rf_plan_weights *w, rf_err *err);
+/* The weight of unit U of profile P under W. */
+double rf_plan_unit_weight(const rf_profile *p, const rf_plan_weights *w, const rf_punit *u);
+
+typedef struct rf_plan_opts {
+    rf_plan_method method;
+    int bits, gs;            /* uniform: the config; mixed: bits = low, high_bits = high, gs */
+    int high_bits;
+    rf_qmode mode;           /* whose measured error to use (baselines: MLX) */
+    double veto_db;          /* candidates below this SQNR are not allowed (default 9) */
+    int unsafe;              /* lift the veto (hard rules stay) */
+    rf_plan_weights weights;
+    uint64_t state_limit;    /* exact search: most DP states before giving up with a gap (0: default) */
+} rf_plan_opts;
+void rf_plan_opts_default(rf_plan_opts *o);
+/* "ramfit", "uniform:BITS:GS", "mixed:LOW:HIGH[:GS]" or "ram": sets method, bits, gs, and for
+ * ram the mode, veto and weights it prescribes. */
+rf_status rf_plan_parse_method(const char *text, rf_plan_opts *o, rf_err *err);
+
+typedef enum rf_plan_status {
+    RF_PLAN_OPTIMAL = 0,     /* proven optimal (relative tolerance 1e-9 on the objective) */
+    RF_PLAN_GAP,             /* search limit reached: best plan found, gap to the lower bound */
+    RF_PLAN_KEEP_ALL,        /* budget >= unquantized size: everything kept */
+    RF_PLAN_RULE             /* a baseline rule: not optimised */
+} rf_plan_status;
+const char *rf_plan_status_name(rf_plan_status s);
+
+typedef struct rf_plan_unit {
+    const char *name;
+    rf_role role;
+    int layer;
+    int bits, gs;            /* 0, 0: kept */
+    uint64_t nparams, bytes;
+    double d;                /* predicted relative squared error (0 when kept) */
+    double weight;           /* objective weight */
+    double max_abs;          /* predicted max |w - w'| (0 when kept) */
+} rf_plan_unit;
+
+typedef struct rf_plan rf_plan;
+/* Preprocessed profile + options: solving any number of budgets reuses the hulls. */
+typedef struct rf_planner rf_planner;
+rf_status rf_planner_create(const rf_profile *p, const rf_plan_opts *o, rf_planner **out, rf_err *err);
+void rf_planner_free(rf_planner *pl);
+/* Smallest total bytes (units + other tensors) of any allowed plan; unquantized total. */
+uint64_t rf_planner_min_safe(const rf_planner *pl);
+uint64_t rf_planner_full_bytes(const rf_planner *pl);
+/* Plan for BUDGET total tensor bytes. Below min-safe: RF_ERR_BUDGET naming min-safe.
+ * Baseline rules ignore the budget (each is reported at its own size). */
+rf_status rf_planner_solve(rf_planner *pl, uint64_t budget, rf_plan **out, rf_err *err);
+/* create + solve + free. */
+rf_status rf_plan_solve(const rf_profile *p, const rf_plan_opts *o, uint64_t budget, rf_plan **out, rf_err *err);
+void rf_plan_free(rf_plan *plan);
+
+uint64_t rf_plan_unit_count(const rf_plan *plan);
+const rf_plan_unit *rf_plan_get_unit(const rf_plan *plan, uint64_t i);
+int64_t rf_plan_find_unit(const rf_plan *plan, const char *name);
+rf_plan_status rf_plan_status_of(const rf_plan *plan);
+rf_plan_method rf_plan_method_of(const rf_plan *plan);
+const char *rf_plan_method_text(const rf_plan *plan);   /* "ramfit", "uniform:4:64", ... */
+rf_qmode rf_plan_mode(const rf_plan *plan);
+uint64_t rf_plan_budget(const rf_plan *plan);           /* 0 for baseline rules */
+uint64_t rf_plan_total_bytes(const rf_plan *plan);      /* units + other tensors */
+uint64_t rf_plan_other_bytes(const rf_plan *plan);
+uint64_t rf_plan_param_count(const rf_plan *plan);
+double rf_plan_bpw(const rf_plan *plan);                /* 8 * total bytes / all parameters */
+double rf_plan_objective(const rf_plan *plan);          /* sum w_u * D_u^p */
+double rf_plan_lower_bound(const rf_plan *plan);        /* proven: no plan in budget is below it */
+double rf_plan_gap(const rf_plan *plan);                /* (objective - bound) / objective, 0 if optimal */
+uint64_t rf_plan_min_safe(const rf_plan *plan);
+uint64_t rf_plan_states(const rf_plan *plan);           /* DP states the exact search made */
+int rf_plan_veto_violations(const rf_plan *plan);       /* units below the veto (baselines only) */
+double rf_plan_veto_db(const rf_plan *plan);
+const char *rf_plan_model_name(const rf_plan *plan);
+uint64_t rf_plan_fingerprint(const rf_plan *plan);
+/* Objective of PLAN's configs under the weights and mode of O (compares baselines with ramfit). */
+rf_status rf_plan_evaluate(const rf_plan *plan, const rf_profile *p, const rf_plan_opts *o, double *objective, rf_err *err);
+/* RF_ERR_MISMATCH unless PLAN was made from a profile of the same checkpoint with the same units. */
+rf_status rf_plan_check_profile(const rf_plan *plan, const rf_profile *p, rf_err *err);
+
+/* Report data: parameters and bytes at each config (keep is bits 0), sorted by bits then gs. */
+typedef struct rf_plan_share { int bits, gs; uint64_t units, nparams, bytes; } rf_plan_share;
+/* Fills up to CAP entries, returns how many configs the plan uses. */
+int rf_plan_shares(const rf_plan *plan, rf_plan_share *out, int cap);
+/* Unit indices ordered from most protected (most bits per weight, then lowest D) to least. */
+rf_status rf_plan_protection_order(const rf_plan *plan, uint64_t *order, rf_err *err);
+
+/* Plan files: versioned JSON naming the profile's model and fingerprint (docs/plan.md). */
+rf_status rf_plan_to_json(const rf_plan *plan, char **out, size_t *len, rf_err *err);
+rf_status rf_plan_save(const rf_plan *plan, const char *path, rf_err *err);
+rf_status rf_plan_from_json(const char *text, size_t len, const char *label, rf_plan **out, rf_err *err);
+rf_status rf_plan_load(const char *path, rf_plan **out, rf_err *err);
+
+/* Budget curve SVG: predicted objective vs total bytes; MIN_SAFE and the MARKS drawn as
+ * vertical lines. Deterministic text. */
+typedef struct rf_curve_point { uint64_t bytes; double objective; } rf_curve_point;
+typedef struct rf_curve_mark { uint64_t bytes; const char *label; } rf_curve_mark;
+rf_status rf_plan_curve_svg(const rf_curve_point *pts, int n, uint64_t min_safe, const rf_curve_mark *marks,
+                            int nmarks, const char *title, const char *path, rf_err *err);
+
+/* Budget from bits per weight: floor(bpw * all parameters / 8) bytes. */
+rf_status rf_plan_bpw_budget(const rf_profile *p, double bpw, uint64_t *budget, rf_err *err);
+
+/* Named hardware targets (docs/plan.md states the overhead rule). */
+typedef enum rf_target_kind { RF_TARGET_APPLE = 0, RF_TARGET_GPU, RF_TARGET_PHONE } rf_target_kind;
+typedef struct rf_target {
+    const char *name;        /* "m4-pro-24gb" */
+    const char *description;
+    rf_target_kind kind;
+    uint64_t memory;         /* RAM or VRAM in bytes */
+} rf_target;
+int rf_target_count(void);
+const rf_target *rf_target_get(int i);
+const rf_target *rf_target_find(const char *name);
+/* Usable tensor budget on T for profile P's model with a KV cache of CONTEXT tokens (fp16):
+ * memory limit - runtime reserve - KV cache. Parts are returned when non-NULL. */
+typedef struct rf_target_budget {
+    uint64_t limit, reserve, kv_cache, budget;
+} rf_target_budget;
+rf_status rf_target_budget_for(const rf_target *t, const rf_profile *p, uint64_t context, rf_target_budget *out, rf_err *err);
+
+/* ===================================================================== inference engine (engine.c) */
+
+/* Runs a checkpoint: Hugging Face (BF16/F16/F32) or MLX affine-quantized (per-module bits and
+ * group size from config.json "quantization"), families llama, mistral, qwen2, qwen3, mixtral,
+ * qwen3_moe. Weights stay memory-mapped; the kernels compute on the stored rows. Not thread-safe:
+ * one engine serves one caller (it runs its own worker threads). */
+typedef struct rf_engine rf_engine;
+typedef struct rf_engine_opts {
+    int threads;    /* worker threads including the caller; <= 0: 2 */
+    int max_ctx;    /* KV cache positions; <= 0: min(max_position_embeddings, 4096) */
+    int max_batch;  /* tokens per pass over the weights; <= 0: 256 */
+} rf_engine_opts;
+rf_status rf_engine_open(const char *model_dir, const rf_engine_opts *opts, rf_engine **out, rf_err *err);
+void rf_engine_free(rf_engine *e);
+const rf_config *rf_engine_config(const rf_engine *e);
+int rf_engine_vocab(const rf_engine *e);
+int rf_engine_max_ctx(const rf_engine *e);
+/* Tokens in the KV cache; the next token goes to this position. */
+int rf_engine_pos(const rf_engine *e);
+/* Empty the KV cache (position 0). */
+void rf_engine_reset(rf_engine *e);
+/* Forget cached positions >= pos (0 <= pos <= current). */
+rf_status rf_engine_set_pos(rf_engine *e, int pos, rf_err *err);
+/* Run N tokens at the current position and append them to the cache. logits: NULL (none), or
+ * N*vocab floats (all_logits: one row per token) or vocab floats (the last token's). */
+rf_status rf_engine_forward(rf_engine *e, const int32_t *tokens, int n, float *logits, int all_logits, rf_err *err);
+/* Bytes of weight data: all of it, and what one decode step reads (one embedding row, the
+ * active share of experts: top_k / num_experts of every bank). */
+void rf_engine_weight_bytes(const rf_engine *e, uint64_t *total, uint64_t *per_token);
+
+/* Token sampling (sampler.c): temperature 0 is greedy (arg-max, lowest id on ties); otherwise
+ * softmax(logits / temp), nucleus top_p in (0, 1], a deterministic generator seeded by seed. */
+typedef struct rf_sampler rf_sampler;
+rf_status rf_sampler_create(float temp, float top_p, uint64_t seed, int vocab, rf_sampler **out, rf_err *err);
+void rf_sampler_free(rf_sampler *s);
+int rf_sampler_sample(rf_sampler *s, const float *logits);
+
+/* Perplexity and KL-divergence (eval.c), on token ids (the caller tokenizes the whole text once,
+ * without BOS). Protocols for windows of ctx tokens:
+ *  RF_PPL_FULL: with a BOS id, chunks of ctx-1 ids, each fed as [BOS] + chunk, every chunk token
+ *    scored; without, chunks of ctx ids, the last ctx-1 scored; the final partial chunk dropped.
+ *  RF_PPL_LLAMACPP: llama.cpp's perplexity tool: the ids are taken with a leading BOS when the
+ *    model has one, cut into chunks of ctx, each chunk's first id replaced by BOS (when it has
+ *    one), only the second half of each window scored. */
+typedef enum rf_ppl_protocol { RF_PPL_FULL = 0, RF_PPL_LLAMACPP = 1 } rf_ppl_protocol;
+typedef struct rf_ppl_opts {
+    int ctx;                  /* window size N (>= 2) */
+    rf_ppl_protocol protocol;
+    int bos_id;               /* -1: the tokenizer adds no BOS */
+    uint64_t max_tokens;      /* 0: all; else use only the first max_tokens ids of the text */
+    rf_progress progress;     /* units: windows */
+} rf_ppl_opts;
+typedef struct rf_ppl_result {
+    double ppl, ppl_stderr;   /* exp(mean NLL) and its standard error (delta method) */
+    double nll_mean, nll_stderr;
+    uint64_t tokens, windows; /* tokens scored */
+    double seconds, tokens_per_s; /* tokens processed (fed) per second */
+} rf_ppl_result;
+rf_status rf_eval_ppl(rf_engine *e, const int32_t *ids, uint64_t n, const rf_ppl_opts *o, rf_ppl_result *out,
+                      rf_err *err);
+typedef struct rf_kld_result {
+    double kld_mean, kld_stderr, kld_p99, kld_max; /* KL(base || quant) per scored token, nats */
+    double top1_agree;        /* fraction of scored positions with the same arg-max */
+    rf_ppl_result base, quant;
+} rf_kld_result;
+/* Both engines must share the vocabulary; the same windows are scored in each. */
+rf_status rf_eval_kld(rf_engine *base, rf_engine *quant, const int32_t *ids, uint64_t n, const rf_ppl_opts *o,
+                      rf_kld_result *out, rf_err *err);
+
+/* ===================================================================== tokenizer (tokenizer.c) */
+
+/* A Hugging Face tokenizer.json with a BPE model: byte-level BPE with regex splitting (GPT-2,
+ * Llama-3, Qwen2/3) and SentencePiece-style BPE with byte fallback or <unk> (Llama-2, Mistral).
+ * Normalizers Prepend/Replace/NFC/NFD/NFKC/NFKD/Lowercase/Strip/Sequence; pre-tokenizers
+ * ByteLevel/Split/Metaspace/Digits/WhitespaceSplit/Sequence; decoders ByteLevel/Replace/
+ * ByteFallback/Fuse/Strip/Metaspace/Sequence; post-processors TemplateProcessing/ByteLevel/
+ * Roberta/Bert/Sequence. Anything else (Unigram, WordPiece, BPE dropout, ...) fails to load with
+ * RF_ERR_UNSUPPORTED naming the feature. A handle may be shared by threads for encode/decode. */
+typedef struct rf_tok rf_tok;
+/* DIR/tokenizer.json, plus DIR/tokenizer_config.json when present (bos_token, eos_token; for
+ * Llama/Gemma tokenizer classes add_bos_token/add_eos_token rebuild the template, as transformers
+ * does). */
+rf_status rf_tok_load(const char *model_dir, rf_tok **out, rf_err *err);
+/* The same from memory (tests, fuzzing); config_json may be NULL. */
+rf_status rf_tok_load_json(const char *json, size_t len, const char *config_json, size_t config_len, rf_tok **out,
+                           rf_err *err);
+void rf_tok_free(rf_tok *tok);
+/* Encode UTF-8 text. Invalid UTF-8 is RF_ERR_INVALID (with the byte offset), never guessed at.
+ * add_special: apply the post-processor (e.g. prepend BOS). *ids is malloc'd: free() it. */
+rf_status rf_tok_encode(const rf_tok *tok, const char *text, uint64_t len, int add_special, int32_t **ids, uint64_t *n,
+                        rf_err *err);
+/* Decode ids through the decoder chain; special tokens are kept (HF's default). *text is
+ * malloc'd and NUL-terminated: free() it. len may be NULL. */
+rf_status rf_tok_decode(const rf_tok *tok, const int32_t *ids, uint64_t n, char **text, uint64_t *len, rf_err *err);
+int32_t rf_tok_vocab_size(const rf_tok *tok); /* highest id + 1 */
+int32_t rf_tok_bos_id(const rf_tok *tok);     /* -1 if none */
+int32_t rf_tok_eos_id(const rf_tok *tok);     /* -1 if none */
+int rf_tok_adds_bos(const rf_tok *tok);       /* encode with add_special prepends the BOS id */
+/* The token's string as stored in the vocabulary (byte-level "Ġ..." / "▁..." form); NULL if none. */
+const char *rf_tok_id_to_piece(const rf_tok *tok, int32_t id);
+int32_t rf_tok_piece_to_id(const rf_tok *tok, const char *piece); /* -1 if none */
+int rf_tok_is_special(const rf_tok *tok, int32_t id);            /* an added token marked special */
+
+/* Streaming decode for generation: push ids one at a time and get the text they complete. Text
+ * ending in an incomplete UTF-8 sequence (byte-level or byte-fallback pieces) is held back
+ * until it completes (or 4 tokens later, then as U+FFFD). *text stays valid until the next push. */
+typedef struct rf_tok_stream rf_tok_stream;
+rf_status rf_tok_stream_create(const rf_tok *tok, rf_tok_stream **out, rf_err *err);
+void rf_tok_stream_free(rf_tok_stream *s);
+rf_status rf_tok_stream_push(rf_tok_stream *s, int32_t id, const char **text, uint64_t *len, rf_err *err);
+
+/* ===================================================================== analysis (analyse.c) */
+
+/* The data-free analysis pass: measures every quantization unit of a model at every candidate
+ * config and fills a profile (docs/profile.md). Streams the mmapped shards in row blocks (peak
+ * memory does not grow with the model), runs blocks in parallel and combines per-block sums in
+ * block order, so the profile is byte-identical for any thread count.
+ *  - units: every catalogue unit; one whose input dimension no group size divides (or which is
+ *    not 2-D) is recorded with zero candidates (kept), with its statistics. Expert banks are
+ *    measured expert by expert and aggregated (sse and ssq summed, max of max_abs): the profile
+ *    format has no per-member records.
+ *  - others: every tensor that is not a unit weight, with its kept bytes.
+ *  - candidate bytes are exact MLX bytes with scales/biases in the source's 16-bit dtype
+ *    (F32 sources: BF16), what the quantize command writes.
+ * Errors: RF_ERR_NONFINITE naming the tensor and [row, column]; RF_ERR_UNSUPPORTED for a unit
+ * weight that is not F32/BF16/F16 (e.g. I32, or an already MLX-quantized checkpoint). */
+typedef struct rf_analyse_opts {
+    int threads;              /* <= 0: online CPUs */
+    unsigned modes;           /* 1 << RF_QMODE_MLX and/or 1 << RF_QMODE_OPT; 0: mlx */
+    unsigned configs;         /* config mask as rf_profile_create; 0: all 18 */
+    uint64_t block_bytes;     /* input bytes per row block; 0: 16 MiB */
+    /* Checkpoint of completed units (a partial profile, written via .tmp + rename): saved
+     * when interrupted and every checkpoint_s seconds; NULL: none. With resume, units already
+     * in it are taken from it (after checking model fingerprint, modes and configs); a missing
+     * file starts from scratch. The result is byte-identical to an uninterrupted run. */
+    const char *partial_path;
+    int resume;
+    double checkpoint_s;      /* <= 0: 30 s */
+    rf_progress progress;     /* units: input bytes; what: "k/N unit-name"; called on the caller's thread */
+} rf_analyse_opts;
+void rf_analyse_opts_default(rf_analyse_opts *o);
+/* "mlx", "opt" or "both" -> mode mask. */
+rf_status rf_analyse_parse_modes(const char *text, unsigned *modes, rf_err *err);
+/* "all", or a comma list of BITS/GS or BITS:GS ("4/64,8:64"), BITS alone (every gs), "keep"
+ * (always implied) -> config mask. */
+rf_status rf_analyse_parse_candidates(const char *text, unsigned *configs, rf_err *err);
+/* The identity rf_analyse writes: directory base name, config summary, fingerprint, version. */
+void rf_analyse_identity(const rf_model *m, rf_pmodel *out);
+/* Analyse M. Interrupted (progress.cancel): RF_ERR_INTERRUPTED after saving the partial file. */
+rf_status rf_analyse(const rf_model *m, const rf_analyse_opts *o, rf_profile **out, rf_err *err);
+/* RF_ERR_MISMATCH (naming both models and what differs) unless P was made from M's checkpoint:
+ * same fingerprint and shard files, and the same units with the same shapes. */
+rf_status rf_analyse_check_profile(const rf_model *m, const rf_profile *p, rf_err *err);
+
+/* ===================================================================== synthetic checkpoints (synth.c) */
+
+/* Writes a synthetic Hugging Face checkpoint with the names, shapes and config.json of a real
+ * architecture and realistic weight statistics (log-normal row scales, Student-t entries,
+ * outlier input columns in some layers, per-layer std, norms near 1). Values are a pure
+ * function of (seed, tensor name, element index): output is byte-identical for any thread
+ * count, and data is generated block by block (never the whole model in memory). */
+typedef struct rf_synth_opts {
+    const char *like;         /* preset: "qwen3-8b", "qwen3-30b-a3b", "llama-3-8b", ... */
+    double scale;             /* width factor in (0, 1]; 0: 1. Widths stay multiples of 128 */
+    int layers;               /* 0: the preset's */
+    int vocab;                /* 0: the preset's */
+    int experts;              /* 0: the preset's (MoE presets only) */
+    uint64_t seed;
+    rf_dtype dtype;           /* BF16 (default when RF_DT_INVALID), F16 or F32 */
+    uint64_t max_shard_bytes; /* 0: 5 GB (as Hugging Face) */
+    int threads;              /* <= 0: online CPUs */
+} rf_synth_opts;
+void rf_synth_opts_default(rf_synth_opts *o);
+int rf_synth_preset_count(void);
+const char *rf_synth_preset_name(int i);
+/* The config the options describe (widths after scaling). */
+rf_status rf_synth_config(const rf_synth_opts *o, rf_config *out, rf_err *err);
+/* Write config.json, generation_config.json and the shards into OUT_DIR (created if missing;
+ * existing weight files there are replaced). Progress units: bytes of tensor data. */
+rf_status rf_synth_write(const rf_synth_opts *o, const char *out_dir, rf_progress *progress, rf_err *err);
+
+/* ===================================================================== quantize (quantize.c, mlx.c) */
+
+/* Writes the MLX checkpoint a plan describes (docs/mlx-format.md): safetensors shards (mlx-lm's
+ * greedy 5 GiB rule and names) with __metadata__ {"format": "mlx"} and
+ * model.safetensors.index.json (always, as mlx-lm), config.json with "quantization" and
+ * "quantization_config", every other regular file at the top of the model directory (tokenizer,
+ * generation_config.json, templates, licence; not *.safetensors or their index), and ramfit.json
+ * (plan, fingerprint, version, budget). Expert banks are stacked into switch_mlp tensors, a tied
+ * lm_head is not written, rotary_emb.inv_freq buffers are dropped (as mlx-lm's sanitize does).
+ * 16-bit tensors keep their dtype, and so do the scales/biases of 16-bit weights. F32 tensors:
+ * with f32_as set, kept weights, other tensors and scales/biases are all written in it; by
+ * default the first rule whose byte counts agree with the plan: BF16 for all (the preferred
+ * rule, rf_quantize_out_dtype), or F32 kept as F32 with BF16 scales, or all F32. The tensor
+ * bytes must equal the plan's total (else RF_ERR_MISMATCH before anything is written).
+ * config.json's global default is the config used by the most modules (ties: more parameters);
+ * only modules that differ get an entry, and kept modules simply have no .scales.
+ * Streams unit by unit in row blocks on a thread pool (a writer thread overlaps the next block
+ * set); output is byte-identical for any thread count. Peak memory: two 32 MiB write buffers
+ * plus the scales/biases of the units in flight (1/16 of a unit's BF16 size at gs 32).
+ * Everything goes to a temporary directory next to OUT_DIR that is renamed at the end; on any
+ * error it is removed. */
+typedef struct rf_quantize_opts {
+    int mode;                 /* -1: the plan's; RF_QMODE_MLX / RF_QMODE_OPT must equal the plan's */
+    int threads;              /* <= 0: online CPUs */
+    rf_dtype f32_as;          /* F32 tensors: BF16, F16 or F32; RF_DT_INVALID (default): as the plan counted */
+    uint64_t max_shard_bytes; /* 0: 5 GiB (mlx-lm) */
+    int force;                /* replace an existing OUT_DIR (old one renamed away, then deleted) */
+    const char *profile_path; /* recorded in ramfit.json when not NULL */
+} rf_quantize_opts;
+void rf_quantize_opts_default(rf_quantize_opts *o);
+/* The output dtype of a tensor of dtype SRC when F32 becomes F32_AS (16-bit and non-float dtypes
+ * unchanged; F32_AS other than F16/F32 means BF16). */
+rf_dtype rf_quantize_out_dtype(rf_dtype src, rf_dtype f32_as);
+
+typedef struct rf_quantize_result {
+    uint64_t tensor_bytes;    /* tensor data written (= the plan's total) */
+    uint64_t input_bytes;     /* source tensor bytes read */
+    uint64_t params;          /* parameters written */
+    uint64_t tensors, files;  /* output tensors and shard files */
+    uint64_t units_quantized, units_kept;
+    double seconds;
+    rf_dtype f32_kept_as, f32_scales_as; /* the rule used for F32 tensors */
+} rf_quantize_result;
+/* Errors: RF_ERR_MISMATCH (plan for another checkpoint, unit shapes, mode, bytes), RF_ERR_EXISTS
+ * (OUT_DIR exists, no force), RF_ERR_INVALID (OUT_DIR is MODEL_DIR, inside it, or contains it),
+ * RF_ERR_UNSUPPORTED (an already quantized model), RF_ERR_NOSPACE / RF_ERR_IO (writing),
+ * RF_ERR_INTERRUPTED (progress cancel). RES may be NULL. */
+rf_status rf_quantize_write(const rf_model *m, const rf_plan *plan, const rf_quantize_opts *o, const char *out_dir,
+                            const rf_progress *progress, rf_quantize_result *res, rf_err *err);
+
+/* Reading an MLX checkpoint's quantization back (mlx.c): every "<module>.weight" resolved by
+ * mlx-lm's loader rule (config "quantization"[module] if present, else the global bits/gs iff
+ * "<module>.scales" exists), with the shapes checked against the bits and group size. */
+typedef struct rf_mlx_module {
+    char name[160];           /* module path (tensor name less ".weight") */
+    int bits, gs;             /* 0, 0: not quantized */
+    int n_experts;            /* leading stacked dimension of a 3-D weight, else 0 */
+    uint64_t rows, cols;      /* logical matrix of one expert (cols unpacked) */
+    uint64_t params;          /* logical weights of the module */
+    uint64_t bytes;           /* weight + scales + biases */
+    rf_dtype dtype;           /* kept: the weight's dtype; quantized: the scales' */
+} rf_mlx_module;
+typedef struct rf_mlx_quant rf_mlx_quant;
+rf_status rf_mlx_quant_read(const char *dir, rf_mlx_quant **out, rf_err *err);
+void rf_mlx_quant_free(rf_mlx_quant *q);
+uint64_t rf_mlx_quant_count(const rf_mlx_quant *q);
+const rf_mlx_module *rf_mlx_quant_module(const rf_mlx_quant *q, uint64_t i);
+/* The global default (0, 0 when config.json has no "quantization"). */
+void rf_mlx_quant_default(const rf_mlx_quant *q, int *bits, int *gs);
 
 #ifdef __cplusplus
 }

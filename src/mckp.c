@@ -21,6 +21,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
 
 struct rf_mckp {
     uint32_t ng;
@@ -36,6 +37,16 @@ struct rf_mckp {
     uint64_t min_w, sat_w;
     uint64_t gcd;                /* of all weights: a capacity can be rounded down to a multiple */
 };
+
+static uint64_t gcd_u64(uint64_t a, uint64_t b)
+{
+    while (b) {
+        uint64_t t = a % b;
+        a = b;
+        b = t;
+    }
+    return a;
+}
 
 /* Neumaier-compensated sum: totals of 20k terms stay exact to ~1 ulp. */
 typedef struct ksum { double s, c; } ksum;
@@ -146,15 +157,7 @@ rf_status rf_mckp_create(uint32_t ng, const uint32_t *start, const uint64_t *w, 
     m->hull = malloc(sizeof(uint32_t) * (n ? n : 1));
     if (!m->w || !m->e || !m->par_start || !m->par || !m->hull_start || !m->hull) goto oom;
     memcpy(m->w, w, sizeof *w * n);
-    for (uint32_t i = 0; i < n; i++) { /* Euclid over all weights */
-        uint64_t a = m->gcd, b = w[i];
-        while (b) {
-            uint64_t t = a % b;
-            a = b;
-            b = t;
-        }
-        m->gcd = a;
-    }
+    for (uint32_t i = 0; i < n; i++) m->gcd = gcd_u64(m->gcd, w[i]);
     if (!m->gcd) m->gcd = 1;
     memcpy(m->e, e, sizeof *e * n);
     uint32_t np = 0, nh = 0;
@@ -214,11 +217,15 @@ oom:
 
 typedef struct state {
     uint64_t w;
-    double e, rr;
+    double e;
     uint32_t parent; /* index in the previous stage */
     uint32_t item;   /* global item index chosen in this stage */
 } state;
 
+
+/* Totals over a range of core groups: vertex weights and values, least weights, and the gcd of the
+ * survivors' weight differences from their vertex (0: no freedom). */
+typedef struct sums { uint64_t wv, wmin, g; double ev; } sums;
 
 typedef struct search {
     const rf_mckp *m;
@@ -226,15 +233,20 @@ typedef struct search {
     double lambda, bound, tol;   /* bound: the Lagrangian value at lambda (a proven lower bound) */
     uint32_t *vit;               /* [ng] each group's LP vertex item: the reference of its reduced costs */
     double *mn;                  /* [ng] least reduced cost in the group (0 up to rounding) */
+    double *rr;                  /* [Pareto items] reduced cost against the LP vertex, before subtracting mn */
     uint32_t *inc;               /* [ng] incumbent items */
     double zinc;
+    /* candidates: the groups with more than one item under the first gap; the others are fixed once
+     * (weight and value totals wbase, ebase) */
+    uint32_t *cand, ncand;
+    uint64_t wbase;
+    ksum ebase;
     /* the core: groups with more than one item that could still be in a better plan */
     uint32_t K, *grp, *sv_start, *sv, *arg, *fixed;
     double *sv_rr;
     uint64_t C;                  /* capacity left for the core */
     double zfix;
-    uint64_t *wmin_suf, *wv_suf; /* [K+1] suffix sums of the least and the vertex weights */
-    double *ev_suf;              /* [K+1] suffix sums of the vertex values */
+    sums *pre, *suf;             /* [K+1] over core groups [0, j) and [j, K) */
     /* LP bound of the groups not yet in the DP: their survivors' hull segments above (up) and below
      * (down) the LP vertex, sorted by efficiency, in Fenwick trees from which processed groups leave */
     uint32_t nup, ndn, *up_start, *dn_start, *up_rank, *dn_rank; /* per core group: its segments' ranks */
@@ -244,15 +256,10 @@ typedef struct search {
     /* DP storage: every stage's states (for the path back), merge buffers */
     state *pool, *buf[2];
     uint64_t pool_cap, buf_cap, states;
-    uint32_t *stage_off;
+    uint32_t *stage_off;         /* [K+3] stages: the first half's 0..h, the second half's h+1..K+1 */
+    uint32_t *stage_grp;         /* [K+2] the core group a stage added (UINT32_MAX: a half's empty start) */
 } search;
 
-static double rr_of(const search *s, uint32_t g, uint32_t it)
-{
-    const rf_mckp *m = s->m;
-    uint32_t v = s->vit[g];
-    return (m->e[it] - m->e[v]) + s->lambda * ((double)m->w[it] - (double)m->w[v]) - s->mn[g];
-}
 
 static double value_of(const rf_mckp *m, const uint32_t *choice, uint64_t *weight)
 {
@@ -268,17 +275,17 @@ static double value_of(const rf_mckp *m, const uint32_t *choice, uint64_t *weigh
 
 static void core_free(search *s)
 {
-    free(s->grp); free(s->sv_start); free(s->sv); free(s->arg); free(s->fixed); free(s->sv_rr);
-    free(s->wmin_suf); free(s->wv_suf); free(s->ev_suf); free(s->stage_off);
+    free(s->grp); free(s->sv_start); free(s->sv); free(s->arg); free(s->sv_rr);
+    free(s->pre); free(s->suf); free(s->stage_off); free(s->stage_grp);
     free(s->up_start); free(s->dn_start); free(s->up_rank); free(s->dn_rank); free(s->up_item); free(s->dn_item);
     s->up_item = s->dn_item = NULL;
     free(s->up_w); free(s->dn_w); free(s->fu_w); free(s->fd_w); free(s->up_g); free(s->dn_g); free(s->fu_g); free(s->fd_g);
     s->up_start = s->dn_start = s->up_rank = s->dn_rank = NULL;
     s->up_w = s->dn_w = s->fu_w = s->fd_w = NULL;
     s->up_g = s->dn_g = s->fu_g = s->fd_g = NULL;
-    s->grp = s->sv_start = s->sv = s->arg = s->fixed = s->stage_off = NULL;
-    s->sv_rr = s->ev_suf = NULL;
-    s->wmin_suf = s->wv_suf = NULL;
+    s->grp = s->sv_start = s->sv = s->arg = s->stage_off = s->stage_grp = NULL;
+    s->sv_rr = NULL;
+    s->pre = s->suf = NULL;
     s->K = 0;
 }
 
@@ -436,31 +443,49 @@ static take fen_take(const uint64_t *fw, const double *fg, uint32_t n, uint64_t 
     return t;
 }
 
+/* The LP of the groups after the DP's current stage is piecewise linear in the room: between two
+ * breakpoints the greedy prefix (and so the rounding) is the same and only the break segment's
+ * fraction moves. States come in weight order, so consecutive rooms mostly share a piece: the piece
+ * of the last Fenwick descent is kept and reused, giving bit-identical results without a descent. */
+typedef struct piece {
+    int valid, up;
+    take t;
+    uint64_t end; /* the piece holds rooms (up) or needs (down) in [t.used, end); UINT64_MAX: unbounded */
+} piece;
+
+static piece piece_of(const search *s, int up, uint64_t x)
+{
+    piece p = {1, up, up ? fen_take(s->fu_w, s->fu_g, s->nup, x) : fen_take(s->fd_w, s->fd_g, s->ndn, x), UINT64_MAX};
+    uint32_t n = up ? s->nup : s->ndn;
+    if (p.t.pos < n) p.end = p.t.used + (up ? s->up_w : s->dn_w)[p.t.pos + 1];
+    return p;
+}
+
 /* The groups after the DP's current stage, for ROOM = capacity left minus their vertex weights:
  * LP value change (a lower bound; INFINITY if infeasible), and a feasible rounding of it (*zint,
  * INFINITY if none) taking segments up to rank *pos in direction *up. Positive room buys the best up
- * segments; negative room must be freed by the cheapest down segments. */
-static double rest_eval(const search *s, double room, double *zint, int *up, uint32_t *pos)
+ * segments; negative room must be freed by the cheapest down segments. PC caches the last piece
+ * (reset it whenever the trees change). */
+static double rest_eval(const search *s, piece *pc, double room, double *zint, int *up, uint32_t *pos)
 {
-    if (room >= 0) {
-        take t = fen_take(s->fu_w, s->fu_g, s->nup, (uint64_t)room);
-        *up = 1;
-        *pos = t.pos;
+    int dir = room >= 0;
+    uint64_t x = dir ? (uint64_t)room : (uint64_t)(-room);
+    if (!pc->valid || pc->up != dir || x < pc->t.used || x >= pc->end) *pc = piece_of(s, dir, x);
+    take t = pc->t;
+    *up = dir;
+    *pos = t.pos;
+    if (dir) {
         *zint = -t.val;
         double lp = t.val;
-        if (t.pos < s->nup) lp += s->up_g[t.pos + 1] * ((double)((uint64_t)room - t.used) / (double)s->up_w[t.pos + 1]);
+        if (t.pos < s->nup) lp += s->up_g[t.pos + 1] * ((double)(x - t.used) / (double)s->up_w[t.pos + 1]);
         return -lp;
     }
-    uint64_t need = (uint64_t)(-room);
-    take t = fen_take(s->fd_w, s->fd_g, s->ndn, need);
-    *up = 0;
-    *pos = t.pos;
     *zint = t.val;
-    if (t.used == need) return t.val;
+    if (t.used == x) return t.val;
     if (t.pos >= s->ndn) { *zint = INFINITY; return INFINITY; }
     /* the break segment (present: the descent passes over removed, zero-weight ranks): part of it in
      * the LP, all of it when rounding */
-    double lp = t.val + s->dn_g[t.pos + 1] * ((double)(need - t.used) / (double)s->dn_w[t.pos + 1]);
+    double lp = t.val + s->dn_g[t.pos + 1] * ((double)(x - t.used) / (double)s->dn_w[t.pos + 1]);
     *zint = t.val + s->dn_g[t.pos + 1];
     *pos = t.pos + 1;
     return lp;
@@ -478,29 +503,62 @@ static void rest_remove_group(search *s, uint32_t j)
     for (uint32_t i = s->dn_start[j]; i < s->dn_start[j + 1]; i++) fen_remove(s->fd_w, s->fd_g, s->dn_w, s->dn_g, s->ndn, s->dn_rank[i]);
 }
 
+/* Groups with two or more items of reduced cost below CUT (the largest cut the search will use);
+ * every other group is fixed at its one such item (the LP vertex up to rounding). */
+static int find_candidates(search *s, double cut)
+{
+    const rf_mckp *m = s->m;
+    s->fixed = malloc(sizeof *s->fixed * (m->ng ? m->ng : 1));
+    s->cand = malloc(sizeof *s->cand * (m->ng ? m->ng : 1));
+    if (!s->fixed || !s->cand) return 0;
+    s->ncand = 0;
+    s->wbase = 0;
+    s->ebase = (ksum){0, 0};
+    for (uint32_t g = 0; g < m->ng; g++) {
+        uint32_t nb = 0, it = s->vit[g];
+        for (uint32_t k = m->par_start[g]; k < m->par_start[g + 1]; k++)
+            if (s->rr[k] - s->mn[g] < cut) {
+                nb++;
+                it = m->par[k];
+            }
+        if (nb > 1) {
+            s->cand[s->ncand++] = g;
+            continue;
+        }
+        s->fixed[g] = it;
+        s->wbase += m->w[it];
+        ks_add(&s->ebase, m->e[it]);
+    }
+    return 1;
+}
+
+static sums sums_add(sums a, sums b)
+{
+    return (sums){a.wv + b.wv, a.wmin + b.wmin, gcd_u64(a.g, b.g), a.ev + b.ev};
+}
+
 /* Reduced-cost fixing against the incumbent, then the core's order and suffix bounds.
  * Returns 0 on allocation failure; *infeasible when the fixed items alone overflow. */
-static int build_core(search *s, int *infeasible)
+static int build_core(search *s, double cut, int *infeasible)
 {
     const rf_mckp *m = s->m;
     uint32_t ng = m->ng, ni = m->par_start[ng];
     core_free(s);
     *infeasible = 0;
-    double cut = s->zinc - s->tol - s->bound;
     uint32_t *grp = malloc(sizeof *grp * (ng + 1)), *start = malloc(sizeof *start * (ng + 1)), *sv = malloc(sizeof *sv * ni),
              *arg = malloc(sizeof *arg * (ng + 1)), *perm = malloc(sizeof *perm * (ng + 1));
     double *rr = malloc(sizeof *rr * ni), *key = malloc(sizeof *key * (ng + 1));
-    s->fixed = malloc(sizeof *s->fixed * ng);
-    int ok = grp && start && sv && arg && perm && rr && key && s->fixed;
+    int ok = grp && start && sv && arg && perm && rr && key;
     uint32_t K = 0, n = 0;
-    uint64_t wfix = 0;
-    ksum efix = {0, 0};
-    for (uint32_t g = 0; ok && g < ng; g++) {
+    uint64_t wfix = s->wbase;
+    ksum efix = s->ebase;
+    for (uint32_t c = 0; ok && c < s->ncand; c++) {
+        uint32_t g = s->cand[c];
         const uint32_t *par = m->par + m->par_start[g];
         uint32_t np = m->par_start[g + 1] - m->par_start[g], first = n, argi = 0;
         double best = INFINITY;
         for (uint32_t i = 0; i < np; i++) {
-            double r = rr_of(s, g, par[i]);
+            double r = s->rr[m->par_start[g] + i] - s->mn[g];
             if (r >= cut) continue;
             if (r < best) { best = r; argi = n; }
             sv[n] = par[i];
@@ -553,29 +611,37 @@ static int build_core(search *s, int *infeasible)
     s->C = s->cap - wfix;
     s->zfix = ks_val(&efix);
     K = s->K;
-    s->wmin_suf = calloc(K + 1, sizeof(uint64_t));
-    s->wv_suf = calloc(K + 1, sizeof(uint64_t));
-    s->ev_suf = calloc(K + 1, sizeof(double));
-    s->stage_off = malloc(sizeof(uint32_t) * (K + 2));
-    if (!s->wmin_suf || !s->wv_suf || !s->ev_suf || !s->stage_off) return 0;
-    for (uint32_t j = K; j-- > 0;) {
+    s->pre = calloc(K + 1, sizeof(sums));
+    s->suf = calloc(K + 1, sizeof(sums));
+    s->stage_off = malloc(sizeof(uint32_t) * (K + 3));
+    s->stage_grp = malloc(sizeof(uint32_t) * (K + 2));
+    if (!s->pre || !s->suf || !s->stage_off || !s->stage_grp) return 0;
+    for (uint32_t j = 0; j < K; j++) {
         uint32_t v = s->vit[s->grp[j]];
-        s->wmin_suf[j] = s->wmin_suf[j + 1] + m->w[s->sv[s->sv_start[j]]]; /* survivors keep weight order */
-        s->wv_suf[j] = s->wv_suf[j + 1] + m->w[v];
-        s->ev_suf[j] = s->ev_suf[j + 1] + m->e[v];
+        uint64_t g = 0;
+        for (uint32_t i = s->sv_start[j]; i < s->sv_start[j + 1]; i++)
+            g = gcd_u64(g, m->w[s->sv[i]] > m->w[v] ? m->w[s->sv[i]] - m->w[v] : m->w[v] - m->w[s->sv[i]]);
+        sums one = {m->w[v], m->w[s->sv[s->sv_start[j]]], g, m->e[v]}; /* survivors keep weight order */
+        s->pre[j + 1] = sums_add(s->pre[j], one);
+        s->suf[j] = one; /* summed below */
     }
+    for (uint32_t j = K; j-- > 0;) s->suf[j] = sums_add(s->suf[j + 1], s->suf[j]);
     return build_segments(s);
 }
 
-/* Lower bound on every completion of state X before core group j: its value plus the LP of the rest
- * (which implies every Lagrangian bound), and the value of a feasible completion. */
+/* Lower bound on every completion of state X whose groups still open are REST (the trees hold
+ * exactly them): its value plus the LP of the rest (which implies every Lagrangian bound), and the
+ * value of a feasible completion. */
 typedef struct compl { double z; int up; uint32_t pos; } compl;
-static double state_eval(const search *s, uint32_t j, const state *x, compl *c)
+static double state_eval(const search *s, piece *pc, const sums *rest, const state *x, compl *c)
 {
-    double room = (double)s->C - (double)(x->w + s->wv_suf[j]), e0 = s->zfix + x->e + s->ev_suf[j];
+    /* the open groups can only change the total by multiples of g: round their room down to one */
+    int64_t r = (int64_t)s->C - (int64_t)(x->w + rest->wv), g = (int64_t)rest->g;
+    if (g > 1) r = (r / g - (r % g < 0)) * g;
+    double room = (double)r, e0 = s->zfix + x->e + rest->ev;
     double zi;
     compl cc;
-    double lb = e0 + rest_eval(s, room, &zi, &cc.up, &cc.pos); /* the trees hold exactly the groups from j on */
+    double lb = e0 + rest_eval(s, pc, room, &zi, &cc.up, &cc.pos);
     cc.z = e0 + zi;
     if (c) *c = cc;
     return lb;
@@ -583,18 +649,16 @@ static double state_eval(const search *s, uint32_t j, const state *x, compl *c)
 
 /* Merge sorted A (weights ascending, values strictly descending) with S shifted by one item into OUT,
  * dropping dominated states. */
-static uint32_t merge_dom(const state *a, uint32_t na, const state *S, uint32_t ns, uint64_t iw, double ie, double irr,
-                          uint32_t item, state *out)
+static uint32_t merge_dom(const state *a, uint32_t na, const state *S, uint32_t ns, uint64_t iw, double ie, uint32_t item,
+                          state *out)
 {
     uint32_t i = 0, j = 0, n = 0;
     while (i < na || j < ns) {
         state c;
         if (j >= ns || (i < na && (a[i].w < S[j].w + iw || (a[i].w == S[j].w + iw && a[i].e <= S[j].e + ie)))) c = a[i++];
         else {
-            c = S[j];
-            c.w += iw;
-            c.e += ie;
-            c.rr += irr;
+            c.w = S[j].w + iw;
+            c.e = S[j].e + ie;
             c.parent = j;
             c.item = item;
             j++;
@@ -605,60 +669,72 @@ static uint32_t merge_dom(const state *a, uint32_t na, const state *S, uint32_t 
     return n;
 }
 
-/* Make the plan of state I of stage J, completed by C, the incumbent. */
-static void take_path(search *s, uint32_t j, uint32_t i, const compl *c)
+/* Put the items of state I of stage ST and its ancestors into the incumbent. */
+static void path_assign(search *s, uint32_t st, uint32_t i)
+{
+    uint32_t idx = s->stage_off[st] + i;
+    for (; s->stage_grp[st] != UINT32_MAX; st--) {
+        s->inc[s->grp[s->stage_grp[st]]] = s->pool[idx].item;
+        idx = s->stage_off[st - 1] + s->pool[idx].parent;
+    }
+}
+
+static void fixed_assign(search *s)
 {
     for (uint32_t g = 0; g < s->m->ng; g++)
         if (s->fixed[g] != UINT32_MAX) s->inc[g] = s->fixed[g];
-    for (uint32_t t = j; t < s->K; t++) {
+}
+
+/* Make the plan of state I of stage ST, whose half has decided core groups [P0, P1), completed by
+ * C on the others, the incumbent. */
+static void take_path(search *s, uint32_t st, uint32_t i, uint32_t p0, uint32_t p1, const compl *c)
+{
+    fixed_assign(s);
+    for (uint32_t t = 0; t < s->K; t++) {
+        if (t >= p0 && t < p1) continue;
         uint32_t it = s->vit[s->grp[t]];
         const uint32_t *rank = c->up ? s->up_rank : s->dn_rank, *item = c->up ? s->up_item : s->dn_item;
         uint32_t a = c->up ? s->up_start[t] : s->dn_start[t], b = c->up ? s->up_start[t + 1] : s->dn_start[t + 1];
         for (uint32_t k = a; k < b && rank[k] <= c->pos; k++) it = item[k];
         s->inc[s->grp[t]] = it;
     }
-    uint32_t idx = s->stage_off[j] + i;
-    for (uint32_t t = j; t-- > 0;) {
-        s->inc[s->grp[t]] = s->pool[idx].item;
-        idx = s->stage_off[t] + s->pool[idx].parent;
-    }
+    path_assign(s, st, i);
     s->zinc = value_of(s->m, s->inc, NULL);
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
+enum { DP_DONE, DP_LIMIT, DP_EMPTY, DP_NOMEM };
 
-/* DP over the core. BEAM > 0: keep only the BEAM states with the lowest bounds per stage (a
- * heuristic pass that finds good plans; proves nothing). Returns 0 on allocation failure; *flb gets
- * a lower bound on any plan better than the incumbent (INFINITY when the search was complete). */
-static int run_dp(search *s, uint32_t beam, uint64_t limit, double *flb)
+/* Forward DP over core groups [J0, J1) from the empty state at stage ST0 (stages ST0+1.. follow),
+ * every state bounded with the LP of all other core groups. DP_EMPTY: nothing can beat the
+ * incumbent; DP_LIMIT: the state limit was reached and *flb is a lower bound on any plan. */
+static int run_half(search *s, uint32_t j0, uint32_t j1, uint32_t st0, uint64_t limit, double *flb)
 {
     const rf_mckp *m = s->m;
-    *flb = INFINITY;
-    if (!s->pool) {
-        s->pool_cap = 1024;
-        s->pool = malloc(sizeof *s->pool * s->pool_cap);
-        if (!s->pool) return 0;
-    }
     rest_reset(s);
-    s->pool[0] = (state){0, 0, 0, 0, UINT32_MAX};
-    s->stage_off[0] = 0;
-    s->stage_off[1] = 1;
-    double *lbs = NULL;
-    for (uint32_t j = 0; j < s->K; j++) {
+    if (s->stage_off[st0] + 1 > s->pool_cap) {
+        uint64_t cap = s->pool_cap ? s->pool_cap : 1024;
+        while (s->stage_off[st0] + 1 > cap) cap *= 2;
+        state *np = realloc(s->pool, sizeof *s->pool * cap);
+        if (!np) return DP_NOMEM;
+        s->pool = np;
+        s->pool_cap = cap;
+    }
+    s->pool[s->stage_off[st0]] = (state){0, 0, 0, UINT32_MAX};
+    s->stage_off[st0 + 1] = s->stage_off[st0] + 1;
+    s->stage_grp[st0] = UINT32_MAX;
+    for (uint32_t j = j0; j < j1; j++) {
+        uint32_t st = st0 + (j - j0);
         double rr_cap = s->zinc - s->tol - s->bound; /* an item costing more cannot be in a better plan */
-        if (rr_cap <= 0) break;
-        state *S = s->pool + s->stage_off[j];
-        uint32_t ns = s->stage_off[j + 1] - s->stage_off[j], a = s->sv_start[j], b = s->sv_start[j + 1];
+        if (rr_cap <= 0) return DP_EMPTY;
+        state *S = s->pool + s->stage_off[st];
+        uint32_t ns = s->stage_off[st + 1] - s->stage_off[st], a = s->sv_start[j], b = s->sv_start[j + 1];
         uint64_t need = (uint64_t)ns * (b - a);
         if (s->states + need > limit) {
-            for (uint32_t i = 0; i < ns; i++) *flb = fmin(*flb, state_eval(s, j, &S[i], NULL));
-            *flb = fmin(*flb, s->zinc);
-            free(lbs);
-            return 1;
+            piece pc = {0};
+            sums rest = sums_add(s->pre[j0], s->suf[j]);
+            *flb = s->zinc - s->tol;
+            for (uint32_t i = 0; i < ns; i++) *flb = fmin(*flb, state_eval(s, &pc, &rest, &S[i], NULL));
+            return DP_LIMIT;
         }
         if (need > s->buf_cap) {
             free(s->buf[0]);
@@ -666,33 +742,29 @@ static int run_dp(search *s, uint32_t beam, uint64_t limit, double *flb)
             s->buf_cap = need;
             s->buf[0] = malloc(sizeof(state) * need);
             s->buf[1] = malloc(sizeof(state) * need);
-            double *nl = realloc(lbs, sizeof *lbs * need);
-            if (!s->buf[0] || !s->buf[1] || !nl) { free(nl ? nl : lbs); s->buf_cap = 0; return 0; }
-            lbs = nl;
-        } else if (!lbs) {
-            lbs = malloc(sizeof *lbs * (s->buf_cap ? s->buf_cap : 1));
-            if (!lbs) return 0;
+            if (!s->buf[0] || !s->buf[1]) { s->buf_cap = 0; return DP_NOMEM; }
         }
         uint32_t n = 0;
         int cb = 0;
         for (uint32_t i = a; i < b; i++) {
             if (s->sv_rr[i] >= rr_cap) continue;
-            n = merge_dom(s->buf[cb], n, S, ns, m->w[s->sv[i]], m->e[s->sv[i]], s->sv_rr[i], s->sv[i], s->buf[cb ^ 1]);
+            n = merge_dom(s->buf[cb], n, S, ns, m->w[s->sv[i]], m->e[s->sv[i]], s->sv[i], s->buf[cb ^ 1]);
             cb ^= 1;
         }
         s->states += n;
         rest_remove_group(s, j);
         state *T = s->buf[cb];
+        sums rest = sums_add(s->pre[j0], s->suf[j + 1]);
         uint32_t kept = 0, best_i = UINT32_MAX;
         double best_z = s->zinc - s->tol;
+        piece pc = {0};
         compl best_c = {0, 0, 0};
         for (uint32_t i = 0; i < n; i++) {
             state x = T[i];
-            if (x.w + s->wmin_suf[j + 1] > s->C) continue;
+            if (x.w + rest.wmin > s->C) continue;
             compl cc;
-            double lb = state_eval(s, j + 1, &x, &cc);
+            double lb = state_eval(s, &pc, &rest, &x, &cc);
             if (lb >= s->zinc - s->tol) continue;
-            lbs[kept] = lb;
             T[kept++] = x;
             if (cc.z < best_z) {
                 best_z = cc.z;
@@ -700,36 +772,60 @@ static int run_dp(search *s, uint32_t beam, uint64_t limit, double *flb)
                 best_c = cc;
             }
         }
-        if (beam && kept > beam) { /* keep the most promising, in weight order */
-            double *tmp = malloc(sizeof *tmp * kept);
-            if (!tmp) { free(lbs); return 0; }
-            memcpy(tmp, lbs, sizeof *tmp * kept);
-            qsort(tmp, kept, sizeof *tmp, cmp_double);
-            double thr = tmp[beam - 1];
-            free(tmp);
-            uint32_t k2 = 0, nb = 0;
-            for (uint32_t i = 0; i < kept; i++)
-                if (lbs[i] < thr || (lbs[i] == thr && nb < beam) || i == best_i) {
-                    if (i == best_i) best_i = k2;
-                    nb++;
-                    T[k2++] = T[i];
-                }
-            kept = k2;
-        }
-        if (s->stage_off[j + 1] + (uint64_t)kept > s->pool_cap) {
-            while (s->stage_off[j + 1] + (uint64_t)kept > s->pool_cap) s->pool_cap *= 2;
-            state *np = realloc(s->pool, sizeof *s->pool * s->pool_cap);
-            if (!np) { free(lbs); return 0; }
+        if (s->stage_off[st + 1] + (uint64_t)kept + 1 > s->pool_cap) { /* + 1: the next half's start */
+            uint64_t cap = s->pool_cap;
+            while (s->stage_off[st + 1] + (uint64_t)kept + 1 > cap) cap *= 2;
+            state *np = realloc(s->pool, sizeof *s->pool * cap);
+            if (!np) return DP_NOMEM;
             s->pool = np;
+            s->pool_cap = cap;
         }
-        memcpy(s->pool + s->stage_off[j + 1], T, sizeof(state) * kept);
-        s->stage_off[j + 2] = s->stage_off[j + 1] + kept;
-        if (best_i != UINT32_MAX) take_path(s, j + 1, best_i, &best_c);
-        if (!kept) break; /* nothing can beat the incumbent */
+        memcpy(s->pool + s->stage_off[st + 1], T, sizeof(state) * kept);
+        s->stage_off[st + 2] = s->stage_off[st + 1] + kept;
+        s->stage_grp[st + 1] = j;
+        if (best_i != UINT32_MAX) take_path(s, st + 1, best_i, j0, j + 1, &best_c);
+        if (!kept) return DP_EMPTY;
     }
-    free(lbs);
-    if (beam) *flb = -INFINITY; /* a beam proves nothing */
-    return 1;
+    return DP_DONE;
+}
+
+/* The best pair of the halves' final states (both in weight order, values strictly descending):
+ * for each first-half state the heaviest second-half state that fits is the best partner. */
+static void join_halves(search *s, uint32_t sa, uint32_t sb)
+{
+    const state *A = s->pool + s->stage_off[sa], *B = s->pool + s->stage_off[sb];
+    uint32_t na = s->stage_off[sa + 1] - s->stage_off[sa], nb = s->stage_off[sb + 1] - s->stage_off[sb];
+    uint32_t bi = UINT32_MAX, bj = 0, j = nb;
+    double best = s->zinc - s->tol;
+    for (uint32_t i = 0; i < na; i++) {
+        while (j > 0 && A[i].w + B[j - 1].w > s->C) j--;
+        if (!j) break;
+        double z = s->zfix + A[i].e + B[j - 1].e;
+        if (z < best) {
+            best = z;
+            bi = i;
+            bj = j - 1;
+        }
+    }
+    if (bi == UINT32_MAX) return;
+    fixed_assign(s);
+    path_assign(s, sa, bi);
+    path_assign(s, sb, bj);
+    s->zinc = value_of(s->m, s->inc, NULL);
+}
+
+/* Exact search over the core, meet in the middle: the Pareto states of each half are far fewer than
+ * those of one DP over all groups, and the halves join in linear time. */
+static int run_dp(search *s, uint64_t limit, double *flb)
+{
+    uint32_t K = s->K, h = (K + 1) / 2;
+    s->stage_off[0] = 0;
+    int r = run_half(s, 0, h, 0, limit, flb);
+    if (r != DP_DONE) return r;
+    r = run_half(s, h, K, h + 1, limit, flb);
+    if (r != DP_DONE) return r;
+    join_halves(s, h, K + 1);
+    return DP_DONE;
 }
 
 rf_status rf_mckp_solve(const rf_mckp *m, uint64_t cap, uint64_t state_limit, rf_mckp_result *res, rf_err *err)
@@ -745,10 +841,11 @@ rf_status rf_mckp_solve(const rf_mckp *m, uint64_t cap, uint64_t state_limit, rf
     res->optimal = 1;
     s.vit = malloc(sizeof *s.vit * (ng ? ng : 1));
     s.mn = malloc(sizeof *s.mn * (ng ? ng : 1));
+    s.rr = malloc(sizeof *s.rr * (m->par_start[ng] ? m->par_start[ng] : 1));
     s.inc = res->choice;
     uint32_t *cur = malloc(sizeof *cur * (ng ? ng : 1));
     rf_status st = RF_OK;
-    if (!s.vit || !s.mn || !cur) goto oom;
+    if (!s.vit || !s.mn || !s.rr || !cur) goto oom;
     /* LP: the longest prefix of segments that fits; lambda is the break segment's efficiency */
     uint64_t cap0 = cap - m->min_w;
     uint32_t lo = 0, hi = m->nseg;
@@ -767,11 +864,17 @@ rf_status rf_mckp_solve(const rf_mckp *m, uint64_t cap, uint64_t state_limit, rf
         s.vit[g] = m->par[m->par_start[g] + m->hull[h + t]];
         ks_add(&ev, m->e[s.vit[g]]);
     }
-    for (uint32_t g = 0; g < ng; g++) { /* 0 in exact arithmetic; kept so rounding cannot overstate the bound */
-        s.mn[g] = 0;
-        const uint32_t *par = m->par + m->par_start[g];
-        for (uint32_t i = 0; i < m->par_start[g + 1] - m->par_start[g]; i++) s.mn[g] = fmin(s.mn[g], rr_of(&s, g, par[i]) + s.mn[g]);
-        ks_add(&rmin, s.mn[g]);
+    for (uint32_t g = 0; g < ng; g++) { /* mn is 0 in exact arithmetic; kept so rounding cannot overstate the bound */
+        uint32_t v = s.vit[g];
+        double ev_g = m->e[v], wv_g = (double)m->w[v], mn = 0;
+        for (uint32_t k = m->par_start[g]; k < m->par_start[g + 1]; k++) {
+            uint32_t it = m->par[k];
+            double r = (m->e[it] - ev_g) + s.lambda * ((double)m->w[it] - wv_g);
+            s.rr[k] = r;
+            mn = r < mn ? r : mn;
+        }
+        s.mn[g] = mn;
+        ks_add(&rmin, mn);
     }
     uint64_t wv = m->min_w + m->prefix_w[kb], resid = cap - wv;
     s.bound = ks_val(&ev) - s.lambda * (double)resid + ks_val(&rmin);
@@ -800,21 +903,32 @@ rf_status rf_mckp_solve(const rf_mckp *m, uint64_t cap, uint64_t state_limit, rf
     s.tol = RF_MCKP_REL_TOL * fmax(fabs(s.zinc), 1e-300);
     double flb = INFINITY;
     int infeasible = 0;
-    if (s.zinc - s.bound > s.tol) {
-        /* a beam pass for a better incumbent (smaller gap: fewer survivors), then the exact pass */
-        if (!build_core(&s, &infeasible)) goto oom;
+    /* Expanding core in reduced-cost space: first solve exactly the plans whose every item costs
+     * less than CUT (few groups, few states); a better plan costs less than the gap, so once the gap
+     * is at most CUT the restricted search was the whole search. Each pass improves the incumbent,
+     * which shrinks the gap and so the next core. */
+    double cut = (s.zinc - s.tol - s.bound) / 16;
+    if (s.zinc - s.tol - s.bound > 0 && !find_candidates(&s, s.zinc - s.tol - s.bound)) goto oom;
+    while (s.zinc - s.tol - s.bound > 0) {
+        double gap = s.zinc - s.tol - s.bound;
+        if (cut > gap) cut = gap;
+        if (!build_core(&s, cut, &infeasible)) goto oom;
+        if (s.K > res->core) res->core = s.K;
         if (!infeasible && s.K) {
-            double z0 = s.zinc, dummy;
-            if (!run_dp(&s, 64, state_limit, &dummy)) goto oom;
-            if (s.zinc < z0 && !build_core(&s, &infeasible)) goto oom;
+            int r = run_dp(&s, state_limit, &flb);
+            if (r == DP_NOMEM) goto oom;
+            if (r == DP_LIMIT) { /* a plan is in the restricted set (>= flb) or it costs at least the cut */
+                flb = fmin(flb, s.bound + cut);
+                res->optimal = 0;
+                break;
+            }
         }
-        res->core = s.K;
-        if (!infeasible && s.K && s.zinc - s.bound > s.tol) {
-            if (!run_dp(&s, 0, state_limit, &flb)) goto oom;
-            if (isfinite(flb)) res->optimal = 0;
-        }
+        if (getenv("RF_MCKP_DEBUG")) fprintf(stderr, " pass cut %.3e gap %.3e K %u states %llu\n", cut/s.zinc, (s.zinc-s.tol-s.bound)/s.zinc, s.K, (unsigned long long)s.states);
+        if (cut >= s.zinc - s.tol - s.bound) break; /* proven */
+        cut *= 4;
     }
     res->states = s.states;
+    if (getenv("RF_MCKP_DEBUG")) fprintf(stderr, "dbg cap=%llu lam=%g bound=%.12g zinc=%.12g gap=%.3e K=%u states=%llu opt=%d\n", (unsigned long long)cap, s.lambda, s.bound, s.zinc, (s.zinc-s.bound)/s.zinc, s.K, (unsigned long long)s.states, res->optimal);
     goto done;
 oom:
     st = rf_err_set(err, RF_ERR_NOMEM, "out of memory in the exact search");
@@ -825,11 +939,14 @@ done:
         if (res->weight > cap_in) st = rf_err_set(err, RF_ERR_INTERNAL, "knapsack: plan exceeds the capacity");
     }
     core_free(&s);
+    free(s.fixed);
+    free(s.cand);
     free(s.pool);
     free(s.buf[0]);
     free(s.buf[1]);
     free(s.vit);
     free(s.mn);
+    free(s.rr);
     free(cur);
     return st;
 }

@@ -12,6 +12,7 @@
 
 /* ------------------------------------------------------------------ roles and names */
 
+/* Also the role spelling of profile and plan files (docs/profile.md): keep these stable. */
 static const char *const role_names[RF_ROLE_COUNT] = {
     [RF_ROLE_OTHER] = "other",         [RF_ROLE_EMBED] = "embed",
     [RF_ROLE_LM_HEAD] = "lm_head",     [RF_ROLE_ATTN_Q] = "attn_q",

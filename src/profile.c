@@ -137,37 +137,27 @@ rf_status rf_read_text_file(const char *path, char **out, size_t *len, rf_err *e
 
 /* ------------------------------------------------------------------ tokens and configs */
 
-static const char *const role_tokens[RF_ROLE_COUNT] = {
-    "other", "embed", "lm_head", "attn_q", "attn_k", "attn_v", "attn_o", "q_norm", "k_norm",
-    "mlp_gate", "mlp_up", "mlp_down", "expert_gate", "expert_up", "expert_down", "router", "norm", "bias",
-};
-
-const char *rf_profile_role_token(rf_role r)
-{
-    return (unsigned)r < RF_ROLE_COUNT ? role_tokens[r] : "?";
-}
+/* Files spell roles as rf_role_name does (one table, in model.c). */
+const char *rf_profile_role_token(rf_role r) { return rf_role_name(r); }
 
 int rf_role_from_token(const char *s)
 {
     for (int r = 0; r < RF_ROLE_COUNT; r++)
-        if (!strcmp(s, role_tokens[r])) return r;
+        if (!strcmp(s, rf_role_name((rf_role)r))) return r;
     return -1;
 }
 
 const char *rf_qmode_token(rf_qmode m) { return m == RF_QMODE_OPT ? "opt" : "mlx"; }
 
-static const int cfg_bits[RF_QBITS_N] = {2, 3, 4, 5, 6, 8};
-static const int cfg_gs[RF_QGS_N] = {32, 64, 128};
-
 int rf_cfg_index(int bits, int gs)
 {
     for (int i = 0; i < RF_QBITS_N; i++)
         for (int j = 0; j < RF_QGS_N; j++)
-            if (cfg_bits[i] == bits && cfg_gs[j] == gs) return i * RF_QGS_N + j;
+            if (rf_qbits[i] == bits && rf_qgs[j] == gs) return i * RF_QGS_N + j;
     return -1;
 }
-int rf_cfg_bits(int c) { return cfg_bits[c / RF_QGS_N]; }
-int rf_cfg_gs(int c) { return cfg_gs[c % RF_QGS_N]; }
+int rf_cfg_bits(int c) { return rf_qbits[c / RF_QGS_N]; }
+int rf_cfg_gs(int c) { return rf_qgs[c % RF_QGS_N]; }
 
 double rf_pcand_d(const rf_punit *u, const rf_pcand *c, rf_qmode mode)
 {
@@ -340,7 +330,7 @@ static rf_status check_unit(const rf_profile *p, const rf_punit *u, rf_err *err)
     if ((unsigned)u->role >= RF_ROLE_COUNT) return rf_err_set(err, RF_ERR_FORMAT, "unit %s: field 'role': invalid", n);
     if (u->role == RF_ROLE_NORM || u->role == RF_ROLE_Q_NORM || u->role == RF_ROLE_K_NORM || u->role == RF_ROLE_BIAS)
         return rf_err_set(err, RF_ERR_FORMAT, "unit %s: field 'role': %s tensors are never units (list them as others)",
-                          n, role_tokens[u->role]);
+                          n, rf_role_name(u->role));
     if (u->n_layers < 0 || u->n_layers > 100000) return rf_err_set(err, RF_ERR_FORMAT, "unit %s: field 'n_layers': out of range", n);
     if (u->layer < -1 || (u->layer >= 0 && u->layer >= u->n_layers))
         return rf_err_set(err, RF_ERR_FORMAT, "unit %s: field 'layer': %d not in [-1, n_layers)", n, u->layer);
@@ -516,7 +506,7 @@ static void write_unit(rf_sb *b, const rf_profile *p, const rf_punit *u)
 {
     rf_sb_puts(b, "    {");
     put_str(b, "name", u->name, 1);
-    put_str(b, "role", role_tokens[u->role], 0);
+    put_str(b, "role", rf_role_name(u->role), 0);
     put_int(b, "layer", u->layer, 0);
     put_int(b, "n_layers", u->n_layers, 0);
     put_int(b, "members", u->n_members, 0);
@@ -607,7 +597,7 @@ rf_status rf_profile_to_json(const rf_profile *p, char **out, size_t *len, rf_er
         const rf_pother *o = &p->others[i];
         rf_sb_puts(&b, i ? ",\n    {" : "\n    {");
         put_str(&b, "name", o->name, 1);
-        put_str(&b, "role", role_tokens[o->role], 0);
+        put_str(&b, "role", rf_role_name(o->role), 0);
         put_int(&b, "layer", o->layer, 0);
         put_u64(&b, "params", o->nparams, 0);
         put_str(&b, "dtype", rf_dtype_name(o->dtype), 0);

@@ -45,7 +45,7 @@ static rf_status add_unit(rf_profile *p, const rf_psynth_opts *o, uint64_t *rng,
             double dm = m ? d * (0.75 + 0.1 * sm_unif(rng)) : d;
             e[m] = (rf_qerr){dm * u.ssq, u.ssq, rms * sqrt(dm) * (3 + kurt)};
         }
-        uint64_t bytes = u.nparams / 8 * (uint64_t)bits + 2 * (u.nparams / (uint64_t)gs) * 2;
+        uint64_t bytes = rf_quant_bytes(u.nparams, bits, gs, RF_DT_BF16);
         rf_status s = rf_punit_add_cand(&u, bits, gs, bytes, o->modes & 1 ? &e[0] : NULL, o->modes & 2 ? &e[1] : NULL, err);
         if (s) return s;
     }

@@ -1,0 +1,164 @@
+/* ramfit analyse: the data-free analysis pass, MODEL_DIR -> profile (docs/profile.md). */
+#include "cli.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char *const usage_text =
+    "usage: ramfit analyse MODEL_DIR [-o PROFILE] [--threads N] [--mode mlx|opt|both]\n"
+    "                      [--candidates LIST] [--resume] [--quiet] [--json]\n"
+    "\n"
+    "Measure every quantization unit of a checkpoint at every candidate config (bits 2/3/4/5/6/8\n"
+    "x group size 32/64/128 where the group size divides the input dimension, plus keep): exact\n"
+    "MLX bytes and the error of the dequantized weights, with per-unit statistics. Reads only the\n"
+    "weights, streaming them; the result (a profile) is what 'ramfit plan' reads.\n"
+    "\n"
+    "  -o PROFILE         output file (default: MODEL_DIR's name + .profile.json in the current\n"
+    "                     directory); written via PROFILE.tmp + rename\n"
+    "  --threads N        worker threads (default: all CPUs)\n"
+    "  --mode M           quantizer whose error is measured: mlx (MLX's min/max, default), opt\n"
+    "                     (error-minimising scale/bias, slower) or both\n"
+    "  --candidates LIST  all (default), or e.g. 4/64,8/64 or 3,4 (every group size); keep is\n"
+    "                     always a choice\n"
+    "  --resume           continue an interrupted run from PROFILE.partial (Ctrl-C saves it)\n"
+    "  --quiet            no progress display\n"
+    "  --json             print a JSON summary on stdout\n";
+
+typedef struct prog {
+    cli_progress bar;
+    double t0;
+} prog;
+
+static void on_progress(void *user, uint64_t done, uint64_t total, const char *what)
+{
+    prog *p = user;
+    double el = cli_now() - p->t0;
+    char line[96];
+    snprintf(line, sizeof line, "%.2f GB/s %s", el > 0 ? (double)done / el / 1e9 : 0.0, what ? what : "");
+    char *sp = strchr(line + 5, ' ');
+    if (sp) sp = strchr(sp + 1, ' ');
+    if (sp) *sp = '\0'; /* rate and units done fit the bar; the unit name does not */
+    cli_progress_cb(&p->bar, done, total, line);
+}
+
+static void default_output(const char *dir, char *out, size_t cap)
+{
+    char *real = realpath(dir, NULL);
+    const char *d = real ? real : dir;
+    size_t n = strlen(d);
+    while (n > 1 && d[n - 1] == '/') n--;
+    size_t b = n;
+    while (b > 0 && d[b - 1] != '/') b--;
+    snprintf(out, cap, "%.*s.profile.json", (int)(n - b), d + b);
+    free(real);
+}
+
+int rf_cmd_analyse(int argc, char **argv)
+{
+    if (cli_wants_help(argc, argv)) { fputs(usage_text, stdout); return 0; }
+    const char *dir = NULL, *out = NULL;
+    int quiet = 0, json = 0;
+    rf_analyse_opts o;
+    rf_analyse_opts_default(&o);
+    rf_err err = {0};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int more = i + 1 < argc;
+        if (!strcmp(a, "-o") || !strcmp(a, "--output")) {
+            if (!more) return cli_usage_error("analyse", "%s needs a file name", a);
+            out = argv[++i];
+        } else if (!strcmp(a, "--threads")) {
+            char *end;
+            long v = more ? strtol(argv[i + 1], &end, 10) : 0;
+            if (!more || *end || v < 1 || v > 1024) return cli_usage_error("analyse", "--threads needs a number in 1..1024");
+            o.threads = (int)v;
+            i++;
+        } else if (!strcmp(a, "--mode")) {
+            if (!more || rf_analyse_parse_modes(argv[i + 1], &o.modes, &err))
+                return cli_usage_error("analyse", "%s", more ? err.msg : "--mode needs mlx, opt or both");
+            i++;
+        } else if (!strcmp(a, "--candidates")) {
+            if (!more || rf_analyse_parse_candidates(argv[i + 1], &o.configs, &err))
+                return cli_usage_error("analyse", "%s", more ? err.msg : "--candidates needs a list");
+            i++;
+        } else if (!strcmp(a, "--resume")) {
+            o.resume = 1;
+        } else if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) {
+            quiet = 1;
+        } else if (!strcmp(a, "--json")) {
+            json = 1;
+        } else if (a[0] == '-') {
+            return cli_usage_error("analyse", "unknown option '%s'", a);
+        } else if (!dir) {
+            dir = a;
+        } else {
+            return cli_usage_error("analyse", "more than one model directory ('%s', '%s')", dir, a);
+        }
+    }
+    if (!dir) return cli_usage_error("analyse", "no model directory given");
+    char defpath[512], partial[4096];
+    if (!out) {
+        char *rd = realpath(dir, NULL), *rc = realpath(".", NULL);
+        int inside = rd && rc && !strcmp(rd, rc);
+        free(rd);
+        free(rc);
+        if (inside)
+            return cli_usage_error("analyse", "the current directory is the model directory: the profile is not written "
+                                   "into a model directory by default; give -o PROFILE");
+        default_output(dir, defpath, sizeof defpath);
+        out = defpath;
+    }
+    snprintf(partial, sizeof partial, "%s.partial", out);
+    o.partial_path = partial;
+
+    rf_model *m = NULL;
+    if (rf_model_open(dir, &m, &err)) return cli_fail(&err);
+    if (o.resume && access(partial, F_OK) != 0 && !quiet)
+        fprintf(stderr, "ramfit analyse: no partial analysis at %s: starting from the beginning\n", partial);
+    cli_install_sigint();
+    prog p;
+    cli_progress_init(&p.bar, "analyse", quiet);
+    p.t0 = cli_now();
+    o.progress = (rf_progress){on_progress, &p, cli_cancel_flag()};
+    rf_profile *prof = NULL;
+    rf_status s = rf_analyse(m, &o, &prof, &err);
+    cli_progress_end(&p.bar);
+    double secs = cli_now() - p.t0;
+    if (!s) s = rf_profile_save(prof, out, &err);
+    if (s) {
+        rf_profile_free(prof);
+        rf_model_free(m);
+        return cli_fail(&err);
+    }
+    if (unlink(partial) != 0 && errno != ENOENT)
+        fprintf(stderr, "ramfit analyse: warning: cannot remove %s\n", partial);
+    uint64_t units = rf_profile_unit_count(prof), cand = 0, input = 0;
+    for (uint64_t u = 0; u < units; u++) {
+        cand += (uint64_t)rf_profile_unit(prof, u)->n_cands;
+        input += rf_profile_unit(prof, u)->kept_bytes;
+    }
+    char size[32];
+    rf_format_size(rf_profile_full_bytes(prof), size, sizeof size);
+    if (json) {
+        json_t *j = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:f, s:f}", "profile", out, "units", (json_int_t)units,
+                              "candidates", (json_int_t)cand, "others", (json_int_t)rf_profile_other_count(prof),
+                              "params", (json_int_t)rf_profile_param_count(prof), "bytes",
+                              (json_int_t)rf_profile_full_bytes(prof), "seconds", secs, "input_gb_per_s",
+                              secs > 0 ? (double)input / secs / 1e9 : 0.0);
+        char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+        if (text) printf("%s\n", text);
+        free(text);
+        json_decref(j);
+    } else if (!quiet) {
+        printf("wrote %s: %llu units (%llu candidate measurements), %llu other tensors, %llu parameters, %s; "
+               "%.1f s (%.2f GB/s)\n",
+               out, (unsigned long long)units, (unsigned long long)cand, (unsigned long long)rf_profile_other_count(prof),
+               (unsigned long long)rf_profile_param_count(prof), size, secs, secs > 0 ? (double)input / secs / 1e9 : 0.0);
+    }
+    rf_profile_free(prof);
+    rf_model_free(m);
+    return 0;
+}

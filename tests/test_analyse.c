@@ -1,0 +1,658 @@
+/* The analysis pass: whole-model accounting, errors against an independent quantize +
+ * dequantize + compare, thread-count independence, stacked experts, failures (NaN, truncated
+ * shard, unsupported dtype), interruption and resume, profile/model matching, and the CLI. */
+#include "testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------------ helpers */
+
+static char *synth_model(const char *like, double scale, int layers, int vocab, int experts)
+{
+    char *dir = tu_mkdtemp();
+    rf_synth_opts o;
+    rf_synth_opts_default(&o);
+    o.like = like;
+    o.scale = scale;
+    o.layers = layers;
+    o.vocab = vocab;
+    o.experts = experts;
+    o.seed = 7;
+    o.threads = 2;
+    rf_err err;
+    TU_OK(rf_synth_write(&o, dir, NULL, &err), &err);
+    return dir;
+}
+
+static rf_model *open_model(const char *dir)
+{
+    rf_model *m = NULL;
+    rf_err err;
+    TU_OK(rf_model_open(dir, &m, &err), &err);
+    return m;
+}
+
+static rf_profile *analyse(const rf_model *m, int threads, unsigned modes, uint64_t block)
+{
+    rf_analyse_opts o;
+    rf_analyse_opts_default(&o);
+    o.threads = threads;
+    o.modes = modes;
+    o.block_bytes = block;
+    rf_profile *p = NULL;
+    rf_err err;
+    TU_OK(rf_analyse(m, &o, &p, &err), &err);
+    return p;
+}
+
+static char *profile_text(const rf_profile *p)
+{
+    char *t;
+    size_t n;
+    rf_err err;
+    TU_OK(rf_profile_to_json(p, &t, &n, &err), &err);
+    return t;
+}
+
+static int exists(const char *path) { return access(path, F_OK) == 0; }
+
+static void assert_close(double a, double b, double rel, const char *what)
+{
+    double tol = rel * fmax(fabs(a), fabs(b)) + 1e-30;
+    if (!(fabs(a - b) <= tol)) fail_msg("%s: %.17g vs %.17g", what, a, b);
+}
+
+/* ------------------------------------------------------------------ accounting */
+
+/* Every tensor appears exactly once (units by module, others by name); bytes add up. */
+static void check_accounting(const rf_model *m, const rf_profile *p)
+{
+    uint64_t nt = rf_model_tensor_count(m), others = 0, bytes = 0, params = 0;
+    int *seen = calloc(rf_profile_unit_count(p) + 1, sizeof *seen);
+    for (uint64_t i = 0; i < nt; i++) {
+        const rf_tinfo *ti = rf_model_tinfo(m, i);
+        bytes += ti->t->nbytes;
+        params += ti->t->nelem;
+        if (ti->unit >= 0) {
+            int64_t k = rf_profile_find_unit(p, rf_model_unit(m, (uint64_t)ti->unit)->name);
+            assert_true(k >= 0);
+            seen[k]++;
+        } else {
+            others++;
+            int found = 0;
+            for (uint64_t j = 0; j < rf_profile_other_count(p); j++)
+                found += !strcmp(rf_profile_other(p, j)->name, ti->t->name);
+            assert_int_equal(found, 1);
+        }
+    }
+    assert_int_equal(rf_profile_unit_count(p), rf_model_unit_count(m));
+    assert_int_equal(rf_profile_other_count(p), others);
+    for (uint64_t u = 0; u < rf_model_unit_count(m); u++) {
+        const rf_unit *un = rf_model_unit(m, u);
+        int64_t k = rf_profile_find_unit(p, un->name);
+        assert_int_equal(seen[k], un->n_members); /* every member once, nothing else */
+        const rf_punit *pu = rf_profile_unit(p, (uint64_t)k);
+        uint64_t kb = 0;
+        for (int j = 0; j < un->n_members; j++) kb += rf_model_tinfo(m, (uint64_t)un->members[j])->t->nbytes;
+        assert_int_equal(pu->kept_bytes, kb);
+        /* Candidates: exactly the configs whose gs divides cols; exact MLX bytes with 16-bit scales. */
+        int want = 0;
+        for (int c = 0; c < 18 && un->quantizable; c++) want += un->cols % (uint64_t)rf_qgs[c % 3] == 0;
+        assert_int_equal(pu->n_cands, want);
+        for (int c = 0; c < pu->n_cands; c++) {
+            const rf_pcand *pc = &pu->cands[c];
+            uint64_t n = pu->nparams;
+            assert_int_equal(pc->bytes, n * (uint64_t)pc->bits / 8 + 2 * (n / (uint64_t)pc->gs) * 2);
+        }
+    }
+    assert_int_equal(rf_profile_full_bytes(p), bytes);
+    assert_int_equal(rf_profile_param_count(p), params);
+    free(seen);
+}
+
+static void test_stories_accounting(void **state)
+{
+    (void)state;
+    const char *dir = tu_model_dir("stories260k");
+    if (!dir) skip();
+    rf_model *m = open_model(dir);
+    rf_profile *p = analyse(m, 2, 3, 0);
+    check_accounting(m, p);
+    /* ffn 172: down_proj is a unit that can only be kept */
+    int64_t k = rf_profile_find_unit(p, "model.layers.0.mlp.down_proj");
+    assert_true(k >= 0);
+    assert_int_equal(rf_profile_unit(p, (uint64_t)k)->n_cands, 0);
+    assert_true(rf_profile_unit(p, (uint64_t)k)->ssq > 0);
+    /* the saved file loads back to the same text */
+    char *t1 = profile_text(p);
+    rf_profile *q;
+    rf_err err;
+    TU_OK(rf_profile_from_json(t1, strlen(t1), "t", &q, &err), &err);
+    char *t2 = profile_text(q);
+    assert_string_equal(t1, t2);
+    TU_OK(rf_analyse_check_profile(m, q, &err), &err);
+    free(t1);
+    free(t2);
+    rf_profile_free(q);
+    rf_profile_free(p);
+    rf_model_free(m);
+}
+
+/* ------------------------------------------------------------------ errors, independently */
+
+typedef struct ref { double sse, ssq, s1, s3, s4, amax; float emax; } ref;
+
+/* quantize + dequantize + compare, member by member, in doubles. */
+static void reference(const rf_model *m, const rf_unit *u, int bits, int gs, rf_qmode mode, ref *r)
+{
+    memset(r, 0, sizeof *r);
+    rf_err err;
+    for (int k = 0; k < u->n_members; k++) {
+        const rf_tensor *t = rf_model_tinfo(m, (uint64_t)u->members[k])->t;
+        uint64_t rows = t->nelem / u->cols, cols = u->cols, n = t->nelem;
+        rf_dtype sd = t->dtype == RF_DT_F16 ? RF_DT_F16 : RF_DT_BF16;
+        uint32_t *packed = malloc(n / 32 * (uint64_t)bits * 4);
+        uint16_t *sc = malloc(n / (uint64_t)gs * 2), *bi = malloc(n / (uint64_t)gs * 2);
+        float *w = malloc(n * 4), *d = malloc(n * 4);
+        TU_OK(rf_convert_to_f32(t->dtype, t->data, w, n, &err), &err);
+        TU_OK(rf_quant_quantize(t->dtype, t->data, rows, cols, bits, gs, mode, sd, packed, sc, bi, &err), &err);
+        TU_OK(rf_quant_dequantize(packed, sc, bi, sd, rows, cols, bits, gs, d, &err), &err);
+        for (uint64_t i = 0; i < n; i++) {
+            double e = (double)w[i] - (double)d[i], v = w[i];
+            r->sse += e * e;
+            r->ssq += v * v;
+            r->s1 += v;
+            r->s3 += v * v * v;
+            r->s4 += v * v * v * v;
+            r->amax = fmax(r->amax, fabs(v));
+            float fe = fabsf(w[i] - d[i]);
+            r->emax = fe > r->emax ? fe : r->emax;
+        }
+        free(packed), free(sc), free(bi), free(w), free(d);
+    }
+}
+
+static void check_errors(const rf_model *m, const rf_profile *p, unsigned modes, int max_units)
+{
+    int checked = 0;
+    for (uint64_t u = 0; u < rf_model_unit_count(m) && checked < max_units; u++) {
+        const rf_unit *un = rf_model_unit(m, u);
+        const rf_punit *pu = rf_profile_unit(p, (uint64_t)rf_profile_find_unit(p, un->name));
+        if (!pu->n_cands) continue;
+        checked++;
+        for (int c = 0; c < pu->n_cands; c += 5) { /* a spread of configs */
+            const rf_pcand *pc = &pu->cands[c];
+            for (int mo = 0; mo < 2; mo++) {
+                if (!(modes >> mo & 1)) continue;
+                ref r;
+                reference(m, un, pc->bits, pc->gs, (rf_qmode)mo, &r);
+                char what[256];
+                snprintf(what, sizeof what, "%s %d/%d %s sse", un->name, pc->bits, pc->gs, mo ? "opt" : "mlx");
+                assert_close(pc->err[mo].sse, r.sse, 1e-5, what);
+                assert_close(pc->err[mo].max_abs, r.emax, 1e-6, what);
+                assert_close(pu->ssq, r.ssq, 1e-6, "ssq");
+                double n = (double)pu->nparams, mu = r.s1 / n, var = r.ssq / n - mu * mu;
+                double m4 = r.s4 / n - 4 * mu * r.s3 / n + 6 * mu * mu * r.ssq / n - 3 * mu * mu * mu * mu;
+                assert_close(pu->stats.mean * n, r.s1, 1e-4 * sqrt(r.ssq) / fmax(fabs(r.s1), 1e-30) + 1e-6, "mean");
+                assert_close(pu->stats.rms, sqrt(r.ssq / n), 1e-6, "rms");
+                assert_close(pu->stats.absmax, r.amax, 0, "absmax");
+                assert_close(pu->stats.kurtosis, m4 / (var * var) - 3, 1e-4, "kurtosis");
+            }
+        }
+    }
+    assert_true(checked > 0);
+}
+
+static void test_errors_independent(void **state)
+{
+    (void)state;
+    char *dir = synth_model("qwen3-0.6b", 0.125, 2, 512, 0);
+    rf_model *m = open_model(dir);
+    rf_profile *p = analyse(m, 2, 3, 16384); /* small blocks: many per tensor */
+    check_accounting(m, p);
+    check_errors(m, p, 3, 100);
+    /* frac_6sigma, counted directly */
+    const rf_unit *un = rf_model_unit(m, 0);
+    const rf_punit *pu = rf_profile_unit(p, (uint64_t)rf_profile_find_unit(p, un->name));
+    const rf_tensor *t = rf_model_tinfo(m, (uint64_t)un->members[0])->t;
+    double s1 = 0, s2 = 0;
+    for (uint64_t i = 0; i < t->nelem; i++) {
+        double v = rf_bf16_to_f32(((const uint16_t *)t->data)[i]);
+        s1 += v, s2 += v * v;
+    }
+    double mu = s1 / (double)t->nelem, sd = sqrt(s2 / (double)t->nelem - mu * mu);
+    uint64_t out = 0;
+    for (uint64_t i = 0; i < t->nelem; i++) {
+        double v = rf_bf16_to_f32(((const uint16_t *)t->data)[i]);
+        out += fabs(v - mu) > 6 * sd;
+    }
+    assert_true(out > 0); /* heavy tails */
+    assert_close(pu->stats.frac_6sigma * (double)t->nelem, (double)out, 1e-9, "frac_6sigma");
+    rf_profile_free(p);
+    rf_model_free(m);
+    tu_rmtree(dir);
+    free(dir);
+}
+
+static void test_stories_errors(void **state)
+{
+    (void)state;
+    const char *dir = tu_model_dir("stories260k");
+    if (!dir) skip();
+    rf_model *m = open_model(dir);
+    rf_profile *p = analyse(m, 1, 3, 4096);
+    check_errors(m, p, 3, 6);
+    rf_profile_free(p);
+    rf_model_free(m);
+}
+
+/* ------------------------------------------------------------------ determinism */
+
+static void test_threads_identical(void **state)
+{
+    (void)state;
+    char *dir = synth_model("qwen3-30b-a3b", 0.0625, 2, 512, 4);
+    rf_model *m = open_model(dir);
+    char *text[3];
+    for (int t = 1; t <= 3; t++) {
+        rf_profile *p = analyse(m, t, 1, 8192);
+        text[t - 1] = profile_text(p);
+        if (t == 1) check_accounting(m, p);
+        rf_profile_free(p);
+    }
+    assert_string_equal(text[0], text[1]);
+    assert_string_equal(text[0], text[2]);
+    for (int t = 0; t < 3; t++) free(text[t]);
+    rf_model_free(m);
+    tu_rmtree(dir);
+    free(dir);
+}
+
+/* The SIMD paths (moments, outlier count, quantization kernels) give the same profile as the
+ * scalar ones. */
+static void test_scalar_matches_fast(void **state)
+{
+    (void)state;
+    char *dir = synth_model("qwen3-0.6b", 0.125, 1, 512, 0);
+    rf_model *m = open_model(dir);
+    rf_profile *p = analyse(m, 2, 1, 8192);
+    char *fast = profile_text(p);
+    rf_profile_free(p);
+    rf_cpu_set_mask(0);
+    p = analyse(m, 2, 1, 8192);
+    rf_cpu_set_mask(~0u);
+    char *slow = profile_text(p);
+    assert_string_equal(fast, slow);
+    free(fast), free(slow);
+    rf_profile_free(p);
+    rf_model_free(m);
+    tu_rmtree(dir);
+    free(dir);
+}
+
+/* ------------------------------------------------------------------ experts */
+
+static void check_moe(const char *dir, int per_unit_checks)
+{
+    rf_model *m = open_model(dir);
+    rf_profile *p = analyse(m, 2, 1, 0);
+    check_accounting(m, p);
+    int banks = 0;
+    rf_err err;
+    for (uint64_t u = 0; u < rf_model_unit_count(m); u++) {
+        const rf_unit *un = rf_model_unit(m, u);
+        if (!un->n_experts) continue;
+        const rf_punit *pu = rf_profile_unit(p, (uint64_t)rf_profile_find_unit(p, un->name));
+        assert_int_equal(pu->n_members, un->n_experts);
+        if (banks++ >= per_unit_checks) continue;
+        /* aggregate = sum over experts of each expert measured alone; max of max */
+        const rf_pcand *pc = &pu->cands[pu->n_cands / 2];
+        double sse = 0, emax = 0;
+        for (int k = 0; k < un->n_members; k++) {
+            const rf_tensor *t = rf_model_tinfo(m, (uint64_t)un->members[k])->t;
+            rf_qerr q;
+            TU_OK(rf_quant_error(t->dtype, t->data, t->nelem / un->cols, un->cols, pc->bits, pc->gs, RF_QMODE_MLX,
+                                 RF_DT_BF16, &q, &err), &err);
+            sse += q.sse;
+            emax = fmax(emax, q.max_abs);
+        }
+        assert_close(pc->err[0].sse, sse, 1e-9, "expert bank sse");
+        assert_close(pc->err[0].max_abs, emax, 0, "expert bank max_abs");
+    }
+    assert_true(banks > 0);
+    rf_profile_free(p);
+    rf_model_free(m);
+}
+
+static void test_moe_shared(void **state)
+{
+    (void)state;
+    const char *dir = tu_model_dir("qwen3-moe-mini");
+    if (!dir) skip();
+    check_moe(dir, 2);
+}
+
+static void test_moe_synthetic(void **state)
+{
+    (void)state;
+    char *dir = synth_model("mixtral-8x7b", 0.03125, 1, 256, 2);
+    check_moe(dir, 3);
+    rf_model *m = open_model(dir);
+    rf_profile *p = analyse(m, 2, 1, 0);
+    check_errors(m, p, 1, 3);
+    rf_profile_free(p);
+    rf_model_free(m);
+    tu_rmtree(dir);
+    free(dir);
+}
+
+/* ------------------------------------------------------------------ failures */
+
+static void poke(const char *dir, const char *tensor, uint64_t elem, uint16_t bits)
+{
+    rf_st *st;
+    rf_err err;
+    TU_OK(rf_st_open(dir, &st, &err), &err);
+    const rf_tensor *t = rf_st_find(st, tensor);
+    assert_non_null(t);
+    FILE *f = fopen(t->file, "r+b");
+    assert_non_null(f);
+    assert_int_equal(fseek(f, (long)(t->offset + elem * 2), SEEK_SET), 0);
+    assert_int_equal(fwrite(&bits, 2, 1, f), 1);
+    fclose(f);
+    rf_st_close(st);
+}
+
+static void cli_fails(const char *model, const char *must_say, const char *must_say2)
+{
+    char *tmp = tu_mkdtemp(), args[8192], prof[4096], *out = NULL;
+    snprintf(prof, sizeof prof, "%s/p.json", tmp);
+    snprintf(args, sizeof args, "analyse '%s' -o '%s' --quiet", model, prof);
+    int rc = tu_run_cli(args, &out);
+    assert_int_equal(rc, 1);
+    if (!strstr(out, must_say) || (must_say2 && !strstr(out, must_say2))) fail_msg("unexpected message: %s", out);
+    assert_false(exists(prof));
+    snprintf(args, sizeof args, "%s.tmp", prof);
+    assert_false(exists(args));
+    snprintf(args, sizeof args, "%s.partial", prof);
+    assert_false(exists(args));
+    free(out);
+    tu_rmtree(tmp);
+    free(tmp);
+}
+
+static void test_nan(void **state)
+{
+    (void)state;
+    char *dir = synth_model("qwen3-0.6b", 0.125, 2, 512, 0);
+    poke(dir, "model.layers.1.mlp.up_proj.weight", 3 * 128 + 17, 0x7fc0);
+    rf_model *m = open_model(dir);
+    rf_analyse_opts o;
+    rf_analyse_opts_default(&o);
+    o.threads = 2;
+    rf_profile *p = NULL;
+    rf_err err;
+    assert_int_equal(rf_analyse(m, &o, &p, &err), RF_ERR_NONFINITE);
+    assert_null(p);
+    assert_non_null(strstr(err.msg, "model.layers.1.mlp.up_proj.weight"));
+    assert_non_null(strstr(err.msg, "[3, 17]"));
+    rf_model_free(m);
+    cli_fails(dir, "NaN", "model.layers.1.mlp.up_proj.weight");
+    poke(dir, "model.layers.1.mlp.up_proj.weight", 3 * 128 + 17, 0xff80); /* -inf */
+    cli_fails(dir, "infinite", "[3, 17]");
+    tu_rmtree(dir);
+    free(dir);
+}
+
+static void test_truncated(void **state)
+{
+    (void)state;
+    char *dir = synth_model("qwen3-0.6b", 0.125, 2, 512, 0);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    struct stat sb;
+    assert_int_equal(stat(path, &sb), 0);
+    assert_int_equal(truncate(path, sb.st_size - 1000), 0);
+    cli_fails(dir, "model.safetensors", NULL);
+    tu_rmtree(dir);
+    free(dir);
+}
+
+/* Copy DIR's checkpoint into OUT with tensor NAME stored as I32. */
+static void rewrite_as_i32(const char *dir, const char *out, const char *name)
+{
+    rf_st *st;
+    rf_stw *w;
+    rf_err err;
+    TU_OK(rf_st_open(dir, &st, &err), &err);
+    rf_stw_opts wo = {0, "model"};
+    TU_OK(rf_stw_create(out, &wo, &w, &err), &err);
+    for (uint64_t i = 0; i < rf_st_count(st); i++) {
+        const rf_tensor *t = rf_st_get(st, i);
+        TU_OK(rf_stw_declare(w, t->name, strcmp(t->name, name) ? t->dtype : RF_DT_I32, t->ndim, t->shape, &err), &err);
+    }
+    for (uint64_t i = 0; i < rf_st_count(st); i++) {
+        const rf_tensor *t = rf_st_get(st, i);
+        if (strcmp(t->name, name)) {
+            TU_OK(rf_stw_write(w, t->data, t->nbytes, &err), &err);
+        } else {
+            void *z = calloc(t->nelem, 4);
+            TU_OK(rf_stw_write(w, z, t->nelem * 4, &err), &err);
+            free(z);
+        }
+    }
+    TU_OK(rf_stw_finish(w, &err), &err);
+    rf_stw_free(w);
+    rf_st_close(st);
+    char src[4096], dst[4096];
+    snprintf(src, sizeof src, "%s/config.json", dir);
+    snprintf(dst, sizeof dst, "%s/config.json", out);
+    size_t n;
+    char *cfg = tu_read_file(src, &n);
+    assert_int_equal(tu_write_file(dst, cfg, n), 0);
+    free(cfg);
+}
+
+static void test_unsupported_dtype(void **state)
+{
+    (void)state;
+    char *dir = synth_model("qwen3-0.6b", 0.125, 2, 512, 0);
+    char *bad = tu_mkdtemp();
+    rewrite_as_i32(dir, bad, "model.layers.0.self_attn.v_proj.weight");
+    rf_model *m = open_model(bad);
+    rf_profile *p = NULL;
+    rf_err err;
+    assert_int_equal(rf_analyse(m, NULL, &p, &err), RF_ERR_UNSUPPORTED);
+    assert_non_null(strstr(err.msg, "I32"));
+    rf_model_free(m);
+    cli_fails(bad, "model.layers.0.self_attn.v_proj.weight", "I32");
+    tu_rmtree(bad);
+    free(bad);
+    tu_rmtree(dir);
+    free(dir);
+}
+
+/* ------------------------------------------------------------------ interrupt and resume */
+
+/* Cancels once STOP_AT units are done ("k/N name" in what). */
+typedef struct stopper { volatile int cancel; int calls, stop_at; uint64_t first_done; } stopper;
+
+static void stop_cb(void *user, uint64_t done, uint64_t total, const char *what)
+{
+    (void)total;
+    stopper *s = user;
+    if (s->calls++ == 0) s->first_done = done;
+    if (s->stop_at && atoi(what) >= s->stop_at) s->cancel = 1;
+}
+
+static void test_resume(void **state)
+{
+    (void)state;
+    char *dir = synth_model("qwen3-0.6b", 0.125, 3, 512, 0);
+    char *tmp = tu_mkdtemp(), partial[4096];
+    snprintf(partial, sizeof partial, "%s/p.json.partial", tmp);
+    rf_model *m = open_model(dir);
+    rf_analyse_opts o;
+    rf_analyse_opts_default(&o);
+    o.threads = 2;
+    o.block_bytes = 16384;
+    o.modes = 3;
+    o.partial_path = partial;
+    rf_profile *full = NULL, *p = NULL;
+    rf_err err;
+    TU_OK(rf_analyse(m, &o, &full, &err), &err);
+    char *want = profile_text(full);
+    assert_false(exists(partial)); /* only written on interruption or after checkpoint_s */
+
+    stopper s = {0, 0, 4, 0};
+    o.progress = (rf_progress){stop_cb, &s, &s.cancel};
+    assert_int_equal(rf_analyse(m, &o, &p, &err), RF_ERR_INTERRUPTED);
+    assert_null(p);
+    assert_non_null(strstr(err.msg, "--resume"));
+    assert_true(exists(partial));
+    rf_profile *part;
+    TU_OK(rf_profile_load(partial, &part, &err), &err);
+    uint64_t saved = rf_profile_unit_count(part);
+    assert_true(saved > 0 && saved < rf_model_unit_count(m));
+    rf_profile_free(part);
+
+    /* interrupted again, then finished: same bytes as the uninterrupted run */
+    stopper s2 = {0, 0, 9, 0};
+    o.progress = (rf_progress){stop_cb, &s2, &s2.cancel};
+    o.resume = 1;
+    assert_int_equal(rf_analyse(m, &o, &p, &err), RF_ERR_INTERRUPTED);
+    assert_true(s2.first_done > 0); /* started past the saved units */
+    stopper s3 = {0, 0, 0, 0};
+    o.progress = (rf_progress){stop_cb, &s3, &s3.cancel};
+    TU_OK(rf_analyse(m, &o, &p, &err), &err);
+    char *got = profile_text(p);
+    assert_string_equal(got, want);
+    free(got);
+    rf_profile_free(p);
+
+    /* a partial of another model is refused */
+    char *other = synth_model("qwen3-0.6b", 0.125, 2, 512, 0);
+    rf_model *m2 = open_model(other);
+    o.progress = (rf_progress){0};
+    assert_int_equal(rf_analyse(m2, &o, &p, &err), RF_ERR_MISMATCH);
+    assert_non_null(strstr(err.msg, "without --resume"));
+    rf_model_free(m2);
+    tu_rmtree(other);
+    free(other);
+
+    free(want);
+    rf_profile_free(full);
+    rf_model_free(m);
+    tu_rmtree(tmp);
+    free(tmp);
+    tu_rmtree(dir);
+    free(dir);
+}
+
+/* ------------------------------------------------------------------ profile <-> model */
+
+static void test_check_profile(void **state)
+{
+    (void)state;
+    char *a = synth_model("qwen3-0.6b", 0.125, 2, 512, 0);
+    char *b = synth_model("qwen3-0.6b", 0.125, 3, 512, 0);
+    rf_model *ma = open_model(a), *mb = open_model(b);
+    rf_profile *pa = analyse(ma, 2, 1, 0);
+    rf_err err;
+    TU_OK(rf_analyse_check_profile(ma, pa, &err), &err);
+    assert_int_equal(rf_analyse_check_profile(mb, pa, &err), RF_ERR_MISMATCH);
+    assert_non_null(strstr(err.msg, "fingerprint"));
+    assert_non_null(strstr(err.msg, "ramfit analyse"));
+    rf_profile_free(pa);
+    rf_model_free(ma);
+    rf_model_free(mb);
+    tu_rmtree(a), tu_rmtree(b);
+    free(a), free(b);
+}
+
+static void test_parse(void **state)
+{
+    (void)state;
+    unsigned c = 0, mo = 0;
+    rf_err err;
+    TU_OK(rf_analyse_parse_candidates("all", &c, &err), &err);
+    assert_int_equal(c, RF_PROFILE_ALL_CONFIGS);
+    TU_OK(rf_analyse_parse_candidates("keep,4/64,8:128", &c, &err), &err);
+    assert_int_equal(c, 1u << (2 * 3 + 1) | 1u << (5 * 3 + 2));
+    TU_OK(rf_analyse_parse_candidates("3", &c, &err), &err);
+    assert_int_equal(c, 7u << 3);
+    assert_int_equal(rf_analyse_parse_candidates("4/48", &c, &err), RF_ERR_INVALID);
+    assert_int_equal(rf_analyse_parse_candidates("7", &c, &err), RF_ERR_INVALID);
+    assert_int_equal(rf_analyse_parse_candidates("keep", &c, &err), RF_ERR_INVALID);
+    assert_int_equal(rf_analyse_parse_candidates("", &c, &err), RF_ERR_INVALID);
+    TU_OK(rf_analyse_parse_modes("both", &mo, &err), &err);
+    assert_int_equal(mo, 3);
+    assert_int_equal(rf_analyse_parse_modes("fast", &mo, &err), RF_ERR_INVALID);
+}
+
+/* ------------------------------------------------------------------ CLI */
+
+static void test_cli(void **state)
+{
+    (void)state;
+    char *dir = synth_model("qwen3-0.6b", 0.125, 2, 512, 0);
+    char *tmp = tu_mkdtemp(), *out = NULL, args[8192], cwd[4096], path[4096];
+    assert_int_equal(tu_run_cli("analyse --help", &out), 0);
+    assert_non_null(strstr(out, "--candidates"));
+    free(out);
+    assert_int_equal(tu_run_cli("analyse", &out), 2);
+    free(out);
+    /* default output: the directory's name + .profile.json in the current directory */
+    assert_non_null(getcwd(cwd, sizeof cwd));
+    assert_int_equal(chdir(tmp), 0);
+    snprintf(args, sizeof args, "analyse '%s' --threads 2 --candidates 4/64,8/64 --json", dir);
+    int rc = tu_run_cli(args, &out);
+    assert_int_equal(chdir(cwd), 0);
+    if (rc) fail_msg("%s", out);
+    assert_non_null(strstr(out, "\"units\": 15") ? out : strstr(out, "\"units\":15"));
+    free(out);
+    const char *base = strrchr(dir, '/') + 1;
+    snprintf(path, sizeof path, "%s/%s.profile.json", tmp, base);
+    rf_profile *p;
+    rf_err err;
+    TU_OK(rf_profile_load(path, &p, &err), &err);
+    assert_int_equal(rf_profile_configs(p), 1u << 7 | 1u << 16);
+    assert_int_equal(rf_profile_unit(p, 0)->n_cands, 2);
+    rf_profile_free(p);
+    /* nothing was written into the model directory */
+    snprintf(path, sizeof path, "%s/%s.profile.json", dir, base);
+    assert_false(exists(path));
+    snprintf(args, sizeof args, "analyse '%s' --mode fast", dir);
+    assert_int_equal(tu_run_cli(args, &out), 2);
+    free(out);
+    tu_rmtree(tmp);
+    free(tmp);
+    tu_rmtree(dir);
+    free(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_parse),
+        cmocka_unit_test(test_stories_accounting),
+        cmocka_unit_test(test_stories_errors),
+        cmocka_unit_test(test_errors_independent),
+        cmocka_unit_test(test_threads_identical),
+        cmocka_unit_test(test_scalar_matches_fast),
+        cmocka_unit_test(test_moe_shared),
+        cmocka_unit_test(test_moe_synthetic),
+        cmocka_unit_test(test_nan),
+        cmocka_unit_test(test_truncated),
+        cmocka_unit_test(test_unsupported_dtype),
+        cmocka_unit_test(test_resume),
+        cmocka_unit_test(test_check_profile),
+        cmocka_unit_test(test_cli),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
