@@ -735,6 +735,9 @@ rf_status rf_tok_stream_push(rf_tok_stream *s, int32_t id, const char **text, ui
  *  - others: every tensor that is not a unit weight, with its kept bytes.
  *  - candidate bytes are exact MLX bytes with scales/biases in the source's 16-bit dtype
  *    (F32 sources: BF16), what the quantize command writes.
+ *  - kept bytes (units and others) are in the output dtype: rf_quantize_out_dtype(dtype, f32_as),
+ *    so F32 sources count as BF16 by default, as the quantize command writes them; the profile's
+ *    "dtype" of a unit or other tensor is that output dtype.
  * Errors: RF_ERR_NONFINITE naming the tensor and [row, column]; RF_ERR_UNSUPPORTED for a unit
  * weight that is not F32/BF16/F16 (e.g. I32, or an already MLX-quantized checkpoint). */
 typedef struct rf_analyse_opts {
@@ -750,6 +753,7 @@ typedef struct rf_analyse_opts {
     int resume;
     double checkpoint_s;      /* <= 0: 30 s */
     rf_progress progress;     /* units: input bytes; what: "k/N unit-name"; called on the caller's thread */
+    rf_dtype f32_as;          /* dtype F32 tensors are kept in: RF_DT_BF16 (default, also for 0), F16 or F32 */
 } rf_analyse_opts;
 void rf_analyse_opts_default(rf_analyse_opts *o);
 /* "mlx", "opt" or "both" -> mode mask. */

@@ -178,6 +178,7 @@ typedef struct actx {
     rf_err *terr;
     float *conv;       /* CONV_N floats per worker */
     volatile int *cancel;
+    rf_dtype f32_as;   /* kept dtype of F32 tensors */
 } actx;
 
 static int is_quant_src(rf_dtype d) { return d == RF_DT_F32 || d == RF_DT_BF16 || d == RF_DT_F16; }
@@ -492,7 +493,8 @@ static rf_status finish_unit(const actx *c, ustate *s, rf_err *err)
     const rf_config *cfg = rf_model_config(c->m);
     rf_punit *p = malloc(sizeof *p);
     if (!p) return rf_err_set(err, RF_ERR_NOMEM, "out of memory");
-    rf_punit_init(p, u->name, u->role, u->layer, cfg->num_layers, u->rows, u->cols, u->nparams, u->dtype);
+    rf_punit_init(p, u->name, u->role, u->layer, cfg->num_layers, u->rows, u->cols, u->nparams,
+                  rf_quantize_out_dtype(u->dtype, c->f32_as));
     p->n_members = (int)(u->nparams / (u->rows * u->cols));
     double s1 = 0, s2 = 0, s3 = 0, s4 = 0, amax = 0;
     uint64_t nout = 0;
@@ -564,8 +566,8 @@ static rf_status after_phase_a(const actx *c, ustate *s, task *fifo, uint64_t *n
 
 /* ------------------------------------------------------------------ partial profiles */
 
-static rf_status build_profile(const rf_model *m, unsigned modes, unsigned configs, const ustate *us, int complete,
-                               rf_profile **out, rf_err *err)
+static rf_status build_profile(const rf_model *m, unsigned modes, unsigned configs, rf_dtype f32_as, const ustate *us,
+                               int complete, rf_profile **out, rf_err *err)
 {
     rf_pmodel pm;
     rf_analyse_identity(m, &pm);
@@ -580,8 +582,9 @@ static rf_status build_profile(const rf_model *m, unsigned modes, unsigned confi
         const rf_tinfo *ti = rf_model_tinfo(m, i);
         if (ti->unit >= 0 && us[ti->unit].rec) continue;
         if (ti->unit >= 0 && ti->t->nelem) return rf_err_set(err, RF_ERR_INTERNAL, "unit of %s not analysed", ti->t->name);
-        rf_pother o = {.role = ti->role, .layer = ti->layer, .nparams = ti->t->nelem, .dtype = ti->t->dtype,
-                       .bytes = ti->t->nbytes};
+        rf_dtype kd = rf_quantize_out_dtype(ti->t->dtype, f32_as);
+        rf_pother o = {.role = ti->role, .layer = ti->layer, .nparams = ti->t->nelem, .dtype = kd,
+                       .bytes = ti->t->nelem * rf_dtype_size(kd)};
         snprintf(o.name, sizeof o.name, "%s", ti->t->name);
         s = rf_profile_add_other(p, &o, err);
     }
@@ -594,7 +597,7 @@ static rf_status save_partial(const rf_model *m, const rf_analyse_opts *o, const
 {
     if (!o->partial_path) return RF_OK;
     rf_profile *p;
-    rf_status s = build_profile(m, o->modes, o->configs, us, 0, &p, err);
+    rf_status s = build_profile(m, o->modes, o->configs, o->f32_as, us, 0, &p, err);
     if (!s) s = rf_profile_save(p, o->partial_path, err);
     rf_profile_free(p);
     return s;
@@ -810,7 +813,8 @@ rf_status rf_analyse(const rf_model *m, const rf_analyse_opts *opts, rf_profile 
     if (!st) st = rf_pool_create(o.threads, &r.pool, err);
     if (!st) {
         int nt = rf_pool_threads(r.pool);
-        r.c = (actx){.m = m, .st = rf_model_st(m), .us = r.us, .modes = o.modes, .cancel = o.progress.cancel};
+        r.c = (actx){.m = m, .st = rf_model_st(m), .us = r.us, .modes = o.modes, .cancel = o.progress.cancel,
+                     .f32_as = o.f32_as};
         r.c.tst = calloc(WINDOW_MAX, sizeof *r.c.tst);
         r.c.terr = calloc(WINDOW_MAX, sizeof *r.c.terr);
         r.c.conv = malloc((size_t)nt * CONV_N * sizeof *r.c.conv);
@@ -829,7 +833,7 @@ rf_status rf_analyse(const rf_model *m, const rf_analyse_opts *opts, rf_profile 
             rf_err_set(err, RF_ERR_INTERRUPTED, "analysis interrupted after %llu of %llu units",
                        (unsigned long long)r.units_done, (unsigned long long)r.nunits);
     }
-    if (!st) st = build_profile(m, o.modes, o.configs, r.us, 1, out, err);
+    if (!st) st = build_profile(m, o.modes, o.configs, o.f32_as, r.us, 1, out, err);
     for (uint64_t u = 0; u < r.nunits; u++) {
         free(r.us[u].res);
         free(r.us[u].rec);
@@ -872,7 +876,7 @@ rf_status rf_analyse_check_profile(const rf_model *m, const rf_profile *p, rf_er
         nunits++;
         int64_t k = rf_profile_find_unit(p, un->name);
         const rf_punit *pu = k >= 0 ? rf_profile_unit(p, (uint64_t)k) : NULL;
-        if (!pu || pu->rows != un->rows || pu->cols != un->cols || pu->nparams != un->nparams || pu->dtype != un->dtype)
+        if (!pu || pu->rows != un->rows || pu->cols != un->cols || pu->nparams != un->nparams || rf_quantize_out_dtype(un->dtype, pu->dtype) != pu->dtype)
             return rf_err_set(err, RF_ERR_MISMATCH, "the profile's unit %s %s the model's (%s): re-run ramfit analyse",
                               un->name, pu ? "differs from" : "is missing from the profile, unlike", rf_model_dir(m));
     }

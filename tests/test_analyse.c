@@ -69,6 +69,12 @@ static void assert_close(double a, double b, double rel, const char *what)
 
 /* ------------------------------------------------------------------ accounting */
 
+/* Bytes of tensor T when kept in the output: F32 sources are written as BF16 (the default). */
+static uint64_t out_bytes(const rf_tensor *t)
+{
+    return t->nelem * rf_dtype_size(t->dtype == RF_DT_F32 ? RF_DT_BF16 : t->dtype);
+}
+
 /* Every tensor appears exactly once (units by module, others by name); bytes add up. */
 static void check_accounting(const rf_model *m, const rf_profile *p)
 {
@@ -76,7 +82,7 @@ static void check_accounting(const rf_model *m, const rf_profile *p)
     int *seen = calloc(rf_profile_unit_count(p) + 1, sizeof *seen);
     for (uint64_t i = 0; i < nt; i++) {
         const rf_tinfo *ti = rf_model_tinfo(m, i);
-        bytes += ti->t->nbytes;
+        bytes += out_bytes(ti->t);
         params += ti->t->nelem;
         if (ti->unit >= 0) {
             int64_t k = rf_profile_find_unit(p, rf_model_unit(m, (uint64_t)ti->unit)->name);
@@ -98,7 +104,7 @@ static void check_accounting(const rf_model *m, const rf_profile *p)
         assert_int_equal(seen[k], un->n_members); /* every member once, nothing else */
         const rf_punit *pu = rf_profile_unit(p, (uint64_t)k);
         uint64_t kb = 0;
-        for (int j = 0; j < un->n_members; j++) kb += rf_model_tinfo(m, (uint64_t)un->members[j])->t->nbytes;
+        for (int j = 0; j < un->n_members; j++) kb += out_bytes(rf_model_tinfo(m, (uint64_t)un->members[j])->t);
         assert_int_equal(pu->kept_bytes, kb);
         /* Candidates: exactly the configs whose gs divides cols; exact MLX bytes with 16-bit scales. */
         int want = 0;
