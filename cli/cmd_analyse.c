@@ -44,18 +44,6 @@ static void on_progress(void *user, uint64_t done, uint64_t total, const char *w
     cli_progress_cb(&p->bar, done, total, line);
 }
 
-static void default_output(const char *dir, char *out, size_t cap)
-{
-    char *real = realpath(dir, NULL);
-    const char *d = real ? real : dir;
-    size_t n = strlen(d);
-    while (n > 1 && d[n - 1] == '/') n--;
-    size_t b = n;
-    while (b > 0 && d[b - 1] != '/') b--;
-    snprintf(out, cap, "%.*s.profile.json", (int)(n - b), d + b);
-    free(real);
-}
-
 int rf_cmd_analyse(int argc, char **argv)
 {
     if (cli_wants_help(argc, argv)) { fputs(usage_text, stdout); return 0; }
@@ -108,7 +96,8 @@ int rf_cmd_analyse(int argc, char **argv)
         if (inside)
             return cli_usage_error("analyse", "the current directory is the model directory: the profile is not written "
                                    "into a model directory by default; give -o PROFILE");
-        default_output(dir, defpath, sizeof defpath);
+        if (!rf_analyse_default_path(dir, defpath, sizeof defpath))
+            return cli_usage_error("analyse", "cannot name a default profile for '%s'; give -o PROFILE", dir);
         out = defpath;
     }
     snprintf(partial, sizeof partial, "%s.partial", out);

@@ -114,21 +114,6 @@ static rf_status set_err(rf_err *err, rf_status code, const char *fmt, ...)
     return code;
 }
 
-/* The file 'ramfit analyse' writes by default: the model directory's name + .profile.json. */
-static int default_profile(const char *model_dir, char *out, size_t cap)
-{
-    char *real = realpath(model_dir, NULL);
-    const char *dir = real ? real : model_dir;
-    size_t n = strlen(dir);
-    while (n > 1 && dir[n - 1] == '/') n--;
-    size_t b = n;
-    while (b > 0 && dir[b - 1] != '/') b--;
-    int ok = n > b;
-    if (ok) snprintf(out, cap, "%.*s.profile.json", (int)(n - b), dir + b);
-    free(real);
-    return ok;
-}
-
 static int file_exists(const char *p)
 {
     struct stat sb;
@@ -142,7 +127,7 @@ static rf_status plan_for_budget(const rf_model *m, const args *a, rf_quantize_o
     rf_profile *prof = NULL;
     rf_status s = RF_OK;
     char defpath[4096];
-    if (!a->profile && default_profile(rf_model_dir(m), defpath, sizeof defpath) && file_exists(defpath)) {
+    if (!a->profile && rf_analyse_default_path(rf_model_dir(m), defpath, sizeof defpath) && file_exists(defpath)) {
         /* what 'ramfit analyse MODEL_DIR' saved here; used only if it matches */
         rf_err e2;
         if (rf_profile_load(defpath, &prof, &e2) == RF_OK && rf_analyse_check_profile(m, prof, &e2) == RF_OK) {

@@ -347,7 +347,7 @@ rf_status rf_quant_error_all(rf_dtype src, const void *w, uint64_t rows, uint64_
  * bytes and measured error, per quantizer mode; plus every other tensor's kept bytes, so the
  * totals account for the whole model. Written once by the analysis pass, read by the planner.
  * File format (versioned JSON): docs/profile.md. */
-#define RF_PROFILE_VERSION 1
+#define RF_PROFILE_VERSION 2 /* version 1 files still load */
 
 /* One affine candidate of a unit. Keep (the unquantized original) is implicit: bytes =
  * kept_bytes, error 0. An error measurement absent for a mode has sse = NaN. */
@@ -449,11 +449,20 @@ double rf_d_to_sqnr_db(double d);
 const char *rf_profile_role_token(rf_role r);
 const char *rf_qmode_token(rf_qmode m);
 
-/* Serialise: deterministic text, doubles as %.17g (they load bit-identical). The caller frees *out. */
+/* Serialise: deterministic text, doubles in their shortest form that loads bit-identical. to_json makes
+ * one self-contained JSON text; save writes PATH (a JSON index) plus its data file (PATH less ".json",
+ * plus ".bin": the errors as binary numbers, size and checksum recorded in the index). The caller frees *out. */
 rf_status rf_profile_to_json(const rf_profile *p, char **out, size_t *len, rf_err *err);
 rf_status rf_profile_save(const rf_profile *p, const char *path, rf_err *err);
-/* Parse untrusted text; LABEL names it in messages (RF_ERR_FORMAT naming the unit and field). */
+/* Parse untrusted text; LABEL names it in messages (RF_ERR_FORMAT naming the unit and field).
+ * from_json takes self-contained text (an index without its data is refused); load reads an index's
+ * data file too; any version 1 file loads. */
 rf_status rf_profile_from_json(const char *text, size_t len, const char *label, rf_profile **out, rf_err *err);
+/* The index and data file in memory (what save writes, DATA_NAME being the data file's name). */
+rf_status rf_profile_to_parts(const rf_profile *p, const char *data_name, char **json, size_t *json_len, void **data,
+                              size_t *data_len, rf_err *err);
+rf_status rf_profile_from_parts(const char *json, size_t json_len, const void *data, size_t data_len, const char *label,
+                                rf_profile **out, rf_err *err);
 rf_status rf_profile_load(const char *path, rf_profile **out, rf_err *err);
 
 /* ===================================================================== plan (plan.c, mckp.c, targets.c) */
@@ -763,6 +772,10 @@ rf_status rf_analyse_parse_modes(const char *text, unsigned *modes, rf_err *err)
 rf_status rf_analyse_parse_candidates(const char *text, unsigned *configs, rf_err *err);
 /* The identity rf_analyse writes: directory base name, config summary, fingerprint, version. */
 void rf_analyse_identity(const rf_model *m, rf_pmodel *out);
+/* The profile path 'ramfit analyse' writes by default (and one-shot quantize looks for): the
+ * model directory's base name + ".profile.json", relative to the current directory.
+ * Returns 0 when DIR has no usable name or CAP is too small. */
+int rf_analyse_default_path(const char *model_dir, char *out, size_t cap);
 /* Analyse M. Interrupted (progress.cancel): RF_ERR_INTERRUPTED after saving the partial file. */
 rf_status rf_analyse(const rf_model *m, const rf_analyse_opts *o, rf_profile **out, rf_err *err);
 /* RF_ERR_MISMATCH (naming both models and what differs) unless P was made from M's checkpoint:

@@ -97,7 +97,8 @@ rf_status rf_analyse_parse_candidates(const char *text, unsigned *configs, rf_er
 
 /* ------------------------------------------------------------------ identity */
 
-static void base_name(const char *dir, char *out, size_t cap)
+/* The last path component of DIR after resolving it ("." names the current directory). */
+static int base_name(const char *dir, char *out, size_t cap)
 {
     char *real = realpath(dir, NULL);
     const char *d = real ? real : dir;
@@ -107,6 +108,14 @@ static void base_name(const char *dir, char *out, size_t cap)
     while (b > 0 && d[b - 1] != '/') b--;
     snprintf(out, cap, "%.*s", (int)(n - b), d + b);
     free(real);
+    return n > b;
+}
+
+int rf_analyse_default_path(const char *model_dir, char *out, size_t cap)
+{
+    char base[256];
+    if (!base_name(model_dir, base, sizeof base) || !strcmp(base, "/")) return 0;
+    return snprintf(out, cap, "%s.profile.json", base) < (int)cap;
 }
 
 void rf_analyse_identity(const rf_model *m, rf_pmodel *out)
