@@ -186,6 +186,7 @@ typedef struct rf_stw rf_stw;
 typedef struct rf_stw_opts {
     uint64_t max_shard_bytes;  /* 0: one file */
     const char *basename;      /* "model" -> model.safetensors / model-00001-of-00002.safetensors */
+    int always_index;          /* write the index for a single shard too (mlx-lm does) */
 } rf_stw_opts;
 rf_status rf_stw_create(const char *dir, const rf_stw_opts *opts, rf_stw **out, rf_err *err);
 rf_status rf_stw_set_metadata(rf_stw *w, const char *key, const char *value, rf_err *err);

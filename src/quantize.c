@@ -628,44 +628,6 @@ static rf_status copy_other_files(const char *model_dir, const char *dst_dir, rf
 
 /* ------------------------------------------------------------------ index, config, ramfit.json */
 
-/* mlx-lm writes the index for one shard too; the writer only does for several. */
-static rf_status write_single_index(const qz *q, const char *dir, uint64_t total, rf_err *err)
-{
-    char *path = path_cat(dir, "model.safetensors.index.json");
-    if (!path) return rf_err_set(err, RF_ERR_NOMEM, "out of memory");
-    struct stat sb;
-    if (stat(path, &sb) == 0) {
-        free(path);
-        return RF_OK;
-    }
-    json_t *root = json_object(), *meta = json_object(), *wm = json_object();
-    int bad = !root || !meta || !wm || json_object_set_new(meta, "total_size", json_integer((json_int_t)total));
-    for (uint64_t i = 0; i < q->nitems && !bad; i++) {
-        const qz_item *it = &q->items[i];
-        static const char *const sfx[3] = {".weight", ".scales", ".biases"};
-        int nt = it->unit ? (it->kind == QZ_QUANT ? 3 : 1) : 1;
-        for (int k = 0; k < nt && !bad; k++) {
-            char name[256];
-            snprintf(name, sizeof name, "%s%s", it->name, it->unit ? sfx[k] : "");
-            bad = json_object_set_new(wm, name, json_string("model.safetensors")) != 0;
-        }
-    }
-    char *text = NULL;
-    if (!bad) {
-        json_object_set_new(root, "metadata", meta);
-        json_object_set_new(root, "weight_map", wm);
-        meta = wm = NULL;
-        text = json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS);
-    }
-    json_decref(root);
-    json_decref(meta);
-    json_decref(wm);
-    rf_status s = text ? rf_mlx_write_file(path, text, strlen(text), err) : rf_err_set(err, RF_ERR_NOMEM, "out of memory");
-    free(text);
-    free(path);
-    return s;
-}
-
 static rf_status write_config(const qz *q, const char *dir, rf_err *err)
 {
     rf_mlx_qmod *mods = calloc(q->nitems + 1, sizeof *mods);
@@ -856,7 +818,7 @@ static rf_status write_all(qz *q, const rf_quantize_opts *o, const char *tmp, co
                            rf_err *err)
 {
     rf_stw_opts wo = {.max_shard_bytes = o->max_shard_bytes ? o->max_shard_bytes : QZ_DEFAULT_SHARD,
-                      .basename = "model"};
+                      .basename = "model", .always_index = 1};
     rf_stw *w = NULL;
     rf_pool *pool = NULL;
     rf_status s = rf_stw_create(tmp, &wo, &w, err);
@@ -870,7 +832,6 @@ static rf_status write_all(qz *q, const rf_quantize_opts *o, const char *tmp, co
     if (!s) s = rf_stw_finish(w, err);
     rf_stw_free(w);
     rf_pool_free(pool);
-    if (!s) s = write_single_index(q, tmp, q->written, err);
     if (!s) s = write_config(q, tmp, err);
     if (!s) s = copy_other_files(rf_model_dir(q->m), tmp, err);
     if (!s) s = write_ramfit_json(q, o, tmp, err);

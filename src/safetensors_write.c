@@ -38,6 +38,7 @@ enum { STW_DECLARING, STW_WRITING, STW_FINISHED, STW_FAILED };
 struct rf_stw {
     char *dir, *base;
     uint64_t max_shard;
+    int always_index;
     char **mkeys, **mvals;
     uint64_t nmeta;
     stw_tensor *t;
@@ -91,6 +92,7 @@ rf_status rf_stw_create(const char *dir, const rf_stw_opts *opts, rf_stw **out, 
     w->dir = strdup(dir);
     w->base = strdup(base);
     w->max_shard = opts ? opts->max_shard_bytes : 0;
+    w->always_index = opts ? opts->always_index : 0;
     if (!w->dir || !w->base) {
         rf_stw_free(w);
         return nomem(err);
@@ -428,7 +430,7 @@ static rf_status write_index(rf_stw *w, rf_err *err)
     w->index_path = path_join(w->dir, "", name, "");
     w->index_tmp = path_join(w->dir, ".", name, ".tmp");
     if (!w->index_path || !w->index_tmp) return nomem(err);
-    if (w->nshards == 1) {
+    if (w->nshards == 1 && !w->always_index) {
         /* a stale index from an earlier sharded write would shadow the new single file */
         if (unlink(w->index_path) != 0 && errno != ENOENT) return rf_err_errno(err, errno, "removing %s", w->index_path);
         free(w->index_tmp);

@@ -562,7 +562,7 @@ rf_status rf_synth_write(const rf_synth_opts *opts, const char *out_dir, rf_prog
         for (int d = 0; d < D_COUNT; d++) dist_init(&c->d[d], d);
         st = rf_pool_create(o.threads, &pool, err);
     }
-    rf_stw_opts wo = {o.max_shard_bytes ? o.max_shard_bytes : 5000000000ull, "model"};
+    rf_stw_opts wo = {.max_shard_bytes = o.max_shard_bytes ? o.max_shard_bytes : 5000000000ull, .basename = "model"};
     if (!st) st = rf_stw_create(out_dir, &wo, &w, err);
     if (!st) st = rf_stw_set_metadata(w, "format", "pt", err);
     uint64_t total = 0;

@@ -436,7 +436,7 @@ static void rewrite_as_i32(const char *dir, const char *out, const char *name)
     rf_stw *w;
     rf_err err;
     TU_OK(rf_st_open(dir, &st, &err), &err);
-    rf_stw_opts wo = {0, "model"};
+    rf_stw_opts wo = {.basename = "model"};
     TU_OK(rf_stw_create(out, &wo, &w, &err), &err);
     for (uint64_t i = 0; i < rf_st_count(st); i++) {
         const rf_tensor *t = rf_st_get(st, i);

@@ -66,7 +66,7 @@ static void drop(tlist *l, const char *name)
 static rf_status open_synthetic(const char *dir, const char *config, const tlist *l, rf_model **m, rf_err *err)
 {
     write_text(dir, "config.json", config);
-    rf_stw_opts opts = {0, "model"};
+    rf_stw_opts opts = {.basename = "model"};
     rf_stw *w = NULL;
     TU_OK(rf_stw_create(dir, &opts, &w, err), err);
     uint64_t maxb = 0;

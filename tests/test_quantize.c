@@ -635,7 +635,7 @@ static char *make_synth_moe_as(int mixtral)
         }
     rf_err err;
     rf_stw *w = NULL;
-    rf_stw_opts wo = {0, "model"};
+    rf_stw_opts wo = {.basename = "model"};
     TU_OK(rf_stw_create(dir, &wo, &w, &err), &err);
     for (int i = 0; i < nt; i++) {
         int k = order[i];
