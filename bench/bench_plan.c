@@ -1,13 +1,15 @@
 /* Planner speed on a synthetic profile of ~20,000 units x 19 candidates (18 configs + keep), one thread:
  * the exact plan for one budget (target < 50 ms including the planner's preprocessing) and a whole
  * curve of 100 budgets (target < 1 s), with proven-optimal counts; plus profile file size and I/O.
- * Usage: bench_plan [layers [state_limit]] (default 2857 layers: 7 units per layer + embed + lm_head =
- * 20001 units; state limit 0 = the library default) */
+ * Usage: bench_plan [layers [state_limit [parts]]] (default 2857 layers: 7 units per layer + embed + lm_head =
+ * 20001 units; state limit 0 = the library default; parts: any of l (Llama-like shapes), r (random shapes),
+ * i (profile file size and I/O), default "lri") */
 #include "plan_internal.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 static double now(void)
@@ -18,6 +20,12 @@ static double now(void)
 }
 
 static uint64_t g_state_limit;
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
 
 static int run(const char *what, rf_profile *p)
 {
@@ -49,17 +57,17 @@ static int run(const char *what, rf_profile *p)
     rf_plan_free(plan);
     plan = NULL;
     /* a curve: 100 budgets from min-safe to just under full size, planner reused */
-    double t0 = now();
+    enum { NB = 100 };
+    double t0 = now(), ts[NB];
     int optimal = 0, gap = 0, keep = 0;
     uint64_t states = 0, max_states = 0;
-    double worst_gap = 0, worst_solve = 0;
+    double worst_gap = 0;
     uint64_t lo = rf_planner_min_safe(pl), hi = rf_planner_full_bytes(pl);
-    for (int k = 0; k < 100; k++) {
-        uint64_t b = lo + (uint64_t)((double)(hi - lo) * k / 100.0);
+    for (int k = 0; k < NB; k++) {
+        uint64_t b = lo + (uint64_t)((double)(hi - lo) * k / NB);
         double s0 = now();
         if (rf_planner_solve(pl, b, &plan, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
-        double s1 = now();
-        if (s1 - s0 > worst_solve) worst_solve = s1 - s0;
+        ts[k] = now() - s0;
         rf_plan_status st = rf_plan_status_of(plan);
         optimal += st == RF_PLAN_OPTIMAL;
         keep += st == RF_PLAN_KEEP_ALL;
@@ -72,11 +80,43 @@ static int run(const char *what, rf_profile *p)
         rf_plan_free(plan);
     }
     double t1 = now();
-    printf("  curve, 100 budgets:       %7.2f ms total (slowest solve %.2f ms)%s\n", (t1 - t0) * 1e3, worst_solve * 1e3,
-           t1 - t0 < 1.0 ? "" : "  [over the 1 s target]");
-    printf("                            %d proven optimal, %d with a gap (worst %.2e), %d keep-all; DP states mean %llu, max %llu\n",
-           optimal, gap, worst_gap, keep, (unsigned long long)(states / 100), (unsigned long long)max_states);
+    qsort(ts, NB, sizeof ts[0], cmp_double);
+    printf("  curve, %d budgets:       %7.2f ms total%s\n", NB, (t1 - t0) * 1e3, t1 - t0 < 1.0 ? "" : "  [over the 1 s target]");
+    printf("    per budget: median %.2f ms, p90 %.2f ms, max %.2f ms\n", ts[NB / 2] * 1e3, ts[NB * 9 / 10] * 1e3, ts[NB - 1] * 1e3);
+    printf("    %d proven optimal, %d with a gap (worst %.2e), %d keep-all; DP states mean %llu, max %llu\n", optimal, gap,
+           worst_gap, keep, (unsigned long long)(states / NB), (unsigned long long)max_states);
     rf_planner_free(pl);
+    return 0;
+}
+
+/* Profile file sizes and exact round trips at this scale: the saved form (index + data file) and the
+ * self-contained JSON text. */
+static int io(const rf_profile *p, const char *what)
+{
+    rf_err err;
+    double t0 = now();
+    char *text, *ix;
+    void *data;
+    size_t len, nix, nd;
+    if (rf_profile_to_parts(p, "p.bin", &ix, &nix, &data, &nd, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
+    double t1 = now();
+    rf_profile *q;
+    if (rf_profile_from_parts(ix, nix, data, nd, "bench", &q, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
+    double t2 = now();
+    rf_profile_free(q);
+    printf("  saved profile (%s): %.2f MB = index %.2f MB + data %.2f MB; write %.0f ms, load+validate %.0f ms\n", what,
+           (nix + nd) / 1e6, nix / 1e6, nd / 1e6, (t1 - t0) * 1e3, (t2 - t1) * 1e3);
+    free(ix);
+    free(data);
+    t0 = now();
+    if (rf_profile_to_json(p, &text, &len, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
+    t1 = now();
+    if (rf_profile_from_json(text, len, "bench", &q, &err)) { fprintf(stderr, "%s\n", err.msg); free(text); return 1; }
+    t2 = now();
+    printf("  self-contained JSON (%s): %.2f MB; write %.0f ms, load+validate %.0f ms\n", what, len / 1e6, (t1 - t0) * 1e3,
+           (t2 - t1) * 1e3);
+    free(text);
+    rf_profile_free(q);
     return 0;
 }
 
@@ -84,33 +124,36 @@ int main(int argc, char **argv)
 {
     int layers = argc > 1 ? atoi(argv[1]) : 2857;
     g_state_limit = argc > 2 ? strtoull(argv[2], NULL, 10) : 0;
+    const char *parts = argc > 3 ? argv[3] : "lri"; /* l: Llama-like shapes, r: random shapes, i: profile I/O */
     rf_err err;
     rf_profile *p;
+    printf("bench_plan: one thread; figures are wall-clock (best of 3 for the single plan); state limit %llu%s\n",
+           (unsigned long long)(g_state_limit ? g_state_limit : RF_MCKP_DEFAULT_STATES), g_state_limit ? "" : " (default)");
     /* Llama-3-8B-like shapes (7 units per layer, shapes repeat: realistic byte values) */
     rf_psynth_opts so = {.n_layers = layers, .hidden = 4096, .ffn = 14336, .vocab = 128256, .n_heads = 32, .n_kv_heads = 8,
                          .head_dim = 128, .modes = 3, .spread = 0.6, .seed = 1};
-    if (rf_profile_synth(&so, &p, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
-    printf("bench_plan: one thread; figures are wall-clock (best of 3 for the single plan); state limit %llu%s\n",
-           (unsigned long long)(g_state_limit ? g_state_limit : RF_MCKP_DEFAULT_STATES), g_state_limit ? "" : " (default)");
-    if (run("transformer shapes (Llama-8B-like layers)", p)) return 1;
-    /* profile file size and exact round trip at this scale */
-    double t0 = now();
-    char *text;
-    size_t len;
-    if (rf_profile_to_json(p, &text, &len, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
-    double t1 = now();
-    rf_profile *q;
-    if (rf_profile_from_json(text, len, "bench", &q, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
-    double t2 = now();
-    printf("  profile JSON (both modes): %.1f MB, write %.0f ms, load+validate %.0f ms\n", len / 1e6, (t1 - t0) * 1e3, (t2 - t1) * 1e3);
-    free(text);
-    rf_profile_free(q);
-    rf_profile_free(p);
-    /* every unit its own random shape: distinct byte counts everywhere (a harder knapsack) */
-    so.random_shapes = 1;
-    so.seed = 2;
-    if (rf_profile_synth(&so, &p, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
-    int rc = run("random shapes (every unit distinct)", p);
-    rf_profile_free(p);
+    int rc = 0;
+    if (strchr(parts, 'l') || strchr(parts, 'i')) {
+        if (rf_profile_synth(&so, &p, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
+        if (strchr(parts, 'l')) rc |= run("transformer shapes (Llama-8B-like layers)", p);
+        if (strchr(parts, 'i')) {
+            printf("\nprofile files, %llu units:\n", (unsigned long long)rf_profile_unit_count(p));
+            rc |= io(p, "both modes");
+            rf_profile_free(p);
+            so.modes = 2;
+            if (rf_profile_synth(&so, &p, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
+            rc |= io(p, "opt mode only");
+            so.modes = 3;
+        }
+        rf_profile_free(p);
+    }
+    if (strchr(parts, 'r')) {
+        /* every unit its own random shape: distinct byte counts everywhere (a harder knapsack) */
+        so.random_shapes = 1;
+        so.seed = 2;
+        if (rf_profile_synth(&so, &p, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
+        rc |= run("random shapes (every unit distinct)", p);
+        rf_profile_free(p);
+    }
     return rc;
 }

@@ -8,12 +8,18 @@
  *    the identity  value(x) = L + sum rr(x) + lambda * slack(x).
  * 3. A greedy fill gives an incumbent z. Any better solution has sum rr < z - L, so items with a
  *    larger rr are dropped (reduced-cost fixing); groups left with one item are fixed.
- * 4. The remaining core is solved by dynamic programming over (weight, value) states with dominance;
- *    each state is bounded by the LP of the groups still ahead (Fenwick trees over their hull
- *    segments) and completed by rounding that LP, which improves the incumbent. A beam-limited pass
- *    first finds a good incumbent (smaller gap: smaller core), then the exact pass runs. It is capped
- *    by a state limit, after which the best plan is returned with an honest bound instead of a claim
- *    of optimality.
+ * 4. Expanding core: the search first allows only items with rr below a small cut (a few groups),
+ *    then 4x larger cuts, until the cut covers the gap z - L. Each pass improves z, so the last
+ *    (proving) core is as small as the true gap allows.
+ * 5. Each core is solved exactly by dynamic programming over (weight, value) states with dominance,
+ *    meeting in the middle: the two halves' Pareto states are made separately and joined in linear
+ *    time. Each state is bounded by the LP of all groups it has not decided (Fenwick trees over their
+ *    hull segments; the LP is piecewise linear, so states in weight order reuse one descent), after
+ *    rounding its room down to the gcd lattice of those groups' weight differences (real models
+ *    repeat a few shapes, so this lattice is coarse and the bound sees the integrality that the LP
+ *    alone misses), and completed by rounding that LP, which improves the incumbent. A state limit
+ *    caps the work, after which the best plan is returned with an honest bound instead of a claim of
+ *    optimality.
  * Weights are integers and compared exactly; values are doubles, summed with compensation, and
  * "optimal" holds up to RF_MCKP_REL_TOL of the objective. */
 #include "plan_internal.h"
@@ -21,7 +27,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <stdio.h>
 
 struct rf_mckp {
     uint32_t ng;
@@ -923,12 +928,10 @@ rf_status rf_mckp_solve(const rf_mckp *m, uint64_t cap, uint64_t state_limit, rf
                 break;
             }
         }
-        if (getenv("RF_MCKP_DEBUG")) fprintf(stderr, " pass cut %.3e gap %.3e K %u states %llu\n", cut/s.zinc, (s.zinc-s.tol-s.bound)/s.zinc, s.K, (unsigned long long)s.states);
         if (cut >= s.zinc - s.tol - s.bound) break; /* proven */
         cut *= 4;
     }
     res->states = s.states;
-    if (getenv("RF_MCKP_DEBUG")) fprintf(stderr, "dbg cap=%llu lam=%g bound=%.12g zinc=%.12g gap=%.3e K=%u states=%llu opt=%d\n", (unsigned long long)cap, s.lambda, s.bound, s.zinc, (s.zinc-s.bound)/s.zinc, s.K, (unsigned long long)s.states, res->optimal);
     goto done;
 oom:
     st = rf_err_set(err, RF_ERR_NOMEM, "out of memory in the exact search");

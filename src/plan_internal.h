@@ -26,7 +26,7 @@ rf_status rf_write_text_file(const char *path, const char *text, size_t len, rf_
 /* Read a whole file (NUL-terminated). */
 rf_status rf_read_text_file(const char *path, char **out, size_t *len, rf_err *err);
 
-/* ---- role tokens of the file formats (stable spelling, independent of rf_role_name) */
+/* ---- role tokens of the file formats: rf_role_name's spelling (a stable part of the formats) */
 int rf_role_from_token(const char *s); /* -1 if unknown */
 
 /* ---- configs: index c = bits_index * RF_QGS_N + gs_index */

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,7 +69,11 @@ void rf_sb_json_str(rf_sb *b, const char *s)
 void rf_sb_double(rf_sb *b, double v)
 {
     char t[40];
-    snprintf(t, sizeof t, "%.17g", v);
+    for (int prec = 15; prec <= 17; prec++) { /* the shortest text that reads back bit-identical */
+        snprintf(t, sizeof t, "%.*g", prec, v);
+        double back = strtod(t, NULL);
+        if (!memcmp(&back, &v, sizeof v) || !isfinite(v)) break;
+    }
     if (!strpbrk(t, ".eEni")) strcat(t, ".0");
     rf_sb_puts(b, t);
 }
@@ -502,49 +507,180 @@ static const struct { const char *key; size_t off; } cfg_fields[] = {
 #undef CFG
 #define NCFG (sizeof cfg_fields / sizeof cfg_fields[0])
 
-static void write_unit(rf_sb *b, const rf_profile *p, const rf_punit *u)
+/* ------------------------------------------------------------------ a unit's numbers
+ * ssq, the five statistics, then per candidate (config order) and per listed mode: sse and max_abs
+ * (NaN: that mode was not measured). Written inline as a JSON array (null for NaN) or to the data
+ * file (little-endian IEEE doubles; max_abs as 4-byte floats when every one is a float, as the
+ * analysis pass makes them). One list serves writer and reader. */
+typedef struct vio {
+    rf_sb *text;              /* writing inline */
+    int first;
+    uint8_t *bin;             /* writing the data file */
+    size_t len, cap;
+    int oom;
+    json_t *arr;              /* reading inline */
+    size_t idx;
+    const uint8_t *src;       /* reading the data file */
+    size_t pos, n;
+    int f32;                  /* data file: max_abs as float */
+} vio;
+
+enum { V_F64 = 0, V_MAX = 1 };
+
+static void v_put(vio *v, int kind, double x)
 {
-    rf_sb_puts(b, "    {");
-    put_str(b, "name", u->name, 1);
-    put_str(b, "role", rf_role_name(u->role), 0);
-    put_int(b, "layer", u->layer, 0);
-    put_int(b, "n_layers", u->n_layers, 0);
-    put_int(b, "members", u->n_members, 0);
-    put_u64(b, "rows", u->rows, 0);
-    put_u64(b, "cols", u->cols, 0);
-    put_u64(b, "params", u->nparams, 0);
-    put_str(b, "dtype", rf_dtype_name(u->dtype), 0);
-    put_u64(b, "kept_bytes", u->kept_bytes, 0);
-    put_key(b, "ssq", 0);
-    rf_sb_double(b, u->ssq);
-    put_key(b, "stats", 0);
-    const double st[5] = {u->stats.mean, u->stats.rms, u->stats.absmax, u->stats.kurtosis, u->stats.frac_6sigma};
-    for (int i = 0; i < 5; i++) {
-        rf_sb_puts(b, i ? ", " : "[");
-        rf_sb_double(b, st[i]);
+    if (v->text) {
+        rf_sb_puts(v->text, v->first ? "" : ", ");
+        v->first = 0;
+        if (isnan(x)) rf_sb_puts(v->text, "null");
+        else rf_sb_double(v->text, x);
+        return;
     }
-    rf_sb_puts(b, "]");
-    put_key(b, "c", 0);
-    rf_sb_puts(b, "[");
-    for (int k = 0; k < u->n_cands; k++) {
-        const rf_pcand *c = &u->cands[k];
-        rf_sb_printf(b, "%s[%d, %d, %llu", k ? ", " : "", c->bits, c->gs, (unsigned long long)c->bytes);
-        for (int m = 0; m < 2; m++) {
-            if (!(p->modes >> m & 1)) continue;
-            if (isnan(c->err[m].sse)) { rf_sb_puts(b, ", null, null"); continue; }
-            rf_sb_puts(b, ", ");
-            rf_sb_double(b, c->err[m].sse);
-            rf_sb_puts(b, ", ");
-            rf_sb_double(b, c->err[m].max_abs);
-        }
-        rf_sb_puts(b, "]");
+    size_t w = kind == V_MAX && v->f32 ? 4 : 8;
+    if (v->len + w > v->cap) {
+        size_t cap = v->cap ? v->cap * 2 : 1 << 16;
+        uint8_t *nb = realloc(v->bin, cap);
+        if (!nb) { v->oom = 1; return; }
+        v->bin = nb;
+        v->cap = cap;
     }
-    rf_sb_puts(b, "]}");
+    uint64_t bits;
+    if (w == 4) {
+        float f = (float)x;
+        uint32_t b32;
+        memcpy(&b32, &f, 4);
+        bits = b32;
+    } else
+        memcpy(&bits, &x, 8);
+    for (size_t i = 0; i < w; i++) v->bin[v->len++] = (uint8_t)(bits >> (8 * i));
 }
 
-rf_status rf_profile_to_json(const rf_profile *p, char **out, size_t *len, rf_err *err)
+/* 0 when the source is exhausted or holds a non-number. */
+static int v_get(vio *v, int kind, double *x)
+{
+    if (v->arr) {
+        json_t *e = json_array_get(v->arr, v->idx++);
+        if (json_is_null(e)) { *x = NAN; return 1; }
+        if (!json_is_number(e)) return 0;
+        *x = json_number_value(e);
+        return 1;
+    }
+    size_t w = kind == V_MAX && v->f32 ? 4 : 8;
+    if (v->n - v->pos < w) return 0;
+    uint64_t bits = 0;
+    for (size_t i = 0; i < w; i++) bits |= (uint64_t)v->src[v->pos++] << (8 * i);
+    if (w == 4) {
+        uint32_t b32 = (uint32_t)bits;
+        float f;
+        memcpy(&f, &b32, 4);
+        *x = f;
+    } else
+        memcpy(x, &bits, 8);
+    return 1;
+}
+
+/* Write (WRITING) or read U's numbers; 0 when reading ran out. */
+static int unit_values(vio *v, int writing, unsigned modes, rf_punit *u)
+{
+    double *head[6] = {&u->ssq, &u->stats.mean, &u->stats.rms, &u->stats.absmax, &u->stats.kurtosis, &u->stats.frac_6sigma};
+    for (int i = 0; i < 6; i++) {
+        if (writing) v_put(v, V_F64, *head[i]);
+        else if (!v_get(v, V_F64, head[i])) return 0;
+    }
+    for (int k = 0; k < u->n_cands; k++)
+        for (int m = 0; m < 2; m++) {
+            rf_qerr *q = &u->cands[k].err[m];
+            if (!(modes >> m & 1)) {
+                if (!writing) *q = (rf_qerr){NAN, u->ssq, NAN};
+                continue;
+            }
+            if (writing) {
+                v_put(v, V_F64, q->sse);
+                v_put(v, V_MAX, isnan(q->sse) ? NAN : q->max_abs);
+                continue;
+            }
+            q->ssq = u->ssq;
+            if (!v_get(v, V_F64, &q->sse) || !v_get(v, V_MAX, &q->max_abs)) return 0;
+        }
+    return 1;
+}
+
+static int float_exact(double x) { return isnan(x) || (double)(float)x == x; }
+
+static uint64_t fnv1a64(const uint8_t *d, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ d[i]) * 0x100000001b3ull;
+    return h;
+}
+
+/* ------------------------------------------------------------------ writer */
+
+/* Candidate bytes are not stored: they follow from the unit's shape and a scale dtype (MLX stores
+ * scales and biases in one float dtype). The dtype that reproduces every candidate's bytes, or
+ * RF_DT_INVALID when none does (the bytes are then listed). */
+static const rf_dtype scale_dtypes[] = {RF_DT_BF16, RF_DT_F16, RF_DT_F32};
+static rf_dtype unit_scale_dtype(const rf_punit *u)
+{
+    for (size_t i = 0; i < sizeof scale_dtypes / sizeof scale_dtypes[0]; i++) {
+        int k = 0;
+        while (k < u->n_cands && u->cands[k].bytes == rf_quant_bytes(u->nparams, u->cands[k].bits, u->cands[k].gs, scale_dtypes[i])) k++;
+        if (k == u->n_cands) return scale_dtypes[i];
+    }
+    return RF_DT_INVALID;
+}
+
+static const char *const unit_fields[] = {"name", "role", "layer", "n_layers", "members", "rows", "cols", "dtype", "sizes", "configs", "values"};
+static const char *const other_fields[] = {"name", "role", "layer", "params", "dtype", "bytes"};
+#define NUF (sizeof unit_fields / sizeof unit_fields[0])
+#define NOF (sizeof other_fields / sizeof other_fields[0])
+
+static void write_fields(rf_sb *b, const char *key, const char *const *f, size_t n)
+{
+    rf_sb_printf(b, ",\n  \"%s\": [", key);
+    for (size_t i = 0; i < n; i++) rf_sb_printf(b, "%s\"%s\"", i ? ", " : "", f[i]);
+    rf_sb_puts(b, "]");
+}
+
+static void write_unit(rf_sb *b, const rf_profile *p, const rf_punit *u, int inline_values)
+{
+    rf_sb_puts(b, "    [");
+    rf_sb_json_str(b, u->name);
+    rf_sb_printf(b, ", \"%s\", %d, %d, %d, %llu, %llu, \"%s\", ", rf_role_name(u->role), u->layer, u->n_layers, u->n_members,
+                 (unsigned long long)u->rows, (unsigned long long)u->cols, rf_dtype_name(u->dtype));
+    rf_dtype sd = unit_scale_dtype(u);
+    unsigned mask = 0;
+    if (sd != RF_DT_INVALID) rf_sb_printf(b, "\"%s\"", rf_dtype_name(sd));
+    else {
+        rf_sb_puts(b, "[");
+        for (int k = 0; k < u->n_cands; k++) rf_sb_printf(b, "%s%llu", k ? ", " : "", (unsigned long long)u->cands[k].bytes);
+        rf_sb_puts(b, "]");
+    }
+    for (int k = 0; k < u->n_cands; k++) mask |= 1u << rf_cfg_index(u->cands[k].bits, u->cands[k].gs);
+    rf_sb_printf(b, ", %u", mask);
+    if (inline_values) {
+        rf_sb_puts(b, ", [");
+        vio v = {.text = b, .first = 1};
+        unit_values(&v, 1, p->modes, (rf_punit *)u);
+        rf_sb_puts(b, "]");
+    }
+    rf_sb_puts(b, "]");
+}
+
+/* Version 2 text; with DATA_NAME the numbers go to *DATA (the data file named in the text). */
+static rf_status write_profile(const rf_profile *p, const char *data_name, char **out, size_t *len, void **data,
+                               size_t *data_len, rf_err *err)
 {
     rf_sb b = {0};
+    vio dv = {0};
+    if (data_name) {
+        dv.f32 = 1;
+        for (uint64_t i = 0; i < p->n_units; i++)
+            for (int k = 0; k < p->units[i].n_cands; k++)
+                for (int m = 0; m < 2; m++) dv.f32 &= float_exact(p->units[i].cands[k].err[m].max_abs);
+        for (uint64_t i = 0; i < p->n_units; i++) unit_values(&dv, 1, p->modes, &p->units[i]);
+        if (dv.oom) { free(dv.bin); return rf_err_set(err, RF_ERR_NOMEM, "out of memory writing the profile data"); }
+    }
     const rf_pmodel *m = &p->model;
     rf_sb_puts(&b, "{\n  ");
     put_str(&b, "format", "ramfit-profile", 1);
@@ -579,43 +715,86 @@ rf_status rf_profile_to_json(const rf_profile *p, char **out, size_t *len, rf_er
             rf_sb_printf(&b, "%s[%d, %d]", first ? "" : ", ", rf_cfg_bits(c), rf_cfg_gs(c));
             first = 0;
         }
-    rf_sb_puts(&b, "],\n  \"cand_fields\": [\"bits\", \"gs\", \"bytes\"");
-    for (int mo = 0; mo < 2; mo++)
-        if (p->modes >> mo & 1) rf_sb_printf(&b, ", \"%s_sse\", \"%s_max_abs\"", rf_qmode_token((rf_qmode)mo), rf_qmode_token((rf_qmode)mo));
-    rf_sb_puts(&b, "],\n  \"totals\": {");
+    rf_sb_puts(&b, "]");
+    write_fields(&b, "unit_fields", unit_fields, data_name ? NUF - 1 : NUF);
+    write_fields(&b, "other_fields", other_fields, NOF);
+    rf_sb_puts(&b, ",\n  \"totals\": {");
     put_u64(&b, "units", p->n_units, 1);
     put_u64(&b, "others", p->n_others, 0);
     put_u64(&b, "params", p->params, 0);
     put_u64(&b, "bytes", p->full_bytes, 0);
-    rf_sb_puts(&b, "},\n  \"units\": [");
+    rf_sb_puts(&b, "}");
+    if (data_name) {
+        rf_sb_puts(&b, ",\n  \"data\": {");
+        put_str(&b, "file", data_name, 1);
+        put_u64(&b, "bytes", dv.len, 0);
+        put_key(&b, "fnv1a64", 0);
+        rf_sb_printf(&b, "\"%016llx\"", (unsigned long long)fnv1a64(dv.bin, dv.len));
+        put_str(&b, "max_abs", dv.f32 ? "f32" : "f64", 0);
+        rf_sb_puts(&b, "}");
+    }
+    rf_sb_puts(&b, ",\n  \"units\": [");
     for (uint64_t i = 0; i < p->n_units; i++) {
         rf_sb_puts(&b, i ? ",\n" : "\n");
-        write_unit(&b, p, &p->units[i]);
+        write_unit(&b, p, &p->units[i], !data_name);
     }
     rf_sb_puts(&b, p->n_units ? "\n  ],\n  \"others\": [" : "],\n  \"others\": [");
     for (uint64_t i = 0; i < p->n_others; i++) {
         const rf_pother *o = &p->others[i];
-        rf_sb_puts(&b, i ? ",\n    {" : "\n    {");
-        put_str(&b, "name", o->name, 1);
-        put_str(&b, "role", rf_role_name(o->role), 0);
-        put_int(&b, "layer", o->layer, 0);
-        put_u64(&b, "params", o->nparams, 0);
-        put_str(&b, "dtype", rf_dtype_name(o->dtype), 0);
-        put_u64(&b, "bytes", o->bytes, 0);
-        rf_sb_puts(&b, "}");
+        rf_sb_puts(&b, i ? ",\n    [" : "\n    [");
+        rf_sb_json_str(&b, o->name);
+        rf_sb_printf(&b, ", \"%s\", %d, %llu, \"%s\", %llu]", rf_role_name(o->role), o->layer, (unsigned long long)o->nparams,
+                     rf_dtype_name(o->dtype), (unsigned long long)o->bytes);
     }
     rf_sb_puts(&b, p->n_others ? "\n  ]\n}\n" : "]\n}\n");
-    return rf_sb_finish(&b, out, len, err);
+    rf_status s = rf_sb_finish(&b, out, len, err);
+    if (s || !data_name) { free(dv.bin); return s; }
+    *data = dv.bin;
+    *data_len = dv.len;
+    return RF_OK;
+}
+
+rf_status rf_profile_to_json(const rf_profile *p, char **out, size_t *len, rf_err *err)
+{
+    return write_profile(p, NULL, out, len, NULL, NULL, err);
+}
+
+rf_status rf_profile_to_parts(const rf_profile *p, const char *data_name, char **json, size_t *json_len, void **data,
+                              size_t *data_len, rf_err *err)
+{
+    if (!data_name || !data_name[0] || strchr(data_name, '/') || !str_clean(data_name) || strlen(data_name) > 255)
+        return rf_err_set(err, RF_ERR_INVALID, "profile data file name must be a plain file name");
+    return write_profile(p, data_name, json, json_len, data, data_len, err);
+}
+
+/* PATH less a ".json" suffix, plus ".bin". */
+static char *data_path(const char *path)
+{
+    size_t n = strlen(path);
+    if (n >= 5 && !strcmp(path + n - 5, ".json")) n -= 5;
+    char *d = malloc(n + 5);
+    if (!d) return NULL;
+    memcpy(d, path, n);
+    memcpy(d + n, ".bin", 5);
+    return d;
 }
 
 rf_status rf_profile_save(const rf_profile *p, const char *path, rf_err *err)
 {
-    char *text;
-    size_t len;
-    rf_status s = rf_profile_to_json(p, &text, &len, err);
-    if (s) return s;
-    s = rf_write_text_file(path, text, len, err);
+    char *dpath = data_path(path);
+    if (!dpath) return rf_err_set(err, RF_ERR_NOMEM, "out of memory");
+    const char *base = strrchr(dpath, '/');
+    base = base ? base + 1 : dpath;
+    char *text = NULL;
+    void *data = NULL;
+    size_t len = 0, dlen = 0;
+    rf_status s = rf_profile_to_parts(p, base, &text, &len, &data, &dlen, err);
+    /* data first: a reader that sees the new text finds the data it describes (size and checksum) */
+    if (!s) s = rf_write_text_file(dpath, data, dlen, err);
+    if (!s) s = rf_write_text_file(path, text, len, err);
     free(text);
+    free(data);
+    free(dpath);
     return s;
 }
 
@@ -740,8 +919,15 @@ static rf_status rd_modes_configs(rd *r, json_t *root, unsigned *modes, unsigned
         last = c;
         *configs |= 1u << c;
     }
+    return RF_OK;
+}
+
+/* Version 1 rows: the candidate columns its header lists. */
+static rf_status rd_cand_fields_v1(rd *r, json_t *root, unsigned modes)
+{
+    r->where = "header";
     json_t *jf = json_object_get(root, "cand_fields");
-    size_t want = 3 + 2 * (size_t)__builtin_popcount(*modes);
+    size_t want = 3 + 2 * (size_t)__builtin_popcount(modes);
     if (!json_is_array(jf) || json_array_size(jf) != want) return bad(r, "cand_fields", "does not match modes");
     const char *fixed[3] = {"bits", "gs", "bytes"};
     size_t k = 0;
@@ -749,7 +935,7 @@ static rf_status rd_modes_configs(rd *r, json_t *root, unsigned *modes, unsigned
         if (!json_is_string(json_array_get(jf, k)) || strcmp(json_string_value(json_array_get(jf, k)), fixed[k]))
             return bad(r, "cand_fields", "must start with bits, gs, bytes");
     for (int mo = 0; mo < 2; mo++) {
-        if (!(*modes >> mo & 1)) continue;
+        if (!(modes >> mo & 1)) continue;
         for (int j = 0; j < 2; j++, k++) {
             char t[32];
             snprintf(t, sizeof t, "%s_%s", rf_qmode_token((rf_qmode)mo), j ? "max_abs" : "sse");
@@ -824,6 +1010,142 @@ static rf_status rd_other(rd *r, json_t *jo, rf_pother *o)
     return RF_OK;
 }
 
+/* ---- version 2 rows */
+
+static rf_status rd_row_str(rd *r, json_t *row, size_t i, const char *k, char *dst, size_t cap)
+{
+    json_t *v = json_array_get(row, i);
+    if (!json_is_string(v)) return bad(r, k, "expected a string");
+    if (json_string_length(v) >= cap || strlen(json_string_value(v)) != json_string_length(v)) return bad(r, k, "too long or has NUL");
+    memcpy(dst, json_string_value(v), json_string_length(v) + 1);
+    return RF_OK;
+}
+
+static rf_status rd_row_int(rd *r, json_t *row, size_t i, const char *k, long long lo, long long hi, long long *out)
+{
+    json_t *v = json_array_get(row, i);
+    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) return bad(r, k, "expected an integer in range");
+    *out = json_integer_value(v);
+    return RF_OK;
+}
+
+static rf_status rd_row_enum(rd *r, json_t *row, size_t i, const char *k, int role, int *out)
+{
+    char t[32];
+    rf_status s = rd_row_str(r, row, i, k, t, sizeof t);
+    if (s) return s;
+    *out = role ? rf_role_from_token(t) : (int)rf_dtype_from_name(t);
+    return *out < 0 || (!role && *out == RF_DT_INVALID) ? bad(r, k, role ? "unknown role" : "unknown dtype") : RF_OK;
+}
+
+/* [name, role, layer, n_layers, members, rows, cols, dtype, sizes, configs, values?]: params and
+ * kept bytes follow from the shape, candidate bytes from "sizes" (a scale dtype, or the list). */
+static rf_status rd_unit_v2(rd *r, json_t *row, unsigned modes, vio *data, rf_punit *u)
+{
+    memset(u, 0, sizeof *u);
+    if (!json_is_array(row) || json_array_size(row) != (data ? NUF - 1 : NUF)) return bad(r, "units", "expected a row of unit_fields");
+    long long layer, nl, mem, rows, cols, mask;
+    int role, dt;
+    rf_status s;
+    if ((s = rd_row_str(r, row, 0, "name", u->name, sizeof u->name)) || (s = rd_row_enum(r, row, 1, "role", 1, &role)) ||
+        (s = rd_row_int(r, row, 2, "layer", -1, 1 << 30, &layer)) || (s = rd_row_int(r, row, 3, "n_layers", 0, 1 << 30, &nl)) ||
+        (s = rd_row_int(r, row, 4, "members", 1, 1 << 30, &mem)) || (s = rd_row_int(r, row, 5, "rows", 1, 1ll << 40, &rows)) ||
+        (s = rd_row_int(r, row, 6, "cols", 1, 1ll << 40, &cols)) || (s = rd_row_enum(r, row, 7, "dtype", 0, &dt)) ||
+        (s = rd_row_int(r, row, 9, "configs", 0, RF_PROFILE_ALL_CONFIGS, &mask)))
+        return s;
+    u->role = (rf_role)role;
+    u->layer = (int)layer;
+    u->n_layers = (int)nl;
+    u->n_members = (int)mem;
+    u->rows = (uint64_t)rows;
+    u->cols = (uint64_t)cols;
+    u->dtype = (rf_dtype)dt;
+    if (!rf_mul_u64(u->rows, u->cols, &u->nparams) || !rf_mul_u64(u->nparams, (uint64_t)mem, &u->nparams) ||
+        u->nparams > (1ull << 52))
+        return bad(r, "rows", "rows * cols * members too large");
+    u->kept_bytes = u->nparams * rf_dtype_size(u->dtype);
+    for (int c = 0; c < RF_QCFG_N; c++)
+        if (mask >> c & 1) {
+            u->cands[u->n_cands].bits = rf_cfg_bits(c);
+            u->cands[u->n_cands++].gs = rf_cfg_gs(c);
+        }
+    json_t *sz = json_array_get(row, 8);
+    rf_dtype sd = json_is_string(sz) ? rf_dtype_from_name(json_string_value(sz)) : RF_DT_INVALID;
+    for (int k = 0; k < u->n_cands; k++) {
+        rf_pcand *c = &u->cands[k];
+        json_t *e = json_array_get(sz, (size_t)k);
+        if (sd == RF_DT_BF16 || sd == RF_DT_F16 || sd == RF_DT_F32) c->bytes = rf_quant_bytes(u->nparams, c->bits, c->gs, sd);
+        else if (json_is_array(sz) && json_array_size(sz) == (size_t)u->n_cands && json_is_integer(e) && json_integer_value(e) >= 0)
+            c->bytes = (uint64_t)json_integer_value(e);
+        else
+            return bad(r, "sizes", "expected BF16, F16, F32 or one byte count per candidate");
+    }
+    if (!u->n_cands && !(json_is_string(sz) || (json_is_array(sz) && !json_array_size(sz))))
+        return bad(r, "sizes", "expected a scale dtype or []");
+    vio v = {.arr = json_array_get(row, NUF - 1)};
+    if (!data && !json_is_array(v.arr)) return bad(r, "values", "expected an array");
+    if (!unit_values(data ? data : &v, 0, modes, u) || (!data && v.idx != json_array_size(v.arr)))
+        return data ? bad(r, "values", "data file too short") : bad(r, "values", "wrong count or not numbers");
+    for (int k = 0; k < u->n_cands; k++)
+        for (int m = 0; m < 2; m++)
+            if (isnan(u->cands[k].err[m].sse) != isnan(u->cands[k].err[m].max_abs))
+                return bad(r, "values", "sse and max_abs must both be present or both absent");
+    return RF_OK;
+}
+
+static rf_status rd_other_v2(rd *r, json_t *row, rf_pother *o)
+{
+    memset(o, 0, sizeof *o);
+    if (!json_is_array(row) || json_array_size(row) != NOF) return bad(r, "others", "expected a row of other_fields");
+    long long layer, np, by;
+    int role, dt;
+    rf_status s;
+    if ((s = rd_row_str(r, row, 0, "name", o->name, sizeof o->name)) || (s = rd_row_enum(r, row, 1, "role", 1, &role)) ||
+        (s = rd_row_int(r, row, 2, "layer", -1, 1 << 30, &layer)) || (s = rd_row_int(r, row, 3, "params", 0, LLONG_MAX, &np)) ||
+        (s = rd_row_enum(r, row, 4, "dtype", 0, &dt)) || (s = rd_row_int(r, row, 5, "bytes", 0, LLONG_MAX, &by)))
+        return s;
+    o->role = (rf_role)role;
+    o->layer = (int)layer;
+    o->nparams = (uint64_t)np;
+    o->dtype = (rf_dtype)dt;
+    o->bytes = (uint64_t)by;
+    return RF_OK;
+}
+
+static rf_status rd_fields(rd *r, json_t *root, const char *key, const char *const *f, size_t n)
+{
+    json_t *a = json_object_get(root, key);
+    if (!json_is_array(a) || json_array_size(a) != n) return bad(r, key, "not the fields of this version");
+    for (size_t i = 0; i < n; i++) {
+        const char *t = json_string_value(json_array_get(a, i));
+        if (!t || strcmp(t, f[i])) return bad(r, key, "not the fields of this version");
+    }
+    return RF_OK;
+}
+
+/* The data file of a version 2 index: checked against the size and checksum the index records. */
+static rf_status rd_data(rd *r, json_t *root, const uint8_t *bin, size_t n, vio *v)
+{
+    r->where = "data";
+    json_t *jd = json_object_get(root, "data");
+    uint64_t want;
+    char sum[24], fmt[8], file[256];
+    rf_status s;
+    if (!json_is_object(jd)) return bad(r, "data", "expected an object");
+    if ((s = rd_str(r, jd, "file", file, sizeof file)) || (s = rd_u64(r, jd, "bytes", &want)) ||
+        (s = rd_str(r, jd, "fnv1a64", sum, sizeof sum)) || (s = rd_str(r, jd, "max_abs", fmt, sizeof fmt)))
+        return s;
+    if (strcmp(fmt, "f32") && strcmp(fmt, "f64")) return bad(r, "max_abs", "expected \"f32\" or \"f64\"");
+    char got[24];
+    snprintf(got, sizeof got, "%016llx", (unsigned long long)fnv1a64(bin, n));
+    if (want != n || strcmp(got, sum))
+        return rf_err_set(r->err, RF_ERR_FORMAT, "%s: data file '%s' does not match its index (%zu bytes, checksum %s; the index "
+                          "records %llu bytes, checksum %.20s): written by another run? analyse again",
+                          r->label, file, n, got, (unsigned long long)want, sum);
+    *v = (vio){.src = bin, .n = n, .f32 = !strcmp(fmt, "f32")};
+    return RF_OK;
+}
+
 /* An add_* failure already names the unit; put the file label in front. */
 static rf_status add_failed(rd *r, rf_status s)
 {
@@ -835,7 +1157,8 @@ static rf_status add_failed(rd *r, rf_status s)
     return s;
 }
 
-static rf_status rd_profile(rd *r, json_t *root, rf_profile **out)
+/* HAVE_BIN: BIN holds the data file a version 2 index needs (absent: the numbers must be inline). */
+static rf_status rd_profile(rd *r, json_t *root, const uint8_t *bin, size_t nbin, int have_bin, rf_profile **out)
 {
     r->where = "header";
     if (!json_is_object(root)) return bad(r, "(root)", "expected an object");
@@ -843,13 +1166,26 @@ static rf_status rd_profile(rd *r, json_t *root, rf_profile **out)
     if (!fmt || strcmp(fmt, "ramfit-profile")) return bad(r, "format", "not \"ramfit-profile\"");
     json_t *jv = json_object_get(root, "version");
     if (!json_is_integer(jv)) return bad(r, "version", "expected an integer");
-    if (json_integer_value(jv) != RF_PROFILE_VERSION)
-        return rf_err_set(r->err, RF_ERR_UNSUPPORTED, "%s: profile format version %lld is not supported (this ramfit reads %d)",
-                          r->label, (long long)json_integer_value(jv), RF_PROFILE_VERSION);
+    long long ver = json_integer_value(jv);
+    if (ver != 1 && ver != RF_PROFILE_VERSION)
+        return rf_err_set(r->err, RF_ERR_UNSUPPORTED, "%s: profile format version %lld is not supported (this ramfit reads 1 and %d)",
+                          r->label, ver, RF_PROFILE_VERSION);
+    int indexed = ver >= 2 && json_object_get(root, "data") != NULL;
+    if (indexed && !have_bin)
+        return rf_err_set(r->err, RF_ERR_FORMAT, "%s: this profile keeps its numbers in a data file (\"data\"): load it by path", r->label);
+    vio dv = {0};
     rf_pmodel m;
     unsigned modes = 0, configs = 0;
     rf_status s;
     if ((s = rd_model(r, root, &m)) || (s = rd_modes_configs(r, root, &modes, &configs))) return s;
+    if (ver == 1 && (s = rd_cand_fields_v1(r, root, modes))) return s;
+    if (ver >= 2) {
+        r->where = "header";
+        if ((s = rd_fields(r, root, "unit_fields", unit_fields, indexed ? NUF - 1 : NUF)) ||
+            (s = rd_fields(r, root, "other_fields", other_fields, NOF)))
+            return s;
+        if (indexed && (s = rd_data(r, root, bin, nbin, &dv))) return s;
+    }
     rf_profile *p;
     if ((s = rf_profile_create(&m, modes, configs, &p, r->err))) return add_failed(r, s);
     json_t *files = json_object_get(json_object_get(root, "model"), "files");
@@ -875,14 +1211,22 @@ static rf_status rd_profile(rd *r, json_t *root, rf_profile **out)
         const char *nm = json_string_value(json_object_get(ju, "name"));
         snprintf(where, sizeof where, "unit %zu (%.160s)", i, nm ? nm : "?");
         r->where = where;
-        if (!(s = rd_unit(r, ju, modes, u)) && (s = rf_profile_add_unit(p, u, r->err))) s = add_failed(r, s);
+        if (ver >= 2) nm = json_string_value(json_array_get(ju, 0));
+        snprintf(where, sizeof where, "unit %zu (%.160s)", i, nm ? nm : "?");
+        s = ver >= 2 ? rd_unit_v2(r, ju, modes, indexed ? &dv : NULL, u) : rd_unit(r, ju, modes, u);
+        if (!s && (s = rf_profile_add_unit(p, u, r->err))) s = add_failed(r, s);
     }
     free(u);
+    if (!s && indexed && dv.pos != dv.n) {
+        r->where = "data";
+        s = bad(r, "data", "data file longer than its units need");
+    }
     for (size_t i = 0; !s && i < json_array_size(others); i++) {
         rf_pother o;
         snprintf(where, sizeof where, "other tensor %zu", i);
         r->where = where;
-        if (!(s = rd_other(r, json_array_get(others, i), &o)) && (s = rf_profile_add_other(p, &o, r->err))) s = add_failed(r, s);
+        s = ver >= 2 ? rd_other_v2(r, json_array_get(others, i), &o) : rd_other(r, json_array_get(others, i), &o);
+        if (!s && (s = rf_profile_add_other(p, &o, r->err))) s = add_failed(r, s);
     }
     if (!s) {
         r->where = "totals";
@@ -899,28 +1243,70 @@ static rf_status rd_profile(rd *r, json_t *root, rf_profile **out)
     return RF_OK;
 }
 
-rf_status rf_profile_from_json(const char *text, size_t len, const char *label, rf_profile **out, rf_err *err)
+static rf_status parse_root(const char *text, size_t len, const char *label, json_t **root, rf_err *err)
+{
+    json_error_t je;
+    *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
+    if (!*root)
+        return rf_err_set(err, RF_ERR_FORMAT, "%s: not valid JSON (line %d, column %d): %s", label, je.line, je.column, je.text);
+    return RF_OK;
+}
+
+static rf_status from_parts(const char *text, size_t len, const uint8_t *bin, size_t nbin, int have_bin, const char *label,
+                            rf_profile **out, rf_err *err)
 {
     *out = NULL;
-    json_error_t je;
-    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
-    if (!root)
-        return rf_err_set(err, RF_ERR_FORMAT, "%s: not valid JSON (line %d, column %d): %s", label ? label : "profile",
-                          je.line, je.column, je.text);
-    rd r = {label ? label : "profile", "header", err};
-    rf_status s = rd_profile(&r, root, out);
+    json_t *root;
+    label = label ? label : "profile";
+    rf_status s = parse_root(text, len, label, &root, err);
+    if (s) return s;
+    rd r = {label, "header", err};
+    s = rd_profile(&r, root, bin, nbin, have_bin, out);
     json_decref(root);
     return s;
+}
+
+rf_status rf_profile_from_json(const char *text, size_t len, const char *label, rf_profile **out, rf_err *err)
+{
+    return from_parts(text, len, NULL, 0, 0, label, out, err);
+}
+
+rf_status rf_profile_from_parts(const char *json, size_t json_len, const void *data, size_t data_len, const char *label,
+                                rf_profile **out, rf_err *err)
+{
+    return from_parts(json, json_len, data, data_len, 1, label, out, err);
 }
 
 rf_status rf_profile_load(const char *path, rf_profile **out, rf_err *err)
 {
     *out = NULL;
-    char *text;
-    size_t len;
+    char *text, *data = NULL;
+    size_t len, dlen = 0;
     rf_status s = rf_read_text_file(path, &text, &len, err);
     if (s) return s;
-    s = rf_profile_from_json(text, len, path, out, err);
+    json_t *root;
+    if ((s = parse_root(text, len, path, &root, err))) { free(text); return s; }
+    /* an index names its data file: a plain name in the index's directory */
+    const char *jf = json_string_value(json_object_get(json_object_get(root, "data"), "file"));
+    char fbuf[256];
+    const char *file = jf && strlen(jf) < sizeof fbuf ? strcpy(fbuf, jf) : NULL;
+    json_decref(root);
+    if (file) {
+        const char *slash = strrchr(path, '/');
+        size_t dir = slash ? (size_t)(slash - path + 1) : 0, fl = strlen(file);
+        char *dpath = strchr(file, '/') || !fl ? NULL : malloc(dir + fl + 1);
+        if (!dpath) s = strchr(file, '/') || !fl ? rf_err_set(err, RF_ERR_FORMAT, "%s: field 'data.file' must be a plain file name", path)
+                                                 : rf_err_set(err, RF_ERR_NOMEM, "out of memory");
+        else {
+            memcpy(dpath, path, dir);
+            memcpy(dpath + dir, file, fl + 1);
+            s = rf_read_text_file(dpath, &data, &dlen, err);
+            if (s) rf_err_prefix(err, "profile %s needs its data file", path);
+            free(dpath);
+        }
+    }
+    if (!s) s = from_parts(text, len, (const uint8_t *)data, dlen, file != NULL, path, out, err);
     free(text);
+    free(data);
     return s;
 }

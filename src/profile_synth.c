@@ -43,7 +43,8 @@ static rf_status add_unit(rf_profile *p, const rf_psynth_opts *o, uint64_t *rng,
         rf_qerr e[2];
         for (int m = 0; m < 2; m++) {
             double dm = m ? d * (0.75 + 0.1 * sm_unif(rng)) : d;
-            e[m] = (rf_qerr){dm * u.ssq, u.ssq, rms * sqrt(dm) * (3 + kurt)};
+            /* max_abs is a float difference in real profiles (the analysis measures it in float) */
+            e[m] = (rf_qerr){dm * u.ssq, u.ssq, (double)(float)(rms * sqrt(dm) * (3 + kurt))};
         }
         uint64_t bytes = rf_quant_bytes(u.nparams, bits, gs, RF_DT_BF16);
         rf_status s = rf_punit_add_cand(&u, bits, gs, bytes, o->modes & 1 ? &e[0] : NULL, o->modes & 2 ? &e[1] : NULL, err);

@@ -84,14 +84,18 @@ static void random_inst(tu_rng *r, inst *in, int style)
     uint64_t prod = 1;
     uint32_t n = 0;
     uint64_t scale = style == 0 ? 1000000000ull : style == 1 ? 100 : 5;
+    /* style 3: weights on a per-group offset lattice (as repeated shapes give): exercises the search's
+     * gcd rounding with residues */
+    uint64_t lattice = 64 << (tu_rng_u64(r) % 8);
     for (uint32_t g = 0; g < in->ng; g++) {
         in->start[g] = n;
+        uint64_t offset = tu_rng_u64(r) % 100000;
         uint32_t maxk = 19;
         while (maxk > 2 && prod * maxk > 6000) maxk--;
         uint32_t k = 2 + (uint32_t)(tu_rng_u64(r) % (maxk - 1));
         prod *= k;
         for (uint32_t i = 0; i < k; i++, n++) {
-            uint64_t w = 1 + tu_rng_u64(r) % scale;
+            uint64_t w = style == 3 ? offset + lattice * (tu_rng_u64(r) % 12) : 1 + tu_rng_u64(r) % scale;
             double e = style == 2 ? (double)(tu_rng_u64(r) % 6) : tu_rng_uniform(r);
             if (i > 0 && tu_rng_u64(r) % 5 == 0) { /* duplicates and exact ties */
                 w = in->w[n - 1];
@@ -132,9 +136,9 @@ static void test_mckp_brute_force(void **state)
     rf_err err;
     uint32_t choice[8];
     int instances = 0, solves = 0;
-    for (int t = 0; t < 1500; t++) {
+    for (int t = 0; t < 2000; t++) {
         inst in;
-        random_inst(&r, &in, t % 3);
+        random_inst(&r, &in, t % 4);
         bf b;
         brute(&in, &b);
         rf_mckp *m;
@@ -170,6 +174,64 @@ static void test_mckp_brute_force(void **state)
     print_message("brute force: %d instances, %d budgets, all optimal\n", instances, solves);
 }
 
+
+/* Larger instances (up to 60 groups, where the search's core, expanding cuts and meet-in-the-middle
+ * halves all come into play) against a plain DP over every total weight. */
+static void test_mckp_vs_weight_dp(void **state)
+{
+    (void)state;
+    tu_rng r = {99};
+    rf_err err;
+    enum { MAXG = 60, MAXK = 19, MAXW = 200 };
+    static uint32_t start[MAXG + 1], choice[MAXG];
+    static uint64_t w[MAXG * MAXK];
+    static double e[MAXG * MAXK], best[MAXG * MAXW + 1], next[MAXG * MAXW + 1];
+    int solves = 0;
+    for (int t = 0; t < 150; t++) {
+        uint32_t ng = 20 + (uint32_t)(tu_rng_u64(&r) % (MAXG - 19)), n = 0;
+        uint64_t unit = t % 2 ? 1 : 8; /* odd: dense weights; even: a lattice with per-group offsets */
+        for (uint32_t g = 0; g < ng; g++) {
+            start[g] = n;
+            uint32_t k = 2 + (uint32_t)(tu_rng_u64(&r) % (MAXK - 1));
+            uint64_t off = tu_rng_u64(&r) % 8;
+            for (uint32_t i = 0; i < k; i++, n++) {
+                w[n] = unit == 1 ? 1 + tu_rng_u64(&r) % MAXW : off + unit * (tu_rng_u64(&r) % (MAXW / unit));
+                e[n] = tu_rng_uniform(&r) * tu_rng_uniform(&r);
+            }
+        }
+        start[ng] = n;
+        /* best[x]: least value of a plan of total weight exactly x, then at most x */
+        uint64_t top = 0;
+        for (uint64_t x = 0; x <= (uint64_t)MAXG * MAXW; x++) best[x] = INFINITY;
+        best[0] = 0;
+        for (uint32_t g = 0; g < ng; g++) {
+            uint64_t wmax = 0;
+            for (uint32_t i = start[g]; i < start[g + 1]; i++) wmax = w[i] > wmax ? w[i] : wmax;
+            for (uint64_t x = 0; x <= top + wmax; x++) next[x] = INFINITY;
+            for (uint64_t x = 0; x <= top; x++)
+                if (isfinite(best[x]))
+                    for (uint32_t i = start[g]; i < start[g + 1]; i++) next[x + w[i]] = fmin(next[x + w[i]], best[x] + e[i]);
+            top += wmax;
+            memcpy(best, next, sizeof best[0] * (top + 1));
+        }
+        for (uint64_t x = 1; x <= top; x++) best[x] = fmin(best[x], best[x - 1]);
+        rf_mckp *m;
+        TU_OK(rf_mckp_create(ng, start, w, e, &m, &err), &err);
+        uint64_t lo = rf_mckp_min_weight(m);
+        for (int b = 0; b < 12; b++) {
+            uint64_t cap = lo + (top - lo) * (uint64_t)b / 11;
+            rf_mckp_result res = {.choice = choice};
+            TU_OK(rf_mckp_solve(m, cap, 0, &res, &err), &err);
+            double opt = best[cap], tol = 1e-9 * opt + 1e-12;
+            if (!res.optimal || res.weight > cap || fabs(res.value - opt) > tol || res.bound > opt + tol)
+                fail_msg("instance %d cap %llu: value %.17g (optimal %d, bound %.17g), DP optimum %.17g", t, (unsigned long long)cap,
+                         res.value, res.optimal, res.bound, opt);
+            solves++;
+        }
+        rf_mckp_free(m);
+    }
+    print_message("vs weight DP: %d budgets, all optimal\n", solves);
+}
 
 /* ------------------------------------------------------------------ planner on profiles */
 
@@ -720,6 +782,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_mckp_brute_force),
+        cmocka_unit_test(test_mckp_vs_weight_dp),
         cmocka_unit_test(test_plan_brute_force_profiles),
         cmocka_unit_test(test_plan_budget_edges),
         cmocka_unit_test(test_plan_curve_monotone),

@@ -190,33 +190,57 @@ static void test_profile_validation(void **state)
     size_t n;
     TU_OK(rf_profile_to_json(p, &t, &n, &err), &err);
     const char *u1 = "model.layers.0.self_attn.q_proj";
-    expect_bad(t, "\"rows\": 128", "\"rows\": -1", RF_ERR_FORMAT, "field 'rows'");
-    expect_bad(t, "\"rows\": 128", "\"rows\": 129", RF_ERR_FORMAT, "field 'params'");
-    expect_bad(t, "\"dtype\": \"BF16\"", "\"dtype\": \"BF17\"", RF_ERR_FORMAT, "field 'dtype'");
-    expect_bad(t, "\"dtype\": \"BF16\"", "\"dtype\": \"I32\"", RF_ERR_FORMAT, "not a float dtype");
-    expect_bad(t, "\"role\": \"attn_q\"", "\"role\": \"attn_z\"", RF_ERR_FORMAT, u1);
-    expect_bad(t, "\"role\": \"attn_q\"", "\"role\": \"norm\"", RF_ERR_FORMAT, "never units");
+    const char *qrow = "\"attn_q\", 0, 2, 1, 128, 128, \"BF16\", \"BF16\", 262143, [";
+    char to[256];
+#define QBAD(pat, code, need) (snprintf(to, sizeof to, pat), expect_bad(t, qrow, to, code, need))
+    QBAD("\"attn_q\", 0, 2, 1, -1, 128, \"BF16\", \"BF16\", 262143, [", RF_ERR_FORMAT, "field 'rows'");
+    QBAD("\"attn_q\", 0, 2, 1, 128, 129, \"BF16\", \"BF16\", 262143, [", RF_ERR_FORMAT, "does not divide cols");
+    QBAD("\"attn_q\", 0, 2, 1, 128, 128, \"BF17\", \"BF16\", 262143, [", RF_ERR_FORMAT, "field 'dtype'");
+    QBAD("\"attn_q\", 0, 2, 1, 128, 128, \"I32\", \"BF16\", 262143, [", RF_ERR_FORMAT, "not a float dtype");
+    QBAD("\"attn_z\", 0, 2, 1, 128, 128, \"BF16\", \"BF16\", 262143, [", RF_ERR_FORMAT, u1);
+    QBAD("\"norm\", 0, 2, 1, 128, 128, \"BF16\", \"BF16\", 262143, [", RF_ERR_FORMAT, "never units");
+    QBAD("\"attn_q\", 7, 2, 1, 128, 128, \"BF16\", \"BF16\", 262143, [", RF_ERR_FORMAT, "field 'layer'");
+    QBAD("\"attn_q\", 0, 2, 1, 128, 128, \"BF16\", \"BF16\", 262143, [-", RF_ERR_FORMAT, "field 'ssq'");
+    QBAD("\"attn_q\", 0, 2, 1, 128, 128, \"BF16\", \"BF16\", 262144, [", RF_ERR_FORMAT, "field 'configs'");
+    QBAD("\"attn_q\", 0, 2, 1, 128, 128, \"BF16\", \"I8\", 262143, [", RF_ERR_FORMAT, "field 'sizes'");
+    QBAD("\"attn_q\", 0, 2, 1, 128, 128, \"BF16\", [1], 262143, [", RF_ERR_FORMAT, "field 'sizes'");
+    QBAD("\"attn_q\", 0, 2, 1, 128, 128, \"BF16\", [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1], 262143, [", RF_ERR_FORMAT, "c[0].bytes");
+    QBAD("\"attn_q\", 0, 2, 1, 128, 128, \"BF16\", \"BF16\", 262143, [1, ", RF_ERR_FORMAT, "field 'values'");
+    QBAD("\"attn_q\", 0, 2, 1, 128, 128, \"BF16\", \"BF16\", 262143, [\"x\", ", RF_ERR_FORMAT, "field 'values'");
+    QBAD("\"attn_q\", 0, 2, 1, 128, 128, \"BF16\", \"BF16\", 262143, [1, 0, 1, 1, 0, 0, null, ", RF_ERR_FORMAT, "field 'values'");
+#undef QBAD
     expect_bad(t, "\"format\": \"ramfit-profile\"", "\"format\": \"ramfit-plan\"", RF_ERR_FORMAT, "field 'format'");
-    expect_bad(t, "\"version\": 1", "\"version\": 2", RF_ERR_UNSUPPORTED, "version 2");
-    expect_bad(t, "\"layer\": 0", "\"layer\": 7", RF_ERR_FORMAT, "field 'layer'");
-    expect_bad(t, "\"ssq\": ", "\"ssq\": -", RF_ERR_FORMAT, "field 'ssq'");
-    expect_bad(t, "\"c\": [[2, 32, ", "\"c\": [[2, 48, ", RF_ERR_FORMAT, "c[0]");
-    expect_bad(t, "\"c\": [[2, 32, ", "\"c\": [[7, 32, ", RF_ERR_FORMAT, "is not a config");
-    expect_bad(t, "\"c\": [[2, 32, ", "\"c\": [[2, 32, 1", RF_ERR_FORMAT, "c[0].bytes");
-    expect_bad(t, "\"c\": [[2, 32, ", "\"c\": [[2, 32, null, ", RF_ERR_FORMAT, "c[0]");
-    expect_bad(t, "\"c\": [[2, 32, ", "\"c\": [[2, ", RF_ERR_FORMAT, "c[0]");
-    expect_bad(t, "], [2, 64, ", "], [2, 32, ", RF_ERR_FORMAT, "duplicate 2/32");
-    expect_bad(t, "\"stats\": [", "\"stats\": [1, ", RF_ERR_FORMAT, "field 'stats'");
+    expect_bad(t, "\"version\": 2", "\"version\": 3", RF_ERR_UNSUPPORTED, "version 3");
+    expect_bad(t, "\"unit_fields\": [\"name\"", "\"unit_fields\": [\"nom\"", RF_ERR_FORMAT, "unit_fields");
     expect_bad(t, "\"fingerprint\": \"", "\"fingerprint\": \"x", RF_ERR_FORMAT, "field 'fingerprint'");
     expect_bad(t, "\"modes\": [\"mlx\", \"opt\"]", "\"modes\": [\"opt\", \"mlx\"]", RF_ERR_FORMAT, "field 'modes'");
-    expect_bad(t, "\"modes\": [\"mlx\", \"opt\"]", "\"modes\": [\"mlx\"]", RF_ERR_FORMAT, "cand_fields");
+    expect_bad(t, "\"modes\": [\"mlx\", \"opt\"]", "\"modes\": [\"mlx\"]", RF_ERR_FORMAT, "field 'values'");
     expect_bad(t, "\"params\": ", "\"params\": 1", RF_ERR_FORMAT, "totals");
     expect_bad(t, "\"units\": [", "\"units\": 5, \"x\": [", RF_ERR_FORMAT, "field 'units'");
-    expect_bad(t, "\"name\": \"model.layers.0.self_attn.k_proj\"", "\"name\": \"model.layers.0.self_attn.q_proj\"", RF_ERR_FORMAT, "duplicate");
-    expect_bad(t, "\"name\": \"model.layers.0.self_attn.k_proj\"", "\"name\": \"a\", \"name\": \"b\"", RF_ERR_FORMAT, "not valid JSON");
-    expect_bad(t, "\"name\": \"model.norm.weight\"", "\"name\": \"model.embed_tokens\"", RF_ERR_FORMAT, "duplicate");
-    expect_bad(t, "\"bytes\": 256}", "\"bytes\": 257}", RF_ERR_FORMAT, "field 'bytes'");
+    expect_bad(t, "[\"model.layers.0.self_attn.k_proj\"", "[\"model.layers.0.self_attn.q_proj\"", RF_ERR_FORMAT, "duplicate");
+    expect_bad(t, "\"format\": \"ramfit-profile\"", "\"format\": \"a\", \"format\": \"b\"", RF_ERR_FORMAT, "not valid JSON");
+    expect_bad(t, "[\"model.norm.weight\"", "[\"model.embed_tokens\"", RF_ERR_FORMAT, "duplicate");
+    expect_bad(t, "\"BF16\", 256]", "\"BF16\", 257]", RF_ERR_FORMAT, "field 'bytes'");
     expect_bad(t, "{\n", "[\n", RF_ERR_FORMAT, "not valid JSON");
+    /* the index and its data file: each refused without or against the other */
+    char *ix;
+    void *data;
+    size_t nix, nd;
+    TU_OK(rf_profile_to_parts(p, "p.bin", &ix, &nix, &data, &nd, &err), &err);
+    rf_profile *q2;
+    assert_int_equal(rf_profile_from_json(ix, nix, "ix", &q2, &err), RF_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "data file"));
+    TU_OK(rf_profile_from_parts(ix, nix, data, nd, "ix", &q2, &err), &err);
+    assert_profiles_equal(p, q2);
+    rf_profile_free(q2);
+    assert_int_equal(rf_profile_from_parts(ix, nix, data, nd - 1, "ix", &q2, &err), RF_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "does not match its index"));
+    ((unsigned char *)data)[nd / 2] ^= 1;
+    assert_int_equal(rf_profile_from_parts(ix, nix, data, nd, "ix", &q2, &err), RF_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "does not match its index"));
+    assert_null(q2);
+    free(ix);
+    free(data);
     /* truncation anywhere is a clean error */
     for (size_t cut = 0; cut < n; cut += n / 97 + 1) {
         rf_profile *q;
@@ -233,6 +257,45 @@ static void test_profile_validation(void **state)
     assert_non_null(strstr(err.msg, "unit fresh: field 'c[0].opt.ssq'"));
     free(t);
     rf_profile_free(p);
+}
+
+/* Version 1 files (inline rows, explicit bytes, %.17g numbers) still load, to the same records. */
+static void test_profile_version1(void **state)
+{
+    (void)state;
+    const char *v1 =
+        "{\"format\": \"ramfit-profile\", \"version\": 1, \"ramfit_version\": \"0.1.0\",\n"
+        " \"model\": {\"name\": \"m\", \"architecture\": \"LlamaForCausalLM\", \"model_type\": \"llama\", \"fingerprint\": \"0123456789abcdef\",\n"
+        "  \"config\": {\"hidden_size\": 64, \"intermediate_size\": 128, \"num_layers\": 1, \"num_heads\": 2, \"num_kv_heads\": 1, \"head_dim\": 32, "
+        "\"vocab_size\": 256, \"tie_word_embeddings\": 1, \"num_experts\": 0, \"experts_per_tok\": 0, \"moe_intermediate_size\": 0},\n"
+        "  \"files\": [[\"model.safetensors\", 70000]]},\n"
+        " \"modes\": [\"mlx\"], \"configs\": [[4, 32], [8, 64]],\n"
+        " \"cand_fields\": [\"bits\", \"gs\", \"bytes\", \"mlx_sse\", \"mlx_max_abs\"],\n"
+        " \"totals\": {\"units\": 1, \"others\": 1, \"params\": 16448, \"bytes\": 65792},\n"
+        " \"units\": [{\"name\": \"model.embed_tokens\", \"role\": \"embed\", \"layer\": -1, \"n_layers\": 1, \"members\": 1, \"rows\": 256, "
+        "\"cols\": 64, \"params\": 16384, \"dtype\": \"F32\", \"kept_bytes\": 65536, \"ssq\": 12.5, \"stats\": [0.0, 0.02, 0.1, 0.5, 0.0], "
+        "\"c\": [[4, 32, 10240, 0.01, 0.003], [8, 64, 17408, 0.0001, 0.0002]]}],\n"
+        " \"others\": [{\"name\": \"model.norm.weight\", \"role\": \"norm\", \"layer\": -1, \"params\": 64, \"dtype\": \"F32\", \"bytes\": 256}]}\n";
+    rf_profile *p;
+    rf_err err;
+    TU_OK(rf_profile_from_json(v1, strlen(v1), "v1", &p, &err), &err);
+    assert_int_equal(rf_profile_unit_count(p), 1);
+    const rf_punit *u = rf_profile_unit(p, 0);
+    assert_int_equal(u->n_cands, 2);
+    assert_int_equal(u->cands[1].bytes, 17408);
+    assert_true(u->cands[0].err[RF_QMODE_MLX].sse == 0.01 && u->cands[1].err[RF_QMODE_MLX].max_abs == 0.0002);
+    assert_int_equal(rf_profile_full_bytes(p), 65792);
+    /* and saves as the current version, to the same records */
+    char *t;
+    size_t n;
+    TU_OK(rf_profile_to_json(p, &t, &n, &err), &err);
+    assert_non_null(strstr(t, "\"version\": 2"));
+    rf_profile *q;
+    TU_OK(rf_profile_from_json(t, n, "v2", &q, &err), &err);
+    assert_profiles_equal(p, q);
+    free(t);
+    rf_profile_free(p);
+    rf_profile_free(q);
 }
 
 static void test_profile_size_and_totals(void **state)
@@ -265,6 +328,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_profile_round_trip_exact),
         cmocka_unit_test(test_profile_validation),
+        cmocka_unit_test(test_profile_version1),
         cmocka_unit_test(test_profile_size_and_totals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
