@@ -156,12 +156,13 @@ static void stats32_ref(const float *x, size_t n, float *mn, float *mx, float *s
     }
 }
 
-static void params_ref(const float *lo, const float *hi, size_t ng, int bits, rf_dtype sd, rfq_params *p)
+static void params_ref(const float *lo, const float *hi, size_t ng, int bits, rf_dtype sd, int fast, rfq_params *p)
 {
     for (size_t g = 0; g < ng; g++) {
         rfq_mlx_params1(lo[g], hi[g], bits, sd, &p->s[g], &p->b[g], &p->ss[g], &p->bs[g]);
         p->inv[g] = p->c[g] = 0.0f;
-        p->thr[g] = -1.0f; /* the reference always divides */
+        p->thr[g] = 2.0f; /* no fast code is certain: the reference always divides */
+        p->eb[g] = INFINITY;
     }
 }
 
@@ -213,12 +214,14 @@ static void refit_ref(const rfq_gstat *st, double q1, double q2, double qw, doub
     *e = (d > 0 && s > 0 && err < INFINITY) ? err : INFINITY;
 }
 
-/* Sums run separately over even and odd elements (two chains in the AVX2 kernel). */
+/* Sums run separately over even and odd elements (two chains in the AVX2 kernel). The sum of
+ * q w is float over each run of RFQ_QW_RUN elements of a chain, then double: precise enough to
+ * rank candidates, and one operation per element instead of five in the AVX2 kernel. */
 static void cand_ref(const float *x, int gs, float n, const rfq_gstat *st, rfq_cand *c, int nc)
 {
     for (int v = 0; v < nc; v++)
         for (int k = 0; k < 8; k++) {
-            float inv, cc, q1[2] = {0, 0}, q2[2] = {0, 0};
+            float inv, cc, q1[2] = {0, 0}, q2[2] = {0, 0}, pw[2] = {0, 0};
             double qw[2] = {0, 0};
             cand_params_ref(c[v].s[k], c[v].b[k], &inv, &cc);
             for (int i = 0; i < gs; i++) {
@@ -228,7 +231,11 @@ static void cand_ref(const float *x, int gs, float n, const rfq_gstat *st, rfq_c
                 r = rintf(r);
                 q1[i & 1] += r;
                 q2[i & 1] = fmaf(r, r, q2[i & 1]);
-                qw[i & 1] += (double)r * (double)x[i]; /* exact product */
+                pw[i & 1] = fmaf(r, x[i], pw[i & 1]);
+                if (i % (2 * RFQ_QW_RUN) >= 2 * RFQ_QW_RUN - 2) { /* the chain's run ends */
+                    qw[i & 1] += (double)pw[i & 1];
+                    pw[i & 1] = 0.0f;
+                }
             }
             refit_ref(st, (double)(q1[0] + q1[1]), (double)(q2[0] + q2[1]), qw[0] + qw[1], &c[v].rs[k], &c[v].rb[k], &c[v].e[k]);
         }
@@ -295,16 +302,17 @@ typedef struct rfq_tile {
     float mn32[RFQ_MAXG], mx32[RFQ_MAXG], ssq32[RFQ_MAXG];
     float lo[RF_QGS_N][RFQ_MAXG], hi[RF_QGS_N][RFQ_MAXG]; /* per group size index */
     uint8_t q[RFQ_TILE];
-    float gsse[RFQ_MAXG];
+    float gsse[RF_QCFG_N][RFQ_MAXG]; /* per config: each group's lane-sum sse */
     rfq_params p;
 } rfq_tile;
 
-/* Load tile [c0, c0+n) of row r (n a multiple of 32) and its min/max for every group size. */
+/* Load the n elements (a multiple of 32) at flat offset off, whole groups of one row or whole
+ * rows, and their min/max for every group size. */
 static rf_status tile_load(const rfq_kernels *k, rfq_tile *t, rf_dtype src, const void *w, uint64_t cols,
-                           uint64_t r, uint64_t c0, size_t n, rf_err *err)
+                           uint64_t off, size_t n, rf_err *err)
 {
-    long bad = k->load(src, w, r * cols + c0, n, t->x);
-    if (bad >= 0) return nonfinite(r, c0 + (uint64_t)bad, err);
+    long bad = k->load(src, w, off, n, t->x);
+    if (bad >= 0) return nonfinite((off + (uint64_t)bad) / cols, (off + (uint64_t)bad) % cols, err);
     k->stats32(t->x, n, t->mn32, t->mx32, t->ssq32);
     memcpy(t->lo[0], t->mn32, sizeof t->mn32);
     memcpy(t->hi[0], t->mx32, sizeof t->mx32);
@@ -339,11 +347,11 @@ rf_status rf_quant_quantize(rf_dtype src, const void *w, uint64_t rows, uint64_t
     for (uint64_t r = 0; r < rows && st == RF_OK; r++) {
         for (uint64_t c0 = 0; c0 < cols; c0 += RFQ_TILE) {
             size_t len = (size_t)(cols - c0 < RFQ_TILE ? cols - c0 : RFQ_TILE);
-            if ((st = tile_load(k, t, src, w, cols, r, c0, len, err)) != RF_OK) break;
+            if ((st = tile_load(k, t, src, w, cols, r * cols + c0, len, err)) != RF_OK) break;
             size_t ng = len / (size_t)gs;
             const float *lo = t->lo[gs_index(gs)], *hi = t->hi[gs_index(gs)];
             uint64_t g0 = r * gpr + c0 / (uint64_t)gs;
-            if (mode == RF_QMODE_MLX) k->params(lo, hi, ng, bits, sdtype, &t->p);
+            if (mode == RF_QMODE_MLX) k->params(lo, hi, ng, bits, sdtype, 0, &t->p);
             for (size_t g = 0; g < ng; g++) {
                 float ss, bs, em = 0;
                 const float *xg = t->x + g * gs;
@@ -393,7 +401,7 @@ typedef struct rfq_acc {
     double ssq;
 } rfq_acc;
 
-/* Error of config (bits index bi, gs index gi) over the tile's ng groups. */
+/* Error of config (bits index bi, gs index gi) over the tile's groups: t->gsse[c]. */
 static void tile_error(const rfq_kernels *k, rfq_tile *t, size_t len, int bi, int gi, rf_qmode mode,
                        rf_dtype sd, rfq_acc *acc)
 {
@@ -401,15 +409,37 @@ static void tile_error(const rfq_kernels *k, rfq_tile *t, size_t len, int bi, in
     size_t ng = len / (size_t)gs;
     const float *lo = t->lo[gi], *hi = t->hi[gi];
     if (mode == RF_QMODE_MLX) {
-        k->params(lo, hi, ng, bits, sd, &t->p);
-        k->err_mlx(t->x, ng, gs, bits, &t->p, t->gsse, &acc->emax[c]);
+        k->params(lo, hi, ng, bits, sd, 1, &t->p);
+        k->err_mlx(t->x, ng, gs, bits, &t->p, t->gsse[c], &acc->emax[c]);
     } else {
         for (size_t g = 0; g < ng; g++) {
             float ss, bs;
-            rfq_opt_group(k, t->x + g * gs, gs, bits, sd, lo[g], hi[g], &ss, &bs, NULL, &t->gsse[g], &acc->emax[c]);
+            rfq_opt_group(k, t->x + g * gs, gs, bits, sd, lo[g], hi[g], &ss, &bs, NULL, &t->gsse[c][g], &acc->emax[c]);
         }
     }
-    for (size_t g = 0; g < ng; g++) acc->sse[c] += (double)t->gsse[g];
+}
+
+/* Each config's tensor sse is the double sum of its groups' sse in group order; the configs
+ * of one group size are summed side by side so that their dependency chains overlap. */
+static void tile_sums(const rfq_tile *t, size_t len, uint32_t cfgmask, rfq_acc *acc)
+{
+    for (int gi = 0; gi < RF_QGS_N; gi++) {
+        size_t ng = len / (size_t)rf_qgs[gi];
+        uint32_t all = 0;
+        for (int c = gi; c < RF_QCFG_N; c += RF_QGS_N) all |= 1u << c;
+        if ((cfgmask & all) == all) {
+            double s[RF_QBITS_N];
+            for (int bi = 0; bi < RF_QBITS_N; bi++) s[bi] = acc->sse[bi * RF_QGS_N + gi];
+            for (size_t g = 0; g < ng; g++)
+                for (int bi = 0; bi < RF_QBITS_N; bi++) s[bi] += (double)t->gsse[bi * RF_QGS_N + gi][g];
+            for (int bi = 0; bi < RF_QBITS_N; bi++) acc->sse[bi * RF_QGS_N + gi] = s[bi];
+        } else {
+            for (int c = gi; c < RF_QCFG_N; c += RF_QGS_N) {
+                if (!(cfgmask >> c & 1)) continue;
+                for (size_t g = 0; g < ng; g++) acc->sse[c] += (double)t->gsse[c][g];
+            }
+        }
+    }
 }
 
 /* Sum of squares when cols is not a multiple of 32 (no config applies): same lane rule per
@@ -434,20 +464,25 @@ static rf_status error_run(rf_dtype src, const void *w, uint64_t rows, uint64_t 
                            rf_qmode mode, rf_dtype sd, rfq_acc *acc, rf_err *err)
 {
     memset(acc, 0, sizeof *acc);
-    if (cols % 32) return ssq_only(src, w, rows, cols, &acc->ssq, err);
+    if (cols % 32 || !cols) return ssq_only(src, w, rows, cols, &acc->ssq, err);
     const rfq_kernels *k = rfq_pick();
     rfq_tile *t = calloc(1, sizeof *t); /* zeroed: SIMD reads whole vectors past the last group */
     if (!t) return rf_err_set(err, RF_ERR_NOMEM, "quantization error: out of memory");
     rf_status st = RF_OK;
-    for (uint64_t r = 0; r < rows && st == RF_OK; r++)
-        for (uint64_t c0 = 0; c0 < cols; c0 += RFQ_TILE) {
-            size_t len = (size_t)(cols - c0 < RFQ_TILE ? cols - c0 : RFQ_TILE);
-            if ((st = tile_load(k, t, src, w, cols, r, c0, len, err)) != RF_OK) break;
-            for (size_t g = 0; g < len / 32; g++) acc->ssq += (double)t->ssq32[g];
-            for (int bi = 0; bi < RF_QBITS_N; bi++)
-                for (int gi = 0; gi < RF_QGS_N; gi++)
-                    if (cfgmask >> (bi * RF_QGS_N + gi) & 1) tile_error(k, t, len, bi, gi, mode, sd, acc);
-        }
+    /* A tile is whole groups of one row, or whole rows when they are narrow (every measured gs
+     * divides cols, so no group straddles two rows); groups come in order either way. */
+    const uint64_t nel = rows * cols, step = cols < RFQ_TILE ? RFQ_TILE / cols * cols : RFQ_TILE;
+    size_t len;
+    for (uint64_t off = 0; off < nel && st == RF_OK; off += len) {
+        uint64_t lim = cols < RFQ_TILE ? nel : (off / cols + 1) * cols;
+        len = (size_t)(lim - off < step ? lim - off : step);
+        if ((st = tile_load(k, t, src, w, cols, off, len, err)) != RF_OK) break;
+        for (size_t g = 0; g < len / 32; g++) acc->ssq += (double)t->ssq32[g];
+        for (int bi = 0; bi < RF_QBITS_N; bi++)
+            for (int gi = 0; gi < RF_QGS_N; gi++)
+                if (cfgmask >> (bi * RF_QGS_N + gi) & 1) tile_error(k, t, len, bi, gi, mode, sd, acc);
+        tile_sums(t, len, cfgmask, acc);
+    }
     free(t);
     return st;
 }

@@ -20,8 +20,9 @@
 typedef struct rfq_params {
     float s[RFQ_MAXG], b[RFQ_MAXG];   /* float32 scale and bias used to compute q */
     float ss[RFQ_MAXG], bs[RFQ_MAXG]; /* the same rounded to the storage dtype */
-    /* fast path only: q ~ rint(fma(w, inv, c)); if any |frac| >= thr the group is redone exactly */
+    /* fast path only: q = floor(t), t = min(fma(w, inv, c), n + 1/2), when every frac(t) >= thr */
     float inv[RFQ_MAXG], c[RFQ_MAXG], thr[RFQ_MAXG];
+    float eb[RFQ_MAXG]; /* fast path only: a bound on the group's max |w - w'| */
 } rfq_params;
 
 /* Candidates of the error-minimising search, 8 per vector. In: a float scale and bias per lane
@@ -32,7 +33,11 @@ typedef struct rfq_cand {
     double rs[8], rb[8], e[8];
 } rfq_cand;
 
-/* Group sums the refit needs: count, sum w, sum w^2 (double, element order). */
+/* Elements per chain whose q w the candidate kernels sum in float before adding to double
+ * (2 * RFQ_QW_RUN divides every group size). */
+#define RFQ_QW_RUN 8
+
+/* Group sums the refit needs: count, sum w, sum w^2 (double). */
 typedef struct rfq_gstat {
     double n, s1, s2;
 } rfq_gstat;
@@ -43,8 +48,9 @@ typedef struct rfq_kernels {
     long (*load)(rf_dtype src, const void *w, uint64_t off, size_t n, float *x);
     /* Per 32-element group of x (n a multiple of 32): min, max, lane sum of squares. */
     void (*stats32)(const float *x, size_t n, float *mn, float *mx, float *ssq);
-    /* MLX parameters for ng groups from their min and max. */
-    void (*params)(const float *lo, const float *hi, size_t ng, int bits, rf_dtype sd, rfq_params *p);
+    /* MLX parameters for ng groups from their min and max; with fast, also the fast-path
+     * fields (inv, c, thr, eb) that err_mlx needs. */
+    void (*params)(const float *lo, const float *hi, size_t ng, int bits, rf_dtype sd, int fast, rfq_params *p);
     /* MLX-mode error of ng groups of gs elements: per-group lane sums of squared error, and
      * the max |error| folded into *emax. */
     void (*err_mlx)(const float *x, size_t ng, int gs, int bits, const rfq_params *p, float *gsse, float *emax);

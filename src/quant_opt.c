@@ -30,7 +30,8 @@ static double shrink_base(int bits)
     default: return 0.003;
     }
 }
-static const double shrink_steps[5] = {0, 1, 2, 4, 7};
+/* Steps of the clipping grid (multiples of the base, per side), tuned on real tensors. */
+static const double shrink_steps[4] = {0, 1.5, 3, 5.5};
 
 /* Evaluate nc vectors of candidates and keep the best refit (first in lane order on ties). */
 static void run_round(const rfq_kernels *k, const float *x, int gs, float n, const rfq_gstat *st,
@@ -56,26 +57,40 @@ static void around(const opt_best *b0, double n, const double *f, rfq_cand *c)
     }
 }
 
-/* Round 1: a 5 x 5 grid of clipping ranges (less the most clipped corner); rounds 2 and 3:
- * rescale the best refit about its centre, coarse then fine. */
+/* Group sums in four interleaved chains (i % 4), combined as (l0 + l1) + (l2 + l3): the chains
+ * overlap, where one chain would wait on each addition. */
+static rfq_gstat group_stats(const float *x, int gs)
+{
+    double a[4] = {0, 0, 0, 0}, q[4] = {0, 0, 0, 0};
+    for (int i = 0; i < gs; i += 4)
+        for (int j = 0; j < 4; j++) {
+            a[j] += x[i + j];
+            q[j] += (double)x[i + j] * x[i + j];
+        }
+    rfq_gstat st = {gs, (a[0] + a[1]) + (a[2] + a[3]), (q[0] + q[1]) + (q[2] + q[3])};
+    return st;
+}
+
+/* Round 1: a 4 x 4 grid of clipping ranges; rounds 2 and 3: rescale the best refit about its
+ * centre, coarse then fine. */
 static int search(const rfq_kernels *k, const float *x, int gs, int bits, float lo, float hi, float *s_out, float *b_out)
 {
     const double n = (double)((1 << bits) - 1), R = (double)hi - (double)lo;
     if (!(R > 0) || !isfinite(R)) return 0;
-    rfq_gstat st = {gs, 0, 0};
-    for (int i = 0; i < gs; i++) {
-        st.s1 += x[i];
-        st.s2 += (double)x[i] * x[i];
-    }
+    rfq_gstat st = group_stats(x, gs);
     opt_best best = {0, 0, INFINITY};
-    rfq_cand c[3];
-    double base = shrink_base(bits);
-    for (int idx = 0; idx < 24; idx++) {
-        double l = lo + base * shrink_steps[idx / 5] * R, h = hi - base * shrink_steps[idx % 5] * R;
-        c[idx / 8].s[idx % 8] = (h - l) / n;
-        c[idx / 8].b[idx % 8] = l;
+    rfq_cand c[2];
+    double base = shrink_base(bits) * R, l[4], h[4], inv_n = 1 / n;
+    for (int i = 0; i < 4; i++) {
+        l[i] = lo + base * shrink_steps[i];
+        h[i] = hi - base * shrink_steps[i];
     }
-    run_round(k, x, gs, (float)n, &st, c, 3, &best);
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++) {
+            c[i / 2].s[(i % 2) * 4 + j] = (h[j] - l[i]) * inv_n;
+            c[i / 2].b[(i % 2) * 4 + j] = l[i];
+        }
+    run_round(k, x, gs, (float)n, &st, c, 2, &best);
     if (!isfinite(best.e)) return 0;
     static const double f2[8] = {1, .95, .97, .985, .995, 1.005, 1.015, 1.03};
     static const double f3[8] = {1, .992, .995, .998, 1.002, 1.005, 1.008, .999};
