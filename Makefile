@@ -22,10 +22,10 @@ build: deps-test $(BUILD)/CMakeCache.txt
 
 # The whole pipeline on the embedded model: analyse once, plan for a budget (the report),
 # write the MLX checkpoint, read it back, run it.
-DEMO_BUDGET ?= 400kB
+DEMO_BUDGET ?= 260kB
 demo: build
 	./$(BUILD)/ramfit inspect $(MODEL)
-	./$(BUILD)/ramfit analyse $(MODEL) -o $(BUILD)/demo.profile.json
+	./$(BUILD)/ramfit analyse $(MODEL) --mode opt -o $(BUILD)/demo.profile.json
 	./$(BUILD)/ramfit plan $(BUILD)/demo.profile.json --budget $(DEMO_BUDGET) -o $(BUILD)/demo.plan.json
 	./$(BUILD)/ramfit quantize $(MODEL) --plan $(BUILD)/demo.plan.json -o $(BUILD)/demo-mlx --force
 	./$(BUILD)/ramfit inspect $(BUILD)/demo-mlx

@@ -43,20 +43,43 @@ typedef struct tally { uint64_t tensors, params, bytes; } tally;
 typedef struct summary {
     tally by_dtype[RF_DT_COUNT], by_role[RF_ROLE_COUNT], total;
     uint64_t quantizable_units, file_bytes;
+    uint64_t mlx_quantized;     /* modules stored MLX-quantized (0 for an original checkpoint) */
 } summary;
 
-static void summarise(const rf_model *m, summary *s)
+/* Logical weights of tensor T: a packed MLX weight holds 32/bits of them per U32 word. */
+static uint64_t logical_params(const rf_tinfo *ti, const rf_mlx_quant *q)
+{
+    if (ti->quant_aux) return 0;
+    for (uint64_t k = 0; q && ti->t->dtype == RF_DT_U32 && k < rf_mlx_quant_count(q); k++) {
+        const rf_mlx_module *mm = rf_mlx_quant_module(q, k);
+        size_t n = strlen(mm->name);
+        if (mm->bits && !strncmp(ti->t->name, mm->name, n) && !strcmp(ti->t->name + n, ".weight")) return mm->params;
+    }
+    return ti->t->nelem;
+}
+
+static int is_mlx_quantized(const rf_model *m);
+
+static rf_status summarise(const rf_model *m, summary *s, rf_err *err)
 {
     memset(s, 0, sizeof *s);
+    rf_mlx_quant *q = NULL;
+    if (is_mlx_quantized(m)) {
+        rf_status st = rf_mlx_quant_read(rf_model_dir(m), &q, err);
+        if (st) return st;
+        for (uint64_t k = 0; k < rf_mlx_quant_count(q); k++) s->mlx_quantized += rf_mlx_quant_module(q, k)->bits != 0;
+    }
     for (uint64_t i = 0; i < rf_model_tensor_count(m); i++) {
         const rf_tinfo *ti = rf_model_tinfo(m, i);
-        uint64_t params = ti->quant_aux ? 0 : ti->t->nelem;
+        uint64_t params = logical_params(ti, q);
         tally *ts[3] = {&s->by_dtype[ti->t->dtype], &s->by_role[ti->role], &s->total};
         for (int k = 0; k < 3; k++) ts[k]->tensors++, ts[k]->params += params, ts[k]->bytes += ti->t->nbytes;
     }
     for (uint64_t u = 0; u < rf_model_unit_count(m); u++) s->quantizable_units += rf_model_unit(m, u)->quantizable != 0;
     const rf_st *st = rf_model_st(m);
     for (uint64_t f = 0; f < rf_st_file_count(st); f++) s->file_bytes += rf_st_file_size(st, f);
+    rf_mlx_quant_free(q);
+    return RF_OK;
 }
 
 static const char *dtype_word(rf_dtype dt) { return dt == RF_DT_INVALID ? "unknown" : rf_dtype_name(dt); }
@@ -134,10 +157,14 @@ static void print_text(const rf_model *m, const summary *s, int verbose)
                c->num_layers);
     }
     printf("config dtype   %s\n", dtype_word(c->torch_dtype));
-    printf("parameters     %s\n", commas(rf_model_param_count(m), a, sizeof a));
+    printf("parameters     %s\n", commas(s->total.params, a, sizeof a));
     printf("tensors        %llu\n", (unsigned long long)rf_model_tensor_count(m));
-    printf("units          %llu quantization units (%llu quantizable)\n", (unsigned long long)rf_model_unit_count(m),
-           (unsigned long long)s->quantizable_units);
+    if (s->mlx_quantized)
+        printf("units          %llu quantization units (%llu stored MLX-quantized)\n",
+               (unsigned long long)rf_model_unit_count(m), (unsigned long long)s->mlx_quantized);
+    else
+        printf("units          %llu quantization units (%llu quantizable)\n", (unsigned long long)rf_model_unit_count(m),
+               (unsigned long long)s->quantizable_units);
     rf_format_size(s->total.bytes, sz, sizeof sz);
     printf("tensor bytes   %s (%s)\n", commas(s->total.bytes, b, sizeof b), sz);
     rf_format_size(s->file_bytes, sz, sizeof sz);
@@ -299,7 +326,7 @@ static int print_json(const rf_model *m, const summary *s, int verbose)
     json_t *root = json_object();
     json_object_set_new(root, "model_dir", json_string(rf_model_dir(m)));
     json_object_set_new(root, "config", json_config(rf_model_config(m)));
-    json_object_set_new(root, "parameters", json_integer((json_int_t)rf_model_param_count(m)));
+    json_object_set_new(root, "parameters", json_integer((json_int_t)s->total.params));
     json_object_set_new(root, "tensors", json_integer((json_int_t)rf_model_tensor_count(m)));
     json_object_set_new(root, "units", json_integer((json_int_t)rf_model_unit_count(m)));
     json_object_set_new(root, "quantizable_units", json_integer((json_int_t)s->quantizable_units));
@@ -356,7 +383,10 @@ int rf_cmd_inspect(int argc, char **argv)
     rf_model *m = NULL;
     if (rf_model_open(dir, &m, &err) != RF_OK) return cli_fail(&err);
     summary s;
-    summarise(m, &s);
+    if (summarise(m, &s, &err) != RF_OK) {
+        rf_model_free(m);
+        return cli_fail(&err);
+    }
     int rc = 0;
     if (json) rc = print_json(m, &s, verbose);
     else print_text(m, &s, verbose);

@@ -29,8 +29,9 @@ static void usage(FILE *f)
             "                         with --plan: check the plan against it\n"
             "  -o, --output OUT_DIR   output directory (must not exist unless --force)\n"
             "  --force                replace an existing OUT_DIR\n"
-            "  --mode mlx|opt         quantizer: must be the plan's (default: the plan's; one-shot: opt when\n"
-            "                         a reused profile has it, else mlx)\n"
+            "  --mode mlx|opt         quantizer: must be the plan's (default: the plan's). One-shot: opt,\n"
+            "                         the error-minimising quantizer that wins in docs/quality.md, unless\n"
+            "                         a reused profile has only mlx measurements (mlx analyses ~20x faster)\n"
             "  --dtype bf16|f16|f32   F32 source tensors (kept weights, norms, scales/biases) in this dtype;\n"
             "                         default: as the plan counted them (bf16, or F32 kept with bf16 scales)\n"
             "  --max-shard-size SIZE  largest shard file (default 5GiB, as mlx-lm)\n"
@@ -153,7 +154,7 @@ static rf_status plan_for_budget(const rf_model *m, const args *a, rf_quantize_o
         rf_analyse_opts ao;
         rf_analyse_opts_default(&ao);
         ao.threads = o->threads;
-        ao.modes = 1u << (o->mode >= 0 ? o->mode : RF_QMODE_MLX);
+        ao.modes = 1u << (o->mode >= 0 ? o->mode : RF_QMODE_OPT);
         cli_progress pa;
         cli_progress_init(&pa, "analyse", a->quiet);
         ao.progress = (rf_progress){cli_progress_cb, &pa, cli_cancel_flag()};

@@ -1044,6 +1044,13 @@ static void test_cli(void **state)
     assert_int_equal(tu_run_cli(args, &o), 0);
     assert_non_null(strstr(o, "MLX quantization"));
     free(o);
+    /* ... and counts logical weights, not packed words: the original model's parameters */
+    snprintf(args, sizeof args, "inspect '%s' --json", out);
+    assert_int_equal(tu_run_cli(args, &o), 0);
+    char want[64];
+    snprintf(want, sizeof want, "\"parameters\": %llu,", (unsigned long long)rf_model_param_count(f.m));
+    assert_non_null(strstr(o, want));
+    free(o);
     fx_close(&f);
 }
 
