@@ -19,14 +19,19 @@ void rf_plan_weights_default(rf_plan_weights *w, rf_weight_rule rule)
     w->param_share = 1;
     switch (rule) {
     case RF_WEIGHT_RAMFIT:
-        /* data-free priors (placeholders until calibrated against measured damage): the output
-         * head, v_proj and down_proj are the known sensitive projections; the ends of the stack matter more */
-        w->role[RF_ROLE_LM_HEAD] = 2;
-        w->role[RF_ROLE_ATTN_V] = 2;
-        w->role[RF_ROLE_MLP_DOWN] = 2;
-        w->role[RF_ROLE_EXPERT_DOWN] = 2;
+        /* calibrated on measured per-unit damage (bench/quality.sh, docs/quality.md): a log-linear fit of
+         * KLD on D, role and depth, each model one vote, rounded; global constants, no per-model fit */
+        w->role[RF_ROLE_EMBED] = 3.5;
+        w->role[RF_ROLE_LM_HEAD] = 7;
+        w->role[RF_ROLE_ATTN_Q] = 0.75;
+        w->role[RF_ROLE_ATTN_K] = 4;
+        w->role[RF_ROLE_ATTN_V] = 3.5;
+        w->role[RF_ROLE_MLP_UP] = 0.75;
+        w->role[RF_ROLE_EXPERT_UP] = 0.75;
         w->role[RF_ROLE_ROUTER] = 4;
-        w->first_layer = w->last_layer = 2;
+        w->first_layer = 2;
+        w->last_layer = 1.5;
+        w->exponent = 1.1;
         w->moe_active = 1;
         break;
     case RF_WEIGHT_PARAMS: break;
