@@ -226,6 +226,13 @@ typedef struct rf_config {
     rf_dtype torch_dtype;        /* RF_DT_INVALID when absent */
     /* qwen3_moe mlp_only_layers (layers < 256; bit l of word l/64): these layers have a dense MLP */
     uint64_t mlp_only_mask[4];
+    /* Sliding-window attention as transformers applies it (0: none): a query attends to the
+     * last sliding_window positions, itself included, on the layers of sliding_mask (bit l of
+     * word l/64). mistral/mixtral: every layer when sliding_window is set; qwen2/qwen3/qwen3_moe
+     * only with use_sliding_window: qwen3_moe every layer, qwen2/qwen3 the layers layer_types
+     * calls "sliding_attention", else those from max_window_layers (default 28) on. */
+    int sliding_window;
+    uint64_t sliding_mask[4];
 } rf_config;
 
 /* Parse DIR/config.json (absent directory or file: RF_ERR_NOT_FOUND; bad/missing keys:
@@ -236,6 +243,8 @@ rf_status rf_config_load(const char *model_dir, rf_config *out, rf_err *err);
 rf_status rf_config_parse(const char *json_text, const char *label, rf_config *out, rf_err *err);
 /* 1 if LAYER has a sparse MoE block (experts + router), 0 if a dense MLP. */
 int rf_config_layer_is_moe(const rf_config *c, int layer);
+/* The attention window of LAYER in positions (the query included), 0 for full attention. */
+int rf_config_layer_window(const rf_config *c, int layer);
 
 typedef enum rf_role {
     RF_ROLE_OTHER = 0,

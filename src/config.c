@@ -192,6 +192,37 @@ static rf_status get_moe(const cfgp *p, rf_config *c)
     return RF_OK;
 }
 
+/* Sliding-window attention with transformers' rules (see rf_config in ramfit.h): the model
+ * classes of mistral, mixtral and qwen3_moe (a MixtralModel) mask every layer when the config's
+ * sliding_window survives, and the Qwen configs drop it unless use_sliding_window. */
+static rf_status get_window(const cfgp *p, rf_config *c)
+{
+    int w = 0, use = 0, from = 28;
+    rf_status st;
+    int all = c->arch == RF_ARCH_MISTRAL || c->arch == RF_ARCH_MIXTRAL || c->arch == RF_ARCH_QWEN3_MOE;
+    int qwen = c->arch == RF_ARCH_QWEN2 || c->arch == RF_ARCH_QWEN3 || c->arch == RF_ARCH_QWEN3_MOE;
+    if (!all && !qwen) return RF_OK; /* llama has no window */
+    if ((st = get_int(p, "sliding_window", 0, 0, &w))) return st;
+    if (!w) return RF_OK;
+    if (qwen && ((st = get_bool(p, "use_sliding_window", &use)) || (st = get_int(p, "max_window_layers", 0, 0, &from))))
+        return st;
+    if (qwen && !use) return RF_OK;
+    json_t *lt = all ? NULL : get(p, "layer_types");
+    if (lt && (!json_is_array(lt) || json_array_size(lt) != (size_t)c->num_layers))
+        return bad(p, "layer_types", "must be a list of one string per layer");
+    for (int l = 0; l < c->num_layers; l++) {
+        const char *t = lt ? json_string_value(json_array_get(lt, (size_t)l)) : NULL;
+        if (lt && !t) return bad(p, "layer_types", "must be a list of one string per layer");
+        if (!(all || (t ? strcmp(t, "sliding_attention") == 0 : l >= from))) continue;
+        if (l >= 256)
+            return rf_err_set(p->err, RF_ERR_UNSUPPORTED, "%s: sliding-window layer %d: only layers < 256 supported",
+                              p->label, l);
+        c->sliding_mask[l / 64] |= 1ull << (l % 64);
+    }
+    c->sliding_window = w;
+    return RF_OK;
+}
+
 static rf_status check_sizes(const cfgp *p, rf_config *c)
 {
     if (c->num_kv_heads > c->num_heads || c->num_heads % c->num_kv_heads)
@@ -244,7 +275,7 @@ static rf_status parse_root(const cfgp *p, rf_config *c)
         (st = get_dtype(p, &c->torch_dtype)) || (st = get_rope(p, c)))
         return st;
     if (c->arch == RF_ARCH_QWEN2) c->attention_bias = 1; /* Qwen2 always has q/k/v biases */
-    if ((st = check_sizes(p, c))) return st;
+    if ((st = check_sizes(p, c)) || (st = get_window(p, c))) return st;
     if (c->arch == RF_ARCH_MIXTRAL || c->arch == RF_ARCH_QWEN3_MOE) return get_moe(p, c);
     return RF_OK;
 }
@@ -322,6 +353,12 @@ rf_status rf_config_load(const char *model_dir, rf_config *out, rf_err *err)
     free(buf);
     free(path);
     return st;
+}
+
+int rf_config_layer_window(const rf_config *c, int layer)
+{
+    if (!c || layer < 0 || layer >= c->num_layers || layer >= 256) return 0;
+    return (c->sliding_mask[layer / 64] >> (layer % 64) & 1) ? c->sliding_window : 0;
 }
 
 int rf_config_layer_is_moe(const rf_config *c, int layer)

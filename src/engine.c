@@ -469,6 +469,7 @@ static void linear(rf_engine *e, const lin *l, const float *x, int T, float *y)
 typedef struct {
     rf_engine *e;
     int layer, p0, T;
+    int window; /* sliding-window size of this layer, 0: full attention */
 } attn_job;
 
 static void attn_task(void *ctx, uint64_t task, int worker)
@@ -478,10 +479,11 @@ static void attn_task(void *ctx, uint64_t task, int worker)
     int t = (int)(task / (uint64_t)e->nh), h = (int)(task % (uint64_t)e->nh);
     uint64_t qd = (uint64_t)e->nh * e->hd, kvd = (uint64_t)e->nkv * e->hd, C = (uint64_t)e->max_ctx;
     int kvh = h / (e->nh / e->nkv);
-    const float *kc = e->kcache + (uint64_t)j->layer * C * kvd + (uint64_t)kvh * e->hd;
-    const float *vc = e->vcache + (uint64_t)j->layer * C * kvd + (uint64_t)kvh * e->hd;
-    rf_op_attend(e->q + (uint64_t)t * qd + (uint64_t)h * e->hd, kc, vc, j->p0 + t + 1, e->hd, (int)kvd,
-                 1.0f / sqrtf((float)e->hd), e->att_scratch + (uint64_t)worker * C,
+    /* Positions [first, npos): all of them, or the last `window` on a sliding-window layer. */
+    int npos = j->p0 + t + 1, first = j->window > 0 && npos > j->window ? npos - j->window : 0;
+    uint64_t off = (uint64_t)j->layer * C * kvd + (uint64_t)first * kvd + (uint64_t)kvh * e->hd;
+    rf_op_attend(e->q + (uint64_t)t * qd + (uint64_t)h * e->hd, e->kcache + off, e->vcache + off, npos - first,
+                 e->hd, (int)kvd, 1.0f / sqrtf((float)e->hd), e->att_scratch + (uint64_t)worker * C,
                  e->att + (uint64_t)t * qd + (uint64_t)h * e->hd);
 }
 
@@ -511,7 +513,7 @@ static void attention(rf_engine *e, int li, int p0, int T)
         memcpy(e->kcache + row, e->k + t * kvd, kvd * sizeof(float));
         memcpy(e->vcache + row, e->v + t * kvd, kvd * sizeof(float));
     }
-    attn_job j = {e, li, p0, T};
+    attn_job j = {e, li, p0, T, rf_config_layer_window(&e->cfg, li)};
     rf_pool_run((uint64_t)T * e->nh * (uint64_t)(p0 + T) < 4096 ? NULL : e->pool, (uint64_t)T * (uint64_t)e->nh,
                 attn_task, &j);
     linear(e, &L->o, e->att, T, e->tmp);

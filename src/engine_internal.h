@@ -58,6 +58,9 @@ void rf_moe_route(const float *logits, int n, int k, int softmax_first, int norm
  * out[d] = sum_s softmax(q.k_s * scale) v_s. scratch holds npos floats. */
 void rf_op_attend(const float *q, const float *kc, const float *vc, int npos, int d, int ld, float scale,
                   float *scratch, float *out);
+/* Same, plain scalar loops: the reference of the AVX2 path (head_dim a multiple of 8). */
+void rf_op_attend_ref(const float *q, const float *kc, const float *vc, int npos, int d, int ld, float scale,
+                      float *scratch, float *out);
 
 /* log-softmax helpers for evaluation (eval.c): log of the sum of exp, and logprob of one id. */
 double rf_logsumexp(const float *x, int n);

@@ -437,6 +437,92 @@ static void test_moe_identical_experts(void **state)
     free(root); free(mix); free(mixs); free(q3); free(q3m); free(q3u);
 }
 
+/* ------------------------------------------------------------------ sliding-window attention */
+
+/* Which layers get a window, per transformers' rules for each family. */
+static void test_sliding_window_config(void **state)
+{
+    (void)state;
+    static const struct { const char *extra; int window; unsigned mask; } c[] = {
+        {"\"model_type\": \"mistral\", \"sliding_window\": 4096", 4096, 0xf},
+        {"\"model_type\": \"mistral\", \"sliding_window\": null", 0, 0},
+        {"\"model_type\": \"llama\", \"sliding_window\": 4096", 0, 0},
+        {"\"model_type\": \"qwen2\", \"sliding_window\": 4096, \"use_sliding_window\": false", 0, 0},
+        {"\"model_type\": \"qwen2\", \"sliding_window\": 64, \"use_sliding_window\": true, "
+         "\"max_window_layers\": 2", 64, 0xc},
+        {"\"model_type\": \"qwen3\", \"sliding_window\": 64, \"use_sliding_window\": true", 64, 0},
+        {"\"model_type\": \"qwen3\", \"sliding_window\": 64, \"use_sliding_window\": true, \"layer_types\": "
+         "[\"full_attention\", \"sliding_attention\", \"full_attention\", \"sliding_attention\"]", 64, 0xa},
+    };
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+        char json[512];
+        snprintf(json, sizeof json, "{%s, \"hidden_size\": 64, \"intermediate_size\": 128, \"num_hidden_layers\": 4, "
+                                    "\"num_attention_heads\": 4, \"vocab_size\": 100}", c[i].extra);
+        rf_config cfg;
+        rf_err err;
+        TU_OK(rf_config_parse(json, "cfg", &cfg, &err), &err);
+        for (int l = 0; l < 4; l++)
+            if (rf_config_layer_window(&cfg, l) != ((c[i].mask >> l & 1) ? c[i].window : 0))
+                fail_msg("case %zu layer %d: window %d", i, l, rf_config_layer_window(&cfg, l));
+    }
+}
+
+/* stories260k as a mistral model with a window of W keys: positions < W see what the full
+ * model sees; after L layers position p depends on tokens p - L*(W-1) .. p and on no earlier
+ * one (changing the token just outside leaves its logits bit-identical, just inside does not,
+ * which pins the window's size exactly);
+ * one token at a time gives the batch's logits. */
+static void test_sliding_window_model(void **state)
+{
+    (void)state;
+    const char *d0 = tu_model_dir("stories260k");
+    if (!d0) { skip(); return; }
+    char src[1024];
+    snprintf(src, sizeof src, "%s", d0);
+    char *root = tu_mkdtemp(), *dst = subdir(root, "mistral"), cmd[4096];
+    snprintf(cmd, sizeof cmd, "ln -s '%s/model.safetensors' '%s/model.safetensors'", src, dst);
+    assert_int_equal(system(cmd), 0);
+    enum { N = 40, W = 6 };
+    json_t *cfg = load_config(src);
+    int L = (int)json_integer_value(json_object_get(cfg, "num_hidden_layers"));
+    json_object_set_new(cfg, "model_type", json_string("mistral"));
+    json_object_set_new(cfg, "sliding_window", json_integer(W));
+    char *path = config_path(dst);
+    assert_int_equal(json_dump_file(cfg, path, JSON_INDENT(1)), 0);
+    free(path);
+    json_decref(cfg);
+    int p = N - 1, reach = L * (W - 1); /* oldest token position p can see */
+    assert_true(reach < p);
+    rf_engine *full = open_engine(src, 2, 64), *win = open_engine(dst, 2, 64);
+    assert_int_equal(rf_config_layer_window(rf_engine_config(win), 0), W);
+    int32_t ids[N], in[N], out[N];
+    make_ids(ids, N, 512, 1, 21);
+    memcpy(in, ids, sizeof ids);
+    memcpy(out, ids, sizeof ids);
+    in[p - reach] = (ids[p - reach] + 1) % 512;
+    out[p - reach - 1] = (ids[p - reach - 1] + 1) % 512;
+    float *f = all_logits(full, ids, N), *w = all_logits(win, ids, N);
+    float *wi = all_logits(win, in, N), *wo = all_logits(win, out, N), *fo = all_logits(full, out, N);
+    size_t V = 512, row = V * sizeof(float);
+    assert_memory_equal(w, f, W * row);
+    assert_true(rel_diff(w + (size_t)W * V, f + (size_t)W * V, V) > 1e-4);
+    assert_memory_equal(wo + (size_t)p * V, w + (size_t)p * V, row);
+    /* (through L window edges the influence is tiny, ~1e-7, but the sums are deterministic) */
+    assert_true(memcmp(wi + (size_t)p * V, w + (size_t)p * V, row) != 0);
+    assert_true(rel_diff(fo + (size_t)p * V, f + (size_t)p * V, V) > 1e-6);
+    float *step = malloc((size_t)N * row);
+    rf_err err;
+    rf_engine_reset(win);
+    for (int i = 0; i < N; i++) TU_OK(rf_engine_forward(win, ids + i, 1, step + (size_t)i * V, 0, &err), &err);
+    double d = rel_diff(step, w, (uint64_t)N * V);
+    if (d > 1e-4) fail_msg("windowed step vs batch logits differ by %g", d);
+    free(f); free(w); free(wi); free(wo); free(fo); free(step);
+    rf_engine_free(full);
+    rf_engine_free(win);
+    tu_rmtree(root);
+    free(root); free(dst);
+}
+
 /* ------------------------------------------------------------------ MLX quantized checkpoints */
 
 /* Quantize every matrix of SRC whose input dimension allows it, with bits/gs varying by module
@@ -870,6 +956,8 @@ int main(void)
         cmocka_unit_test(test_batch_vs_step_qwen3),
         cmocka_unit_test(test_batch_vs_step_qwen3_moe),
         cmocka_unit_test(test_moe_identical_experts),
+        cmocka_unit_test(test_sliding_window_config),
+        cmocka_unit_test(test_sliding_window_model),
         cmocka_unit_test(test_mlx_stories),
         cmocka_unit_test(test_mlx_qwen3),
         cmocka_unit_test(test_mlx_qwen3_moe),

@@ -1,6 +1,6 @@
 /* Engine kernels: unpacking against the MLX format's test vectors, every dtype and bit width of
  * the fast matmul against the scalar reference (decode and batched shapes, ragged edges), the
- * portable path against the reference, and thread-count independence. */
+ * portable path against the reference, thread-count independence, and attention's AVX2 path. */
 #include "testutil.h"
 #include "engine_internal.h"
 
@@ -138,14 +138,32 @@ static void run_all_kinds(rf_pool *pool)
         }
     static const int bits[] = {2, 3, 4, 5, 6, 8}, gss[] = {32, 64, 128};
     static const rf_dtype sdt[] = {RF_DT_BF16, RF_DT_F16, RF_DT_F32};
+    /* cols 384 = 1.5 tiles; 21 rows = a 16-row tile plus a ragged one. 160 and 96 columns
+     * (gs 32) leave a tail after the decode kernel's last whole chunk of 64 or 128 codes. */
+    static const uint64_t qshapes[][2] = {{21, 384}, {3, 160}, {2, 96}};
     for (int b = 0; b < 6; b++)
-        for (int g = 0; g < 3; g++) {
-            /* cols 384 = 1.5 tiles; 21 rows = a 16-row tile plus a ragged one. */
-            owned_mat m = make_mat(RF_DT_U32, bits[b], gss[g], sdt[(b + g) % 3], 21, 384, &rng);
-            TU_OK(rf_wmat_check(&m.w, "q", &err), &err);
-            for (size_t t = 0; t < sizeof ntoks / sizeof ntoks[0]; t++) check_product(&m, ntoks[t], &rng, pool);
-            free_mat(&m);
-        }
+        for (int g = 0; g < 3; g++)
+            for (size_t s = 0; s < sizeof qshapes / sizeof qshapes[0]; s++) {
+                if (qshapes[s][1] % (uint64_t)gss[g]) continue;
+                owned_mat m = make_mat(RF_DT_U32, bits[b], gss[g], sdt[(b + g) % 3], qshapes[s][0], qshapes[s][1], &rng);
+                TU_OK(rf_wmat_check(&m.w, "q", &err), &err);
+                for (size_t t = 0; t < sizeof ntoks / sizeof ntoks[0]; t++) check_product(&m, ntoks[t], &rng, pool);
+                free_mat(&m);
+            }
+}
+
+/* Decode of long rows: x in lane order on the heap (over 8192 columns), and rows of more than
+ * 4096 groups, which take the per-row unpacking path. */
+static void test_decode_long_rows(void **state)
+{
+    (void)state;
+    tu_rng rng = {99};
+    static const struct { int bits, gs; uint64_t cols; } c[] = {{4, 64, 8448}, {3, 32, 8256}, {4, 32, 32 * 4097}};
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+        owned_mat m = make_mat(RF_DT_U32, c[i].bits, c[i].gs, RF_DT_BF16, 3, c[i].cols, &rng);
+        check_product(&m, 1, &rng, NULL);
+        free_mat(&m);
+    }
 }
 
 static void test_fast_vs_ref(void **state)
@@ -170,18 +188,56 @@ static void test_threads_identical(void **state)
     rf_err err;
     TU_OK(rf_pool_create(2, &pool, &err), &err);
     tu_rng rng = {7};
-    owned_mat m = make_mat(RF_DT_U32, 4, 64, RF_DT_BF16, 200, 512, &rng);
+    /* 600 x 512: large enough that even the decode product is split over the pool. */
+    enum { R = 600 };
+    owned_mat m = make_mat(RF_DT_U32, 4, 64, RF_DT_BF16, R, 512, &rng);
     for (int ntok = 1; ntok <= 9; ntok += 8) {
         float *x = malloc(sizeof(float) * 512 * (size_t)ntok);
-        float *y1 = malloc(sizeof(float) * 200 * (size_t)ntok), *y2 = malloc(sizeof(float) * 200 * (size_t)ntok);
+        float *y1 = malloc(sizeof(float) * R * (size_t)ntok), *y2 = malloc(sizeof(float) * R * (size_t)ntok);
         for (int i = 0; i < 512 * ntok; i++) x[i] = (float)tu_rng_normal(&rng);
         rf_matmul(&m.w, x, ntok, y1, NULL);
         rf_matmul(&m.w, x, ntok, y2, pool);
-        assert_memory_equal(y1, y2, sizeof(float) * 200 * (size_t)ntok);
+        assert_memory_equal(y1, y2, sizeof(float) * R * (size_t)ntok);
         free(x); free(y1); free(y2);
     }
     free_mat(&m);
     rf_pool_free(pool);
+}
+
+/* Attention of one head: the AVX2 path against the scalar reference, over head sizes with and
+ * without a 32-column remainder, one to a few hundred positions, and a cache row stride wider
+ * than the head; sizes that are not a multiple of 8 (and the portable path) are the reference. */
+static void test_attend_fast_vs_ref(void **state)
+{
+    (void)state;
+    tu_rng rng = {31};
+    static const int ds[] = {8, 24, 64, 72, 128, 6}, nposs[] = {1, 5, 300};
+    for (size_t a = 0; a < sizeof ds / sizeof ds[0]; a++)
+        for (size_t b = 0; b < sizeof nposs / sizeof nposs[0]; b++) {
+            int d = ds[a], npos = nposs[b], ld = 3 * d + 5;
+            float *q = malloc(sizeof(float) * (size_t)d), *kc = malloc(sizeof(float) * (size_t)(npos * ld));
+            float *vc = malloc(sizeof(float) * (size_t)(npos * ld)), *sc = malloc(sizeof(float) * (size_t)npos);
+            float *o1 = malloc(sizeof(float) * (size_t)d), *o2 = malloc(sizeof(float) * (size_t)d);
+            for (int i = 0; i < d; i++) q[i] = (float)tu_rng_normal(&rng);
+            for (int i = 0; i < npos * ld; i++) {
+                kc[i] = (float)tu_rng_normal(&rng);
+                vc[i] = (float)tu_rng_normal(&rng);
+            }
+            float scale = 1.0f / sqrtf((float)d);
+            rf_op_attend_ref(q, kc, vc, npos, d, ld, scale, sc, o1);
+            rf_op_attend(q, kc, vc, npos, d, ld, scale, sc, o2);
+            for (int i = 0; i < d; i++) {
+                /* the weights sum to 1: errors are relative to the largest |v| */
+                if (d % 8) assert_true(o1[i] == o2[i]);
+                else if (fabsf(o1[i] - o2[i]) > 1e-5f * 5.0f)
+                    fail_msg("d %d npos %d col %d: %g vs %g", d, npos, i, o2[i], o1[i]);
+            }
+            rf_cpu_set_mask(0);
+            rf_op_attend(q, kc, vc, npos, d, ld, scale, sc, o2);
+            rf_cpu_set_mask(~0u);
+            assert_memory_equal(o1, o2, sizeof(float) * (size_t)d);
+            free(q); free(kc); free(vc); free(sc); free(o1); free(o2);
+        }
 }
 
 static void test_wmat_check_rejects(void **state)
@@ -223,6 +279,8 @@ int main(void)
         cmocka_unit_test(test_unpack_vectors),
         cmocka_unit_test(test_fast_vs_ref),
         cmocka_unit_test(test_portable_vs_ref),
+        cmocka_unit_test(test_decode_long_rows),
+        cmocka_unit_test(test_attend_fast_vs_ref),
         cmocka_unit_test(test_threads_identical),
         cmocka_unit_test(test_wmat_check_rejects),
     };
