@@ -25,6 +25,11 @@ int cli_usage_error(const char *cmd, const char *fmt, ...);
 /* 1 if argv has "-h"/"--help" anywhere. */
 int cli_wants_help(int argc, char **argv);
 
+/* 1 if both paths exist and are the same file (links resolved). */
+int cli_same_file(const char *a, const char *b);
+/* 1 if a file created at PATH would land in DIR or below it (links resolved). */
+int cli_file_in_dir(const char *path, const char *dir);
+
 /* Progress bar on stderr when it is a terminal (else a line every 10%); usable as rf_progress.fn. */
 typedef struct cli_progress {
     const char *label;

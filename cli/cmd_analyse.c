@@ -100,6 +100,9 @@ int rf_cmd_analyse(int argc, char **argv)
             return cli_usage_error("analyse", "cannot name a default profile for '%s'; give -o PROFILE", dir);
         out = defpath;
     }
+    /* The profile, its data file and the checkpoint land next to OUT: never among the model's files. */
+    if (cli_file_in_dir(out, dir))
+        return cli_usage_error("analyse", "-o %s is inside the model directory %s: ramfit never writes into the model", out, dir);
     snprintf(partial, sizeof partial, "%s.partial", out);
     o.partial_path = partial;
 

@@ -2,6 +2,7 @@
 #include "cli.h"
 
 #include <ctype.h>
+#include <jansson.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -357,6 +358,24 @@ static int setup_opts(const args *a, const rf_profile *prof, rf_plan_opts *o)
     return 0;
 }
 
+/* 1 if writing DST would replace the profile or its data file: the input of this very run. */
+static int clobbers_profile(const char *dst, const char *profile)
+{
+    if (cli_same_file(dst, profile)) return 1;
+    json_t *j = json_load_file(profile, 0, NULL);
+    const char *f = json_string_value(json_object_get(json_object_get(j, "data"), "file"));
+    int hit = 0;
+    if (f) {
+        const char *slash = strrchr(profile, '/');
+        int dl = slash ? (int)(slash - profile + 1) : 0;
+        char data[4096];
+        snprintf(data, sizeof data, "%.*s%s", dl, profile, f);
+        hit = cli_same_file(dst, data);
+    }
+    json_decref(j);
+    return hit;
+}
+
 static int write_curve(const args *a, rf_planner *pl, const rf_profile *prof, const req *reqs, int nreq, const rf_plan_opts *o)
 {
     uint64_t npts = 48;
@@ -407,6 +426,18 @@ int rf_cmd_plan(int argc, char **argv)
     if (!nreq && !rule && !a.svg) { rc = cli_usage_error("plan", "give at least one --budget, --bpw or --target (or --svg)"); goto out; }
     if (a.out && !out_path(a.out, "x", rule ? 0 : nreq > 1, (char[8]){0}, 8)) {
         rc = cli_usage_error("plan", "-o: several plans need %%s in the file name (replaced by each budget's label)");
+        goto out;
+    }
+    for (int i = 0; a.out && i < (rule ? 1 : nreq); i++) {
+        char path[1024];
+        out_path(a.out, rule ? a.method : (i < a.nb ? a.budgets[i] : reqs[i].label), !rule && nreq > 1, path, sizeof path);
+        if (clobbers_profile(path, a.profile)) {
+            rc = cli_usage_error("plan", "-o %s would overwrite the profile %s this plan reads", path, a.profile);
+            goto out;
+        }
+    }
+    if (a.svg && clobbers_profile(a.svg, a.profile)) {
+        rc = cli_usage_error("plan", "--svg %s would overwrite the profile %s this plan reads", a.svg, a.profile);
         goto out;
     }
     rf_planner *pl = NULL, *ref = NULL;

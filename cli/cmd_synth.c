@@ -1,14 +1,17 @@
 /* ramfit synth: a synthetic checkpoint shaped like a real architecture, for tests and benchmarks. */
 #include "cli.h"
 
+#include <dirent.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static void usage(FILE *f)
 {
     fprintf(f,
             "usage: ramfit synth OUT_DIR --like PRESET [--scale F] [--layers N] [--vocab N] [--experts N]\n"
-            "                    [--seed S] [--dtype bf16|f16|f32] [--max-shard-size SIZE] [--threads N] [--quiet]\n"
+            "                    [--seed S] [--dtype bf16|f16|f32] [--max-shard-size SIZE] [--threads N] [--force] [--quiet]\n"
             "\n"
             "Write a synthetic Hugging Face checkpoint (config.json, generation_config.json, safetensors\n"
             "shards + index) with the tensor names and shapes of a real architecture and trained-looking\n"
@@ -26,7 +29,21 @@ static void usage(FILE *f)
             "  --dtype T             bf16 (default), f16 or f32\n"
             "  --max-shard-size SIZE shard size limit (default 5GB, like Hugging Face)\n"
             "  --threads N           generator threads (default: all CPUs)\n"
+            "  --force               write into an existing non-empty OUT_DIR (its weights are replaced)\n"
             "  --quiet               no progress display\n");
+}
+
+/* 1: DIR is missing; 0: an empty directory; -1: anything else (a file, or a directory with files). */
+static int dir_state(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d) return errno == ENOENT ? 1 : -1;
+    struct dirent *e;
+    int n = 0;
+    while ((e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) n++;
+    closedir(d);
+    return n ? -1 : 0;
 }
 
 static int parse_int(const char *s, long lo, long hi, long *out)
@@ -45,13 +62,14 @@ int rf_cmd_synth(int argc, char **argv)
     rf_synth_opts_default(&o);
     o.like = NULL;
     const char *dir = NULL;
-    int quiet = 0;
+    int quiet = 0, force = 0;
     rf_err err = {0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         long n;
         if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) { quiet = 1; continue; }
+        if (!strcmp(a, "--force")) { force = 1; continue; }
         if (a[0] != '-') {
             if (dir) return cli_usage_error("synth", "more than one output directory ('%s', '%s')", dir, a);
             dir = a;
@@ -87,6 +105,13 @@ int rf_cmd_synth(int argc, char **argv)
     if (!o.like) return cli_usage_error("synth", "--like PRESET is required (see --help)");
     rf_config cfg;
     if (rf_synth_config(&o, &cfg, &err)) return cli_fail(&err);
+    /* OUT_DIR may be a real model: its weights and config.json are replaced only when asked. */
+    int state = dir_state(dir);
+    if (state < 0 && !force) {
+        fprintf(stderr, "ramfit: error (exists): %s exists and is not an empty directory (--force writes into it, "
+                        "replacing its weights and config.json)\n", dir);
+        return 1;
+    }
     cli_install_sigint();
     cli_progress bar;
     cli_progress_init(&bar, "synth", quiet);
@@ -94,6 +119,7 @@ int rf_cmd_synth(int argc, char **argv)
     double t0 = cli_now();
     rf_status s = rf_synth_write(&o, dir, &prog, &err);
     cli_progress_end(&bar);
+    if (s && state == 1) rmdir(dir); /* only the directory this run made, and only when left empty */
     if (s) return cli_fail(&err);
     if (!quiet)
         printf("wrote %s: %s-like (%s), hidden %d, %s %d, %d layers, %d/%d heads, vocab %d, %d experts, %.1f s\n", dir,

@@ -2,7 +2,9 @@
 
 #include <signal.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -93,3 +95,26 @@ void cli_install_sigint(void)
     sigaction(SIGINT, &sa, NULL);
 }
 volatile int *cli_cancel_flag(void) { return &g_cancel; }
+
+int cli_same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    return a && b && stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+int cli_file_in_dir(const char *path, const char *dir)
+{
+    char *d = realpath(dir, NULL), *copy = strdup(path), *p = NULL;
+    if (d && copy) {
+        char *slash = strrchr(copy, '/');
+        if (slash == copy) slash[1] = '\0';
+        else if (slash) *slash = '\0';
+        p = realpath(slash ? copy : ".", NULL);
+    }
+    size_t n = d ? strlen(d) : 0;
+    int in = p && (!strcmp(d, "/") || (!strncmp(p, d, n) && (p[n] == '\0' || p[n] == '/')));
+    free(p);
+    free(copy);
+    free(d);
+    return in;
+}

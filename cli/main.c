@@ -1,5 +1,6 @@
 #include "cli.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -28,6 +29,18 @@ static void usage(FILE *f)
         fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
 }
 
+/* Output that did not reach stdout (a full disk, a closed pipe) is a failure, not exit 0. */
+static int flush_stdout(int rc)
+{
+    errno = 0;
+    int bad = ferror(stdout), e = errno;
+    if (fflush(stdout) != 0) bad = 1, e = errno;
+    if (!bad) return rc;
+    fprintf(stderr, "ramfit: error (%s): cannot write the output: %s\n", e == ENOSPC ? "nospace" : "io",
+            e ? strerror(e) : "write error");
+    return rc ? rc : 1;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) { usage(stderr); return 2; }
@@ -40,7 +53,7 @@ int main(int argc, char **argv)
         return 0;
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
+        if (!strcmp(argv[1], commands[i].name)) return flush_stdout(commands[i].fn(argc - 1, argv + 1));
     fprintf(stderr, "ramfit: unknown command '%s'\n\n", argv[1]);
     usage(stderr);
     return 2;

@@ -541,8 +541,9 @@ static rf_status finish_unit(const actx *c, ustate *s, rf_err *err)
             q[mo] = (rf_qerr){sse, s2, (double)em};
             if ((c->modes >> mo & 1) && !(isfinite(sse) && isfinite(q[mo].max_abs))) {
                 free(p);
-                return rf_err_set(err, RF_ERR_NONFINITE, "unit %s: the %d-bit gs %d quantization error overflows (weights "
-                                  "too large for float32)", u->name, bits, gs);
+                return rf_err_set(err, RF_ERR_NONFINITE, "%s: unit %s: the %d-bit gs %d quantization error overflows "
+                                  "(weights too large for float32)",
+                                  file_base(rf_model_tinfo(c->m, (uint64_t)u->members[0])->t->file), u->name, bits, gs);
             }
         }
         rf_status st = rf_punit_add_cand(p, bits, gs, bytes, (c->modes & 1) ? &q[0] : NULL, (c->modes & 2) ? &q[1] : NULL,
@@ -575,6 +576,22 @@ static rf_status after_phase_a(const actx *c, ustate *s, task *fifo, uint64_t *n
 
 /* ------------------------------------------------------------------ partial profiles */
 
+static rf_status finite_piece(void *u, const float *x, size_t n, uint64_t e0, rf_err *err)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) return nonfinite_err(u, e0 + i, x[i], err);
+    return RF_OK;
+}
+
+/* Tensors that are kept (norms, biases) reach the output as they are: a NaN or Inf there breaks
+ * the model as surely as one in a quantized weight, so it is refused the same way. */
+static rf_status check_kept_finite(const rf_tensor *t, rf_err *err)
+{
+    if (t->dtype != RF_DT_F32 && t->dtype != RF_DT_F16 && t->dtype != RF_DT_BF16 && t->dtype != RF_DT_F64) return RF_OK;
+    float buf[CONV_N];
+    return for_pieces(t, 0, t->nelem, buf, finite_piece, (void *)t, err);
+}
+
 static rf_status build_profile(const rf_model *m, unsigned modes, unsigned configs, rf_dtype f32_as, const ustate *us,
                                int complete, rf_profile **out, rf_err *err)
 {
@@ -591,6 +608,7 @@ static rf_status build_profile(const rf_model *m, unsigned modes, unsigned confi
         const rf_tinfo *ti = rf_model_tinfo(m, i);
         if (ti->unit >= 0 && us[ti->unit].rec) continue;
         if (ti->unit >= 0 && ti->t->nelem) return rf_err_set(err, RF_ERR_INTERNAL, "unit of %s not analysed", ti->t->name);
+        if ((s = check_kept_finite(ti->t, err))) break;
         rf_dtype kd = rf_quantize_out_dtype(ti->t->dtype, f32_as);
         rf_pother o = {.role = ti->role, .layer = ti->layer, .nparams = ti->t->nelem, .dtype = kd,
                        .bytes = ti->t->nelem * rf_dtype_size(kd)};

@@ -43,6 +43,11 @@ rf_status rf_err_prefix(rf_err *err, const char *fmt, ...)
     va_end(ap);
     memcpy(old, err->msg, sizeof old);
     size_t hl = strlen(head);
+    /* Callers write either "context" or "context: "; the message must read "context: old". */
+    if (hl > 0 && old[0] && head[hl - 1] != ' ' && hl + 2 < sizeof head) {
+        memcpy(head + hl, ": ", 3);
+        hl += 2;
+    }
     memcpy(err->msg, head, hl);
     snprintf(err->msg + hl, sizeof err->msg - hl, "%s", old);
     return err->code;

@@ -104,8 +104,12 @@ rf_status rf_write_text_file(const char *path, const char *text, size_t len, rf_
         free(tmp);
         return s;
     }
-    size_t wrote = fwrite(text, 1, len, f);
-    int e1 = wrote == len ? 0 : errno, e2 = fclose(f) ? errno : 0;
+    /* An empty text (the data file of a profile interrupted before its first unit) may be NULL. */
+    size_t wrote = len ? fwrite(text, 1, len, f) : 0;
+    int e1 = wrote == len ? 0 : errno;
+    /* Flushed to disk before the rename, so a crash cannot leave a short file under the final name. */
+    if (!e1 && (fflush(f) != 0 || fsync(fileno(f)) != 0)) e1 = errno;
+    int e2 = fclose(f) ? errno : 0;
     if (e1 || e2 || rename(tmp, path) != 0) {
         rf_status s = rf_err_errno(err, e1 ? e1 : e2 ? e2 : errno, "%s: cannot write", path);
         unlink(tmp);

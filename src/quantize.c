@@ -18,6 +18,7 @@
 #include <ftw.h>
 #include <jansson.h>
 #include <limits.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -286,6 +287,28 @@ static rf_status convert_run(rf_dtype src, const void *in, rf_dtype dst, void *o
     return RF_OK;
 }
 
+/* Kept tensors are checked like quantized ones (rf_quant_quantize refuses NaN/Inf): a broken
+ * weight must not reach the output unnoticed. IN holds rows ROW0.. of COLS floats. */
+static rf_status check_finite(rf_dtype dt, const void *in, uint64_t n, uint64_t cols, uint64_t row0, rf_err *err)
+{
+    if (dt != RF_DT_F32 && dt != RF_DT_F16 && dt != RF_DT_BF16 && dt != RF_DT_F64) return RF_OK;
+    float tmp[4096];
+    uint64_t es = rf_dtype_size(dt);
+    for (uint64_t i = 0; i < n; i += 4096) {
+        uint64_t c = n - i < 4096 ? n - i : 4096;
+        rf_status s = rf_convert_to_f32(dt, (const uint8_t *)in + i * es, tmp, c, err);
+        if (s) return s;
+        for (uint64_t k = 0; k < c; k++)
+            if (!isfinite(tmp[k]))
+                return cols == 1 ? rf_err_set(err, RF_ERR_NONFINITE, "%s weight at element %llu",
+                                              isnan(tmp[k]) ? "NaN" : "infinite", (ull)(row0 + i + k))
+                                 : rf_err_set(err, RF_ERR_NONFINITE, "%s weight at row %llu, column %llu",
+                                              isnan(tmp[k]) ? "NaN" : "infinite", (ull)(row0 + (i + k) / cols),
+                                              (ull)((i + k) % cols));
+    }
+    return RF_OK;
+}
+
 static const uint8_t *job_src(const qz *q, const qz_item *it, const qz_job *j)
 {
     const rf_tensor *t = member(q, it, (int)j->member);
@@ -306,8 +329,9 @@ static void run_job(void *ctx, uint64_t task, int worker)
         uint64_t sg = it->cols / (uint64_t)it->gs * rf_dtype_size(it->out_dt), off = j->grow0 * sg;
         s = rf_quant_quantize(it->src_dt, src, j->nrows, it->cols, it->bits, it->gs, q->mode, it->out_dt,
                               (uint32_t *)(void *)out, it->scales + off, it->biases + off, e);
-    } else if (it->kind == QZ_CONVERT) {
-        s = convert_run(it->src_dt, src, it->out_dt, out, j->nrows * it->cols, e);
+    } else {
+        s = check_finite(it->src_dt, src, j->nrows * it->cols, it->cols, j->row0, e);
+        if (!s && it->kind == QZ_CONVERT) s = convert_run(it->src_dt, src, it->out_dt, out, j->nrows * it->cols, e);
     }
     if (s) {
         const rf_tensor *t = member(q, it, (int)j->member);
@@ -866,7 +890,9 @@ rf_status rf_quantize_write(const rf_model *m, const rf_plan *plan, const rf_qua
             size_t l = strlen(out_dir);
             while (l > 1 && out_dir[l - 1] == '/') l--;
             snprintf(tmp, n, "%.*s.tmp-XXXXXX", (int)l, out_dir);
-            if (!mkdtemp(tmp)) {
+            /* mkdtemp makes it 0700; remade with the caller's umask so the output is as readable
+             * as any directory they create (mlx-lm run by another user, a shared model store). */
+            if (!mkdtemp(tmp) || rmdir(tmp) != 0 || mkdir(tmp, 0777) != 0) {
                 s = rf_err_errno(err, errno, "cannot create a temporary directory next to %s", out_dir);
                 free(tmp);
                 tmp = NULL;

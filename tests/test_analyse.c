@@ -413,6 +413,18 @@ static void test_nan(void **state)
     cli_fails(dir, "infinite", "[3, 17]");
     tu_rmtree(dir);
     free(dir);
+    /* in a kept tensor (a norm): it was copied into the profile's "others" and the output unnoticed */
+    dir = synth_model("qwen3-0.6b", 0.125, 2, 512, 0);
+    poke(dir, "model.norm.weight", 5, 0x7fc0);
+    m = open_model(dir);
+    assert_int_equal(rf_analyse(m, &o, &p, &err), RF_ERR_NONFINITE);
+    assert_null(p);
+    assert_non_null(strstr(err.msg, "model.norm.weight"));
+    assert_non_null(strstr(err.msg, "[5]"));
+    rf_model_free(m);
+    cli_fails(dir, "NaN", "model.norm.weight");
+    tu_rmtree(dir);
+    free(dir);
 }
 
 static void test_truncated(void **state)
@@ -636,6 +648,26 @@ static void test_cli(void **state)
     snprintf(args, sizeof args, "analyse '%s' --mode fast", dir);
     assert_int_equal(tu_run_cli(args, &out), 2);
     free(out);
+    /* -o naming a model file (or anything in the model directory) once overwrote it */
+    size_t n0, n1;
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    char *before = tu_read_file(path, &n0);
+    assert_non_null(before);
+    static const char *const targets[] = {"config.json", "model.safetensors", "p.json", "./p.json"};
+    for (size_t i = 0; i < sizeof targets / sizeof targets[0]; i++) {
+        snprintf(args, sizeof args, "analyse '%s' --threads 2 --candidates 4/64 -o '%s/%s'", dir, dir, targets[i]);
+        rc = tu_run_cli(args, &out);
+        if (rc != 2 || !strstr(out, "model directory")) fail_msg("%s -> %d: %s", args, rc, out);
+        free(out);
+    }
+    char *after = tu_read_file(path, &n1);
+    assert_non_null(after);
+    assert_int_equal(n0, n1);
+    assert_memory_equal(before, after, n0);
+    free(before);
+    free(after);
+    snprintf(path, sizeof path, "%s/p.json", dir);
+    assert_false(exists(path));
     tu_rmtree(tmp);
     free(tmp);
     tu_rmtree(dir);

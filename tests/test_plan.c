@@ -778,6 +778,47 @@ static void test_cli_plan(void **state)
     free(out);
 }
 
+/* -o or --svg naming the profile or its data file once replaced the input with a plan. Output
+ * that never reached stdout (a full disk) once exited 0. */
+static void test_cli_outputs(void **state)
+{
+    (void)state;
+    char *out = NULL, cmd[1024], bin[700];
+    size_t n0, n1, b0, b1;
+    char *before = tu_read_file(g_prof, &n0);
+    snprintf(bin, sizeof bin, "%s/prof.bin", g_dir);
+    char *bbefore = tu_read_file(bin, &b0);
+    assert_non_null(before);
+    assert_non_null(bbefore);
+    const char *const opts[] = {"-o %s", "-o %s/./%s", "--svg %s", "-o %s/prof.bin", "--svg %s/prof.bin"};
+    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++) {
+        char o[800];
+        if (i == 0 || i == 2) snprintf(o, sizeof o, opts[i], g_prof);
+        else if (i == 1) snprintf(o, sizeof o, opts[i], g_dir, strrchr(g_prof, '/') + 1);
+        else snprintf(o, sizeof o, opts[i], g_dir);
+        snprintf(cmd, sizeof cmd, "--budget 4MiB %s", o);
+        int rc = run(cmd, &out);
+        if (rc != 2 || !strstr(out, "would overwrite the profile")) fail_msg("%s -> %d: %s", cmd, rc, out);
+        free(out);
+    }
+    char *after = tu_read_file(g_prof, &n1), *bafter = tu_read_file(bin, &b1);
+    assert_int_equal(n0, n1);
+    assert_memory_equal(before, after, n0);
+    assert_int_equal(b0, b1);
+    assert_memory_equal(bbefore, bafter, b0);
+    free(before);
+    free(after);
+    free(bbefore);
+    free(bafter);
+    /* a full stdout is an error (the same report to /dev/null succeeds) */
+    snprintf(cmd, sizeof cmd, "plan %s --budget 4MiB --json >/dev/null", g_prof);
+    assert_int_equal(tu_run_cli(cmd, &out), 0);
+    free(out);
+    snprintf(cmd, sizeof cmd, "plan %s --budget 4MiB --json >/dev/full", g_prof);
+    assert_int_equal(tu_run_cli(cmd, &out), 1);
+    free(out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -791,6 +832,7 @@ int main(void)
         cmocka_unit_test(test_plan_files),
         cmocka_unit_test(test_plan_targets),
         cmocka_unit_test_setup_teardown(test_cli_plan, cli_setup, cli_teardown),
+        cmocka_unit_test_setup_teardown(test_cli_outputs, cli_setup, cli_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

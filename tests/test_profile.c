@@ -157,6 +157,42 @@ static void test_profile_round_trip_exact(void **state)
     free(dir);
 }
 
+/* A profile interrupted before its first unit is saved as a checkpoint: its data file is empty
+ * (writing it passed NULL to fwrite: UBSan aborted analyse on Ctrl-C). */
+static void test_profile_save_empty(void **state)
+{
+    (void)state;
+    rf_pmodel m = {0};
+    snprintf(m.name, sizeof m.name, "empty");
+    snprintf(m.architecture, sizeof m.architecture, "LlamaForCausalLM");
+    snprintf(m.model_type, sizeof m.model_type, "llama");
+    m.num_layers = 1;
+    m.hidden_size = 64;
+    m.fingerprint = 42;
+    rf_profile *p, *q = NULL;
+    rf_err err;
+    TU_OK(rf_profile_create(&m, 1, RF_PROFILE_ALL_CONFIGS, &p, &err), &err);
+    char *dir = tu_mkdtemp(), path[512], bin[512];
+    snprintf(path, sizeof path, "%s/p.json", dir);
+    snprintf(bin, sizeof bin, "%s/p.bin", dir);
+    TU_OK(rf_profile_save(p, path, &err), &err);
+    size_t n = 1;
+    char *text = tu_read_file(path, &n);
+    assert_non_null(text);
+    assert_non_null(strstr(text, "ramfit-profile"));
+    free(text);
+    text = tu_read_file(bin, &n); /* the data file exists, empty */
+    assert_non_null(text);
+    assert_int_equal(n, 0);
+    free(text);
+    TU_OK(rf_profile_load(path, &q, &err), &err);
+    assert_int_equal(rf_profile_unit_count(q), 0);
+    rf_profile_free(q);
+    rf_profile_free(p);
+    tu_rmtree(dir);
+    free(dir);
+}
+
 /* Replace the first occurrence of FROM in TEXT; the mutated copy must fail with CODE and a message
  * containing NEED. */
 static void expect_bad(const char *text, const char *from, const char *to, rf_status code, const char *need)
@@ -327,6 +363,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_profile_round_trip_exact),
+        cmocka_unit_test(test_profile_save_empty),
         cmocka_unit_test(test_profile_validation),
         cmocka_unit_test(test_profile_version1),
         cmocka_unit_test(test_profile_size_and_totals),

@@ -883,6 +883,29 @@ static void test_existing_output(void **state)
     fx_close(&f);
 }
 
+/* The output directory gets the caller's umask like any directory they make (it was 0700, from
+ * mkdtemp: unreadable to mlx-lm run by another user). */
+static void test_output_permissions(void **state)
+{
+    (void)state;
+    fx f;
+    fx_open(&f);
+    char out[4096];
+    snprintf(out, sizeof out, "%s/out", f.tmp);
+    mode_t old = umask(022);
+    rf_err err;
+    TU_OK(try_write(&f, out, 0, &err), &err);
+    struct stat sb;
+    assert_int_equal(stat(out, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0755);
+    umask(027);
+    TU_OK(try_write(&f, out, 1, &err), &err);
+    assert_int_equal(stat(out, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0750);
+    umask(old);
+    fx_close(&f);
+}
+
 static void test_unwritable_output(void **state)
 {
     (void)state;
@@ -905,6 +928,50 @@ static void test_unwritable_output(void **state)
     free(before);
     free(after);
     fx_close(&f);
+}
+
+/* Overwrite element ELEM of F32 tensor NAME in the fixture's checkpoint and reopen the model. */
+static void poke_f32(fx *f, const char *name, uint64_t elem, float v)
+{
+    rf_err err;
+    const rf_tensor *t = rf_st_find(rf_model_st(f->m), name);
+    assert_non_null(t);
+    assert_int_equal(t->dtype, RF_DT_F32);
+    FILE *fp = fopen(t->file, "r+b");
+    assert_non_null(fp);
+    assert_int_equal(fseek(fp, (long)(t->offset + elem * 4), SEEK_SET), 0);
+    assert_int_equal(fwrite(&v, 4, 1, fp), 1);
+    fclose(fp);
+    rf_model_free(f->m);
+    TU_OK(rf_model_open(f->model, &f->m, &err), &err);
+}
+
+/* A NaN or Inf in a tensor the plan keeps (a norm; down_proj, whose 172 columns no group size
+ * divides) was copied into the output and reported as success. */
+static void test_nonfinite_kept(void **state)
+{
+    (void)state;
+    static const struct { const char *name; uint64_t elem; float v; const char *say; } cases[] = {
+        {"model.norm.weight", 7, NAN, "NaN weight at element 7"},
+        {"model.layers.0.mlp.down_proj.weight", 172 + 5, -INFINITY, "infinite weight at row 1, column 5"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        fx f;
+        fx_open(&f);
+        poke_f32(&f, cases[i].name, cases[i].elem, cases[i].v);
+        char out[4096];
+        snprintf(out, sizeof out, "%s/out", f.tmp);
+        char *before = listing(f.tmp);
+        rf_err err;
+        assert_int_equal(try_write(&f, out, 0, &err), RF_ERR_NONFINITE);
+        if (!strstr(err.msg, cases[i].name) || !strstr(err.msg, cases[i].say) || !strstr(err.msg, "model.safetensors"))
+            fail_msg("message: %s", err.msg);
+        char *after = listing(f.tmp);
+        assert_string_equal(before, after); /* no output, no temporary left */
+        free(before);
+        free(after);
+        fx_close(&f);
+    }
 }
 
 static void test_disk_full(void **state)
@@ -1132,8 +1199,10 @@ int main(void)
         cmocka_unit_test(test_thread_count_invariant),
         cmocka_unit_test(test_refuses_model_dir),
         cmocka_unit_test(test_existing_output),
+        cmocka_unit_test(test_output_permissions),
         cmocka_unit_test(test_unwritable_output),
         cmocka_unit_test(test_disk_full),
+        cmocka_unit_test(test_nonfinite_kept),
         cmocka_unit_test(test_plan_for_other_model),
         cmocka_unit_test(test_cli),
         cmocka_unit_test(test_read_back),

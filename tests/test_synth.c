@@ -263,6 +263,27 @@ static void test_cli(void **state)
     assert_int_equal(tu_run_cli(args, &out), 0);
     assert_non_null(strstr(out, "qwen3"));
     free(out);
+    /* an existing model directory is not overwritten unless asked (it once was, silently) */
+    char cfg[8300];
+    size_t n0, n1;
+    snprintf(cfg, sizeof cfg, "%s/m/config.json", dir);
+    char *before = tu_read_file(cfg, &n0);
+    assert_non_null(before);
+    snprintf(args, sizeof args, "synth '%s/m' --like llama-3.2-1b --scale 0.0625 --layers 1 --vocab 256 --quiet", dir);
+    assert_int_equal(tu_run_cli(args, &out), 1);
+    assert_non_null(strstr(out, "--force"));
+    free(out);
+    char *after = tu_read_file(cfg, &n1);
+    assert_int_equal(n0, n1);
+    assert_memory_equal(before, after, n0);
+    free(after);
+    strcat(args, " --force");
+    assert_int_equal(tu_run_cli(args, &out), 0);
+    free(out);
+    after = tu_read_file(cfg, &n1);
+    assert_non_null(strstr(after, "llama"));
+    free(after);
+    free(before);
     snprintf(args, sizeof args, "synth '%s/x' --like nosuch", dir);
     assert_int_equal(tu_run_cli(args, &out), 1);
     assert_non_null(strstr(out, "unknown architecture"));

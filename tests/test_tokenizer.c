@@ -611,6 +611,28 @@ static void test_cli(void **state)
     free(out);
 }
 
+/* A broken tokenizer.json: the error names the file, then ": ", then what is wrong (the file
+ * name once ran into the message: "DIR/tokenizer.jsontokenizer.json: ..."). */
+static void test_load_error_names_file(void **state)
+{
+    (void)state;
+    char *dir = tu_mkdtemp(), path[4200], want[4300];
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    static const char *const bad[] = {"garbage{", "{}", "{\"model\": {\"type\": \"Unigram\"}}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(tu_write_file(path, bad[i], strlen(bad[i])), 0);
+        rf_err err = {0};
+        rf_tok *tok = NULL;
+        assert_int_not_equal(rf_tok_load(dir, &tok, &err), RF_OK);
+        assert_null(tok);
+        snprintf(want, sizeof want, "%s: ", path);
+        if (strncmp(err.msg, want, strlen(want))) fail_msg("message '%s' does not start with '%s'", err.msg, want);
+        assert_true(strlen(err.msg) > strlen(want) + 5);
+    }
+    tu_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -621,6 +643,7 @@ int main(void)
         cmocka_unit_test(test_normalizers_and_metaspace), cmocka_unit_test(test_bytelevel_prefix_space),
         cmocka_unit_test(test_unsupported_and_invalid), cmocka_unit_test(test_stream_decode),
         cmocka_unit_test(test_threads),               cmocka_unit_test(test_cli),
+        cmocka_unit_test(test_load_error_names_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
