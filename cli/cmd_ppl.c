@@ -120,11 +120,11 @@ rf_status cli_tokenize_file(const char *model_dir, const char *path, int32_t **i
         len += r;
         if (r == 0) break;
     }
-    int rerr = ferror(f);
+    int rerr = ferror(f) ? errno : 0;
     fclose(f);
     if (rerr) {
         free(text);
-        return set_err(err, RF_ERR_IO, "%s: read error", path);
+        return set_err(err, RF_ERR_IO, "%s: %s", path, rerr ? strerror(rerr) : "read error");
     }
     rf_tok *tok;
     rf_status s = rf_tok_load(model_dir, &tok, err);

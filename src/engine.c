@@ -377,6 +377,16 @@ rf_status rf_engine_open(const char *model_dir, const rf_engine_opts *opts, rf_e
     if (!e->layers) { s = rf_err_set(err, RF_ERR_NOMEM, "out of memory"); goto fail; }
     for (int l = 0; l < e->cfg.num_layers; l++)
         if ((s = load_layer(e, l, err))) goto fail;
+    {
+        /* a config that names fewer layers than the checkpoint holds would run a truncated model */
+        char extra[96];
+        snprintf(extra, sizeof extra, "model.layers.%d.input_layernorm.weight", e->cfg.num_layers);
+        if (rf_st_find(e->st, extra)) {
+            s = rf_err_set(err, RF_ERR_FORMAT, "%s: the checkpoint has tensor %s but config.json says "
+                           "num_hidden_layers %d", e->dir, extra, e->cfg.num_layers);
+            goto fail;
+        }
+    }
     if ((s = alloc_state(e, err))) goto fail;
     *out = e;
     return RF_OK;
@@ -603,6 +613,14 @@ rf_status rf_engine_forward(rf_engine *e, const int32_t *tokens, int n, float *l
         if (logits && all_logits) { lg = logits + (uint64_t)i * (uint64_t)e->vocab; nlog = T; }
         else if (logits && i + T == n) { lg = logits; nlog = 1; }
         forward_batch(e, tokens + i, T, lg, nlog);
+        /* The weights are never scanned (they are mmapped and may be hundreds of GB): a NaN/Inf
+         * weight or an overflow shows up here, and a silent "PPL nan" would be worse than an error. */
+        for (uint64_t k = 0; k < (uint64_t)nlog * (uint64_t)e->vocab; k++)
+            if (!isfinite(lg[k]))
+                return rf_err_set(err, RF_ERR_NONFINITE, "%s: non-finite logit at position %d (token %llu of the "
+                                  "vocabulary): the checkpoint holds NaN/Inf weights or the activations overflowed",
+                                  e->dir, e->pos - nlog + (int)(k / (uint64_t)e->vocab),
+                                  (unsigned long long)(k % (uint64_t)e->vocab));
     }
     return RF_OK;
 }

@@ -523,6 +523,55 @@ static void test_sliding_window_model(void **state)
     free(root); free(dst);
 }
 
+/* A NaN weight is not scanned for at load time (weights are mmapped, possibly hundreds of GB), but
+ * the forward pass refuses non-finite logits instead of yielding "PPL nan"; a config.json naming
+ * fewer layers than the checkpoint holds is refused instead of running a truncated model. */
+static void test_bad_checkpoints(void **state)
+{
+    (void)state;
+    const char *d0 = tu_model_dir("stories260k");
+    if (!d0) { skip(); return; }
+    char src[1024];
+    snprintf(src, sizeof src, "%s", d0);
+    char *root = tu_mkdtemp(), *nan_dir = subdir(root, "nan"), *short_dir = subdir(root, "short");
+    rf_st *st;
+    rf_err err;
+    TU_OK(rf_st_open(src, &st, &err), &err);
+    tlist l = {0};
+    for (uint64_t i = 0; i < rf_st_count(st); i++) {
+        const rf_tensor *t = rf_st_get(st, i);
+        tl_add(&l, t->name, t->dtype, t->ndim, t->shape, t->data);
+        if (!strcmp(t->name, "model.layers.2.mlp.down_proj.weight")) ((float *)l.t[l.n - 1].data)[7] = NAN;
+    }
+    json_t *cfg = load_config(src);
+    tl_write(&l, nan_dir, cfg);
+    tl_free(&l);
+    rf_st_close(st);
+    rf_engine *e = open_engine(nan_dir, 1, 16);
+    int32_t ids[4] = {1, 403, 407, 261};
+    float *logits = malloc(4 * 512 * sizeof(float));
+    assert_int_equal(rf_engine_forward(e, ids, 4, logits, 1, &err), RF_ERR_NONFINITE);
+    assert_non_null(strstr(err.msg, "non-finite logit"));
+    assert_non_null(strstr(err.msg, nan_dir));
+    rf_engine_free(e);
+    free(logits);
+
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "ln -s '%s/model.safetensors' '%s/model.safetensors'", src, short_dir);
+    assert_int_equal(system(cmd), 0);
+    json_object_set_new(cfg, "num_hidden_layers", json_integer(3));
+    char *path = config_path(short_dir);
+    assert_int_equal(json_dump_file(cfg, path, JSON_INDENT(1)), 0);
+    free(path);
+    json_decref(cfg);
+    e = NULL;
+    assert_int_equal(rf_engine_open(short_dir, NULL, &e, &err), RF_ERR_FORMAT);
+    assert_null(e);
+    assert_non_null(strstr(err.msg, "model.layers.3.input_layernorm.weight"));
+    tu_rmtree(root);
+    free(root); free(nan_dir); free(short_dir);
+}
+
 /* ------------------------------------------------------------------ MLX quantized checkpoints */
 
 /* Quantize every matrix of SRC whose input dimension allows it, with bits/gs varying by module
@@ -952,6 +1001,7 @@ int main(void)
         cmocka_unit_test(test_moe_route),
         cmocka_unit_test(test_ops),
         cmocka_unit_test(test_open_errors),
+        cmocka_unit_test(test_bad_checkpoints),
         cmocka_unit_test(test_batch_vs_step_stories),
         cmocka_unit_test(test_batch_vs_step_qwen3),
         cmocka_unit_test(test_batch_vs_step_qwen3_moe),
