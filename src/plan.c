@@ -30,7 +30,7 @@ void rf_plan_weights_default(rf_plan_weights *w, rf_weight_rule rule)
         w->role[RF_ROLE_EXPERT_UP] = 0.75;
         w->role[RF_ROLE_ROUTER] = 4;
         w->first_layer = 2;
-        w->last_layer = 1.5;
+        w->last_layer = 1.75;
         w->exponent = 1.1;
         w->moe_active = 1;
         break;

@@ -329,8 +329,8 @@ def svg_panels(path, title, panels, width=980, height=420):
                            % (col, " ".join("%.1f,%.1f" % (X(a), Y(b)) for a, b in sp)))
             for a, b in sp:
                 out.append('<circle cx="%.1f" cy="%.1f" r="%.1f" fill="%s"/>' % (X(a), Y(b), 2.6 if s.get("line") else 3.4, col))
-            ly = y0 + h + 46 + 13 * (si // 3)
-            lx = x0 + (si % 3) * (w // 3)
+            ly = y0 + h + 46 + 13 * (si // 2)
+            lx = x0 + (si % 2) * (w // 2)
             out.append('<rect x="%d" y="%d" width="10" height="10" fill="%s"/>' % (lx, ly - 9, col))
             out.append('<text x="%d" y="%d">%s</text>' % (lx + 14, ly, _esc(s["name"])))
     out.append("</svg>")
