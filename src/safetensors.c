@@ -388,15 +388,22 @@ static rf_status finish_open(rf_st *st, rf_st **out, rf_err *err)
     return RF_OK;
 }
 
+/* Open PATH read-only; a missing file is RF_ERR_NOT_FOUND (a missing shard is common and distinct). */
+static rf_status open_ro(const char *path, int *fd, rf_err *err)
+{
+    *fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (*fd >= 0) return RF_OK;
+    if (errno == ENOENT) return rf_err_set(err, RF_ERR_NOT_FOUND, "%s: no such file", path);
+    return rf_err_errno(err, errno, "cannot open %s", path);
+}
+
 static rf_status map_file(const char *path, st_shard *sh, rf_err *err)
 {
     sh->path = strdup(path);
     if (!sh->path) return nomem(err, "path");
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        if (errno == ENOENT) return rf_err_set(err, RF_ERR_NOT_FOUND, "%s: no such file", path);
-        return rf_err_errno(err, errno, "cannot open %s", path);
-    }
+    int fd;
+    rf_status orc = open_ro(path, &fd, err);
+    if (orc != RF_OK) return orc;
     struct stat sb;
     rf_status rc = RF_OK;
     if (fstat(fd, &sb) != 0) {
@@ -629,11 +636,9 @@ static rf_status load_file_shard(void *ctx, const char *name, st_shard *sh, rf_e
 
 static rf_status read_small_file(const char *path, char **text, uint64_t *len, rf_err *err)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        if (errno == ENOENT) return rf_err_set(err, RF_ERR_NOT_FOUND, "%s: no such file", path);
-        return rf_err_errno(err, errno, "cannot open %s", path);
-    }
+    int fd;
+    rf_status orc = open_ro(path, &fd, err);
+    if (orc != RF_OK) return orc;
     struct stat sb;
     rf_status rc = RF_OK;
     char *buf = NULL;
