@@ -39,7 +39,7 @@ def parse_args():
     ap.add_argument("--quick", action="store_true", help="fewer baselines (gs 64 only), shorter slices, damage on stories260k only")
     ap.add_argument("--models", default=",".join(ALL_MODELS), help="comma-separated model names under --shared/models")
     ap.add_argument("--texts", default="", help="comma-separated texts under --shared/evaltext for every model (default: per model)")
-    ap.add_argument("--max-tokens", type=int, default=4096, help="tokens of each text per measurement (default 4096)")
+    ap.add_argument("--max-tokens", type=int, default=16384, help="tokens of each text per measurement (default 16384)")
     ap.add_argument("--ctx", type=int, default=256)
     ap.add_argument("--damage-models", default="stories260k,qwen3-dense-mini", help="models with per-unit ground truth ('' for none)")
     ap.add_argument("--damage-cands", default="2:128,2:32,3:64,4:64", help="candidates of the per-unit measurement")
@@ -166,7 +166,7 @@ def sweep(a, cli, m):
         first = r["texts"][os.path.basename(m.texts[0])]
         log("  %s [%d/%d %.0fs] %-22s %9d B %6.3f bpw  PPL %.4f  KLD %.5f" % (m.name, i + 1, len(rows), time.time() - t0, r["label"],
                                                                        r["bytes"], r["bpw"], first["ppl"], first["kld"]))
-    return {"model": m.name, "params": params, "unquantized_bytes": m.profile["totals"]["bytes"], "min_safe": min_safe,
+    return {"model": m.name, "source": report.source_version(), "params": params, "unquantized_bytes": m.profile["totals"]["bytes"], "min_safe": min_safe,
             "texts": [os.path.basename(t) for t in m.texts], "max_tokens": a.max_tokens, "ctx": a.ctx, "rows": rows}
 
 
@@ -177,7 +177,7 @@ def run_damage(a, cli, m):
     os.makedirs(dwork, exist_ok=True)
     rows = damage.collect(cli, ev, m.profile, m.template, a.damage_cands, "opt", text, dwork, log)
     rows += damage.collect(cli, ev, m.profile, m.template, a.veto_cands, "mlx", text, dwork, log)
-    return {"model": m.name, "text": os.path.basename(text), "tokens": a.damage_tokens, "mode": "opt", "rows": rows}
+    return {"model": m.name, "source": report.source_version(), "text": os.path.basename(text), "tokens": a.damage_tokens, "mode": "opt", "rows": rows}
 
 
 def main():
