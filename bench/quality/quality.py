@@ -166,7 +166,7 @@ def sweep(a, cli, m):
         first = r["texts"][os.path.basename(m.texts[0])]
         log("  %s [%d/%d %.0fs] %-22s %9d B %6.3f bpw  PPL %.4f  KLD %.5f" % (m.name, i + 1, len(rows), time.time() - t0, r["label"],
                                                                        r["bytes"], r["bpw"], first["ppl"], first["kld"]))
-    return {"model": m.name, "source": report.source_version(), "params": params, "unquantized_bytes": m.profile["totals"]["bytes"], "min_safe": min_safe,
+    return {"model": m.name, "source": a.source, "params": params, "unquantized_bytes": m.profile["totals"]["bytes"], "min_safe": min_safe,
             "texts": [os.path.basename(t) for t in m.texts], "max_tokens": a.max_tokens, "ctx": a.ctx, "rows": rows}
 
 
@@ -177,11 +177,12 @@ def run_damage(a, cli, m):
     os.makedirs(dwork, exist_ok=True)
     rows = damage.collect(cli, ev, m.profile, m.template, a.damage_cands, "opt", text, dwork, log)
     rows += damage.collect(cli, ev, m.profile, m.template, a.veto_cands, "mlx", text, dwork, log)
-    return {"model": m.name, "source": report.source_version(), "text": os.path.basename(text), "tokens": a.damage_tokens, "mode": "opt", "rows": rows}
+    return {"model": m.name, "source": a.source, "text": os.path.basename(text), "tokens": a.damage_tokens, "mode": "opt", "rows": rows}
 
 
 def main():
     a = parse_args()
+    a.source = report.source_version()  # when the run starts: later edits to the tree do not change what measured
     phases = set(a.phases.split(","))
     cli = Cli(a.bin, a.threads, a.verbose)
     os.makedirs(a.work, exist_ok=True)
