@@ -12,8 +12,9 @@ from common import (ROLE_TOKENS, lstsq, linfit, save_json, load_json, spearman, 
 # ------------------------------------------------------------------ collection
 
 
-def collect(cli, ev, profile, template, cands, mode, text, work, log):
-    """[{unit, role, layer, n_layers, params, bits, gs, d, sqnr, kld, kld_stderr, dnll}] (cached)."""
+def collect(cli, ev, profile, template, cands, mode, text, work, log, oracle=False):
+    """[{unit, role, layer, n_layers, params, bits, gs, d, sqnr, kld, kld_stderr, dnll, oracle}] (cached); ORACLE
+    marks rows measured only for the allocation headroom (oracle.py), which the calibration leaves out."""
     rows = []
     units = profile["units"]
     total = sum(1 for u in units for b, g in cands if unit_candidate(profile, u, b, g, mode))
@@ -32,7 +33,7 @@ def collect(cli, ev, profile, template, cands, mode, text, work, log):
             rows.append({"mode": mode, "unit": u["name"], "role": u["role"], "layer": u["layer"], "n_layers": u["n_layers"],
                          "params": u["params"], "members": u["members"], "stats": u["stats"], "bits": bits, "gs": gs,
                          "d": d, "sqnr": -10 * math.log10(d) if d > 0 else 99.0, "kld": r["kld"],
-                         "kld_stderr": r["kld_stderr"], "dnll": r["nll"] - r["nll_base"]})
+                         "kld_stderr": r["kld_stderr"], "dnll": r["nll"] - r["nll_base"], "oracle": oracle})
     return rows
 
 

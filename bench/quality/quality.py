@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import Cli, llama_preset, load_json, load_profile, save_json, svg_panels, write_plan  # noqa: E402
 from evaluate import Evaluator  # noqa: E402
 import damage  # noqa: E402
+import oracle  # noqa: E402
 import report  # noqa: E402
 
 TEXTS = {  # the texts each model is evaluated on (its own domain first)
@@ -45,8 +46,13 @@ def parse_args():
     ap.add_argument("--damage-cands", default="2:128,2:32,3:64,4:64", help="candidates of the per-unit measurement")
     ap.add_argument("--veto-cands", default="2:128,2:64,2:32",
                     help="MLX-quantizer candidates measured per unit too: low SQNR, to see where damage explodes")
+    ap.add_argument("--oracle-cands", default="5:64,6:64",
+                    help="more opt candidates measured per unit (not fitted): with --damage-cands, the menu of the "
+                         "allocation headroom (the best plan under the measured damages)")
+    ap.add_argument("--oracle-sizes", default="3:64,4:64,5:64", help="uniform configs at whose sizes the headroom is measured")
     ap.add_argument("--damage-tokens", type=int, default=4096, help="tokens of the per-unit measurement (first text)")
-    ap.add_argument("--phases", default="damage,calibrate,sweep,report", help="damage, calibrate, sweep, report (comma-separated)")
+    ap.add_argument("--phases", default="damage,calibrate,oracle,sweep,report",
+                    help="damage, calibrate, oracle, sweep, report (comma-separated)")
     ap.add_argument("--weights", default="calibrated",
                     help="weights of the ramfit rows: 'calibrated' (bench/quality/weights.json as the calibrate phase "
                          "writes it), 'builtin' (the planner's defaults) or a weights file (docs/plan.md)")
@@ -63,6 +69,8 @@ def parse_args():
         a.damage_tokens = min(a.damage_tokens, 2048)
     a.damage_cands = [tuple(int(v) for v in c.split(":")) for c in a.damage_cands.split(",") if c]
     a.veto_cands = [tuple(int(v) for v in c.split(":")) for c in a.veto_cands.split(",") if c]
+    a.oracle_cands = [tuple(int(v) for v in c.split(":")) for c in a.oracle_cands.split(",") if c]
+    a.oracle_sizes = {tuple(int(v) for v in c.split(":")) for c in a.oracle_sizes.split(",") if c}
     return a
 
 
@@ -177,6 +185,8 @@ def run_damage(a, cli, m):
     os.makedirs(dwork, exist_ok=True)
     rows = damage.collect(cli, ev, m.profile, m.template, a.damage_cands, "opt", text, dwork, log)
     rows += damage.collect(cli, ev, m.profile, m.template, a.veto_cands, "mlx", text, dwork, log)
+    rows += damage.collect(cli, ev, m.profile, m.template, [c for c in a.oracle_cands if c not in a.damage_cands], "opt",
+                           text, dwork, log, oracle=True)
     return {"model": m.name, "source": a.source, "text": os.path.basename(text), "tokens": a.damage_tokens, "mode": "opt", "rows": rows}
 
 
@@ -208,6 +218,20 @@ def main():
         save_json(a.weights_file, w)
         log("calibrated weights: %s" % json.dumps(w, sort_keys=True))
     state["weights"] = load_json(a.weights_file) if a.weights_file else "builtin"
+    if "oracle" in phases and isinstance(state["weights"], dict):
+        for name in dmodels:
+            d = state["damage"].get(name)
+            if not d:
+                continue
+            m = runs[name]
+            log("%s: allocation headroom" % name)
+            ev = Evaluator(cli, m.work, m.dir, a.damage_tokens, a.ctx)
+            rows = [r for r in d["rows"] if r.get("mode", "opt") == "opt"]
+            state.setdefault("oracle", {})[name] = {
+                "text": d["text"], "tokens": a.damage_tokens, "source": a.source,
+                "sizes": oracle.measure(ev, m.profile, m.template, rows, state["weights"], os.path.join(a.shared, "evaltext", d["text"]),
+                                        os.path.join(m.work, "units"), a.oracle_sizes)}
+            save_json(state_path, state)
     for name in models:
         m = runs[name]
         if "sweep" in phases:

@@ -100,6 +100,8 @@ def write(a, state, profiles):
     dmodels = state.get("damage_models", [])
     if dmodels:
         damage_section(md, state, profiles, dmodels, out)
+    if state.get("oracle"):
+        oracle_section(md, state)
     with open(os.path.join(out, "quality.md"), "w") as f:
         f.write("\n".join(md) + "\n")
 
@@ -311,7 +313,8 @@ def damage_section(md, state, profiles, dmodels, out):
 
 
 def opt_rows(rows):
-    return [r for r in rows if r.get("mode", "opt") == "opt"]
+    """The calibration's points: opt quantizer, the --damage-cands (not the headroom's extra candidates)."""
+    return [r for r in rows if r.get("mode", "opt") == "opt" and not r.get("oracle")]
 
 
 def fit_roles():
@@ -393,3 +396,28 @@ def plot_damage(data, w, out):
         panels.append({"title": n, "xlabel": "predicted w*D^p (calibrated)", "ylabel": "measured KLD (nats)",
                        "logx": True, "logy": True, "series": series})
     svg_panels(os.path.join(out, "quality-damage.svg"), "Per-unit damage: predicted vs measured", panels)
+
+
+def oracle_section(md, state):
+    md += ["## Headroom of allocation: the best plan the measurements allow", "",
+           "With each unit's own damage measured at a menu of candidates (opt quantizer; the ground truth above plus "
+           "5/64 and 6/64), the exact best plan under the sum of the measured damages (the oracle: it knows the "
+           "measurements, which no data-free method does), the plan ramfit's calibrated weights choose from the same "
+           "menu, and the uniform plan are quantized at the size of uniform b/gs and measured for real (same text "
+           "and tokens as the ground truth). 'additive' is the sum of the chosen units' own KLDs; 'changed' counts "
+           "units not at b/gs. The gap of the target is the PPL gap of uniform b/gs; if the oracle closes little "
+           "of it, no allocation can at that size, whatever the weights.", "",
+           "| model | size of | bytes | plan | changed | additive | KLD | PPL | KLD cut vs uniform | PPL gap closed |",
+           "|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for name, o in state["oracle"].items():
+        for e in o["sizes"]:
+            u = e["plans"].get("uniform (opt quantizer)")
+            for label, r in e["plans"].items():
+                cut = 1 - r["kld"] / u["kld"] if u and u["kld"] > 0 else float("nan")
+                gap = ((u["ppl"] - r["ppl"]) / (u["ppl"] - r["ppl_base"]) if u and u["ppl"] > r["ppl_base"]
+                       else float("nan"))
+                md.append("| %s | %d/%d | %d | %s | %d | %s | %s | %.4f | %s | %s |" % (
+                    name, e["bits"], e["gs"], r["bytes"], label, r["changed"], fnum(r["additive"], 4), fnum(r["kld"], 4),
+                    r["ppl"], fnum(cut, 3), fnum(gap, 3)))
+    md += ["", "Texts and tokens: %s." % "; ".join("%s %s, %d tokens" % (n, o["text"], o["tokens"])
+                                                 for n, o in state["oracle"].items()), ""]
