@@ -27,6 +27,9 @@ int cli_wants_help(int argc, char **argv);
 
 /* 1 if both paths exist and are the same file (links resolved). */
 int cli_same_file(const char *a, const char *b);
+/* 0 if a file can be created at PATH (its directory exists and is writable); otherwise prints the error
+ * naming PATH and returns 1. For commands whose long work would otherwise find out only at the end. */
+int cli_check_output(const char *path);
 /* 1 if a file created at PATH would land in DIR or below it (links resolved). */
 int cli_file_in_dir(const char *path, const char *dir);
 

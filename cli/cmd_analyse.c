@@ -103,6 +103,7 @@ int rf_cmd_analyse(int argc, char **argv)
     /* The profile, its data file and the checkpoint land next to OUT: never among the model's files. */
     if (cli_file_in_dir(out, dir))
         return cli_usage_error("analyse", "-o %s is inside the model directory %s: ramfit never writes into the model", out, dir);
+    if (cli_check_output(out)) return 1;
     snprintf(partial, sizeof partial, "%s.partial", out);
     o.partial_path = partial;
 

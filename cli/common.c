@@ -1,5 +1,6 @@
 #include "cli.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -102,19 +103,42 @@ int cli_same_file(const char *a, const char *b)
     return a && b && stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
+/* The directory a file created at PATH lands in ("." when PATH has no slash), in BUF. */
+static const char *parent_dir(const char *path, char *buf, size_t n)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash) return ".";
+    size_t len = slash == path ? 1 : (size_t)(slash - path);
+    if (len >= n) len = n - 1;
+    memcpy(buf, path, len);
+    buf[len] = '\0';
+    return buf;
+}
+
+int cli_check_output(const char *path)
+{
+    char buf[4096];
+    const char *dir = parent_dir(path, buf, sizeof buf);
+    struct stat st;
+    rf_err err = {RF_ERR_IO, ""};
+    if (stat(dir, &st) != 0)
+        snprintf(err.msg, sizeof err.msg, "cannot write %.480s: directory %.480s: %s", path, dir, strerror(errno));
+    else if (!S_ISDIR(st.st_mode))
+        snprintf(err.msg, sizeof err.msg, "cannot write %.480s: %.480s is not a directory", path, dir);
+    else if (access(dir, W_OK | X_OK) != 0)
+        snprintf(err.msg, sizeof err.msg, "cannot write %.480s: directory %.480s: %s", path, dir, strerror(errno));
+    else
+        return 0;
+    return cli_fail(&err);
+}
+
 int cli_file_in_dir(const char *path, const char *dir)
 {
-    char *d = realpath(dir, NULL), *copy = strdup(path), *p = NULL;
-    if (d && copy) {
-        char *slash = strrchr(copy, '/');
-        if (slash == copy) slash[1] = '\0';
-        else if (slash) *slash = '\0';
-        p = realpath(slash ? copy : ".", NULL);
-    }
+    char buf[4096];
+    char *d = realpath(dir, NULL), *p = d ? realpath(parent_dir(path, buf, sizeof buf), NULL) : NULL;
     size_t n = d ? strlen(d) : 0;
     int in = p && (!strcmp(d, "/") || (!strncmp(p, d, n) && (p[n] == '\0' || p[n] == '/')));
     free(p);
-    free(copy);
     free(d);
     return in;
 }

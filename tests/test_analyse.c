@@ -668,6 +668,19 @@ static void test_cli(void **state)
     free(after);
     snprintf(path, sizeof path, "%s/p.json", dir);
     assert_false(exists(path));
+    /* an output that cannot be written fails before the analysis, naming it (was found out only at the end) */
+    static const char *const bad[] = {"no-such-dir/p.json", "file/p.json"};
+    snprintf(path, sizeof path, "%s/file", tmp);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fclose(f);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(args, sizeof args, "analyse '%s' --threads 2 -o '%s/%s'", dir, tmp, bad[i]);
+        rc = tu_run_cli(args, &out);
+        if (rc != 1 || !strstr(out, "cannot write") || !strstr(out, bad[i]) || strstr(out, "analyse: "))
+            fail_msg("%s -> %d: %s", args, rc, out);
+        free(out);
+    }
     tu_rmtree(tmp);
     free(tmp);
     tu_rmtree(dir);
