@@ -8,6 +8,8 @@ import json
 
 from common import load_json, save_json
 
+_CACHES = {}
+
 
 def plan_key(path):
     """What the checkpoint depends on: the quantizer and each unit's config (not the weights, budget or
@@ -25,7 +27,9 @@ class Evaluator:
         self.max_tokens = max_tokens
         self.ctx = ctx
         self.cache_path = os.path.join(work, "results.json")
-        self.cache = load_json(self.cache_path, {})
+        # one dict per file for every Evaluator of a work dir (sweep, damage, headroom): each saves the whole
+        # cache, so separate copies dropped each other's results
+        self.cache = _CACHES.setdefault(self.cache_path, load_json(self.cache_path, {}))
 
     def measure(self, plan_path, texts, mode=None):
         """{text name: {kld, kld_stderr, kld_p99, top1, ppl, ppl_base, nll, nll_base, tokens}} for PLAN_PATH."""

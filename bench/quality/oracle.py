@@ -90,19 +90,22 @@ def uniform_menu_sizes(profile, rows):
 
 
 def measure(ev, profile, template, rows, weights, text, work, sizes_of):
-    """[{size, uniform, label: {additive, kld, ppl, bytes}}] for each uniform candidate in SIZES_OF."""
+    """[{bits, gs, size, plans: {label: {bytes, additive, kld, ppl, ppl_base, changed}}}] for each uniform
+    candidate in SIZES_OF: the uniform baseline (MLX's quantizer), uniform with the opt quantizer, the oracle and
+    the calibrated weights' plan (both opt)."""
     m = menu(profile, rows)
     out = []
     for key, size in sorted(uniform_menu_sizes(profile, rows).items()):
         if key not in sizes_of:
             continue
         entry = {"bits": key[0], "gs": key[1], "size": size, "plans": {}}
-        choices = {"uniform (opt quantizer)": {n: key for n in m}}
-        choices.update(plans(profile, rows, weights, size))
-        for label, ch in choices.items():
-            path = os.path.join(work, "oracle-%d-%d-%s.plan.json" % (key[0], key[1], label.split()[0]))
-            total = write_plan(template, profile, ch, "opt", "oracle", path)
-            add = sum(next(o[1] for o in m[n] if o[3] == c) for n, c in ch.items())
+        uniform = {n: key for n in m}
+        choices = [("uniform, MLX quantizer (the baseline)", uniform, "mlx"), ("uniform, opt quantizer", uniform, "opt")]
+        choices += [(label, ch, "opt") for label, ch in plans(profile, rows, weights, size).items()]
+        for i, (label, ch, mode) in enumerate(choices):
+            path = os.path.join(work, "oracle-%d-%d-%d.plan.json" % (key[0], key[1], i))
+            total = write_plan(template, profile, ch, mode, "oracle", path)
+            add = sum(next(o[1] for o in m[n] if o[3] == c) for n, c in ch.items()) if mode == "opt" else None
             r = ev.measure(path, [text])[os.path.basename(text)]
             entry["plans"][label] = {"bytes": total, "additive": add, "kld": r["kld"], "ppl": r["ppl"],
                                      "ppl_base": r["ppl_base"], "changed": sum(1 for n, c in ch.items() if c != key)}

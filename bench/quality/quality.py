@@ -225,11 +225,10 @@ def main():
                 continue
             m = runs[name]
             log("%s: allocation headroom" % name)
-            ev = Evaluator(cli, m.work, m.dir, a.damage_tokens, a.ctx)
             rows = [r for r in d["rows"] if r.get("mode", "opt") == "opt"]
             state.setdefault("oracle", {})[name] = {
-                "text": d["text"], "tokens": a.damage_tokens, "source": a.source,
-                "sizes": oracle.measure(ev, m.profile, m.template, rows, state["weights"], os.path.join(a.shared, "evaltext", d["text"]),
+                "text": d["text"], "tokens": a.max_tokens, "source": a.source,
+                "sizes": oracle.measure(m.ev, m.profile, m.template, rows, state["weights"], os.path.join(a.shared, "evaltext", d["text"]),
                                         os.path.join(m.work, "units"), a.oracle_sizes)}
             save_json(state_path, state)
     for name in models:
