@@ -103,42 +103,33 @@ int cli_same_file(const char *a, const char *b)
     return a && b && stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
-/* The directory a file created at PATH lands in ("." when PATH has no slash), in BUF. */
-static const char *parent_dir(const char *path, char *buf, size_t n)
+/* The directory a file created at PATH lands in ("." when PATH has no slash); malloc'd, NULL when out
+ * of memory. */
+static char *parent_dir(const char *path)
 {
     const char *slash = strrchr(path, '/');
-    if (!slash) return ".";
-    size_t len = slash == path ? 1 : (size_t)(slash - path);
-    if (len >= n) len = n - 1;
-    memcpy(buf, path, len);
-    buf[len] = '\0';
-    return buf;
+    return slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
 }
 
 int cli_check_output(const char *path)
 {
-    char buf[4096];
-    const char *dir = parent_dir(path, buf, sizeof buf);
+    char *dir = parent_dir(path);
     struct stat st;
+    int e = !dir ? ENOMEM : stat(dir, &st) != 0 ? errno : !S_ISDIR(st.st_mode) ? ENOTDIR
+          : access(dir, W_OK | X_OK) != 0 ? errno : 0;
     rf_err err = {RF_ERR_IO, ""};
-    if (stat(dir, &st) != 0)
-        snprintf(err.msg, sizeof err.msg, "cannot write %.480s: directory %.480s: %s", path, dir, strerror(errno));
-    else if (!S_ISDIR(st.st_mode))
-        snprintf(err.msg, sizeof err.msg, "cannot write %.480s: %.480s is not a directory", path, dir);
-    else if (access(dir, W_OK | X_OK) != 0)
-        snprintf(err.msg, sizeof err.msg, "cannot write %.480s: directory %.480s: %s", path, dir, strerror(errno));
-    else
-        return 0;
-    return cli_fail(&err);
+    if (e) snprintf(err.msg, sizeof err.msg, "cannot write %.480s: directory %.480s: %s", path, dir ? dir : "?", strerror(e));
+    free(dir);
+    return e ? cli_fail(&err) : 0;
 }
 
 int cli_file_in_dir(const char *path, const char *dir)
 {
-    char buf[4096];
-    char *d = realpath(dir, NULL), *p = d ? realpath(parent_dir(path, buf, sizeof buf), NULL) : NULL;
+    char *d = realpath(dir, NULL), *parent = d ? parent_dir(path) : NULL, *p = parent ? realpath(parent, NULL) : NULL;
     size_t n = d ? strlen(d) : 0;
     int in = p && (!strcmp(d, "/") || (!strncmp(p, d, n) && (p[n] == '\0' || p[n] == '/')));
     free(p);
+    free(parent);
     free(d);
     return in;
 }

@@ -9,18 +9,24 @@ import math
 import os
 
 import damage
-from common import unit_candidate, write_plan
+from common import profile_units, unit_candidate, write_plan
 
 
 def menu(profile, rows):
-    """{unit: [(bytes, measured kld, predicted d, (bits, gs))]} from the opt-quantizer damage rows."""
+    """{unit: [(bytes, measured kld, predicted d, (bits, gs))]} from the damage rows of the opt quantizer."""
+    units = profile_units(profile)
     out = {}
     for r in rows:
-        u = next(x for x in profile["units"] if x["name"] == r["unit"])
-        c = unit_candidate(profile, u, r["bits"], r["gs"], "opt")
+        c = unit_candidate(profile, units[r["unit"]], r["bits"], r["gs"], "opt") if r.get("mode", "opt") == "opt" else None
         if c is not None:
             out.setdefault(r["unit"], []).append((c[0], r["kld"], r["d"], (r["bits"], r["gs"])))
     return out
+
+
+def other_bytes(profile, m):
+    """Bytes of everything outside the menu's units (kept units, norms): fixed in every menu plan."""
+    units = profile_units(profile)
+    return profile["totals"]["bytes"] - sum(units[n]["kept_bytes"] for n in m)
 
 
 def knapsack(options, avail):
@@ -64,9 +70,8 @@ def plans(profile, rows, weights, size):
     (every unit at the one candidate whose uniform plan has SIZE bytes, when the menu has it)."""
     m = menu(profile, rows)
     names = sorted(m)
-    units = {u["name"]: u for u in profile["units"]}
-    other = profile["totals"]["bytes"] - sum(units[n]["kept_bytes"] for n in names)
-    avail = size - other
+    units = profile_units(profile)
+    avail = size - other_bytes(profile, m)
     pred = {n: [damage.unit_weight(profile, weights, units[n]) * d ** weights["exponent"] for _, _, d, _ in m[n]]
             for n in names}
     out = {}
@@ -80,8 +85,7 @@ def plans(profile, rows, weights, size):
 def uniform_menu_sizes(profile, rows):
     """{(bits, gs): bytes of the plan with every menu unit at that candidate} for candidates every unit has."""
     m = menu(profile, rows)
-    units = {u["name"]: u for u in profile["units"]}
-    other = profile["totals"]["bytes"] - sum(units[n]["kept_bytes"] for n in m)
+    other = other_bytes(profile, m)
     out = {}
     for key in sorted({o[3] for opts in m.values() for o in opts}):
         if all(any(o[3] == key for o in opts) for opts in m.values()):

@@ -67,11 +67,14 @@ def parse_args():
     if a.quick:
         a.max_tokens = min(a.max_tokens, 4096)
         a.damage_tokens = min(a.damage_tokens, 2048)
-    a.damage_cands = [tuple(int(v) for v in c.split(":")) for c in a.damage_cands.split(",") if c]
-    a.veto_cands = [tuple(int(v) for v in c.split(":")) for c in a.veto_cands.split(",") if c]
-    a.oracle_cands = [tuple(int(v) for v in c.split(":")) for c in a.oracle_cands.split(",") if c]
-    a.oracle_sizes = {tuple(int(v) for v in c.split(":")) for c in a.oracle_sizes.split(",") if c}
+    a.damage_cands, a.veto_cands, a.oracle_cands = (configs(x) for x in (a.damage_cands, a.veto_cands, a.oracle_cands))
+    a.oracle_sizes = set(configs(a.oracle_sizes))
     return a
+
+
+def configs(text):
+    """'4:64,3:32' -> [(4, 64), (3, 32)]"""
+    return [tuple(int(v) for v in c.split(":")) for c in text.split(",") if c]
 
 
 def log(msg):
@@ -225,10 +228,9 @@ def main():
                 continue
             m = runs[name]
             log("%s: allocation headroom" % name)
-            rows = [r for r in d["rows"] if r.get("mode", "opt") == "opt"]
             state.setdefault("oracle", {})[name] = {
                 "text": d["text"], "tokens": a.max_tokens, "source": a.source,
-                "sizes": oracle.measure(m.ev, m.profile, m.template, rows, state["weights"], os.path.join(a.shared, "evaltext", d["text"]),
+                "sizes": oracle.measure(m.ev, m.profile, m.template, d["rows"], state["weights"], os.path.join(a.shared, "evaltext", d["text"]),
                                         os.path.join(m.work, "units"), a.oracle_sizes)}
             save_json(state_path, state)
     for name in models:

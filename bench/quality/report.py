@@ -11,12 +11,18 @@ BUDGET_ROWS = (("ramfit opt", "ramfit"), ("ramfit mlx", "ramfit-mlx"), ("RAM", "
 
 
 def source_version():
+    """'git HASH', '-dirty' when sources differ from it; the report's own outputs (docs/quality*) do not count,
+    since a rerun has always rewritten them."""
     import subprocess
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    def git(*args):
+        return subprocess.run(["git", "-C", root] + list(args), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        r = subprocess.run(["git", "-C", root, "describe", "--always", "--dirty"], stdout=subprocess.PIPE,
-                           stderr=subprocess.DEVNULL, text=True)
-        return "git " + r.stdout.strip() if r.returncode == 0 and r.stdout.strip() else "unknown"
+        head = git("rev-parse", "--short", "HEAD")
+        if head.returncode != 0 or not head.stdout.strip():
+            return "unknown"
+        dirty = git("diff", "--quiet", "HEAD", "--", ".", ":(exclude)docs/quality*").returncode != 0
+        return "git " + head.stdout.strip() + ("-dirty" if dirty else "")
     except OSError:
         return "unknown"
 
@@ -26,6 +32,14 @@ def measured_by(state):
     report's own."""
     runs = [v.get("source", "unrecorded") for part in ("sweeps", "damage") for v in state.get(part, {}).values()]
     return "measured by %s; report by %s" % (", ".join(sorted(set(runs))) or "-", source_version())
+
+
+def gap_cut(base, r, ppl0):
+    """(fraction of BASE's PPL gap to the unquantized PPL0 that R closes, 1 - KLD_R / KLD_BASE); NaN where
+    undefined (BASE's PPL not above PPL0, zero KLD)."""
+    gap = (base["ppl"] - r["ppl"]) / (base["ppl"] - ppl0) if base["ppl"] > ppl0 else float("nan")
+    cut = 1 - r["kld"] / base["kld"] if base["kld"] > 0 else float("nan")
+    return gap, cut
 
 
 def fnum(v, digits=4):
@@ -147,8 +161,7 @@ def model_section(md, sw, out):
             strict_ppl = all(v > 0 for v in ppl_cmp)
             win_kld = all(tx["kld"] <= o["kld"] for o in others)
             mlx_kld = y["texts"][text]["kld"] if y else None
-            gap = (tb["ppl"] - tx["ppl"]) / (tb["ppl"] - ppl0) if tb["ppl"] - ppl0 > 0 else float("nan")
-            cut = 1 - tx["kld"] / tb["kld"] if tb["kld"] > 0 else float("nan")
+            gap, cut = gap_cut(tb, tx, ppl0)
             res = {"model": name, "text": text, "baseline": b["label"], "family": b["family"], "bytes": b["bytes"],
                    "bpw": b["bpw"], "gap": gap, "cut": cut, "win_ppl": win_ppl, "strict_ppl": strict_ppl, "win_kld": win_kld,
                    "unsafe": x.get("unsafe"), "size_ok": 0.99 * b["bytes"] <= x["bytes"] <= b["bytes"],
@@ -414,8 +427,7 @@ def oracle_section(md, state):
         for e in o["sizes"]:
             u = next(iter(e["plans"].values()))  # the uniform baseline (MLX quantizer) comes first
             for label, r in e["plans"].items():
-                cut = 1 - r["kld"] / u["kld"] if u["kld"] > 0 else float("nan")
-                gap = (u["ppl"] - r["ppl"]) / (u["ppl"] - r["ppl_base"]) if u["ppl"] > r["ppl_base"] else float("nan")
+                gap, cut = gap_cut(u, r, r["ppl_base"])
                 md.append("| %s | %d/%d | %d | %s | %d | %s | %s | %.4f | %s | %s |" % (
                     name, e["bits"], e["gs"], r["bytes"], label, r["changed"], fnum(r["additive"], 4), fnum(r["kld"], 4),
                     r["ppl"], fnum(cut, 3), fnum(gap, 3)))
@@ -426,14 +438,10 @@ def oracle_section(md, state):
         if not e:
             continue
         u = next(iter(e["plans"].values()))
+        gc = {label: gap_cut(u, r, r["ppl_base"]) for label, r in e["plans"].items()}
         def part(label):
-            r = e["plans"].get(label)
-            if not r or u["ppl"] <= r["ppl_base"] or u["kld"] <= 0:
-                return "-"
-            return "%s of the PPL gap (KLD cut %s)" % (fnum((u["ppl"] - r["ppl"]) / (u["ppl"] - r["ppl_base"]), 3),
-                                                      fnum(1 - r["kld"] / u["kld"], 3))
-        oracle_gap = (u["ppl"] - e["plans"]["oracle (measured damage)"]["ppl"]) / (u["ppl"] - u["ppl_base"]) \
-            if "oracle (measured damage)" in e["plans"] and u["ppl"] > u["ppl_base"] else float("nan")
+            return "%s of the PPL gap (KLD cut %s)" % tuple(fnum(v, 3) for v in gc[label]) if label in gc else "-"
+        oracle_gap = gc.get("oracle (measured damage)", (float("nan"),))[0]
         md.append("- %s at the size of uniform 4/64: the opt quantizer alone closes %s; the oracle allocation %s; "
                   "ramfit's weights %s.%s" % (
                       name, part("uniform, opt quantizer"), part("oracle (measured damage)"), part("ramfit weights"),
