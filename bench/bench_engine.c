@@ -3,7 +3,7 @@
  * Qwen3 test models in BF16 and MLX 4-bit g64 (written to a temp dir by this program).
  * All ratios are measured side by side in one run; absolute figures are noisy on shared cores.
  * usage: bench_engine [--threads N] [--quick] [--only decode|matmul|models] */
-#include "engine_internal.h"
+#include "engine/engine_internal.h"
 
 #include <jansson.h>
 #include <math.h>

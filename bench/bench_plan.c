@@ -4,7 +4,7 @@
  * Usage: bench_plan [layers [state_limit [parts]]] (default 2857 layers: 7 units per layer + embed + lm_head =
  * 20001 units; state limit 0 = the library default; parts: any of l (Llama-like shapes), r (random shapes),
  * i (profile file size and I/O), default "lri") */
-#include "plan_internal.h"
+#include "plan/plan_internal.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -8,7 +8,7 @@
  *  - opaque objects come in create/open + free/close pairs; free accepts NULL;
  *  - sizes and offsets are uint64_t.
  *
- * Sections are owned by modules (src/<module>.c); keep each section's declarations together.
+ * Sections are owned by modules (src/<stage>/<module>.c); keep each section's declarations together.
  */
 #ifndef RAMFIT_H
 #define RAMFIT_H
@@ -26,7 +26,7 @@ extern "C" {
 #define RF_VERSION_PATCH 0
 #define RF_VERSION_STRING "0.1.0"
 
-/* ===================================================================== errors (error.c) */
+/* ===================================================================== errors (common/error.c) */
 
 typedef enum rf_status {
     RF_OK = 0,
@@ -56,7 +56,7 @@ const char *rf_status_name(rf_status s);
 /* Clear an error record (code RF_OK, empty message). NULL is fine. */
 void rf_err_clear(rf_err *err);
 
-/* ===================================================================== common utilities (util.c) */
+/* ===================================================================== common utilities (common/util.c) */
 
 /* Parse a size: plain bytes ("123"), decimal units kB/MB/GB/TB (1000^n), binary KiB/MiB/GiB/TiB
  * (1024^n); fractions allowed ("1.5GB"); case-insensitive unit, optional space and trailing "B". */
@@ -73,7 +73,7 @@ typedef struct rf_progress {
     volatile int *cancel;
 } rf_progress;
 
-/* ===================================================================== thread pool (pool.c) */
+/* ===================================================================== thread pool (common/pool.c) */
 
 /* A fixed set of worker threads that run "task i of n" loops. The caller's thread takes part.
  * Tasks are handed out dynamically (atomic counter), so results must not depend on which
@@ -88,7 +88,7 @@ int rf_pool_threads(const rf_pool *p);
  * A NULL pool runs everything on the calling thread (worker 0). */
 void rf_pool_run(rf_pool *p, uint64_t n, rf_task_fn fn, void *ctx);
 
-/* ===================================================================== dtypes, conversion (convert.c) */
+/* ===================================================================== dtypes, conversion (common/convert.c) */
 
 typedef enum rf_dtype {
     RF_DT_INVALID = 0,
@@ -120,7 +120,7 @@ uint16_t rf_f32_to_f16(float f);
 rf_status rf_convert_to_f32(rf_dtype src, const void *in, float *out, uint64_t n, rf_err *err);
 rf_status rf_convert_from_f32(rf_dtype dst, const float *in, void *out, uint64_t n, rf_err *err);
 
-/* ===================================================================== CPU features (cpu.c) */
+/* ===================================================================== CPU features (common/cpu.c) */
 
 enum { RF_CPU_AVX2 = 1u << 0, RF_CPU_FMA = 1u << 1, RF_CPU_F16C = 1u << 2, RF_CPU_NEON = 1u << 3 };
 /* Features of this CPU that ramfit's fast paths use, masked by rf_cpu_set_mask(). */
@@ -128,7 +128,7 @@ unsigned rf_cpu_features(void);
 /* Restrict the fast paths (tests and benchmarks compare scalar vs fast; also env RAMFIT_SIMD=0). */
 void rf_cpu_set_mask(unsigned mask);
 
-/* ===================================================================== safetensors (safetensors.c) */
+/* ===================================================================== safetensors (io/safetensors.c) */
 
 #define RF_MAX_DIMS 8
 
@@ -198,7 +198,7 @@ void rf_stw_free(rf_stw *w);
 /* Bytes of tensor data in total (what index.json calls total_size). */
 uint64_t rf_stw_total_bytes(const rf_stw *w);
 
-/* ===================================================================== model catalogue (model.c) */
+/* ===================================================================== model catalogue (arch/model.c) */
 
 typedef enum rf_arch {
     RF_ARCH_UNKNOWN = 0,
@@ -314,7 +314,7 @@ uint64_t rf_model_param_count(const rf_model *m);
 /* Index of the unit named NAME (MLX module path), or -1. */
 int64_t rf_model_unit_find(const rf_model *m, const char *name);
 
-/* ===================================================================== quantization kernels (quant.c) */
+/* ===================================================================== quantization kernels (quant/quant.c) */
 
 typedef enum rf_qmode { RF_QMODE_MLX = 0, RF_QMODE_OPT = 1 } rf_qmode;
 
@@ -351,7 +351,7 @@ rf_status rf_quant_error(rf_dtype src, const void *w, uint64_t rows, uint64_t co
 rf_status rf_quant_error_all(rf_dtype src, const void *w, uint64_t rows, uint64_t cols,
                              rf_qmode mode, rf_dtype sdtype, rf_qerr out[RF_QCFG_N], rf_err *err);
 
-/* ===================================================================== profile (profile.c) */
+/* ===================================================================== profile (analyse/profile.c) */
 
 /* A profile: for every quantization unit of a model, each candidate config with its exact MLX
  * bytes and measured error, per quantizer mode; plus every other tensor's kept bytes, so the
@@ -475,7 +475,7 @@ rf_status rf_profile_from_parts(const char *json, size_t json_len, const void *d
                                 rf_profile **out, rf_err *err);
 rf_status rf_profile_load(const char *path, rf_profile **out, rf_err *err);
 
-/* ===================================================================== plan (plan.c, mckp.c, targets.c) */
+/* ===================================================================== plan (plan/plan.c, plan/mckp.c, plan/targets.c) */
 
 /* A plan: one config per unit of a profile for a byte budget, found by an exact multiple-choice
  * knapsack solver (docs/plan.md), or a baseline rule for comparison. */
@@ -630,7 +630,7 @@ typedef struct rf_target_budget {
 } rf_target_budget;
 rf_status rf_target_budget_for(const rf_target *t, const rf_profile *p, uint64_t context, rf_target_budget *out, rf_err *err);
 
-/* ===================================================================== inference engine (engine.c) */
+/* ===================================================================== inference engine (engine/engine.c) */
 
 /* Runs a checkpoint: Hugging Face (BF16/F16/F32) or MLX affine-quantized (per-module bits and
  * group size from config.json "quantization"), families llama, mistral, qwen2, qwen3, mixtral,
@@ -660,14 +660,14 @@ rf_status rf_engine_forward(rf_engine *e, const int32_t *tokens, int n, float *l
  * active share of experts: top_k / num_experts of every bank). */
 void rf_engine_weight_bytes(const rf_engine *e, uint64_t *total, uint64_t *per_token);
 
-/* Token sampling (sampler.c): temperature 0 is greedy (arg-max, lowest id on ties); otherwise
+/* Token sampling (engine/sampler.c): temperature 0 is greedy (arg-max, lowest id on ties); otherwise
  * softmax(logits / temp), nucleus top_p in (0, 1], a deterministic generator seeded by seed. */
 typedef struct rf_sampler rf_sampler;
 rf_status rf_sampler_create(float temp, float top_p, uint64_t seed, int vocab, rf_sampler **out, rf_err *err);
 void rf_sampler_free(rf_sampler *s);
 int rf_sampler_sample(rf_sampler *s, const float *logits);
 
-/* Perplexity and KL-divergence (eval.c), on token ids (the caller tokenizes the whole text once,
+/* Perplexity and KL-divergence (engine/eval.c), on token ids (the caller tokenizes the whole text once,
  * without BOS). Protocols for windows of ctx tokens:
  *  RF_PPL_FULL: with a BOS id, chunks of ctx-1 ids, each fed as [BOS] + chunk, every chunk token
  *    scored; without, chunks of ctx ids, the last ctx-1 scored; the final partial chunk dropped.
@@ -699,7 +699,7 @@ typedef struct rf_kld_result {
 rf_status rf_eval_kld(rf_engine *base, rf_engine *quant, const int32_t *ids, uint64_t n, const rf_ppl_opts *o,
                       rf_kld_result *out, rf_err *err);
 
-/* ===================================================================== tokenizer (tokenizer.c) */
+/* ===================================================================== tokenizer (tokenizer/) */
 
 /* A Hugging Face tokenizer.json with a BPE model: byte-level BPE with regex splitting (GPT-2,
  * Llama-3, Qwen2/3) and SentencePiece-style BPE with byte fallback or <unk> (Llama-2, Mistral).
@@ -741,7 +741,7 @@ rf_status rf_tok_stream_create(const rf_tok *tok, rf_tok_stream **out, rf_err *e
 void rf_tok_stream_free(rf_tok_stream *s);
 rf_status rf_tok_stream_push(rf_tok_stream *s, int32_t id, const char **text, uint64_t *len, rf_err *err);
 
-/* ===================================================================== analysis (analyse.c) */
+/* ===================================================================== analysis (analyse/analyse.c) */
 
 /* The data-free analysis pass: measures every quantization unit of a model at every candidate
  * config and fills a profile (docs/profile.md). Streams the mmapped shards in row blocks (peak
@@ -792,7 +792,7 @@ rf_status rf_analyse(const rf_model *m, const rf_analyse_opts *o, rf_profile **o
  * same fingerprint and shard files, and the same units with the same shapes. */
 rf_status rf_analyse_check_profile(const rf_model *m, const rf_profile *p, rf_err *err);
 
-/* ===================================================================== synthetic checkpoints (synth.c) */
+/* ===================================================================== synthetic checkpoints (synth/synth.c) */
 
 /* Writes a synthetic Hugging Face checkpoint with the names, shapes and config.json of a real
  * architecture and realistic weight statistics (log-normal row scales, Student-t entries,
@@ -819,7 +819,7 @@ rf_status rf_synth_config(const rf_synth_opts *o, rf_config *out, rf_err *err);
  * existing weight files there are replaced). Progress units: bytes of tensor data. */
 rf_status rf_synth_write(const rf_synth_opts *o, const char *out_dir, rf_progress *progress, rf_err *err);
 
-/* ===================================================================== quantize (quantize.c, mlx.c) */
+/* ===================================================================== quantize (quantize/quantize.c, io/mlx.c) */
 
 /* Writes the MLX checkpoint a plan describes (docs/mlx-format.md): safetensors shards (mlx-lm's
  * greedy 5 GiB rule and names) with __metadata__ {"format": "mlx"} and
@@ -869,7 +869,7 @@ typedef struct rf_quantize_result {
 rf_status rf_quantize_write(const rf_model *m, const rf_plan *plan, const rf_quantize_opts *o, const char *out_dir,
                             const rf_progress *progress, rf_quantize_result *res, rf_err *err);
 
-/* Reading an MLX checkpoint's quantization back (mlx.c): every "<module>.weight" resolved by
+/* Reading an MLX checkpoint's quantization back (io/mlx.c): every "<module>.weight" resolved by
  * mlx-lm's loader rule (config "quantization"[module] if present, else the global bits/gs iff
  * "<module>.scales" exists), with the shapes checked against the bits and group size. */
 typedef struct rf_mlx_module {

@@ -4,7 +4,7 @@
  * (packed kernels vs the float model built from the dequantized weights), and perplexity
  * and greedy text against the shared models' published figures. */
 #include "testutil.h"
-#include "engine_internal.h"
+#include "engine/engine_internal.h"
 
 #include <jansson.h>
 #include <math.h>

@@ -2,7 +2,7 @@
  * the fast matmul against the scalar reference (decode and batched shapes, ragged edges), the
  * portable path against the reference, thread-count independence, and attention's AVX2 path. */
 #include "testutil.h"
-#include "engine_internal.h"
+#include "engine/engine_internal.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -2,7 +2,7 @@
  * targets and the CLI. */
 #include "testutil.h"
 
-#include "plan_internal.h"
+#include "plan/plan_internal.h"
 
 #include <math.h>
 #include <stdio.h>

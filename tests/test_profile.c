@@ -2,7 +2,7 @@
  * validation of untrusted files with messages that name the unit and field. */
 #include "testutil.h"
 
-#include "plan_internal.h"
+#include "plan/plan_internal.h"
 
 #include <float.h>
 #include <math.h>

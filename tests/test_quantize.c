@@ -5,7 +5,7 @@
  * error with what the profile predicted. Failure cases must leave nothing behind. */
 #include "testutil.h"
 
-#include "mlx_internal.h"
+#include "io/mlx_internal.h"
 
 #include <dirent.h>
 #include <errno.h>

@@ -3,7 +3,7 @@
  * writer failures (size mismatches, abandoned writes, a file size limit). */
 #include "testutil.h"
 
-#include "safetensors_internal.h"
+#include "io/safetensors_internal.h"
 
 #include <dirent.h>
 #include <signal.h>

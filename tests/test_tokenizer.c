@@ -3,7 +3,7 @@
  * ../shared/models/README.md, regex splits against Python's `regex`, HF split behaviours,
  * added-token flags, decoders, streaming decode, and RF_ERR_UNSUPPORTED for what is not done. */
 #include "testutil.h"
-#include "tokenizer_internal.h"
+#include "tokenizer/tokenizer_internal.h"
 
 #include <stdlib.h>
 #include <string.h>

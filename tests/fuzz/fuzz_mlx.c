@@ -1,7 +1,7 @@
 /* libFuzzer target for reading an MLX checkpoint's quantization back (rf_mlx_quant_read): the
  * input is a config.json text, the line "\n--\n", and a safetensors image. Every resolved module
  * must be self-consistent. */
-#include "mlx_internal.h"
+#include "io/mlx_internal.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,7 +1,7 @@
 /* libFuzzer target for config.json parsing and the model catalogue. The input is a config.json
  * text, optionally followed by the line "\n--\n" and a safetensors image; with both, the
  * catalogue is built and every unit is walked. The first line is also classified as a tensor name. */
-#include "model_internal.h"
+#include "arch/model_internal.h"
 
 #include <stdlib.h>
 #include <string.h>

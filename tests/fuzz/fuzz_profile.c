@@ -2,7 +2,7 @@
  * that loads must save (both forms), reload identically, and plan without error or a budget refusal.
  * Input: a self-contained JSON text, or, when the first byte is 0x01, an index + data file pair: a
  * 4-byte little-endian index length, the index, then the data. */
-#include "plan_internal.h"
+#include "plan/plan_internal.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -2,7 +2,7 @@
  * starts with "IDX\n", an index.json and up to three shard images separated by the line "\n--\n"
  * (named s0.safetensors, s1..., s2...), so the index checks are reached as well. Every tensor the
  * reader accepts has its bytes touched so ASan sees any out-of-bounds view. */
-#include "safetensors_internal.h"
+#include "io/safetensors_internal.h"
 
 #include <stdlib.h>
 #include <string.h>

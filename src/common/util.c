@@ -1,0 +1,81 @@
+#include "common/internal.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* P..E is digits[.digits]: *out = floor(value * M) exactly, since a double product is not
+ * ("2.01kB" gave 2009 B, "9007199254740993" gave ...992). 0: done; 1: too large; 2: a fraction
+ * of a byte (M == 1); -1: another form (an exponent), left to strtod. */
+static int exact_decimal(const char *p, const char *e, uint64_t m, uint64_t *out)
+{
+    uint64_t ip = 0, fp = 0, scale = 1;
+    const char *c = p;
+    for (; c < e && isdigit((unsigned char)*c); c++)
+        if (!rf_mul_u64(ip, 10, &ip) || !rf_add_u64(ip, (uint64_t)(*c - '0'), &ip)) return 1;
+    if (c < e && *c == '.')
+        for (c++; c < e && isdigit((unsigned char)*c); c++)
+            if (scale <= UINT64_MAX / 10) { /* 19 digits: beyond them < 1e-7 byte even for TiB */
+                fp = fp * 10 + (uint64_t)(*c - '0');
+                scale *= 10;
+            }
+    if (c != e) return -1;
+    if (m == 1 && fp) return 2;
+    uint64_t b, frac = (uint64_t)((unsigned __int128)fp * m / scale);
+    if (!rf_mul_u64(ip, m, &b) || !rf_add_u64(b, frac, &b)) return 1;
+    *out = b;
+    return 0;
+}
+
+rf_status rf_parse_size(const char *text, uint64_t *out, rf_err *err)
+{
+    if (!text || !*text) return rf_err_set(err, RF_ERR_INVALID, "empty size");
+    const char *p = text;
+    while (isspace((unsigned char)*p)) p++;
+    if (!isdigit((unsigned char)*p) && *p != '.')
+        return rf_err_set(err, RF_ERR_INVALID, "bad size '%s': expected a number such as 24GB, 16GiB or 1000000", text);
+    char *end;
+    double v = strtod(p, &end);
+    if (end == p || !isfinite(v) || v < 0)
+        return rf_err_set(err, RF_ERR_INVALID, "bad size '%s'", text);
+    const char *num_end = end;
+    while (isspace((unsigned char)*end)) end++;
+    static const struct { const char *u; uint64_t m; } units[] = {
+        {"", 1}, {"b", 1},
+        {"k", 1000}, {"kb", 1000}, {"m", 1000000}, {"mb", 1000000}, {"g", 1000000000}, {"gb", 1000000000},
+        {"t", 1000000000000}, {"tb", 1000000000000},
+        {"kib", 1ull << 10}, {"mib", 1ull << 20}, {"gib", 1ull << 30}, {"tib", 1ull << 40},
+    };
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+        if (strcasecmp(end, units[i].u) == 0) {
+            uint64_t exact;
+            int r = exact_decimal(p, num_end, units[i].m, &exact);
+            if (r == 0) {
+                *out = exact;
+                return RF_OK;
+            }
+            if (r == 1) return rf_err_set(err, RF_ERR_INVALID, "size '%s' is too large", text);
+            double b = v * (double)units[i].m;
+            if (r == 2 || (units[i].m == 1 && b != floor(b)))
+                return rf_err_set(err, RF_ERR_INVALID, "bad size '%s': a byte count must be whole", text);
+            if (b >= 18446744073709551616.0)
+                return rf_err_set(err, RF_ERR_INVALID, "size '%s' is too large", text);
+            *out = (uint64_t)b; /* in [0, 2^64): defined, rounds down (llround overflowed from 2^63) */
+            return RF_OK;
+        }
+    }
+    return rf_err_set(err, RF_ERR_INVALID, "bad size '%s': unknown unit '%s' (use B, kB, MB, GB, TB, KiB, MiB, GiB, TiB)", text, end);
+}
+
+void rf_format_size(uint64_t bytes, char *buf, size_t cap)
+{
+    static const char *u[] = {"B", "kB", "MB", "GB", "TB", "PB"};
+    double v = (double)bytes;
+    int i = 0;
+    while (v >= 1000.0 && i < 5) { v /= 1000.0; i++; }
+    if (i == 0) snprintf(buf, cap, "%llu B", (unsigned long long)bytes);
+    else snprintf(buf, cap, "%.2f %s", v, u[i]);
+}

@@ -1,0 +1,68 @@
+/* Internal pieces of the inference engine shared by engine.c, matmul.c, sampler.c, eval.c and
+ * their tests: the weight-matrix view the kernels compute on, the kernels and the small ops. */
+#ifndef RF_ENGINE_INTERNAL_H
+#define RF_ENGINE_INTERNAL_H
+
+#include "common/internal.h"
+
+/* A borrowed rows x cols weight matrix, row-major, computed on where it lies (mmapped):
+ *  dtype F32/F16/BF16: data holds rows*cols elements;
+ *  dtype U32 (MLX affine): data holds rows * cols*bits/32 words, scales/biases rows * cols/gs
+ *  elements of sdtype (F32/F16/BF16); w = scale * q + bias per group of gs along a row. */
+typedef struct rf_wmat {
+    rf_dtype dtype;
+    int bits, gs;
+    rf_dtype sdtype;
+    uint64_t rows, cols;
+    const void *data;
+    const void *scales, *biases;
+} rf_wmat;
+
+/* Validate a view (dtype, bits, gs divides cols, cols*bits % 32 == 0). NAME labels errors. */
+rf_status rf_wmat_check(const rf_wmat *w, const char *name, rf_err *err);
+/* The view of rows [r0, r0 + n): used for one expert of a stacked bank, or a row slice. */
+rf_wmat rf_wmat_rows(const rf_wmat *w, uint64_t r0, uint64_t n);
+/* Bytes of weight data the view covers (data + scales + biases). */
+uint64_t rf_wmat_bytes(const rf_wmat *w);
+/* Dequantize/convert row r into out[cols] (embedding lookup). */
+void rf_wmat_row(const rf_wmat *w, uint64_t r, float *out);
+/* Plain scalar dequantization of row r (the reference the fast paths are tested against). */
+void rf_wmat_row_ref(const rf_wmat *w, uint64_t r, float *out);
+
+/* y[t*rows + r] = sum_c W[r][c] * x[t*cols + c] for t < ntok: the one matmul of the engine.
+ * ntok == 1 is the decode matrix-vector product (dequantized in registers); larger batches
+ * dequantize small cache-resident tiles once and reuse them for every token. Splits rows over
+ * the pool (NULL: calling thread). Results do not depend on the thread count. */
+void rf_matmul(const rf_wmat *w, const float *x, int ntok, float *y, rf_pool *pool);
+/* Same product, straightforward scalar loops: the reference. */
+void rf_matmul_ref(const rf_wmat *w, const float *x, int ntok, float *y);
+
+/* Small ops (engine.c). */
+void rf_op_rmsnorm(const float *x, const float *w, int n, float eps, float *out);
+/* softmax in place over n values. */
+void rf_op_softmax(float *x, int n);
+/* out[i] = silu(g[i]) * u[i] */
+void rf_op_swiglu(const float *g, const float *u, int n, float *out);
+/* Rotary embedding, HF rotate_half convention: pairs (i, i + d/2), cos/sin tables of d/2. */
+void rf_op_rope(float *x, int d, const float *cosv, const float *sinv);
+/* inv_freq[d/2] for theta and the config's rope_scaling (llama3 or none). */
+rf_status rf_rope_inv_freq(const rf_config *c, int d, double *inv_freq, rf_err *err);
+
+/* MoE routing of one token: choose k of n experts from router logits.
+ * mixtral convention (softmax_first = 0): top-k logits, softmax over the chosen.
+ * qwen3_moe (softmax_first = 1): softmax over all, top-k, renormalise if norm_topk.
+ * Ties go to the lower index; idx/wt are in descending weight order. */
+void rf_moe_route(const float *logits, int n, int k, int softmax_first, int norm_topk, int *idx, float *wt);
+
+/* Attention of one query head over positions [0, npos) of a cache with row stride ld floats:
+ * out[d] = sum_s softmax(q.k_s * scale) v_s. scratch holds npos floats. */
+void rf_op_attend(const float *q, const float *kc, const float *vc, int npos, int d, int ld, float scale,
+                  float *scratch, float *out);
+/* Same, plain scalar loops: the reference of the AVX2 path (head_dim a multiple of 8). */
+void rf_op_attend_ref(const float *q, const float *kc, const float *vc, int npos, int d, int ld, float scale,
+                      float *scratch, float *out);
+
+/* log-softmax helpers for evaluation (eval.c): log of the sum of exp, and logprob of one id. */
+double rf_logsumexp(const float *x, int n);
+
+#endif
