@@ -474,6 +474,7 @@ static rf_status add_to_unit(rf_model *m, rf_nametab *tab, uint64_t i, const mat
         u = m->nunits - 1;
         m->units[u].n_experts = (r->slot >= RF_SLOT_X_GATE && r->slot <= RF_SLOT_X_DOWN) ? nmem : 0;
         m->ext[u].first_tensor = i;
+        m->units[u].bank = r->layout != RF_LAY_PLAIN;
         m->ext[u].keep = r->keep;
         m->ext[u].rule = r;
     } else if (!per_expert || m->units[u].n_members == 1 || !m->ext[u].rule ||

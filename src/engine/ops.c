@@ -85,14 +85,14 @@ rf_status rf_rope_freqs(const rf_rope *r, int dim, int max_pos, int use_long, do
     if (!strcmp(type, "llama3")) {
         /* Llama 3.1: long wavelengths are slowed by factor, short kept, a smooth ramp in between. */
         double factor = r->factor, lo = r->low_freq_factor, hi = r->high_freq_factor, orig = r->original_max_pos;
-        if (!(factor > 0) || !(hi > lo) || !(orig > 0))
-            return rf_err_set(err, RF_ERR_FORMAT, "llama3 rope_scaling needs factor > 0, high_freq_factor > "
-                                                  "low_freq_factor and original_max_position_embeddings > 0");
+        if (!(factor > 0) || !(hi >= lo) || !(lo > 0) || !(orig > 0))
+            return rf_err_set(err, RF_ERR_FORMAT, "llama3 rope_scaling needs factor > 0, high_freq_factor >= "
+                                                  "low_freq_factor > 0 and original_max_position_embeddings > 0");
         double lo_wl = orig / lo, hi_wl = orig / hi;
         for (int i = 0; i < dim / 2; i++) {
             double f = inv_freq[i], wl = 2 * M_PI / f;
             if (wl < hi_wl) continue;
-            if (wl > lo_wl) { inv_freq[i] = f / factor; continue; }
+            if (wl > lo_wl || hi == lo) { inv_freq[i] = f / factor; continue; }
             double smooth = (orig / wl - lo) / (hi - lo);
             inv_freq[i] = (1 - smooth) * f / factor + smooth * f;
         }

@@ -160,9 +160,10 @@ static rf_status rope_scaling(const rf_cfgp *p, json_t *rs, const char *key, rf_
             (st = rf_cfg_num(p, rs, "high_freq_factor", 1, &r->high_freq_factor)) ||
             (st = rf_cfg_num(p, rs, "original_max_position_embeddings", 1, &omax)))
             return st;
-        if (!(r->factor > 0) || !(r->low_freq_factor > 0) || !(r->high_freq_factor > r->low_freq_factor) ||
+        /* Llama-4-Scout publishes high_freq_factor == low_freq_factor (no ramp) */
+        if (!(r->factor > 0) || !(r->low_freq_factor > 0) || !(r->high_freq_factor >= r->low_freq_factor) ||
             !(omax >= 1))
-            return rf_cfg_bad(p, key, "has invalid llama3 parameters (need factor > 0, high_freq_factor > "
+            return rf_cfg_bad(p, key, "has invalid llama3 parameters (need factor > 0, high_freq_factor >= "
                                       "low_freq_factor > 0, original_max_position_embeddings >= 1)");
     } else if (!strcmp(type, "linear")) {
         if ((st = rf_cfg_num(p, rs, "factor", 1, &r->factor))) return st;

@@ -224,12 +224,7 @@ static rf_status build_items(qz *q, rf_err *err)
             if (!(s = unit_item(q, u, pu, &it, err))) s = add_item(q, &it, err);
         }
         if (s || ti->unit >= 0 || ti->fp8_scale) continue;
-        if (ti->dropped) { /* a multi-token-prediction layer: mlx-lm's sanitize drops it */
-            plain_item(q, ti->t, &it);
-            q->dropped_bytes += it.out_bytes;
-            others += it.out_bytes;
-            continue;
-        }
+        if (ti->dropped) continue; /* a multi-token-prediction layer: not in the profile, mlx-lm's sanitize drops it */
         plain_item(q, ti->t, &it);
         others += it.out_bytes;
         if (ends_with(ti->t->name, ".rotary_emb.inv_freq")) { /* a buffer mlx-lm's sanitize drops */
@@ -374,7 +369,7 @@ static rf_status declare_item(rf_stw *w, const qz_item *it, rf_err *err)
     const rf_unit *u = it->unit;
     uint64_t shp[3];
     int nd = 0;
-    if (u->n_experts > 0 || u->n_members > 1) shp[nd++] = (uint64_t)u->n_members; /* a bank: [members, out, in] */
+    if (u->bank) shp[nd++] = (uint64_t)u->n_members; /* a bank: [members, out, in] */
     shp[nd++] = u->rows;
     char name[256];
     rf_status s;

@@ -392,7 +392,7 @@ static int add_rows(tlist *l, const rf_config *c, const rf_family *f, int L, int
     return ok;
 }
 
-static int build_list(const preset *p, const rf_config *c, tlist *l)
+static int build_list(const preset *p, const rf_config *c, double sc, tlist *l)
 {
     const rf_family *f = rf_family_of(c->arch);
     const uint64_t H = (uint64_t)c->hidden_size;
@@ -406,13 +406,14 @@ static int build_list(const preset *p, const rf_config *c, tlist *l)
         ok &= add(l, K_LINEAR, L, 0, 2, eh, "%smodel.layers.%d.eh_proj.weight", c->tensor_prefix, L);
     }
     /* a wrapper's vision tower and projector: a few tensors with the published names */
+    uint64_t V = (uint64_t)(sc < 1 ? round128(1408 * sc) : 1408), S = (uint64_t)(sc < 1 ? round128(1152 * sc) : 1152);
     if (ok && p->wrapper && !strcmp(p->wrapper, "llama4")) {
-        uint64_t pe[2] = {1408, 588}, q[2] = {1408, 1408}, mm[2] = {H, 4096};
+        uint64_t pe[2] = {V, 588}, q[2] = {V, V}, mm[2] = {H, sc < 1 ? (uint64_t)round128(4096 * sc) : 4096};
         ok &= add(l, K_LINEAR, -1, 0, 2, pe, "vision_model.patch_embedding.linear.weight");
         ok &= add(l, K_LINEAR, -1, 0, 2, q, "vision_model.model.layers.0.self_attn.q_proj.weight");
         ok &= add(l, K_LINEAR, -1, 0, 2, mm, "multi_modal_projector.linear_1.weight");
     } else if (ok && p->wrapper) {
-        uint64_t pe[2] = {1152, 588}, q[2] = {1152, 1152}, mm[2] = {1152, H};
+        uint64_t pe[2] = {S, 588}, q[2] = {S, S}, mm[2] = {S, H};
         ok &= add(l, K_LINEAR, -1, 0, 2, pe, "vision_tower.vision_model.embeddings.patch_embedding.weight");
         ok &= add(l, K_LINEAR, -1, 0, 2, q, "vision_tower.vision_model.encoder.layers.0.self_attn.q_proj.weight");
         ok &= add(l, K_LINEAR, -1, 0, 2, mm, "multi_modal_projector.mm_input_projection_weight");
@@ -736,7 +737,7 @@ rf_status rf_synth_write(const rf_synth_opts *opts, const char *out_dir, rf_prog
     if (!st) st = make_config(&o, &p, &cj, err);
     if (!st) st = make_dir(out_dir, err);
     tlist l = {0};
-    if (!st && !build_list(p, cfg, &l)) st = rf_err_set(err, RF_ERR_NOMEM, "out of memory");
+    if (!st && !build_list(p, cfg, o.scale > 0 ? o.scale : 1, &l)) st = rf_err_set(err, RF_ERR_NOMEM, "out of memory");
     sctx *c = st ? NULL : calloc(1, sizeof *c);
     rf_pool *pool = NULL;
     rf_stw *w = NULL;
