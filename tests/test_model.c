@@ -843,6 +843,53 @@ static void test_synthetic_dense(void **state)
     assert_int_equal(open_synthetic(dir, cfg, &l, &m, &err), RF_ERR_FORMAT);
     if (!strstr(err.msg, "o_proj")) fail_msg("message: %s", err.msg);
 
+    /* the config promises what the tensors lack: one check for every command (inspect, analyse,
+     * quantize and the engine all open the model through the catalogue) */
+    l.n = 0;
+    add(&l, RF_DT_F16, 2, VOC, HID, 0, "model.embed_tokens.weight");
+    add(&l, RF_DT_F16, 1, HID, 0, 0, "model.norm.weight");
+    for (int layer = 0; layer < NL; layer++) {
+        attn_tensors(&l, layer, 0);
+        add(&l, RF_DT_F16, 2, 96, HID, 0, "model.layers.%d.mlp.gate_proj.weight", layer);
+        add(&l, RF_DT_F16, 2, 96, HID, 0, "model.layers.%d.mlp.up_proj.weight", layer);
+        add(&l, RF_DT_F16, 2, HID, 96, 0, "model.layers.%d.mlp.down_proj.weight", layer);
+    }
+    const char *biased = "{\"model_type\": \"llama\", \"hidden_size\": 64, \"intermediate_size\": 96,"
+                         "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 2,"
+                         "\"vocab_size\": 32, \"tie_word_embeddings\": true, \"attention_bias\": true}";
+    assert_int_equal(open_synthetic(dir, biased, &l, &m, &err), RF_ERR_FORMAT);
+    if (!strstr(err.msg, "model.layers.0.self_attn.q_proj.bias") || !strstr(err.msg, "attention_bias"))
+        fail_msg("message: %s", err.msg);
+    const char *mlpb = "{\"model_type\": \"llama\", \"hidden_size\": 64, \"intermediate_size\": 96,"
+                       "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 2,"
+                       "\"vocab_size\": 32, \"tie_word_embeddings\": true, \"mlp_bias\": true}";
+    assert_int_equal(open_synthetic(dir, mlpb, &l, &m, &err), RF_ERR_FORMAT);
+    if (!strstr(err.msg, "mlp.gate_proj.bias") || !strstr(err.msg, "mlp_bias")) fail_msg("message: %s", err.msg);
+    const char *q3 = "{\"model_type\": \"qwen3\", \"hidden_size\": 64, \"intermediate_size\": 96, \"head_dim\": 16,"
+                     "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 2,"
+                     "\"vocab_size\": 32, \"tie_word_embeddings\": true}";
+    assert_int_equal(open_synthetic(dir, q3, &l, &m, &err), RF_ERR_FORMAT);
+    if (!strstr(err.msg, "model.layers.0.self_attn.q_norm")) fail_msg("message: %s", err.msg);
+    /* with them, the same configs open */
+    for (int layer = 0; layer < NL; layer++) {
+        add(&l, RF_DT_BF16, 1, HD, 0, 0, "model.layers.%d.self_attn.q_norm.weight", layer);
+        add(&l, RF_DT_BF16, 1, HD, 0, 0, "model.layers.%d.self_attn.k_norm.weight", layer);
+    }
+    TU_OK(open_synthetic(dir, q3, &l, &m, &err), &err);
+    rf_model_free(m);
+    for (int layer = 0; layer < NL; layer++) {
+        add(&l, RF_DT_F16, 1, NH * HD, 0, 0, "model.layers.%d.self_attn.q_proj.bias", layer);
+        add(&l, RF_DT_F16, 1, NKV * HD, 0, 0, "model.layers.%d.self_attn.k_proj.bias", layer);
+        add(&l, RF_DT_F16, 1, NKV * HD, 0, 0, "model.layers.%d.self_attn.v_proj.bias", layer);
+        add(&l, RF_DT_F16, 1, HID, 0, 0, "model.layers.%d.self_attn.o_proj.bias", layer);
+    }
+    TU_OK(open_synthetic(dir, biased, &l, &m, &err), &err);
+    rf_model_free(m);
+    /* ... and biases the config does not have are refused too: transformers would drop them, mlx-lm's
+     * strict load would fail on them */
+    assert_int_equal(open_synthetic(dir, q3, &l, &m, &err), RF_ERR_FORMAT);
+    if (!strstr(err.msg, "q_proj.bias") || !strstr(err.msg, "attention_bias")) fail_msg("message: %s", err.msg);
+
     /* untied config without lm_head */
     l.n = 0;
     add(&l, RF_DT_F16, 2, VOC, HID, 0, "model.embed_tokens.weight");

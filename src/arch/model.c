@@ -623,6 +623,9 @@ static rf_status check_complete(const rf_model *m, rf_err *err)
                 return rf_err_set(err, RF_ERR_FORMAT, "%s: %s has no %s%s (%s)", label,
                                   l >= 0 ? "a layer" : "the model", name, r->exact ? "" : ".weight",
                                   l >= 0 && rf_config_layer_is_moe(c, l) ? "a MoE layer of this config" : "required by config.json");
+            if (slot_is_matrix(s) && !rf_rule_bias_needed(c, r) && r->bias != RF_BIAS_OPTIONAL && m->slot_bias[idx] >= 0)
+                return rf_err_set(err, RF_ERR_FORMAT, "%s: %s.bias is there, but config.json says %s", label, name,
+                                  r->bias == RF_BIAS_MLP ? "mlp_bias: false" : "attention_bias: false");
             if (slot_is_matrix(s) && rf_rule_bias_needed(c, r) && m->slot_bias[idx] < 0 &&
                 (r->layout == RF_LAY_PLAIN))
                 return rf_err_set(err, RF_ERR_FORMAT, "%s: no %s.bias, but config.json says %s", label, name,
