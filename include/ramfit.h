@@ -364,6 +364,7 @@ typedef struct rf_unit {
     rf_dtype dtype;     /* the source's (F8_E4M3 for FP8 checkpoints: read dequantized) */
     int quantizable;    /* 2-D float, mlx-lm quantizes the module, some gs in {32,64,128} divides cols */
     int transformed;    /* members are not plain row-major matrices of their tensors (sliced, transposed, FP8) */
+    int bank;           /* written as one [members, out, in] tensor (experts, MLA heads), even with one member */
 } rf_unit;
 
 /* config + open checkpoint + catalogue. Open checks tensors against config.json (shapes of known
@@ -726,6 +727,11 @@ rf_status rf_engine_set_pos(rf_engine *e, int pos, rf_err *err);
 /* Run N tokens at the current position and append them to the cache. logits: NULL (none), or
  * N*vocab floats (all_logits: one row per token) or vocab floats (the last token's). */
 rf_status rf_engine_forward(rf_engine *e, const int32_t *tokens, int n, float *logits, int all_logits, rf_err *err);
+/* Calibration hook: called with the input rows of every matrix product before it runs (the unit
+ * and member multiplied: expert or head; NTOK rows of u->cols floats; a tied head is the embedding
+ * unit), on the caller's thread, in a fixed order for a given input. NULL removes it. */
+typedef void (*rf_engine_observer)(void *user, const rf_unit *u, int member, const float *x, int ntok);
+void rf_engine_set_observer(rf_engine *e, rf_engine_observer fn, void *user);
 /* Bytes of weight data: all of it, and what one decode step reads (one embedding row, the
  * active share of experts: top_k / num_experts of every bank). */
 void rf_engine_weight_bytes(const rf_engine *e, uint64_t *total, uint64_t *per_token);

@@ -1035,10 +1035,52 @@ static void test_cli(void **state)
     free(out);
 }
 
+/* The calibration hook sees the input of every matrix product, unit by unit, in a fixed order. */
+typedef struct obs { int calls, lm; uint64_t rows; double sum; const rf_unit *first; } obs;
+static void observe(void *user, const rf_unit *u, int member, const float *x, int ntok)
+{
+    obs *o = user;
+    if (!o->first) o->first = u;
+    o->calls++;
+    o->lm += u->role == RF_ROLE_EMBED; /* stories260k ties its head to the embedding */
+    o->rows += (uint64_t)ntok;
+    assert_int_equal(member, 0);
+    for (uint64_t i = 0; i < (uint64_t)ntok * u->cols; i++) o->sum += x[i];
+}
+
+static void test_observer(void **state)
+{
+    (void)state;
+    const char *dir = tu_model_dir("stories260k");
+    rf_engine *e;
+    rf_err err;
+    TU_OK(rf_engine_open(dir, NULL, &e, &err), &err);
+    int32_t ids[8] = {1, 20, 30, 40, 50, 60, 70, 80};
+    float *lg = malloc((size_t)rf_engine_vocab(e) * sizeof *lg);
+    obs a = {0}, b = {0};
+    rf_engine_set_observer(e, observe, &a);
+    TU_OK(rf_engine_forward(e, ids, 8, lg, 0, &err), &err);
+    assert_int_equal(a.calls, 5 * 7 + 1); /* q k v o gate up down per layer, then the head */
+    assert_int_equal(a.lm, 1);
+    assert_int_equal(a.rows, 5 * 7 * 8 + 1);
+    assert_int_equal(a.first->role, RF_ROLE_ATTN_Q);
+    rf_engine_reset(e);
+    rf_engine_set_observer(e, observe, &b);
+    TU_OK(rf_engine_forward(e, ids, 8, lg, 0, &err), &err);
+    assert_true(a.sum == b.sum && a.calls == b.calls);
+    rf_engine_set_observer(e, NULL, NULL);
+    rf_engine_reset(e);
+    TU_OK(rf_engine_forward(e, ids, 8, lg, 0, &err), &err);
+    assert_int_equal(b.calls, a.calls);
+    free(lg);
+    rf_engine_free(e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_moe_route),
+        cmocka_unit_test(test_observer),
         cmocka_unit_test(test_ops),
         cmocka_unit_test(test_open_errors),
         cmocka_unit_test(test_bad_checkpoints),

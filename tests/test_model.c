@@ -1,6 +1,9 @@
 /* Model catalogue: config.json parsing for every family, tensor-name classification, units
  * (stacked experts) on real and hand-made checkpoints, the errors, and `ramfit inspect`. */
 #include "testutil.h"
+#include "arch/model_internal.h"
+
+#include <math.h>
 
 #include <jansson.h>
 #include <stdarg.h>
@@ -902,6 +905,109 @@ static void test_synthetic_dense(void **state)
     free(dir);
 }
 
+/* ------------------------------------------------------------------ views */
+
+static float bf16_at(const rf_tensor *t, uint64_t i) { return rf_bf16_to_f32(((const uint16_t *)t->data)[i]); }
+
+/* Members read through views equal their definition on the source tensors: llama4's fused,
+ * transposed experts, DeepSeek's per-head split of kv_b_proj, FP8 blocks times their scales; in
+ * every output dtype and for row ranges that cut the read-out tiles. */
+static void test_views(void **state)
+{
+    (void)state;
+    char dir[4200];
+    rf_err err;
+    rf_model *m;
+    snprintf(dir, sizeof dir, "%s/tests/fixtures/arch/llama4_text", RF_SOURCE_DIR);
+    TU_OK(rf_model_open(dir, &m, &err), &err);
+    const rf_tensor *gu = rf_st_find(rf_model_st(m), "model.layers.1.feed_forward.experts.gate_up_proj");
+    const rf_tensor *dn = rf_st_find(rf_model_st(m), "model.layers.1.feed_forward.experts.down_proj");
+    assert_non_null(gu);
+    const uint64_t E = gu->shape[0], H = gu->shape[1], I2 = gu->shape[2], I = I2 / 2;
+    const char *names[3] = {"model.layers.1.feed_forward.experts.gate_proj", "model.layers.1.feed_forward.experts.up_proj",
+                            "model.layers.1.feed_forward.experts.down_proj"};
+    for (int p = 0; p < 3; p++) {
+        int64_t ui = rf_model_unit_find(m, names[p]);
+        assert_true(ui >= 0);
+        const rf_unit *u = rf_model_unit(m, (uint64_t)ui);
+        const rf_mview *v = rf_model_unit_views(m, (uint64_t)ui);
+        assert_int_equal(u->n_members, (int)E);
+        assert_int_equal(u->rows, p == 2 ? H : I);
+        assert_int_equal(u->cols, p == 2 ? I : H);
+        assert_int_equal(u->transformed, 1);
+        assert_null(rf_view_direct(&v[0], 0));
+        float *f = malloc(u->rows * u->cols * sizeof *f);
+        uint16_t *b = malloc(u->rows * u->cols * 2);
+        for (uint64_t e = 0; e < E; e++) {
+            /* rows 3..(rows-2): not a whole number of 16-row tiles */
+            uint64_t r0 = 3, n = u->rows - 5;
+            TU_OK(rf_view_read(&v[e], r0, n, RF_DT_F32, f, &err), &err);
+            TU_OK(rf_view_read(&v[e], r0, n, RF_DT_BF16, b, &err), &err);
+            for (uint64_t r = 0; r < n; r++)
+                for (uint64_t c = 0; c < u->cols; c++) {
+                    /* gate/up: W[e][r][c] = gate_up[e][c][r (+ I)]; down: W[e][r][c] = down[e][c][r] */
+                    float want = p == 2 ? bf16_at(dn, (e * I + c) * H + r0 + r)
+                                        : bf16_at(gu, (e * H + c) * I2 + (p ? I : 0) + r0 + r);
+                    assert_true(f[r * u->cols + c] == want);
+                    assert_true(rf_bf16_to_f32(b[r * u->cols + c]) == want);
+                }
+        }
+        free(f);
+        free(b);
+    }
+    rf_model_free(m);
+
+    snprintf(dir, sizeof dir, "%s/tests/fixtures/arch/deepseek_v3", RF_SOURCE_DIR);
+    TU_OK(rf_model_open(dir, &m, &err), &err);
+    const rf_config *c = rf_model_config(m);
+    const rf_tensor *kvb = rf_st_find(rf_model_st(m), "model.layers.0.self_attn.kv_b_proj.weight");
+    uint64_t nope = (uint64_t)c->qk_nope_head_dim, vh = (uint64_t)c->v_head_dim, kvl = (uint64_t)c->kv_lora_rank;
+    int64_t k = rf_model_unit_find(m, "model.layers.0.self_attn.embed_q");
+    int64_t vv = rf_model_unit_find(m, "model.layers.0.self_attn.unembed_out");
+    assert_true(k >= 0 && vv >= 0);
+    assert_int_equal(rf_model_unit(m, (uint64_t)k)->rows, kvl);
+    assert_int_equal(rf_model_unit(m, (uint64_t)k)->cols, nope);
+    assert_int_equal(rf_model_unit(m, (uint64_t)vv)->rows, vh);
+    assert_int_equal(rf_model_unit(m, (uint64_t)vv)->cols, kvl);
+    float *f = malloc(kvl * kvl * sizeof *f);
+    for (int h = 0; h < c->num_heads; h++) {
+        const rf_mview *vk = &rf_model_unit_views(m, (uint64_t)k)[h], *vo = &rf_model_unit_views(m, (uint64_t)vv)[h];
+        TU_OK(rf_view_read(vk, 0, kvl, RF_DT_F32, f, &err), &err);
+        for (uint64_t r = 0; r < kvl; r++)
+            for (uint64_t j = 0; j < nope; j++) /* embed_q[h][r][j] = kv_b[h (nope + v) + j][r] */
+                assert_true(f[r * nope + j] == bf16_at(kvb, ((uint64_t)h * (nope + vh) + j) * kvl + r));
+        TU_OK(rf_view_read(vo, 0, vh, RF_DT_F32, f, &err), &err);
+        for (uint64_t r = 0; r < vh; r++)
+            for (uint64_t j = 0; j < kvl; j++) /* unembed_out[h][r][j] = kv_b[h (nope + v) + nope + r][j] */
+                assert_true(f[r * kvl + j] == bf16_at(kvb, ((uint64_t)h * (nope + vh) + nope + r) * kvl + j));
+    }
+    free(f);
+    rf_model_free(m);
+
+    /* FP8: q * scale_inv[R / 32][C / 32] */
+    snprintf(dir, sizeof dir, "%s/tests/fixtures/arch/deepseek_v3_fp8", RF_SOURCE_DIR);
+    TU_OK(rf_model_open(dir, &m, &err), &err);
+    int64_t o = rf_model_unit_find(m, "model.layers.0.mlp.down_proj");
+    const rf_mview *vf = rf_model_unit_views(m, (uint64_t)o);
+    const rf_tensor *q = vf->t, *sc = vf->scale;
+    assert_int_equal(q->dtype, RF_DT_F8_E4M3);
+    assert_non_null(sc);
+    assert_int_equal(rf_view_dtype(vf), RF_DT_F32);
+    uint64_t R = q->shape[0], C = q->shape[1], nsc = (C + 31) / 32;
+    f = malloc(R * C * sizeof *f);
+    TU_OK(rf_view_read(vf, 0, R, RF_DT_F32, f, &err), &err);
+    for (uint64_t r = 0; r < R; r++)
+        for (uint64_t j = 0; j < C; j++) {
+            uint8_t b8 = ((const uint8_t *)q->data)[r * C + j];
+            int e = (b8 >> 3) & 15, mt = b8 & 7;
+            double mag = e ? ldexp(1 + mt / 8.0, e - 7) : ldexp(mt / 8.0, -6);
+            double want = (b8 & 0x80 ? -mag : mag) * ((const float *)sc->data)[(r / 32) * nsc + j / 32];
+            assert_true(f[r * C + j] == (float)want);
+        }
+    free(f);
+    rf_model_free(m);
+}
+
 /* ------------------------------------------------------------------ CLI */
 
 static void test_cli_inspect(void **state)
@@ -984,6 +1090,7 @@ int main(void)
         cmocka_unit_test(test_config_families), cmocka_unit_test(test_config_errors),
         cmocka_unit_test(test_real_dense),      cmocka_unit_test(test_real_moe),
         cmocka_unit_test(test_synthetic_moe),   cmocka_unit_test(test_synthetic_dense),
+        cmocka_unit_test(test_views),
         cmocka_unit_test(test_cli_inspect),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

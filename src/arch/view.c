@@ -95,6 +95,18 @@ rf_status rf_view_read(const rf_mview *v, uint64_t r0, uint64_t n, rf_dtype dt, 
     /* Transposed: a member row is a source column. Tiles of TR rows walk each source row once,
      * reading TR neighbouring elements of it. */
     enum { TR = 16 };
+    if (sdt == dt && es == 2) { /* BF16/F16 read as themselves: a plain 16-bit transpose */
+        const uint16_t *src = v->t->data;
+        uint16_t *o = out;
+        for (uint64_t r = 0; r < n; r += TR) {
+            uint64_t k = n - r < TR ? n - r : TR;
+            for (uint64_t c = 0; c < cols; c++) {
+                const uint16_t *sr = src + (v->r0 + c) * v->scols + v->c0 + r0 + r;
+                for (uint64_t j = 0; j < k; j++) o[(r + j) * cols + c] = sr[j];
+            }
+        }
+        return RF_OK;
+    }
     float *tile = malloc(TR * cols * sizeof *tile);
     if (!tile) return rf_err_set(err, RF_ERR_NOMEM, "out of memory reading %s", v->t->name);
     rf_status s = RF_OK;

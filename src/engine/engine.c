@@ -17,7 +17,9 @@ enum { NAME_MAX_LEN = 256 };
 
 typedef struct lin {
     rf_wmat w;
-    float *bias;  /* NULL when the layer has none */
+    float *bias;          /* NULL when the layer has none */
+    const rf_unit *unit;  /* the catalogue unit (and member) it multiplies by: for the observer */
+    int member;
 } lin;
 
 typedef struct eng_layer {
@@ -28,14 +30,14 @@ typedef struct eng_layer {
     /* multi-head latent attention */
     lin q_a, q_b, kv_a;
     float *q_a_norm, *kv_a_norm;
-    rf_wmat *kb, *vb;          /* per head: [kv_lora, nope] and [v_head, kv_lora] */
+    lin *kb, *vb;              /* per head: [kv_lora, nope] and [v_head, kv_lora] */
     int moe;
     lin gate, up, down, gate_up;
-    rf_wmat router;
+    lin router;
     float *router_bias;
-    rf_wmat *eg, *eu, *ed;     /* per-expert views (into stacked banks or per-expert tensors) */
+    lin *eg, *eu, *ed;         /* per-expert views (into stacked banks or per-expert tensors) */
     lin sg, su, sd;            /* shared expert(s) */
-    rf_wmat sh_route;          /* qwen2_moe's shared_expert_gate [1, hidden] */
+    lin sh_route;              /* qwen2_moe's shared_expert_gate [1, hidden] */
 } eng_layer;
 
 typedef struct owned { void **p; int n, cap; } owned;
@@ -53,7 +55,9 @@ struct rf_engine {
     int qdim, kvdim, odim;     /* widths of q, of a cached k/v row, of the attention output */
     float eps;
     rf_route_opts route;
-    rf_wmat embed, lm_head;
+    lin embed, lm_head;
+    rf_engine_observer observer;
+    void *observer_user;
     float *final_norm;
     eng_layer *layers;
     owned own;
@@ -264,10 +268,11 @@ static rf_status load_lin(rf_engine *e, int layer, rf_slot s, uint64_t out, uint
                           u->n_members);
     rf_status st = load_unit(e, u, out, in, &l->w, err);
     if (st) return st;
+    l->unit = u;
     return load_vec_t(e, rf_model_slot_bias(e->model, layer, s), out, 0, &l->bias, err);
 }
 
-static rf_status load_bank(rf_engine *e, int layer, rf_slot s, int n, uint64_t out, uint64_t in, rf_wmat **views,
+static rf_status load_bank(rf_engine *e, int layer, rf_slot s, int n, uint64_t out, uint64_t in, lin **bank,
                            rf_err *err)
 {
     const rf_unit *u = rf_model_slot_unit(e->model, layer, s);
@@ -275,10 +280,18 @@ static rf_status load_bank(rf_engine *e, int layer, rf_slot s, int n, uint64_t o
     if (u->n_members != n)
         return rf_err_set(err, RF_ERR_FORMAT, "%s: %s has %d members, config.json says %d", e->dir, u->name,
                           u->n_members, n);
-    *views = calloc((size_t)n, sizeof **views);
-    if (!*views) return rf_err_set(err, RF_ERR_NOMEM, "out of memory loading %s", u->name);
-    rf_status st = own(e, *views, err);
-    return st ? st : load_unit(e, u, out, in, *views, err);
+    *bank = calloc((size_t)n, sizeof **bank);
+    rf_wmat *views = calloc((size_t)n, sizeof *views);
+    if (!*bank || !views) {
+        free(*bank);
+        free(views);
+        return rf_err_set(err, RF_ERR_NOMEM, "out of memory loading %s", u->name);
+    }
+    rf_status st = own(e, *bank, err);
+    if (!st) st = load_unit(e, u, out, in, views, err);
+    for (int k = 0; !st && k < n; k++) (*bank)[k] = (lin){views[k], NULL, u, k};
+    free(views);
+    return st;
 }
 
 static rf_status load_layer(rf_engine *e, int li, rf_err *err)
@@ -335,9 +348,7 @@ static rf_status load_layer(rf_engine *e, int li, rf_err *err)
         TRY(load_lin(e, li, RF_SLOT_DOWN, dim, f, 1, &L->down, err));
         return RF_OK;
     }
-    lin router;
-    TRY(load_lin(e, li, RF_SLOT_ROUTER, (uint64_t)e->nexp, dim, 1, &router, err));
-    L->router = router.w;
+    TRY(load_lin(e, li, RF_SLOT_ROUTER, (uint64_t)e->nexp, dim, 1, &L->router, err));
     TRY(load_vec(e, li, RF_SLOT_ROUTER_BIAS, (uint64_t)e->nexp, 0, &L->router_bias, err));
     uint64_t f = (uint64_t)c->moe_intermediate_size;
     TRY(load_bank(e, li, RF_SLOT_X_GATE, e->nexp, f, dim, &L->eg, err));
@@ -348,11 +359,7 @@ static rf_status load_layer(rf_engine *e, int li, rf_err *err)
         TRY(load_lin(e, li, RF_SLOT_SH_GATE, sf, dim, 1, &L->sg, err));
         TRY(load_lin(e, li, RF_SLOT_SH_UP, sf, dim, 1, &L->su, err));
         TRY(load_lin(e, li, RF_SLOT_SH_DOWN, dim, sf, 1, &L->sd, err));
-        if (c->shared_gate) {
-            lin g;
-            TRY(load_lin(e, li, RF_SLOT_SH_ROUTE, 1, dim, 1, &g, err));
-            L->sh_route = g.w;
-        }
+        if (c->shared_gate) TRY(load_lin(e, li, RF_SLOT_SH_ROUTE, 1, dim, 1, &L->sh_route, err));
     }
 #undef TRY
     return RF_OK;
@@ -525,15 +532,11 @@ rf_status rf_engine_open(const char *model_dir, const rf_engine_opts *opts, rf_e
     if ((s = rf_pool_create(opts && opts->threads > 0 ? opts->threads : 2, &e->pool, err))) goto fail;
     e->nthreads = rf_pool_threads(e->pool);
     uint64_t dim = (uint64_t)e->dim, V = (uint64_t)e->vocab;
-    lin t;
-    if ((s = load_lin(e, -1, RF_SLOT_EMBED, V, dim, 1, &t, err))) goto fail;
-    e->embed = t.w;
-    if ((s = load_lin(e, -1, RF_SLOT_LM_HEAD, V, dim, 0, &t, err))) goto fail;
-    if (t.w.rows) {
-        e->lm_head = t.w;
-    } else if (e->cfg.tie_word_embeddings) {
+    if ((s = load_lin(e, -1, RF_SLOT_EMBED, V, dim, 1, &e->embed, err))) goto fail;
+    if ((s = load_lin(e, -1, RF_SLOT_LM_HEAD, V, dim, 0, &e->lm_head, err))) goto fail;
+    if (!e->lm_head.w.rows && e->cfg.tie_word_embeddings) {
         e->lm_head = e->embed;
-    } else {
+    } else if (!e->lm_head.w.rows) {
         s = rf_err_set(err, RF_ERR_NOT_FOUND, "%s: tensor lm_head.weight is missing and embeddings are not tied", e->dir);
         goto fail;
     }
@@ -600,30 +603,38 @@ void rf_engine_weight_bytes(const rf_engine *e, uint64_t *total, uint64_t *per_t
                            &L->down, &L->gate_up, &L->sg, &L->su, &L->sd};
         for (size_t i = 0; i < sizeof ls / sizeof ls[0]; i++) add_weight(&ls[i]->w, 1, 1, &t, &a);
         for (int h = 0; e->mla && h < e->nh; h++) {
-            add_weight(&L->kb[h], 1, 1, &t, &a);
-            add_weight(&L->vb[h], 1, 1, &t, &a);
+            add_weight(&L->kb[h].w, 1, 1, &t, &a);
+            add_weight(&L->vb[h].w, 1, 1, &t, &a);
         }
         if (L->moe) {
-            add_weight(&L->router, 1, 1, &t, &a);
-            add_weight(&L->sh_route, 1, 1, &t, &a);
+            add_weight(&L->router.w, 1, 1, &t, &a);
+            add_weight(&L->sh_route.w, 1, 1, &t, &a);
             for (int x = 0; x < e->nexp; x++) {
-                add_weight(&L->eg[x], K, E, &t, &a);
-                add_weight(&L->eu[x], K, E, &t, &a);
-                add_weight(&L->ed[x], K, E, &t, &a);
+                add_weight(&L->eg[x].w, K, E, &t, &a);
+                add_weight(&L->eu[x].w, K, E, &t, &a);
+                add_weight(&L->ed[x].w, K, E, &t, &a);
             }
         }
     }
-    add_weight(&e->embed, 1, e->embed.rows, &t, &a);  /* one row per token */
-    if (e->lm_head.data != e->embed.data) add_weight(&e->lm_head, 1, 1, &t, &a);
-    else a += rf_wmat_bytes(&e->lm_head);
+    add_weight(&e->embed.w, 1, e->embed.w.rows, &t, &a);  /* one row per token */
+    if (e->lm_head.w.data != e->embed.w.data) add_weight(&e->lm_head.w, 1, 1, &t, &a);
+    else a += rf_wmat_bytes(&e->lm_head.w);
     if (total) *total = t;
     if (per_token) *per_token = a;
 }
 
 /* ------------------------------------------------------------------ forward pass */
 
+void rf_engine_set_observer(rf_engine *e, rf_engine_observer fn, void *user)
+{
+    e->observer = fn;
+    e->observer_user = user;
+}
+
+/* y = W x (+ bias) for T tokens: the one place matrix products run, so the observer sees them all. */
 static void linear(rf_engine *e, const lin *l, const float *x, int T, float *y)
 {
+    if (e->observer && l->unit) e->observer(e->observer_user, l->unit, l->member, x, T);
     rf_matmul(&l->w, x, T, y, e->pool);
     if (!l->bias) return;
     uint64_t n = l->w.rows;
@@ -784,7 +795,7 @@ static void mla_attention(rf_engine *e, eng_layer *L, int li, int p0, int T)
     for (uint64_t h = 0; h < nh; h++) {
         for (int t = 0; t < T; t++) memcpy(e->att + (uint64_t)t * (uint64_t)e->nope, e->q + t * qd + h * hq,
                                            (uint64_t)e->nope * sizeof(float));
-        rf_matmul(&L->kb[h], e->att, T, e->tmp, e->pool);
+        linear(e, &L->kb[h], e->att, T, e->tmp);
         for (int t = 0; t < T; t++) memcpy(e->mq + ((uint64_t)t * nh + h) * kvl, e->tmp + (uint64_t)t * kvl, kvl * sizeof(float));
     }
     attn_job j = {e, li, p0, T, L->window, 0};
@@ -793,7 +804,7 @@ static void mla_attention(rf_engine *e, eng_layer *L, int li, int p0, int T)
     uint64_t vh = (uint64_t)e->vh, od = (uint64_t)e->odim;
     for (uint64_t h = 0; h < nh; h++) {
         for (int t = 0; t < T; t++) memcpy(e->tmp + (uint64_t)t * kvl, e->mc + ((uint64_t)t * nh + h) * kvl, kvl * sizeof(float));
-        rf_matmul(&L->vb[h], e->tmp, T, e->g, e->pool);
+        linear(e, &L->vb[h], e->tmp, T, e->g);
         for (int t = 0; t < T; t++) memcpy(e->att + (uint64_t)t * od + h * vh, e->g + (uint64_t)t * vh, vh * sizeof(float));
     }
     linear(e, &L->o, e->att, T, e->tmp);
@@ -816,12 +827,6 @@ static void glu_mlp(rf_engine *e, const lin *g, const lin *u, const lin *gu, con
     linear(e, d, e->g, T, y);
 }
 
-static void expert_mlp(rf_engine *e, const rf_wmat *g, const rf_wmat *u, const rf_wmat *d, const float *x, int T,
-                       float *y)
-{
-    lin lg = {*g, NULL}, lu = {*u, NULL}, ld = {*d, NULL};
-    glu_mlp(e, &lg, &lu, NULL, &ld, x, T, y);
-}
 
 /* Sparse MoE on the normed batch e->h: route each token, then run every expert that got any
  * token on the tokens routed to it (batched), adding weighted outputs in expert order; shared
@@ -832,7 +837,7 @@ static void moe(rf_engine *e, eng_layer *L, int T)
     int scale_input = e->route.kind == RF_ROUTER_LLAMA4;
     rf_route_opts ro = e->route;
     ro.bias = L->router_bias;
-    rf_matmul(&L->router, e->h, T, e->rl, e->pool);
+    linear(e, &L->router, e->h, T, e->rl);
     for (int t = 0; t < T; t++) rf_moe_route_ex(&ro, e->rl + t * (uint64_t)e->nexp, e->ri + t * K, e->rw + t * K);
     memset(e->tmp, 0, (uint64_t)T * dim * sizeof(float));
     for (int x = 0; x < e->nexp; x++) {
@@ -853,7 +858,7 @@ static void moe(rf_engine *e, eng_layer *L, int T)
                     m++;
                 }
         if (!m) continue;
-        expert_mlp(e, &L->eg[x], &L->eu[x], &L->ed[x], e->xe, m, e->ye);
+        glu_mlp(e, &L->eg[x], &L->eu[x], NULL, &L->ed[x], e->xe, m, e->ye);
         for (int i = 0; i < m; i++) {
             float w = scale_input ? 1.0f : e->rw[e->etok[2 * i + 1]];
             float *dst = e->tmp + (uint64_t)e->etok[2 * i] * dim;
@@ -863,8 +868,8 @@ static void moe(rf_engine *e, eng_layer *L, int T)
     }
     if (!L->sd.w.rows) return;
     glu_mlp(e, &L->sg, &L->su, NULL, &L->sd, e->h, T, e->sh);
-    if (L->sh_route.rows) { /* qwen2_moe: sigmoid(shared_expert_gate(x)) scales the shared expert */
-        rf_matmul(&L->sh_route, e->h, T, e->rl, e->pool);
+    if (L->sh_route.w.rows) { /* qwen2_moe: sigmoid(shared_expert_gate(x)) scales the shared expert */
+        linear(e, &L->sh_route, e->h, T, e->rl);
         for (int t = 0; t < T; t++) {
             float gt = 1.0f / (1.0f + expf(-e->rl[t]));
             for (uint64_t c = 0; c < dim; c++) e->sh[t * dim + c] *= gt;
@@ -887,7 +892,7 @@ static void forward_batch(rf_engine *e, const int32_t *tok, int T, float *logits
     uint64_t dim = (uint64_t)e->dim;
     float es = (float)e->cfg.embed_scale;
     for (int t = 0; t < T; t++) {
-        rf_wmat_row(&e->embed, (uint64_t)tok[t], e->x + t * dim);
+        rf_wmat_row(&e->embed.w, (uint64_t)tok[t], e->x + t * dim);
         if (es != 0)
             for (uint64_t i = 0; i < dim; i++) e->x[t * dim + i] *= es;
     }
@@ -906,7 +911,7 @@ static void forward_batch(rf_engine *e, const int32_t *tok, int T, float *logits
     if (!logits || nlog <= 0) return;
     for (int t = T - nlog; t < T; t++)
         rf_op_rmsnorm(e->x + t * dim, e->final_norm, e->dim, e->eps, e->h + (uint64_t)(t - (T - nlog)) * dim);
-    rf_matmul(&e->lm_head, e->h, nlog, logits, e->pool);
+    linear(e, &e->lm_head, e->h, nlog, logits);
     float cap = (float)e->cfg.final_softcap;
     if (cap > 0)
         for (uint64_t i = 0; i < (uint64_t)nlog * (uint64_t)e->vocab; i++) logits[i] = tanhf(logits[i] / cap) * cap;

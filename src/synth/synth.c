@@ -304,7 +304,7 @@ static rf_status write_json(const char *dir, const char *name, json_t *j, rf_err
 enum { K_NORM, K_BIAS, K_EMBED, K_LINEAR, K_FP8, K_SCALE };
 
 typedef struct tspec {
-    char name[200];
+    char name[420];
     int ndim, kind, layer;
     int in_hidden; /* consumes the hidden state (gets the layer's outlier input channels) */
     uint64_t shape[3];
@@ -375,7 +375,7 @@ static int add_rows(tlist *l, const rf_config *c, const rf_family *f, int L, int
                 snprintf(tail, sizeof tail, "%s", ph + 3);
                 snprintf(ph, sizeof path - (size_t)(ph - path), "%d%s", e, tail);
             }
-            char name[200];
+            char name[400];
             if (L >= 0) snprintf(name, sizeof name, "%smodel.layers.%d.%s", c->tensor_prefix, L, path);
             else snprintf(name, sizeof name, "%s%s", c->tensor_prefix, path);
             ok &= add(l, f8 ? K_FP8 : kind, L, in_hidden, n, shp, "%s%s", name, r->exact ? "" : ".weight");
