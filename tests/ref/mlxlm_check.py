@@ -1620,7 +1620,8 @@ def use_mlx_python(mlx_python):
     report then lists only what its error message says)."""
     src = os.path.join(mlx_python, "mlx")
     if not os.path.isfile(os.path.join(src, "nn", "layers", "base.py")):
-        raise SystemExit(f"mlxlm_check: {mlx_python} has no mlx/nn/layers/base.py")
+        print(f"mlxlm_check: {mlx_python} has no mlx/nn/layers/base.py", file=sys.stderr)
+        raise SystemExit(2)
     for name in [n for n in sys.modules if n == "mlx.utils" or n.startswith("mlx.nn")]:
         del sys.modules[name]
     sys.modules["mlx"].__path__ = [src]
@@ -1636,8 +1637,9 @@ def import_mlx_lm(checkout, mlx_python=None):
     mlx_python: use mlx's own nn and utils from there (see use_mlx_python)."""
     pkg_dir = os.path.join(checkout, "mlx_lm")
     if not os.path.isfile(os.path.join(pkg_dir, "models", "base.py")):
-        raise SystemExit(f"mlxlm_check: {checkout} is not an mlx-lm checkout "
-                         "(no mlx_lm/models/base.py)")
+        print(f"mlxlm_check: {checkout} is not an mlx-lm checkout (no mlx_lm/models/base.py)",
+              file=sys.stderr)
+        raise SystemExit(2)
     install_mlx()
     if mlx_python:
         use_mlx_python(mlx_python)
