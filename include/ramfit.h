@@ -63,6 +63,12 @@ void rf_err_clear(rf_err *err);
 rf_status rf_parse_size(const char *text, uint64_t *out, rf_err *err);
 /* Format bytes for people: "1.23 GB (1.15 GiB)" style is the CLI's; this gives "1.23 GB". */
 void rf_format_size(uint64_t bytes, char *buf, size_t cap);
+/* Read a whole file of at most MAX bytes into a NUL-terminated buffer (*out: free() it; *len
+ * without the NUL). Regular files larger than MAX are refused before reading; pipes and devices
+ * are read up to MAX + 1 bytes (so /dev/zero is refused, not read until memory runs out).
+ * Errors name PATH: RF_ERR_NOT_FOUND (missing), RF_ERR_INVALID (a directory), RF_ERR_FORMAT
+ * (larger than MAX), RF_ERR_IO / RF_ERR_NOMEM. */
+rf_status rf_read_file(const char *path, uint64_t max, char **out, size_t *len, rf_err *err);
 
 /* Long operations report progress through this callback (done of total units, e.g. bytes) and
  * stop with RF_ERR_INTERRUPTED soon after *cancel becomes non-zero. Both may be NULL. */

@@ -387,9 +387,25 @@ static void test_plan_budget_edges(void **state)
     assert_true(rf_plan_objective(plan) == 0);
     for (uint64_t i = 0; i < rf_plan_unit_count(plan); i++) assert_int_equal(rf_plan_get_unit(plan, i)->bits, 0);
     rf_plan_free(plan);
-    TU_OK(rf_planner_solve(pl, UINT64_MAX, &plan, &err), &err);
+    /* the largest budget a plan file records (JSON integers below 2^63) round-trips; beyond it the
+     * budget is refused (it once wrote plans that could not be read back: "too big integer") */
+    TU_OK(rf_planner_solve(pl, (uint64_t)INT64_MAX, &plan, &err), &err);
     assert_int_equal(rf_plan_status_of(plan), RF_PLAN_KEEP_ALL);
+    char *pj;
+    size_t pjn;
+    rf_plan *back;
+    TU_OK(rf_plan_to_json(plan, &pj, &pjn, &err), &err);
+    TU_OK(rf_plan_from_json(pj, pjn, "max.json", &back, &err), &err);
+    assert_true(rf_plan_budget(back) == (uint64_t)INT64_MAX);
+    rf_plan_free(back);
+    free(pj);
     rf_plan_free(plan);
+    static const uint64_t huge[] = {(uint64_t)INT64_MAX + 1, 10000000ull * 1000000000000ull, UINT64_MAX};
+    for (size_t i = 0; i < sizeof huge / sizeof huge[0]; i++) {
+        assert_int_equal(rf_planner_solve(pl, huge[i], &plan, &err), RF_ERR_INVALID);
+        assert_null(plan);
+        assert_non_null(strstr(err.msg, "2^63"));
+    }
     /* one byte below full: something must be quantized */
     TU_OK(rf_planner_solve(pl, full - 1, &plan, &err), &err);
     assert_true(rf_plan_total_bytes(plan) < full && rf_plan_objective(plan) > 0);

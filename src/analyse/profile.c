@@ -1,5 +1,6 @@
 /* Profiles: the measured (bytes, error) table the planner reads, and its JSON file format
  * (docs/profile.md). Profile files are untrusted input: every field is validated on load. */
+#include "io/json_internal.h"
 #include "plan/plan_internal.h"
 
 #include <errno.h>
@@ -120,29 +121,6 @@ rf_status rf_write_text_file(const char *path, const char *text, size_t len, rf_
     return RF_OK;
 }
 
-rf_status rf_read_text_file(const char *path, char **out, size_t *len, rf_err *err)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return rf_err_errno(err, errno, "%s: cannot open", path);
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    for (;;) {
-        if (!buf) { fclose(f); return rf_err_set(err, RF_ERR_NOMEM, "%s: out of memory", path); }
-        n += fread(buf + n, 1, cap - n - 1, f);
-        if (n < cap - 1) break;
-        cap *= 2;
-        char *nb = realloc(buf, cap);
-        if (!nb) free(buf);
-        buf = nb;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) { free(buf); return rf_err_errno(err, EIO, "%s: read failed", path); }
-    buf[n] = '\0';
-    *out = buf;
-    *len = n;
-    return RF_OK;
-}
 
 /* ------------------------------------------------------------------ tokens and configs */
 
@@ -817,9 +795,9 @@ static rf_status bad(rd *r, const char *field, const char *what)
 
 static rf_status rd_u64(rd *r, json_t *o, const char *k, uint64_t *out)
 {
-    json_t *v = json_object_get(o, k);
-    if (!json_is_integer(v) || json_integer_value(v) < 0) return bad(r, k, "expected a non-negative integer");
-    *out = (uint64_t)json_integer_value(v);
+    int e = rf_json_u64(json_object_get(o, k), INT64_MAX, out);
+    if (e > 0) return bad(r, k, "is out of range (must be below 2^63)");
+    if (e < 0) return bad(r, k, "expected a non-negative integer");
     return RF_OK;
 }
 
@@ -1249,11 +1227,7 @@ static rf_status rd_profile(rd *r, json_t *root, const uint8_t *bin, size_t nbin
 
 static rf_status parse_root(const char *text, size_t len, const char *label, json_t **root, rf_err *err)
 {
-    json_error_t je;
-    *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
-    if (!*root)
-        return rf_err_set(err, RF_ERR_FORMAT, "%s: not valid JSON (line %d, column %d): %s", label, je.line, je.column, je.text);
-    return RF_OK;
+    return rf_json_parse(text, len, label, JSON_REJECT_DUPLICATES, root, err);
 }
 
 static rf_status from_parts(const char *text, size_t len, const uint8_t *bin, size_t nbin, int have_bin, const char *label,
@@ -1286,12 +1260,14 @@ rf_status rf_profile_load(const char *path, rf_profile **out, rf_err *err)
     *out = NULL;
     char *text, *data = NULL;
     size_t len, dlen = 0;
-    rf_status s = rf_read_text_file(path, &text, &len, err);
+    rf_status s = rf_json_read_text(path, RF_MAX_PLAN_FILE, &text, &len, err);
     if (s) return s;
     json_t *root;
     if ((s = parse_root(text, len, path, &root, err))) { free(text); return s; }
     /* an index names its data file: a plain name in the index's directory */
     const char *jf = json_string_value(json_object_get(json_object_get(root, "data"), "file"));
+    uint64_t dmax = 0; /* the data file is as long as the index says (checked when read): a bound for reading it */
+    if (rf_json_u64(json_object_get(json_object_get(root, "data"), "bytes"), INT64_MAX - 1, &dmax)) dmax = 0;
     char fbuf[256];
     const char *file = jf && strlen(jf) < sizeof fbuf ? strcpy(fbuf, jf) : NULL;
     json_decref(root);
@@ -1304,7 +1280,7 @@ rf_status rf_profile_load(const char *path, rf_profile **out, rf_err *err)
         else {
             memcpy(dpath, path, dir);
             memcpy(dpath + dir, file, fl + 1);
-            s = rf_read_text_file(dpath, &data, &dlen, err);
+            s = rf_read_file(dpath, dmax + 1, &data, &dlen, err);
             if (s) rf_err_prefix(err, "profile %s needs its data file", path);
             free(dpath);
         }

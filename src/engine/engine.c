@@ -4,6 +4,7 @@
  * float32 KV cache. Weights are never converted as a whole: the kernels read the mapped
  * bf16/f16/f32/packed rows. Only 1-D tensors (norm weights, biases) are copied to float32. */
 #include "engine/engine_internal.h"
+#include "io/mlx_internal.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -31,7 +32,7 @@ struct rf_engine {
     char *dir;
     rf_st *st;
     rf_pool *pool;
-    json_t *quant;             /* config.json "quantization" (NULL: none) */
+    rf_mlx_qcfg *quant;        /* config.json "quantization", read as mlx-lm does (io/mlx.c) */
     int dim, nh, nkv, hd, vocab, ffn, moe_ffn, nexp, topk, softmax_first;
     float eps;
     rf_wmat embed, lm_head;
@@ -82,21 +83,10 @@ static rf_status load_vec(rf_engine *e, const char *name, uint64_t n, float **ou
     return rf_convert_to_f32(t->dtype, t->data, *out, n, err);
 }
 
-/* bits/gs of an MLX module: its own entry in "quantization", else the global values. */
-static rf_status quant_params(rf_engine *e, const char *module, int *bits, int *gs, rf_err *err)
+/* bits/gs of an MLX module (0, 0: not quantized) by mlx-lm's rule, one reader with inspect. */
+static rf_status quant_params(rf_engine *e, const char *module, int has_scales, int *bits, int *gs, rf_err *err)
 {
-    if (!e->quant)
-        return rf_err_set(err, RF_ERR_FORMAT, "%s: %s.scales exists but config.json has no \"quantization\"", e->dir,
-                          module);
-    json_t *q = json_object_get(e->quant, module);
-    if (!json_is_object(q)) q = e->quant;
-    json_t *b = json_object_get(q, "bits"), *g = json_object_get(q, "group_size");
-    if (!json_is_integer(b) || !json_is_integer(g))
-        return rf_err_set(err, RF_ERR_FORMAT, "%s: config.json quantization for %s lacks bits/group_size", e->dir,
-                          module);
-    *bits = (int)json_integer_value(b);
-    *gs = (int)json_integer_value(g);
-    return RF_OK;
+    return rf_mlx_qcfg_module(e->quant, module, has_scales, bits, gs, err);
 }
 
 /* The weight of MODULE: nexp stacked experts (0: a plain matrix) of out x in. A module is
@@ -117,6 +107,7 @@ static rf_status load_matrix(rf_engine *e, const char *module, int nexp, uint64_
     w->data = t->data;
     snprintf(name, sizeof name, "%s.scales", module);
     sc = rf_st_find(e->st, name);
+    if ((s = quant_params(e, module, sc != NULL, &w->bits, &w->gs, err))) return s;
     if (!sc) {
         snprintf(want, sizeof want, "%s%llu, %llu] float", nexp ? "[E, " : "[", (unsigned long long)out,
                  (unsigned long long)in);
@@ -128,7 +119,6 @@ static rf_status load_matrix(rf_engine *e, const char *module, int nexp, uint64_
     }
     snprintf(name, sizeof name, "%s.biases", module);
     if ((s = need_tensor(e, name, &bi, err))) return s;
-    if ((s = quant_params(e, module, &w->bits, &w->gs, err))) return s;
     w->dtype = RF_DT_U32;
     w->sdtype = sc->dtype;
     w->scales = sc->data;
@@ -271,22 +261,7 @@ static rf_status check_config(rf_engine *e, rf_err *err)
     return RF_OK;
 }
 
-static rf_status read_quant_config(rf_engine *e, rf_err *err)
-{
-    size_t n = strlen(e->dir) + 16;
-    char *path = malloc(n);
-    if (!path) return rf_err_set(err, RF_ERR_NOMEM, "out of memory");
-    snprintf(path, n, "%s/config.json", e->dir);
-    json_error_t je;
-    json_t *root = json_load_file(path, 0, &je);
-    free(path);
-    if (!root) return rf_err_set(err, RF_ERR_FORMAT, "%s/config.json: %s (line %d)", e->dir, je.text, je.line);
-    json_t *q = json_object_get(root, "quantization");
-    if (!json_is_object(q)) q = json_object_get(root, "quantization_config");
-    if (json_is_object(q)) e->quant = json_incref(q);
-    json_decref(root);
-    return RF_OK;
-}
+static rf_status read_quant_config(rf_engine *e, rf_err *err) { return rf_mlx_qcfg_load(e->dir, &e->quant, err); }
 
 static void *alloc_f(uint64_t n, int *fail)
 {
@@ -413,7 +388,7 @@ void rf_engine_free(rf_engine *e)
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(e->ri);
     free(e->etok);
-    if (e->quant) json_decref(e->quant);
+    rf_mlx_qcfg_free(e->quant);
     rf_pool_free(e->pool);
     rf_st_close(e->st);
     free(e->dir);

@@ -4,6 +4,7 @@
  * be absent; keys without a sensible default are required and their absence is a format error
  * that names the file and the key. */
 #include "common/internal.h"
+#include "io/json_internal.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -11,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+
+#define RF_CONFIG_MAX_LAYERS 65536
 
 static const char *const arch_names[] = {
     [RF_ARCH_UNKNOWN] = "unknown", [RF_ARCH_LLAMA] = "llama",     [RF_ARCH_MISTRAL] = "mistral",
@@ -56,11 +59,16 @@ static rf_status get_int(const cfgp *p, const char *key, int required, int lo, i
 {
     json_t *v = get(p, key);
     if (!v) return required ? bad(p, key, "is missing") : RF_OK;
-    if (!json_is_integer(v)) return bad(p, key, "must be an integer");
-    json_int_t x = json_integer_value(v);
-    if (x < lo || x > INT_MAX) {
-        char what[96];
-        snprintf(what, sizeof what, "is out of range (%lld; must be >= %d)", (long long)x, lo);
+    int64_t x;
+    int r = rf_json_int(v, lo, INT_MAX, &x);
+    if (r < 0) return bad(p, key, "must be an integer");
+    if (r > 0) {
+        char what[128];
+        if (json_is_integer(v))
+            snprintf(what, sizeof what, "is out of range (%lld; must be in [%d, %d])", (long long)json_integer_value(v), lo,
+                     INT_MAX);
+        else
+            snprintf(what, sizeof what, "is out of range (%.17g; must be in [%d, %d])", json_real_value(v), lo, INT_MAX);
         return bad(p, key, what);
     }
     *out = (int)x;
@@ -263,6 +271,14 @@ static rf_status parse_root(const cfgp *p, rf_config *c)
         (st = get_int(p, "num_attention_heads", 1, 1, &c->num_heads)) ||
         (st = get_int(p, "vocab_size", 1, 1, &c->vocab_size)))
         return st;
+    /* Per-layer state is allocated from this number before the checkpoint can contradict it: a
+     * bound keeps 1000000000 from ending as "out of memory" instead of the missing layers. */
+    if (c->num_layers > RF_CONFIG_MAX_LAYERS) {
+        char what[128];
+        snprintf(what, sizeof what, "is out of range (%d; ramfit supports at most %d layers)", c->num_layers,
+                 RF_CONFIG_MAX_LAYERS);
+        return bad(p, "num_hidden_layers", what);
+    }
     c->num_kv_heads = c->num_heads;
     if ((st = get_int(p, "num_key_value_heads", 0, 1, &c->num_kv_heads)) ||
         (st = get_int(p, "head_dim", 0, 1, &c->head_dim)) ||
@@ -294,11 +310,9 @@ rf_status rf_config_parse(const char *json_text, const char *label, rf_config *o
 {
     if (!json_text || !out) return rf_err_set(err, RF_ERR_INVALID, "rf_config_parse: NULL argument");
     if (!label) label = "config.json";
-    json_error_t je;
-    json_t *root = json_loads(json_text, JSON_REJECT_DUPLICATES, &je);
-    if (!root)
-        return rf_err_set(err, RF_ERR_FORMAT, "%s: invalid JSON at line %d column %d: %s", label, je.line,
-                          je.column, je.text);
+    json_t *root;
+    rf_status pst = rf_json_parse(json_text, strlen(json_text), label, JSON_REJECT_DUPLICATES, &root, err);
+    if (pst) return pst;
     rf_config c;
     set_defaults(&c);
     cfgp p = {root, label, err};

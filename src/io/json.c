@@ -1,0 +1,224 @@
+/* The one JSON loader of ramfit's readers (json_internal.h): bounded file reads, numbers
+ * jansson cannot hold, range-checked integer fields. */
+#include "io/json_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* End of the JSON number starting at S[I] (-?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?), or I
+ * when there is none; *FRAC is set when it has a fraction or exponent. */
+static size_t number_end(const char *s, size_t i, size_t len, int *frac)
+{
+    size_t j = i;
+    *frac = 0;
+    if (j < len && s[j] == '-') j++;
+    if (j >= len || s[j] < '0' || s[j] > '9') return i;
+    if (s[j] == '0') j++;
+    else
+        while (j < len && s[j] >= '0' && s[j] <= '9') j++;
+    if (j < len && s[j] == '.') {
+        size_t k = j + 1;
+        while (k < len && s[k] >= '0' && s[k] <= '9') k++;
+        if (k == j + 1) return i; /* "1." is not JSON: jansson reports it */
+        j = k, *frac = 1;
+    }
+    if (j < len && (s[j] == 'e' || s[j] == 'E')) {
+        size_t k = j + 1;
+        if (k < len && (s[k] == '+' || s[k] == '-')) k++;
+        size_t d = k;
+        while (k < len && s[k] >= '0' && s[k] <= '9') k++;
+        if (k == d) return i;
+        j = k, *frac = 1;
+    }
+    return j;
+}
+
+/* 1 if the integer literal S[0..n) (optional '-', no leading zeros) is outside int64. */
+static int int_overflows(const char *s, size_t n)
+{
+    int neg = s[0] == '-';
+    const char *d = s + neg;
+    size_t nd = n - (size_t)neg;
+    const char *lim = neg ? "9223372036854775808" : "9223372036854775807";
+    if (nd != 19) return nd > 19;
+    return memcmp(d, lim, 19) > 0;
+}
+
+/* A replacement for the number S[0..n) that jansson loads: the nearest double in at most N
+ * characters (beyond double's range: +-1e308). 0 if it needs none. */
+static int replacement(const char *s, size_t n, int frac, char *out, size_t cap)
+{
+    if (!frac && !int_overflows(s, n)) return 0;
+    char small[64], *buf = n < sizeof small ? small : malloc(n + 1);
+    if (!buf) return -1;
+    memcpy(buf, s, n);
+    buf[n] = '\0';
+    errno = 0;
+    double v = strtod(buf, NULL);
+    if (buf != small) free(buf);
+    if (frac && !isinf(v)) return 0; /* jansson takes it as it is */
+    if (isinf(v)) {
+        snprintf(out, cap, "%s", v < 0 ? "-1e308" : "1e308"); /* n >= 5 ("1e309") or 6 ("-1e309") */
+        return 1;
+    }
+    for (int p = 16; p >= 0; p--) { /* an integer literal beyond int64 has >= 19 characters: p >= 12 fits */
+        int w = snprintf(out, cap, "%.*e", p, v);
+        if (w > 0 && (size_t)w <= n) return 1;
+    }
+    return -1;
+}
+
+void rf_json_bignums_free(rf_json_bignums *big)
+{
+    if (!big) return;
+    for (size_t i = 0; i < big->n; i++) free(big->v[i].literal);
+    free(big->v);
+    big->v = NULL;
+    big->n = 0;
+}
+
+/* TEXT with every number jansson refuses replaced in place (same length: the rest is padded with
+ * spaces, so jansson's line/column positions stay right). *COPY is NULL when nothing changed. */
+static rf_status rewrite_numbers(const char *text, size_t len, const char *label, char **copy, rf_json_bignums *big,
+                                 rf_err *err)
+{
+    *copy = NULL;
+    int in_str = 0;
+    uint64_t number = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = text[i];
+        if (in_str) {
+            if (c == '\\') i++;
+            else if (c == '"') in_str = 0;
+            continue;
+        }
+        if (c == '"') { in_str = 1; continue; }
+        if (c != '-' && (c < '0' || c > '9')) continue;
+        int frac;
+        size_t e = number_end(text, i, len, &frac);
+        if (e == i) continue; /* not a number: jansson reports it */
+        char rep[64];
+        int r = replacement(text + i, e - i, frac, rep, sizeof rep);
+        if (r < 0) return rf_err_set(err, RF_ERR_NOMEM, "%s: out of memory", label);
+        if (r > 0) {
+            if (!*copy) {
+                if (!(*copy = malloc(len + 1))) return rf_err_set(err, RF_ERR_NOMEM, "%s: out of memory", label);
+                memcpy(*copy, text, len);
+                (*copy)[len] = '\0';
+            }
+            size_t rl = strlen(rep);
+            memcpy(*copy + i, rep, rl);
+            memset(*copy + i + rl, ' ', e - i - rl);
+            if (big) {
+                rf_json_bignum *nv = realloc(big->v, (big->n + 1) * sizeof *nv);
+                char *lit = nv ? strndup(text + i, e - i) : NULL;
+                if (nv) big->v = nv;
+                if (!lit) return rf_err_set(err, RF_ERR_NOMEM, "%s: out of memory", label);
+                big->v[big->n++] = (rf_json_bignum){number, lit};
+            }
+        }
+        number++;
+        i = e - 1;
+    }
+    return RF_OK;
+}
+
+rf_status rf_json_parse_keep(const char *text, size_t len, const char *label, size_t flags, json_t **out,
+                             rf_json_bignums *big, rf_err *err)
+{
+    *out = NULL;
+    if (big) big->v = NULL, big->n = 0;
+    if (!label) label = "JSON";
+    char *copy = NULL;
+    rf_status s = rewrite_numbers(text, len, label, &copy, big, err);
+    if (s) {
+        free(copy);
+        rf_json_bignums_free(big);
+        return s;
+    }
+    json_error_t je;
+    json_t *root = json_loadb(copy ? copy : text, len, flags, &je);
+    free(copy);
+    if (!root) {
+        rf_json_bignums_free(big);
+        return rf_err_set(err, RF_ERR_FORMAT, "%s: invalid JSON at line %d column %d: %s", label, je.line, je.column,
+                          je.text);
+    }
+    *out = root;
+    return RF_OK;
+}
+
+rf_status rf_json_parse(const char *text, size_t len, const char *label, size_t flags, json_t **out, rf_err *err)
+{
+    return rf_json_parse_keep(text, len, label, flags, out, NULL, err);
+}
+
+/* The first bytes of PATH tell a JSON text ('{' or '[' after white space) from a weight file or
+ * binary given by mistake, before a large file is read whole. Errors other than "not JSON" are
+ * left to rf_read_file. */
+static rf_status peek_json(const char *path, rf_err *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return RF_OK;
+    struct stat sb;
+    unsigned char b[512];
+    ssize_t n = fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) ? read(fd, b, sizeof b) : -1;
+    close(fd);
+    if (n <= 0) return RF_OK;
+    ssize_t i = 0;
+    while (i < n && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r')) i++;
+    if (i == n || b[i] == '{' || b[i] == '[') return RF_OK;
+    int st = n >= 9 && b[8] == '{' && !b[5] && !b[6] && !b[7]; /* 8-byte little-endian header length, then '{' */
+    return rf_err_set(err, RF_ERR_FORMAT, "%s: not a JSON file%s", path, st ? " (a safetensors weight file?)" : "");
+}
+
+rf_status rf_json_read_text(const char *path, uint64_t max, char **text, size_t *len, rf_err *err)
+{
+    *text = NULL;
+    *len = 0;
+    rf_status s = peek_json(path, err);
+    return s ? s : rf_read_file(path, max, text, len, err);
+}
+
+rf_status rf_json_load(const char *path, uint64_t max, size_t flags, json_t **out, rf_err *err)
+{
+    *out = NULL;
+    char *text;
+    size_t len;
+    rf_status s = rf_json_read_text(path, max, &text, &len, err);
+    if (s) return s;
+    s = rf_json_parse(text, len, path, flags, out, err);
+    free(text);
+    return s;
+}
+
+int rf_json_int(const json_t *v, int64_t lo, int64_t hi, int64_t *out)
+{
+    if (json_is_integer(v)) {
+        json_int_t x = json_integer_value(v);
+        if (x < lo || x > hi) return 1;
+        *out = (int64_t)x;
+        return 0;
+    }
+    if (json_is_real(v)) {
+        double x = json_real_value(v);
+        /* an integer literal beyond int64 arrives as an integral real of at least 2^63 */
+        if (x == floor(x) && fabs(x) >= 9223372036854775808.0) return 1;
+    }
+    return -1;
+}
+
+int rf_json_u64(const json_t *v, uint64_t hi, uint64_t *out)
+{
+    int64_t x;
+    int r = rf_json_int(v, 0, hi > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)hi, &x);
+    if (r == 0) *out = (uint64_t)x;
+    return r;
+}
