@@ -51,28 +51,21 @@ static int int_overflows(const char *s, size_t n)
     return memcmp(d, lim, 19) > 0;
 }
 
-/* A replacement for the number S[0..n) that jansson loads: the nearest double in at most N
- * characters (beyond double's range: +-1e308). 0 if it needs none. */
-static int replacement(const char *s, size_t n, int frac, char *out, size_t cap)
+/* How the number S[0..n) must be rewritten for jansson: 0 not at all; 1 an integer beyond int64
+ * that a double holds: append "e0" (strtod then rounds the exact digits); 2 beyond double's range
+ * (an overflowing real or an integer of 310+ digits): "1e308" / "-1e308", padded with spaces to
+ * the same length. -1: out of memory. */
+static int rewrite_kind(const char *s, size_t n, int frac)
 {
     if (!frac && !int_overflows(s, n)) return 0;
     char small[64], *buf = n < sizeof small ? small : malloc(n + 1);
     if (!buf) return -1;
     memcpy(buf, s, n);
     buf[n] = '\0';
-    errno = 0;
     double v = strtod(buf, NULL);
     if (buf != small) free(buf);
-    if (frac && !isinf(v)) return 0; /* jansson takes it as it is */
-    if (isinf(v)) {
-        snprintf(out, cap, "%s", v < 0 ? "-1e308" : "1e308"); /* n >= 5 ("1e309") or 6 ("-1e309") */
-        return 1;
-    }
-    for (int p = 16; p >= 0; p--) { /* an integer literal beyond int64 has >= 19 characters: p >= 12 fits */
-        int w = snprintf(out, cap, "%.*e", p, v);
-        if (w > 0 && (size_t)w <= n) return 1;
-    }
-    return -1;
+    if (isinf(v)) return 2;
+    return frac ? 0 : 1;
 }
 
 void rf_json_bignums_free(rf_json_bignums *big)
@@ -84,14 +77,37 @@ void rf_json_bignums_free(rf_json_bignums *big)
     big->n = 0;
 }
 
-/* TEXT with every number jansson refuses replaced in place (same length: the rest is padded with
- * spaces, so jansson's line/column positions stay right). *COPY is NULL when nothing changed. */
-static rf_status rewrite_numbers(const char *text, size_t len, const char *label, char **copy, rf_json_bignums *big,
+/* TEXT with every number jansson refuses rewritten (rewrite_kind); *COPY is NULL when nothing
+ * changed. *GROWN gets the offsets in the copy where two bytes were inserted (error columns are
+ * corrected by them), *NGROWN their number. */
+typedef struct rewrite {
+    char *copy;
+    size_t len, cap;
+    size_t *grown;
+    size_t ngrown;
+} rewrite;
+
+static int rw_put(rewrite *r, const char *p, size_t n)
+{
+    if (r->len + n + 1 > r->cap) {
+        size_t nc = r->cap ? r->cap : 256;
+        while (r->len + n + 1 > nc) nc *= 2;
+        char *b = realloc(r->copy, nc);
+        if (!b) return 0;
+        r->copy = b, r->cap = nc;
+    }
+    memcpy(r->copy + r->len, p, n);
+    r->len += n;
+    r->copy[r->len] = '\0';
+    return 1;
+}
+
+static rf_status rewrite_numbers(const char *text, size_t len, const char *label, rewrite *r, rf_json_bignums *big,
                                  rf_err *err)
 {
-    *copy = NULL;
     int in_str = 0;
     uint64_t number = 0;
+    size_t done = 0; /* text[0..done) is in the copy (when there is one) */
     for (size_t i = 0; i < len; i++) {
         char c = text[i];
         if (in_str) {
@@ -104,18 +120,22 @@ static rf_status rewrite_numbers(const char *text, size_t len, const char *label
         int frac;
         size_t e = number_end(text, i, len, &frac);
         if (e == i) continue; /* not a number: jansson reports it */
-        char rep[64];
-        int r = replacement(text + i, e - i, frac, rep, sizeof rep);
-        if (r < 0) return rf_err_set(err, RF_ERR_NOMEM, "%s: out of memory", label);
-        if (r > 0) {
-            if (!*copy) {
-                if (!(*copy = malloc(len + 1))) return rf_err_set(err, RF_ERR_NOMEM, "%s: out of memory", label);
-                memcpy(*copy, text, len);
-                (*copy)[len] = '\0';
+        int k = rewrite_kind(text + i, e - i, frac);
+        if (k < 0) return rf_err_set(err, RF_ERR_NOMEM, "%s: out of memory", label);
+        if (k > 0) {
+            int ok = rw_put(r, text + done, i - done);
+            if (k == 1) {
+                ok = ok && rw_put(r, text + i, e - i) && rw_put(r, "e0", 2);
+                size_t *g = ok ? realloc(r->grown, (r->ngrown + 1) * sizeof *g) : NULL;
+                if (g) r->grown = g, g[r->ngrown++] = r->len;
+                ok = g != NULL;
+            } else {
+                const char *rep = text[i] == '-' ? "-1e308" : "1e308"; /* an overflow has >= 5 (6) characters */
+                ok = ok && rw_put(r, rep, strlen(rep));
+                for (size_t p = strlen(rep); ok && p < e - i; p++) ok = rw_put(r, " ", 1);
             }
-            size_t rl = strlen(rep);
-            memcpy(*copy + i, rep, rl);
-            memset(*copy + i + rl, ' ', e - i - rl);
+            if (!ok) return rf_err_set(err, RF_ERR_NOMEM, "%s: out of memory", label);
+            done = e;
             if (big) {
                 rf_json_bignum *nv = realloc(big->v, (big->n + 1) * sizeof *nv);
                 char *lit = nv ? strndup(text + i, e - i) : NULL;
@@ -127,6 +147,7 @@ static rf_status rewrite_numbers(const char *text, size_t len, const char *label
         number++;
         i = e - 1;
     }
+    if (r->copy && !rw_put(r, text + done, len - done)) return rf_err_set(err, RF_ERR_NOMEM, "%s: out of memory", label);
     return RF_OK;
 }
 
@@ -136,20 +157,24 @@ rf_status rf_json_parse_keep(const char *text, size_t len, const char *label, si
     *out = NULL;
     if (big) big->v = NULL, big->n = 0;
     if (!label) label = "JSON";
-    char *copy = NULL;
-    rf_status s = rewrite_numbers(text, len, label, &copy, big, err);
+    rewrite r = {0};
+    rf_status s = rewrite_numbers(text, len, label, &r, big, err);
+    json_error_t je;
+    json_t *root = s ? NULL : json_loadb(r.copy ? r.copy : text, r.copy ? r.len : len, flags, &je);
+    if (!s && !root) {
+        /* the column as in the file: less the bytes added on the error's line before it */
+        int col = je.column;
+        for (size_t k = r.ngrown; k-- > 0 && je.position >= 0 && r.grown[k] <= (size_t)je.position;) {
+            if (memchr(r.copy + r.grown[k], '\n', (size_t)je.position - r.grown[k])) break;
+            col -= 2;
+        }
+        s = rf_err_set(err, RF_ERR_FORMAT, "%s: invalid JSON at line %d column %d: %s", label, je.line, col, je.text);
+    }
+    free(r.copy);
+    free(r.grown);
     if (s) {
-        free(copy);
         rf_json_bignums_free(big);
         return s;
-    }
-    json_error_t je;
-    json_t *root = json_loadb(copy ? copy : text, len, flags, &je);
-    free(copy);
-    if (!root) {
-        rf_json_bignums_free(big);
-        return rf_err_set(err, RF_ERR_FORMAT, "%s: invalid JSON at line %d column %d: %s", label, je.line, je.column,
-                          je.text);
     }
     *out = root;
     return RF_OK;

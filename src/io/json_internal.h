@@ -16,9 +16,10 @@
 #define RF_MAX_PLAN_FILE ((uint64_t)256 << 20)      /* profile index, plan */
 
 /* Parse untrusted JSON text of LEN bytes (no NUL needed); LABEL (a file name) starts every
- * message. Any valid JSON number loads: jansson refuses integers beyond int64 ("too big
- * integer") and reals beyond double, so those become reals of (nearly) the same value (beyond
- * double: +-1e308) before parsing. A field ramfit uses is range-checked by its reader
+ * message, with the line and column of the text as given. Any valid JSON number loads: jansson
+ * refuses integers beyond int64 ("too big integer") and reals beyond double, so those become
+ * reals before parsing (the integer rounded to the nearest double; beyond double's range
+ * +-1e308). A field ramfit uses is range-checked by its reader
  * (rf_json_int / rf_json_u64 below), which names the key; fields ramfit ignores (Llama's
  * "model_max_length": 1000000000000000019884624838656) no longer break the load.
  * FLAGS: jansson decoding flags (JSON_REJECT_DUPLICATES). */
