@@ -25,6 +25,9 @@ int cli_usage_error(const char *cmd, const char *fmt, ...);
 /* 1 if argv has "-h"/"--help" anywhere. */
 int cli_wants_help(int argc, char **argv);
 
+/* --dtype bf16|f16|f32 (the dtype F32 tensors are written in): 0 and *OUT, or a usage exit status. */
+int cli_parse_dtype(const char *cmd, const char *text, rf_dtype *out);
+
 /* 1 if both paths exist and are the same file (links resolved). */
 int cli_same_file(const char *a, const char *b);
 /* 0 if a file can be created at PATH (its directory exists and is writable); otherwise prints the error

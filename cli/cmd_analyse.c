@@ -9,7 +9,7 @@
 
 static const char *const usage_text =
     "usage: ramfit analyse MODEL_DIR [-o PROFILE] [--threads N] [--mode mlx|opt|both]\n"
-    "                      [--candidates LIST] [--resume] [--quiet] [--json]\n"
+    "                      [--candidates LIST] [--dtype bf16|f16|f32] [--resume] [--quiet] [--json]\n"
     "\n"
     "Measure every quantization unit of a checkpoint at every candidate config (bits 2/3/4/5/6/8\n"
     "x group size 32/64/128 where the group size divides the input dimension, plus keep): exact\n"
@@ -23,6 +23,9 @@ static const char *const usage_text =
     "                     (error-minimising scale/bias, slower) or both\n"
     "  --candidates LIST  all (default), or e.g. 4/64,8/64 or 3,4 (every group size); keep is\n"
     "                     always a choice\n"
+    "  --dtype D          the dtype F32 tensors will be written in (kept weights, norms,\n"
+    "                     scales/biases): bf16 (default), f16 or f32 (mlx-lm's output for a float32\n"
+    "                     checkpoint); the profile counts and measures them so; F32 models only\n"
     "  --resume           continue an interrupted run from PROFILE.partial (Ctrl-C saves it)\n"
     "  --quiet            no progress display\n"
     "  --json             print a JSON summary on stdout\n";
@@ -49,6 +52,7 @@ int rf_cmd_analyse(int argc, char **argv)
     if (cli_wants_help(argc, argv)) { fputs(usage_text, stdout); return 0; }
     const char *dir = NULL, *out = NULL;
     int quiet = 0, json = 0;
+    rf_dtype dtype = RF_DT_INVALID;
     rf_analyse_opts o;
     rf_analyse_opts_default(&o);
     rf_err err = {0};
@@ -72,6 +76,10 @@ int rf_cmd_analyse(int argc, char **argv)
             if (!more || rf_analyse_parse_candidates(argv[i + 1], &o.configs, &err))
                 return cli_usage_error("analyse", "%s", more ? err.msg : "--candidates needs a list");
             i++;
+        } else if (!strcmp(a, "--dtype")) {
+            if (!more) return cli_usage_error("analyse", "--dtype needs bf16, f16 or f32");
+            int rc = cli_parse_dtype("analyse", argv[++i], &dtype);
+            if (rc) return rc;
         } else if (!strcmp(a, "--resume")) {
             o.resume = 1;
         } else if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) {
@@ -109,6 +117,11 @@ int rf_cmd_analyse(int argc, char **argv)
 
     rf_model *m = NULL;
     if (rf_model_open(dir, &m, &err)) return cli_fail(&err);
+    if (rf_quantize_check_dtype(m, dtype, &err)) {
+        rf_model_free(m);
+        return cli_fail(&err);
+    }
+    if (dtype != RF_DT_INVALID) o.f32_as = dtype;
     if (o.resume && access(partial, F_OK) != 0 && !quiet)
         fprintf(stderr, "ramfit analyse: no partial analysis at %s: starting from the beginning\n", partial);
     cli_install_sigint();
@@ -126,8 +139,8 @@ int rf_cmd_analyse(int argc, char **argv)
         rf_model_free(m);
         return cli_fail(&err);
     }
-    if (unlink(partial) != 0 && errno != ENOENT)
-        fprintf(stderr, "ramfit analyse: warning: cannot remove %s\n", partial);
+    /* the checkpoint is an index and a data file, like any saved profile: both go */
+    if (rf_profile_remove(partial, &err)) fprintf(stderr, "ramfit analyse: warning: %s\n", err.msg);
     uint64_t units = rf_profile_unit_count(prof), cand = 0, input = 0;
     for (uint64_t u = 0; u < units; u++) {
         cand += (uint64_t)rf_profile_unit(prof, u)->n_cands;

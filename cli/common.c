@@ -97,6 +97,15 @@ void cli_install_sigint(void)
 }
 volatile int *cli_cancel_flag(void) { return &g_cancel; }
 
+int cli_parse_dtype(const char *cmd, const char *text, rf_dtype *out)
+{
+    if (!strcmp(text, "bf16")) *out = RF_DT_BF16;
+    else if (!strcmp(text, "f16")) *out = RF_DT_F16;
+    else if (!strcmp(text, "f32")) *out = RF_DT_F32;
+    else return cli_usage_error(cmd, "--dtype must be bf16, f16 or f32, not '%s'", text);
+    return 0;
+}
+
 int cli_same_file(const char *a, const char *b)
 {
     struct stat sa, sb;

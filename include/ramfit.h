@@ -420,6 +420,8 @@ typedef struct rf_pmodel {
     int num_experts, experts_per_tok, moe_intermediate_size;
     uint64_t fingerprint;       /* rf_st_fingerprint of the checkpoint */
     char ramfit_version[32];    /* of the ramfit that wrote the profile */
+    rf_dtype f32_as;            /* the dtype the model's F32 tensors are counted in (analyse --dtype);
+                                 * RF_DT_INVALID: the model has none, or a profile that does not say */
 } rf_pmodel;
 
 /* Bit masks for rf_profile_create: modes (1 << RF_QMODE_MLX | 1 << RF_QMODE_OPT) and configs
@@ -480,6 +482,8 @@ rf_status rf_profile_to_parts(const rf_profile *p, const char *data_name, char *
 rf_status rf_profile_from_parts(const char *json, size_t json_len, const void *data, size_t data_len, const char *label,
                                 rf_profile **out, rf_err *err);
 rf_status rf_profile_load(const char *path, rf_profile **out, rf_err *err);
+/* Remove what save wrote at PATH: the index and its data file (absent files are fine). */
+rf_status rf_profile_remove(const char *path, rf_err *err);
 
 /* ===================================================================== plan (plan/plan.c, plan/mckp.c, plan/targets.c) */
 
@@ -590,6 +594,9 @@ int rf_plan_veto_violations(const rf_plan *plan);       /* units below the veto 
 double rf_plan_veto_db(const rf_plan *plan);
 const char *rf_plan_model_name(const rf_plan *plan);
 uint64_t rf_plan_fingerprint(const rf_plan *plan);
+/* The profile's f32_as (what the model's F32 tensors are counted as); RF_DT_INVALID when it has
+ * none or the plan file does not say (plans before ramfit 0.2). */
+rf_dtype rf_plan_f32_as(const rf_plan *plan);
 /* Objective of PLAN's configs under the weights and mode of O (compares baselines with ramfit). */
 rf_status rf_plan_evaluate(const rf_plan *plan, const rf_profile *p, const rf_plan_opts *o, double *objective, rf_err *err);
 /* RF_ERR_MISMATCH unless PLAN was made from a profile of the same checkpoint with the same units. */
@@ -797,6 +804,9 @@ rf_status rf_analyse(const rf_model *m, const rf_analyse_opts *o, rf_profile **o
 /* RF_ERR_MISMATCH (naming both models and what differs) unless P was made from M's checkpoint:
  * same fingerprint and shard files, and the same units with the same shapes. */
 rf_status rf_analyse_check_profile(const rf_model *m, const rf_profile *p, rf_err *err);
+/* RF_ERR_MISMATCH unless P counts M's F32 tensors (kept weights, other tensors, scales/biases) in
+ * rf_quantize_out_dtype(F32, F32_AS), as rf_analyse with that f32_as does (--dtype). */
+rf_status rf_analyse_check_dtype(const rf_model *m, const rf_profile *p, rf_dtype f32_as, rf_err *err);
 
 /* ===================================================================== synthetic checkpoints (synth/synth.c) */
 
@@ -858,6 +868,10 @@ void rf_quantize_opts_default(rf_quantize_opts *o);
 /* The output dtype of a tensor of dtype SRC when F32 becomes F32_AS (16-bit and non-float dtypes
  * unchanged; F32_AS other than F16/F32 means BF16). */
 rf_dtype rf_quantize_out_dtype(rf_dtype src, rf_dtype f32_as);
+/* An explicit F32_AS (RF_DT_INVALID: none) for model M: RF_ERR_INVALID unless it is BF16/F16/F32
+ * and M has F32 tensors to convert, or every float tensor of M already is F32_AS (a 16-bit
+ * checkpoint is written as it is; the option must not be recorded as done). */
+rf_status rf_quantize_check_dtype(const rf_model *m, rf_dtype f32_as, rf_err *err);
 
 typedef struct rf_quantize_result {
     uint64_t tensor_bytes;    /* tensor data written (= the plan's total) */
@@ -866,7 +880,7 @@ typedef struct rf_quantize_result {
     uint64_t tensors, files;  /* output tensors and shard files */
     uint64_t units_quantized, units_kept;
     double seconds;
-    rf_dtype f32_kept_as, f32_scales_as; /* the rule used for F32 tensors */
+    rf_dtype f32_kept_as, f32_scales_as; /* the rule used for F32 tensors (RF_DT_INVALID: the model has none) */
 } rf_quantize_result;
 /* Errors: RF_ERR_MISMATCH (plan for another checkpoint, unit shapes, mode, bytes), RF_ERR_EXISTS
  * (OUT_DIR exists, no force), RF_ERR_INVALID (OUT_DIR is MODEL_DIR, inside it, or contains it),

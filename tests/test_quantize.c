@@ -1043,6 +1043,143 @@ static void test_plan_for_other_model(void **state)
     fx_close(&f);
 }
 
+/* ------------------------------------------------------------------ --dtype end to end */
+
+static rf_profile *analyse_dt(const char *dir, rf_dtype f32_as)
+{
+    rf_err err;
+    rf_model *m = NULL;
+    TU_OK(rf_model_open(dir, &m, &err), &err);
+    rf_analyse_opts ao;
+    rf_analyse_opts_default(&ao);
+    ao.threads = 2;
+    ao.f32_as = f32_as;
+    rf_profile *p = NULL;
+    TU_OK(rf_analyse(m, &ao, &p, &err), &err);
+    rf_model_free(m);
+    return p;
+}
+
+static const char *ramfit_json_str(const char *out, const char *key, char *buf, size_t cap)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/ramfit.json", out);
+    json_error_t je;
+    json_t *j = json_load_file(path, 0, &je);
+    assert_non_null(j);
+    json_t *v = json_object_get(j, key);
+    assert_non_null(v);
+    snprintf(buf, cap, "%s", json_is_null(v) ? "null" : json_string_value(v));
+    json_decref(j);
+    return buf;
+}
+
+/* --dtype (issue 13): analyse, plan and quantize agree on the dtype F32 tensors are written in, for
+ * each of bf16, f16, f32 (f32: everything F32, scales too, as mlx-lm keeps a float32 checkpoint);
+ * the output is checked value by value against the profile's predicted error; a plan made under
+ * another dtype is refused naming it; a 16-bit model refuses a dtype it would not get; F32 values
+ * beyond float16 are refused, never written as inf. */
+static void test_dtype_end_to_end(void **state)
+{
+    (void)state;
+    fx f;
+    fx_open(&f);
+    static const rf_dtype dts[] = {RF_DT_F32, RF_DT_F16, RF_DT_BF16};
+    rf_err err;
+    char buf[64];
+    for (size_t i = 0; i < 3; i++) {
+        rf_profile *p = analyse_dt(f.model, dts[i]);
+        rf_plan *plan = plan_at(p, NULL, RF_QMODE_MLX, 0.3);
+        for (int explicit_dt = 0; explicit_dt < 2; explicit_dt++) {
+            if (dts[i] == RF_DT_F16 && !explicit_dt) continue; /* F16 is never guessed from a plan */
+            char out[4096];
+            snprintf(out, sizeof out, "%s/dt%zu-%d", f.tmp, i, explicit_dt);
+            rf_quantize_opts o;
+            rf_quantize_opts_default(&o);
+            o.threads = 2;
+            o.f32_as = explicit_dt ? dts[i] : RF_DT_INVALID;
+            rf_quantize_result r;
+            TU_OK(rf_quantize_write(f.m, plan, &o, out, NULL, &r, &err), &err);
+            assert_int_equal(r.f32_kept_as, dts[i]);
+            assert_int_equal(r.f32_scales_as, dts[i]);
+            tq_expect x = {f.model, out, plan, p, RF_DT_INVALID, RF_DT_INVALID};
+            check_output(&x);
+            assert_int_equal(x.kept_f32, dts[i]);
+            assert_int_equal(x.scale_f32, dts[i]);
+            assert_string_equal(ramfit_json_str(out, "f32_kept_as", buf, sizeof buf), rf_dtype_name(dts[i]));
+            assert_string_equal(ramfit_json_str(out, "f32_scales_as", buf, sizeof buf), rf_dtype_name(dts[i]));
+            tu_rmtree(out);
+        }
+        /* the plan made under this dtype, quantized under another: refused, naming what it counted */
+        rf_quantize_opts o;
+        rf_quantize_opts_default(&o);
+        o.f32_as = dts[(i + 1) % 3];
+        char out[4096];
+        snprintf(out, sizeof out, "%s/mismatch", f.tmp);
+        rf_status mst = rf_quantize_write(f.m, plan, &o, out, NULL, NULL, &err);
+        if (mst != RF_ERR_MISMATCH) fail_msg("dtype %s plan, %s asked: %s %s", rf_dtype_name(dts[i]), rf_dtype_name(o.f32_as), rf_status_name(mst), err.msg);
+        assert_non_null(strstr(err.msg, "analyse --dtype"));
+        assert_non_null(strstr(err.msg, rf_dtype_name(dts[i])));
+        rf_plan_free(plan);
+        rf_profile_free(p);
+    }
+
+    /* F32 values beyond float16: a kept norm (converted) and a quantized weight (F16 scales) */
+    rf_profile *p16 = analyse_dt(f.model, RF_DT_F16);
+    rf_plan *plan16 = plan_at(p16, NULL, RF_QMODE_MLX, 0.3);
+    char *before = listing(f.tmp);
+    poke_f32(&f, "model.norm.weight", 3, 70000.0f);
+    rf_quantize_opts o;
+    rf_quantize_opts_default(&o);
+    o.f32_as = RF_DT_F16;
+    char out[4096];
+    snprintf(out, sizeof out, "%s/f16", f.tmp);
+    assert_int_equal(rf_quantize_write(f.m, plan16, &o, out, NULL, NULL, &err), RF_ERR_NONFINITE);
+    assert_non_null(strstr(err.msg, "model.norm.weight"));
+    assert_non_null(strstr(err.msg, "does not fit F16"));
+    char *after = listing(f.tmp);
+    assert_string_equal(before, after); /* nothing left behind */
+    free(after);
+    /* the analysis refuses the same (kept tensor written as F16) */
+    rf_analyse_opts ao;
+    rf_analyse_opts_default(&ao);
+    ao.f32_as = RF_DT_F16;
+    rf_profile *pp = NULL;
+    assert_int_equal(rf_analyse(f.m, &ao, &pp, &err), RF_ERR_NONFINITE);
+    assert_non_null(strstr(err.msg, "does not fit F16"));
+    poke_f32(&f, "model.norm.weight", 3, 1.0f);
+    const rf_plan_unit *qu = NULL;
+    for (uint64_t i = 0; i < rf_plan_unit_count(plan16) && !qu; i++)
+        if (rf_plan_get_unit(plan16, i)->bits && rf_plan_get_unit(plan16, i)->role == RF_ROLE_ATTN_Q) qu = rf_plan_get_unit(plan16, i);
+    assert_non_null(qu);
+    char wname[300];
+    snprintf(wname, sizeof wname, "%s.weight", qu->name);
+    poke_f32(&f, wname, 5, -80000.0f);
+    assert_int_equal(rf_quantize_write(f.m, plan16, &o, out, NULL, NULL, &err), RF_ERR_NONFINITE);
+    assert_non_null(strstr(err.msg, wname));
+    assert_non_null(strstr(err.msg, "overflows"));
+    after = listing(f.tmp);
+    assert_string_equal(before, after);
+    free(after);
+    free(before);
+    rf_plan_free(plan16);
+    rf_profile_free(p16);
+
+    /* a 16-bit checkpoint: only its own dtype may be asked for; nothing F32 to record */
+    const char *bd = tu_model_dir("qwen3-dense-mini");
+    if (bd) {
+        rf_model *bm = NULL;
+        TU_OK(rf_model_open(bd, &bm, &err), &err);
+        assert_int_equal(rf_quantize_check_dtype(bm, RF_DT_F16, &err), RF_ERR_INVALID);
+        assert_non_null(strstr(err.msg, "no F32 tensors"));
+        assert_int_equal(rf_quantize_check_dtype(bm, RF_DT_F32, &err), RF_ERR_INVALID);
+        TU_OK(rf_quantize_check_dtype(bm, RF_DT_BF16, &err), &err);
+        TU_OK(rf_quantize_check_dtype(bm, RF_DT_INVALID, &err), &err);
+        rf_model_free(bm);
+    }
+    fx_close(&f);
+}
+
 /* ------------------------------------------------------------------ CLI */
 
 static void test_cli(void **state)
@@ -1204,6 +1341,7 @@ int main(void)
         cmocka_unit_test(test_disk_full),
         cmocka_unit_test(test_nonfinite_kept),
         cmocka_unit_test(test_plan_for_other_model),
+        cmocka_unit_test(test_dtype_end_to_end),
         cmocka_unit_test(test_cli),
         cmocka_unit_test(test_read_back),
         cmocka_unit_test(test_cancel),

@@ -248,6 +248,8 @@ rf_status rf_profile_create(const rf_pmodel *model, unsigned modes, unsigned con
                         model->num_experts, model->experts_per_tok, model->moe_intermediate_size};
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
         if (ints[i] < 0) return rf_err_set(err, RF_ERR_INVALID, "profile: negative model config value");
+    if (model->f32_as != RF_DT_INVALID && model->f32_as != RF_DT_BF16 && model->f32_as != RF_DT_F16 && model->f32_as != RF_DT_F32)
+        return rf_err_set(err, RF_ERR_INVALID, "profile: f32_as must be BF16, F16 or F32");
     rf_profile *p = calloc(1, sizeof *p);
     if (!p) return rf_err_set(err, RF_ERR_NOMEM, "out of memory");
     p->model = *model;
@@ -675,6 +677,7 @@ static rf_status write_profile(const rf_profile *p, const char *data_name, char 
     put_str(&b, "model_type", m->model_type, 0);
     put_key(&b, "fingerprint", 0);
     rf_sb_printf(&b, "\"%016llx\"", (unsigned long long)m->fingerprint);
+    if (m->f32_as != RF_DT_INVALID) put_str(&b, "f32_as", rf_dtype_name(m->f32_as), 0);
     rf_sb_puts(&b, ",\n    \"config\": {");
     for (size_t i = 0; i < NCFG; i++) put_int(&b, cfg_fields[i].key, *(const int *)((const char *)m + cfg_fields[i].off), i == 0);
     rf_sb_puts(&b, "},\n    \"files\": [");
@@ -780,6 +783,17 @@ rf_status rf_profile_save(const rf_profile *p, const char *path, rf_err *err)
     return s;
 }
 
+rf_status rf_profile_remove(const char *path, rf_err *err)
+{
+    char *dpath = data_path(path);
+    if (!dpath) return rf_err_set(err, RF_ERR_NOMEM, "out of memory");
+    rf_status s = RF_OK;
+    if (unlink(path) != 0 && errno != ENOENT) s = rf_err_errno(err, errno, "cannot remove %s", path);
+    else if (unlink(dpath) != 0 && errno != ENOENT) s = rf_err_errno(err, errno, "cannot remove %s", dpath);
+    free(dpath);
+    return s;
+}
+
 /* ------------------------------------------------------------------ reader */
 
 typedef struct rd {
@@ -866,6 +880,13 @@ static rf_status rd_model(rd *r, json_t *root, rf_pmodel *m)
     unsigned long long v = strtoull(fp, &end, 16);
     if (strlen(fp) != 16 || *end || errno || fp[0] == '-' || fp[0] == '+') return bad(r, "fingerprint", "expected 16 hex digits");
     m->fingerprint = v;
+    if (json_object_get(jm, "f32_as")) { /* optional: profiles before 0.2 do not say */
+        char dt[16];
+        if ((s = rd_str(r, jm, "f32_as", dt, sizeof dt))) return s;
+        m->f32_as = rf_dtype_from_name(dt);
+        if (m->f32_as != RF_DT_BF16 && m->f32_as != RF_DT_F16 && m->f32_as != RF_DT_F32)
+            return bad(r, "f32_as", "expected \"BF16\", \"F16\" or \"F32\"");
+    }
     json_t *cfg = json_object_get(jm, "config");
     if (!json_is_object(cfg)) return bad(r, "config", "expected an object");
     for (size_t i = 0; i < NCFG; i++)

@@ -266,6 +266,7 @@ struct rf_plan {
     double objective, bound;
     char model[256], architecture[128];
     uint64_t fingerprint;
+    rf_dtype f32_as;
     uint64_t n;
     rf_plan_unit *units;
     char (*names)[160];
@@ -315,6 +316,7 @@ int rf_plan_veto_violations(const rf_plan *p) { return p->veto_violations; }
 double rf_plan_veto_db(const rf_plan *p) { return p->veto_db; }
 const char *rf_plan_model_name(const rf_plan *p) { return p->model; }
 uint64_t rf_plan_fingerprint(const rf_plan *p) { return p->fingerprint; }
+rf_dtype rf_plan_f32_as(const rf_plan *p) { return p->f32_as; }
 
 int64_t rf_plan_find_unit(const rf_plan *p, const char *name)
 {
@@ -493,6 +495,7 @@ static void plan_header(const rf_planner *pl, rf_plan *plan, uint64_t budget)
     plan->min_safe = pl->min_safe;
     snprintf(plan->model, sizeof plan->model, "%s", m->name);
     snprintf(plan->architecture, sizeof plan->architecture, "%s", m->architecture);
+    plan->f32_as = m->f32_as;
     plan->fingerprint = m->fingerprint;
 }
 
@@ -715,8 +718,10 @@ rf_status rf_plan_to_json(const rf_plan *plan, char **out, size_t *len, rf_err *
     rf_sb_json_str(&b, plan->model);
     rf_sb_puts(&b, ", \"architecture\": ");
     rf_sb_json_str(&b, plan->architecture);
-    rf_sb_printf(&b, ", \"fingerprint\": \"%016llx\", \"units\": %llu},\n", (unsigned long long)plan->fingerprint,
+    rf_sb_printf(&b, ", \"fingerprint\": \"%016llx\", \"units\": %llu", (unsigned long long)plan->fingerprint,
                  (unsigned long long)plan->n);
+    if (plan->f32_as != RF_DT_INVALID) rf_sb_printf(&b, ", \"f32_as\": \"%s\"", rf_dtype_name(plan->f32_as));
+    rf_sb_puts(&b, "},\n");
     rf_sb_printf(&b, "  \"method\": \"%s\", \"mode\": \"%s\", \"status\": \"%s\", \"weights\": {\"rule\": \"%s\", \"exponent\": ",
                  plan->method_text, rf_qmode_token(plan->mode), rf_plan_status_name(plan->status), rule_names[plan->rule]);
     rf_sb_double(&b, plan->exponent);
@@ -868,6 +873,11 @@ static rf_status plan_read(json_t *root, const char *label, rf_plan **out, rf_er
     else if (!jget_str(prof, "fingerprint", fp, sizeof fp) || strlen(fp) != 16 || strspn(fp, "0123456789abcdef") != 16) f = "profile.fingerprint";
     else if (!jget_str(root, "method", t, sizeof t) || rf_plan_parse_method(t, &o, NULL)) f = "method";
     else if (!jget_str(root, "mode", t, sizeof t) || (strcmp(t, "mlx") && strcmp(t, "opt"))) f = "mode";
+    if (!f && json_object_get(prof, "f32_as")) { /* optional: plans before 0.2 do not say */
+        char dt[16];
+        pl->f32_as = jget_str(prof, "f32_as", dt, sizeof dt) ? rf_dtype_from_name(dt) : RF_DT_INVALID;
+        if (pl->f32_as != RF_DT_BF16 && pl->f32_as != RF_DT_F16 && pl->f32_as != RF_DT_F32) f = "profile.f32_as";
+    }
     if (!f) {
         pl->fingerprint = strtoull(fp, NULL, 16);
         pl->method = o.method;

@@ -92,6 +92,8 @@ typedef struct qz {
     int converted;           /* some F32 tensor changed dtype: config.json torch_dtype follows */
 } qz;
 
+static int has_f32(const rf_model *m);
+
 static const rf_tensor *member(const qz *q, const qz_item *it, int k)
 {
     return it->unit ? rf_model_tinfo(q->m, (uint64_t)it->unit->members[k])->t : it->plain;
@@ -309,6 +311,33 @@ static rf_status check_finite(rf_dtype dt, const void *in, uint64_t n, uint64_t 
     return RF_OK;
 }
 
+/* A finite F32 value beyond the output dtype's range becomes inf when converted (--dtype f16 and
+ * 70000.0): refused like a NaN in the source, never written. OUT holds N converted elements of
+ * rows ROW0.. of COLS, IN the source. */
+static rf_status check_converted(rf_dtype odt, const void *out, rf_dtype idt, const void *in, uint64_t n, uint64_t cols,
+                                 uint64_t row0, rf_err *err)
+{
+    if (odt != RF_DT_F16 && odt != RF_DT_BF16) return RF_OK;
+    float tmp[4096];
+    for (uint64_t i = 0; i < n; i += 4096) {
+        uint64_t c = n - i < 4096 ? n - i : 4096;
+        rf_status s = rf_convert_to_f32(odt, (const uint8_t *)out + i * 2, tmp, c, err);
+        if (s) return s;
+        for (uint64_t k = 0; k < c; k++) {
+            if (isfinite(tmp[k])) continue;
+            float v;
+            if ((s = rf_convert_to_f32(idt, (const uint8_t *)in + (i + k) * rf_dtype_size(idt), &v, 1, err))) return s;
+            if (cols == 1)
+                return rf_err_set(err, RF_ERR_NONFINITE, "value %g at element %llu does not fit %s (largest %g)", (double)v,
+                                  (ull)(row0 + i + k), rf_dtype_name(odt), odt == RF_DT_F16 ? 65504.0 : 3.3895313892515355e38);
+            return rf_err_set(err, RF_ERR_NONFINITE, "value %g at row %llu, column %llu does not fit %s (largest %g)",
+                              (double)v, (ull)(row0 + (i + k) / cols), (ull)((i + k) % cols), rf_dtype_name(odt),
+                              odt == RF_DT_F16 ? 65504.0 : 3.3895313892515355e38);
+        }
+    }
+    return RF_OK;
+}
+
 static const uint8_t *job_src(const qz *q, const qz_item *it, const qz_job *j)
 {
     const rf_tensor *t = member(q, it, (int)j->member);
@@ -332,6 +361,8 @@ static void run_job(void *ctx, uint64_t task, int worker)
     } else {
         s = check_finite(it->src_dt, src, j->nrows * it->cols, it->cols, j->row0, e);
         if (!s && it->kind == QZ_CONVERT) s = convert_run(it->src_dt, src, it->out_dt, out, j->nrows * it->cols, e);
+        if (!s && it->kind == QZ_CONVERT)
+            s = check_converted(it->out_dt, out, it->src_dt, src, j->nrows * it->cols, it->cols, j->row0, e);
     }
     if (s) {
         const rf_tensor *t = member(q, it, (int)j->member);
@@ -689,8 +720,10 @@ static rf_status write_ramfit_json(const qz *q, const rf_quantize_opts *o, const
         bad |= json_object_set_new(r, "source_dir", json_string(rf_model_dir(q->m))) != 0;
         bad |= json_object_set_new(r, "fingerprint", json_string(fp)) != 0;
         bad |= json_object_set_new(r, "mode", json_string(rf_qmode_token(q->mode))) != 0;
-        bad |= json_object_set_new(r, "f32_kept_as", json_string(rf_dtype_name(q->kept_f32))) != 0;
-        bad |= json_object_set_new(r, "f32_scales_as", json_string(rf_dtype_name(q->scale_f32))) != 0;
+        /* what F32 tensors became; null when there were none (nothing was converted) */
+        int f32 = has_f32(q->m);
+        bad |= json_object_set_new(r, "f32_kept_as", f32 ? json_string(rf_dtype_name(q->kept_f32)) : json_null()) != 0;
+        bad |= json_object_set_new(r, "f32_scales_as", f32 ? json_string(rf_dtype_name(q->scale_f32)) : json_null()) != 0;
         bad |= json_object_set_new(r, "budget", json_integer((json_int_t)rf_plan_budget(q->plan))) != 0;
         bad |= json_object_set_new(r, "tensor_bytes", json_integer((json_int_t)q->written)) != 0;
         bad |= json_object_set_new(r, "params", json_integer((json_int_t)q->params)) != 0;
@@ -772,9 +805,7 @@ static rf_status check_plan(const qz *q, const rf_quantize_opts *o, rf_err *err)
     if (o->mode >= 0 && (rf_qmode)o->mode != rf_plan_mode(q->plan))
         return rf_err_set(err, RF_ERR_MISMATCH, "the plan assumed the %s quantizer, not %s (its errors and choices are "
                           "for that mode)", rf_qmode_token(rf_plan_mode(q->plan)), rf_qmode_token((rf_qmode)o->mode));
-    if (o->f32_as != RF_DT_BF16 && o->f32_as != RF_DT_F16 && o->f32_as != RF_DT_F32 && o->f32_as != RF_DT_INVALID)
-        return rf_err_set(err, RF_ERR_INVALID, "output dtype for F32 tensors must be BF16, F16 or F32");
-    return RF_OK;
+    return rf_quantize_check_dtype(m, o->f32_as, err);
 }
 
 static void qz_free(qz *q)
@@ -814,18 +845,76 @@ static rf_status items_for_rule(qz *q, rf_err *err)
     return s;
 }
 
+/* 1 when the checkpoint has F32 (or F64) tensors: the only ones whose output dtype is a choice. */
+static int has_f32(const rf_model *m)
+{
+    for (uint64_t i = 0; i < rf_model_tensor_count(m); i++) {
+        rf_dtype d = rf_model_tinfo(m, i)->t->dtype;
+        if (d == RF_DT_F32 || d == RF_DT_F64) return 1;
+    }
+    return 0;
+}
+
+rf_status rf_quantize_check_dtype(const rf_model *m, rf_dtype f32_as, rf_err *err)
+{
+    if (f32_as == RF_DT_INVALID) return RF_OK;
+    if (f32_as != RF_DT_BF16 && f32_as != RF_DT_F16 && f32_as != RF_DT_F32)
+        return rf_err_set(err, RF_ERR_INVALID, "output dtype for F32 tensors must be BF16, F16 or F32");
+    if (has_f32(m)) return RF_OK;
+    /* nothing to convert: fine if every float tensor already is F32_AS, else the option would be
+     * recorded without being done */
+    for (uint64_t i = 0; i < rf_model_tensor_count(m); i++) {
+        const rf_tensor *t = rf_model_tinfo(m, i)->t;
+        if (rf_dtype_is_float(t->dtype) && t->dtype != f32_as)
+            return rf_err_set(err, RF_ERR_INVALID, "dtype %s asked for, but %s has no F32 tensors (tensor %s is %s): ramfit "
+                              "converts only F32 tensors and writes 16-bit ones as they are; leave out the dtype option",
+                              rf_dtype_name(f32_as), rf_model_dir(m), t->name, rf_dtype_name(t->dtype));
+    }
+    return RF_OK;
+}
+
+static const rf_dtype f32_rules[3][2] = {{RF_DT_BF16, RF_DT_BF16}, {RF_DT_F32, RF_DT_BF16}, {RF_DT_F32, RF_DT_F32}};
+
 /* F32 tensors: with an explicit F32_AS, kept weights and scales both in it; otherwise the first
  * rule whose byte counts agree with the plan's: BF16 (the default: kept F32 weights become BF16),
- * F32 weights kept as they are with BF16 scales, or everything F32. Only F32 checkpoints differ. */
+ * F32 weights kept as they are with BF16 scales (profiles of ramfit 0.1's analyse), or
+ * everything F32 (analyse --dtype f32: mlx-lm's output for a float32 checkpoint). F16 is only ever
+ * explicit. Only F32 checkpoints differ. */
 static rf_status choose_rule(qz *q, rf_dtype f32_as, rf_err *err)
 {
-    static const rf_dtype rules[3][2] = {{RF_DT_BF16, RF_DT_BF16}, {RF_DT_F32, RF_DT_BF16}, {RF_DT_F32, RF_DT_F32}};
-    int n = f32_as == RF_DT_INVALID ? 3 : 1;
+    rf_dtype pf = rf_plan_f32_as(q->plan); /* recorded since 0.2: no guessing from byte counts */
+    if (pf != RF_DT_INVALID && f32_as != RF_DT_INVALID && f32_as != pf)
+        return rf_err_set(err, RF_ERR_MISMATCH, "the plan counts F32 tensors as %s (its profile was analysed with --dtype %s), "
+                          "not %s: plan from a profile made with 'ramfit analyse --dtype %s', or leave out the dtype option",
+                          rf_dtype_name(pf), pf == RF_DT_F32 ? "f32" : pf == RF_DT_F16 ? "f16" : "bf16",
+                          rf_dtype_name(f32_as), f32_as == RF_DT_F32 ? "f32" : f32_as == RF_DT_F16 ? "f16" : "bf16");
+    if (f32_as == RF_DT_INVALID) f32_as = pf;
+    if (f32_as != RF_DT_INVALID) {
+        q->kept_f32 = q->scale_f32 = f32_as;
+        rf_status s = items_for_rule(q, err);
+        if (s != RF_ERR_MISMATCH) return s;
+        /* name the rule the plan was made under, when it is one of the others */
+        rf_err keep;
+        if (err) keep = *err;
+        static const rf_dtype alt[4][2] = {{RF_DT_BF16, RF_DT_BF16}, {RF_DT_F32, RF_DT_BF16}, {RF_DT_F32, RF_DT_F32},
+                                           {RF_DT_F16, RF_DT_F16}};
+        for (int r = 0; r < 4; r++) {
+            q->kept_f32 = alt[r][0];
+            q->scale_f32 = alt[r][1];
+            if (items_for_rule(q, NULL) == RF_OK)
+                return rf_err_set(err, RF_ERR_MISMATCH, "the plan counts F32 tensors as %s (scales %s), not %s: plan from "
+                                  "a profile made with 'ramfit analyse --dtype %s', or leave out the dtype option",
+                                  rf_dtype_name(alt[r][0]), rf_dtype_name(alt[r][1]), rf_dtype_name(f32_as),
+                                  f32_as == RF_DT_F32 ? "f32" : f32_as == RF_DT_F16 ? "f16" : "bf16");
+        }
+        if (err) *err = keep;
+        return s;
+    }
     rf_err first;
     rf_status s0 = RF_OK;
-    for (int r = 0; r < n; r++) {
-        q->kept_f32 = n == 1 ? f32_as : rules[r][0];
-        q->scale_f32 = n == 1 ? f32_as : rules[r][1];
+    for (int r = 0; r < 3; r++) {
+        q->kept_f32 = f32_rules[r][0];
+        q->scale_f32 = f32_rules[r][1];
         rf_status s = items_for_rule(q, err);
         if (s != RF_ERR_MISMATCH) return s;
         if (r == 0) {
@@ -913,8 +1002,8 @@ rf_status rf_quantize_write(const rf_model *m, const rf_plan *plan, const rf_qua
         res->units_quantized = q.nquant;
         res->units_kept = q.nkept;
         res->seconds = now_s() - t0;
-        res->f32_kept_as = q.kept_f32;
-        res->f32_scales_as = q.scale_f32;
+        res->f32_kept_as = has_f32(m) ? q.kept_f32 : RF_DT_INVALID;
+        res->f32_scales_as = has_f32(m) ? q.scale_f32 : RF_DT_INVALID;
     }
     qz_free(&q);
     return s;
