@@ -45,8 +45,9 @@ typedef struct cli_progress {
 void cli_progress_init(cli_progress *p, const char *label, int quiet);
 void cli_progress_cb(void *user, uint64_t done, uint64_t total, const char *what);
 void cli_progress_end(cli_progress *p);
-/* Ctrl-C sets *cli_cancel_flag() instead of killing the process (second Ctrl-C kills). */
-void cli_install_sigint(void);
+/* SIGINT (Ctrl-C), SIGTERM and SIGHUP set *cli_cancel_flag() instead of killing the process (a
+ * second one kills); SIGXFSZ is ignored so that writes past a file size limit fail with EFBIG. */
+void cli_install_signals(void);
 volatile int *cli_cancel_flag(void);
 double cli_now(void);
 

@@ -124,7 +124,7 @@ int rf_cmd_analyse(int argc, char **argv)
     if (dtype != RF_DT_INVALID) o.f32_as = dtype;
     if (o.resume && access(partial, F_OK) != 0 && !quiet)
         fprintf(stderr, "ramfit analyse: no partial analysis at %s: starting from the beginning\n", partial);
-    cli_install_sigint();
+    cli_install_signals();
     prog p;
     cli_progress_init(&p.bar, "analyse", quiet);
     p.t0 = cli_now();

@@ -92,7 +92,7 @@ int rf_cmd_generate(int argc, char **argv)
         uint64_t plen;
         if (!rf_tok_is_special(tok, ids[i]) && rf_tok_stream_push(ts, ids[i], &piece, &plen, &err)) goto fail;
     }
-    cli_install_sigint();
+    cli_install_signals();
     fputs(prompt, stdout);
     fflush(stdout);
     double t0 = cli_now();

@@ -44,7 +44,7 @@ int rf_cmd_kld(int argc, char **argv)
     }
     cli_progress pg;
     cli_progress_init(&pg, "kld", a.quiet);
-    cli_install_sigint();
+    cli_install_signals();
     rf_ppl_opts po = {a.ctx, a.protocol, bos, a.max_tokens, {cli_progress_cb, &pg, cli_cancel_flag()}};
     rf_kld_result r;
     rf_status s = rf_eval_kld(base, quant, ids, n, &po, &r, &err);

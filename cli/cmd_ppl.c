@@ -175,7 +175,7 @@ int rf_cmd_ppl(int argc, char **argv)
     if (rf_engine_open(model, &eo, &e, &err)) { free(ids); return cli_fail(&err); }
     cli_progress pg;
     cli_progress_init(&pg, "ppl", a.quiet);
-    cli_install_sigint();
+    cli_install_signals();
     rf_ppl_opts po = {a.ctx, a.protocol, bos, a.max_tokens, {cli_progress_cb, &pg, cli_cancel_flag()}};
     rf_ppl_result r;
     rf_status s = rf_eval_ppl(e, ids, n, &po, &r, &err);

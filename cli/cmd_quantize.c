@@ -16,7 +16,8 @@ static void usage(FILE *f)
             "\n"
             "Write the Apple MLX checkpoint (mlx-lm loads it as it is) that PLAN describes: safetensors\n"
             "shards, model.safetensors.index.json, config.json with per-module \"quantization\", the\n"
-            "tokenizer and other files of MODEL_DIR, and ramfit.json (plan, fingerprint, budget).\n"
+            "tokenizer, chat template, generation_config.json and licence files of MODEL_DIR (other files,\n"
+            "such as pytorch_model.bin or original/, are left out and named), and ramfit.json.\n"
             "With --budget it first analyses the model (or reuses --profile when it matches) and plans.\n"
             "The output is written to OUT_DIR.tmp-XXXXXX and renamed at the end; MODEL_DIR is never written.\n"
             "\n"
@@ -194,6 +195,7 @@ static void print_summary(const args *a, const rf_quantize_result *r, uint64_t b
                               rf_plan_mode(plan) == RF_QMODE_OPT ? "opt" : "mlx", "f32_kept_as",
                               r->f32_kept_as ? rf_dtype_name(r->f32_kept_as) : NULL, "f32_scales_as",
                               r->f32_scales_as ? rf_dtype_name(r->f32_scales_as) : NULL, "seconds", r->seconds);
+        if (j) json_object_set_new(j, "left_out", json_string(r->skipped));
         char *text = j ? json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
         if (text) printf("%s\n", text);
         free(text);
@@ -206,6 +208,8 @@ static void print_summary(const args *a, const rf_quantize_result *r, uint64_t b
            "quantized, %llu kept, %.2f s (%.2f GB/s of input)\n",
            a->out, size, (unsigned long long)r->tensor_bytes, (unsigned long long)r->files, r->files == 1 ? "" : "s",
            bpw, bud, (unsigned long long)r->units_quantized, (unsigned long long)r->units_kept, r->seconds, rate);
+    if (r->files_skipped)
+        printf("left out of %s (not needed to load the model): %s\n", a->out, r->skipped);
 }
 
 int rf_cmd_quantize(int argc, char **argv)
@@ -219,7 +223,7 @@ int rf_cmd_quantize(int argc, char **argv)
     rf_quantize_opts o;
     uint64_t budget = 0;
     if (rc || (rc = parse_opts(&a, &o, &budget))) return rc;
-    cli_install_sigint();
+    cli_install_signals();
     rf_err err;
     rf_err_clear(&err);
     rf_model *m = NULL;

@@ -112,7 +112,7 @@ int rf_cmd_synth(int argc, char **argv)
                         "replacing its weights and config.json)\n", dir);
         return 1;
     }
-    cli_install_sigint();
+    cli_install_signals();
     cli_progress bar;
     cli_progress_init(&bar, "synth", quiet);
     rf_progress prog = {cli_progress_cb, &bar, cli_cancel_flag()};

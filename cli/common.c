@@ -82,18 +82,31 @@ void cli_progress_end(cli_progress *p)
 }
 
 static volatile int g_cancel;
-static void on_sigint(int sig)
+static void on_signal(int sig)
 {
-    (void)sig;
-    if (g_cancel) _exit(130);
+    if (g_cancel) _exit(128 + sig); /* a second one: stop now */
     g_cancel = 1;
 }
-void cli_install_sigint(void)
+void cli_install_signals(void)
 {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_sigint;
+    sa.sa_handler = on_signal;
+    /* Ctrl-C, kill (SIGTERM) and a closed terminal stop the work the same way: the library cleans
+     * up (temporaries removed, partial analysis saved) and says it was interrupted */
     sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    /* past a file size limit (ulimit -f) a write fails with EFBIG, reported and cleaned up like a
+     * full disk, instead of the process being killed with its temporaries left behind */
+    signal(SIGXFSZ, SIG_IGN);
+    /* a mask inherited blocked from the parent would hold them back: they are ours now */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
+    sigprocmask(SIG_UNBLOCK, &set, NULL);
 }
 volatile int *cli_cancel_flag(void) { return &g_cancel; }
 

@@ -840,8 +840,10 @@ rf_status rf_synth_write(const rf_synth_opts *o, const char *out_dir, rf_progres
 /* Writes the MLX checkpoint a plan describes (docs/mlx-format.md): safetensors shards (mlx-lm's
  * greedy 5 GiB rule and names) with __metadata__ {"format": "mlx"} and
  * model.safetensors.index.json (always, as mlx-lm), config.json with "quantization" and
- * "quantization_config", every other regular file at the top of the model directory (tokenizer,
- * generation_config.json, templates, licence; not *.safetensors or their index), and ramfit.json
+ * "quantization_config", the files a loader needs from the top of the model directory (tokenizer
+ * and vocabulary files, chat templates, generation_config.json, *.py as mlx-lm copies them, and
+ * licence files; everything else, such as pytorch_model.bin, *.gguf or original/, is left out and
+ * named in the result), and ramfit.json
  * (plan, fingerprint, version, budget). Expert banks are stacked into switch_mlp tensors, a tied
  * lm_head is not written, rotary_emb.inv_freq buffers are dropped (as mlx-lm's sanitize does).
  * 16-bit tensors keep their dtype, and so do the scales/biases of 16-bit weights. F32 tensors:
@@ -881,6 +883,8 @@ typedef struct rf_quantize_result {
     uint64_t units_quantized, units_kept;
     double seconds;
     rf_dtype f32_kept_as, f32_scales_as; /* the rule used for F32 tensors (RF_DT_INVALID: the model has none) */
+    uint64_t files_skipped;   /* files and folders of MODEL_DIR not copied (not needed by a loader) */
+    char skipped[1024];       /* their names, comma-separated (folders end in "/"; "..." when cut) */
 } rf_quantize_result;
 /* Errors: RF_ERR_MISMATCH (plan for another checkpoint, unit shapes, mode, bytes), RF_ERR_EXISTS
  * (OUT_DIR exists, no force), RF_ERR_INVALID (OUT_DIR is MODEL_DIR, inside it, or contains it),

@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <grp.h>
 
 /* ------------------------------------------------------------------ independent decoding */
 
@@ -353,6 +354,18 @@ static void check_unit(tq_expect *x, const tq_out *o, const rf_model *m, const r
         fail_msg("%s (%d/%d): dequantized sse %.9g, the profile predicted %.9g", u->name, bits, gs, sse, want);
 }
 
+/* What a loader needs is copied unchanged (the test's own list, from the models used here); other
+ * files (README.md, pytorch_model.bin, ...) are not. */
+static int loader_needs(const char *nm)
+{
+    static const char *const need[] = {"LICENSE", "generation_config.json", "special_tokens_map.json", "tokenizer.json",
+                                       "tokenizer.model", "tokenizer_config.json", "vocab.json", "merges.txt",
+                                       "chat_template.jinja", "tokenization_mine.py", "added_tokens.json"};
+    for (size_t i = 0; i < sizeof need / sizeof need[0]; i++)
+        if (!strcmp(nm, need[i])) return 1;
+    return 0;
+}
+
 static void check_files_copied(const char *src, const char *dst)
 {
     struct dirent **ents;
@@ -360,7 +373,12 @@ static void check_files_copied(const char *src, const char *dst)
     assert_true(n > 0);
     for (int i = 0; i < n; i++) {
         const char *nm = ents[i]->d_name;
-        if (nm[0] != '.' && !str_ends(nm, ".safetensors") && !str_ends(nm, ".index.json") && strcmp(nm, "config.json")) {
+        char other[4096];
+        snprintf(other, sizeof other, "%s/%s", dst, nm);
+        if (nm[0] != '.' && !loader_needs(nm) && !str_ends(nm, ".safetensors") && !str_ends(nm, ".index.json") &&
+            strcmp(nm, "config.json") && access(other, F_OK) == 0)
+            fail_msg("%s was copied: a loader does not need it", nm);
+        if (loader_needs(nm)) {
             char a[4096], b[4096];
             snprintf(a, sizeof a, "%s/%s", src, nm);
             snprintf(b, sizeof b, "%s/%s", dst, nm);
@@ -871,12 +889,37 @@ static void test_existing_output(void **state)
     char *after = listing(f.tmp);
     assert_string_equal(before, after);
     assert_int_equal(access(marker, F_OK), 0);
+    /* --force replaces only an earlier ramfit output or an empty directory ("-o ~ --force" once
+     * deleted any directory): this one is neither, and stays as it was */
+    assert_int_equal(try_write(&f, out, 1, &err), RF_ERR_EXISTS);
+    assert_non_null(strstr(err.msg, "not an earlier ramfit output"));
+    free(after);
+    after = listing(f.tmp);
+    assert_string_equal(before, after);
+    assert_int_equal(access(marker, F_OK), 0);
+    char rj[4200];
+    snprintf(rj, sizeof rj, "%s/ramfit.json", out);
+    assert_int_equal(tu_write_file(rj, "{}", 2), 0);
     TU_OK(try_write(&f, out, 1, &err), &err);
     assert_int_equal(access(marker, F_OK), -1); /* replaced, the old one deleted */
     char *final = listing(f.tmp);
     assert_string_equal(before, final);         /* no .tmp- or .old- leftovers */
     tq_expect x = {f.model, out, f.plan, f.prof, RF_DT_INVALID, RF_DT_INVALID};
     check_output(&x);
+    /* and again over its own output; an empty directory; not a file */
+    TU_OK(try_write(&f, out, 1, &err), &err);
+    char empty[4200], file[4200];
+    snprintf(empty, sizeof empty, "%s/empty", f.tmp);
+    assert_int_equal(mkdir(empty, 0755), 0);
+    TU_OK(try_write(&f, empty, 1, &err), &err);
+    snprintf(file, sizeof file, "%s/file", f.tmp);
+    assert_int_equal(tu_write_file(file, "data", 4), 0);
+    assert_int_equal(try_write(&f, file, 1, &err), RF_ERR_EXISTS);
+    assert_non_null(strstr(err.msg, "not a directory"));
+    size_t n;
+    char *kept = tu_read_file(file, &n);
+    assert_int_equal(n, 4);
+    free(kept);
     free(before);
     free(after);
     free(final);
@@ -1258,6 +1301,217 @@ static void test_cli(void **state)
     fx_close(&f);
 }
 
+/* ------------------------------------------------------------------ hostile runs of the CLI (issue 13) */
+
+/* Runs the CLI with ARGV (NULL-terminated, without the program); SIGTERM already pending when it
+ * starts (blocked and raised before exec: the CLI unblocks it once its handler is installed), and as
+ * user nobody when AS_NOBODY (the caller is root). Returns the exit status, or 128 + signal. */
+static int run_cli_argv(const char *const *argv, int sigterm, int as_nobody, char **out)
+{
+    int fd[2];
+    assert_int_equal(pipe(fd), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(fd[1], 1);
+        dup2(fd[1], 2);
+        close(fd[0]);
+        if (as_nobody && (setgroups(0, NULL) != 0 || setgid(65534) != 0 || setuid(65534) != 0)) _exit(99);
+        if (sigterm) {
+            sigset_t set;
+            sigemptyset(&set);
+            sigaddset(&set, SIGTERM);
+            sigprocmask(SIG_BLOCK, &set, NULL);
+            raise(SIGTERM);
+        }
+        const char *args[32] = {RF_CLI_PATH};
+        for (int i = 0; argv[i] && i < 30; i++) args[i + 1] = argv[i];
+        execv(RF_CLI_PATH, (char *const *)args);
+        _exit(98);
+    }
+    close(fd[1]);
+    size_t cap = 4096, len = 0;
+    char *b = malloc(cap);
+    ssize_t r;
+    while ((r = read(fd[0], b + len, cap - len - 1)) > 0) {
+        len += (size_t)r;
+        if (len + 1 >= cap) b = realloc(b, cap *= 2);
+    }
+    b[len] = '\0';
+    close(fd[0]);
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    *out = b;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static void write_junk(const char *dir, const char *name, size_t n)
+{
+    char path[4400];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    char *b = calloc(1, n);
+    assert_int_equal(tu_write_file(path, b, n), 0);
+    free(b);
+}
+
+static void test_cli_hostile(void **state)
+{
+    (void)state;
+    fx f;
+    fx_open(&f);
+    char planf[4096], out[4096], *o = NULL;
+    snprintf(planf, sizeof planf, "%s/p.json", f.tmp);
+    snprintf(out, sizeof out, "%s/out", f.tmp);
+    rf_err err;
+    TU_OK(rf_plan_save(f.plan, planf, &err), &err);
+
+    /* only what a loader needs is copied (a 50 MB pytorch_model.bin once was), the rest named */
+    char orig[4200];
+    snprintf(orig, sizeof orig, "%s/original", f.model);
+    assert_int_equal(mkdir(orig, 0755), 0);
+    write_junk(orig, "consolidated.00.pth", 1000);
+    write_junk(f.model, "pytorch_model.bin", 5000);
+    write_junk(f.model, "model-q4.gguf", 3000);
+    write_junk(f.model, "README.md", 10);
+    write_junk(f.model, "chat_template.jinja", 10);
+    write_junk(f.model, "tokenization_mine.py", 10);
+    const char *a1[] = {"quantize", f.model, "--plan", planf, "-o", out, "--quiet", NULL};
+    assert_int_equal(run_cli_argv(a1, 0, 0, &o), 0);
+    assert_non_null(strstr(o, "left out"));
+    assert_non_null(strstr(o, "pytorch_model.bin"));
+    assert_non_null(strstr(o, "model-q4.gguf"));
+    assert_non_null(strstr(o, "original/"));
+    free(o);
+    tq_expect x = {f.model, out, f.plan, f.prof, RF_DT_INVALID, RF_DT_INVALID};
+    check_output(&x); /* jinja and .py copied, the rest not */
+    tu_rmtree(out);
+
+    /* SIGTERM is handled like Ctrl-C: a clear message, exit 1, nothing left (it once killed the
+     * process and left OUT.tmp-XXXXXX with partial data) */
+    char *before = listing(f.tmp);
+    assert_int_equal(run_cli_argv(a1, 1, 0, &o), 1);
+    assert_non_null(strstr(o, "interrupted"));
+    free(o);
+    char *after = listing(f.tmp);
+    assert_string_equal(before, after);
+    free(after);
+
+    /* a file size limit (ulimit -f): EFBIG reported like a full disk, nothing left */
+    char args[16384];
+    snprintf(args, sizeof args, "quantize '%s' --plan '%s' -o '%s' --quiet", f.model, planf, out);
+    char cmd[17000];
+    snprintf(cmd, sizeof cmd, "sh -c \"ulimit -f 64; exec '%s' %s\" 2>&1", RF_CLI_PATH, args);
+    FILE *pp = popen(cmd, "r");
+    char line[4096] = "";
+    size_t got = fread(line, 1, sizeof line - 1, pp);
+    line[got] = '\0';
+    int st = pclose(pp);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 1);
+    assert_non_null(strstr(line, "nospace"));
+    after = listing(f.tmp);
+    assert_string_equal(before, after);
+    free(after);
+
+    /* messages naming the real problem */
+    const char *a2[] = {"quantize", f.model, "--plan", planf, "-o", out, "--max-shard-size", "1e21TB", NULL};
+    assert_int_equal(run_cli_argv(a2, 0, 0, &o), 2);
+    assert_non_null(strstr(o, "too large"));
+    assert_null(strstr(o, "must be > 0"));
+    free(o);
+    const char *a3[] = {"quantize", f.model, "--budget", "10000000TB", "-o", out, NULL};
+    assert_int_equal(run_cli_argv(a3, 0, 0, &o), 1);
+    assert_non_null(strstr(o, "2^63"));
+    assert_null(strstr(o, "out of memory"));
+    free(o);
+    /* a plan whose unit was renamed: edited, not "made for another model (stories260k)" */
+    size_t n;
+    char *text = tu_read_file(planf, &n), *at = strstr(text, "model.layers.2.self_attn.q_proj");
+    assert_non_null(at);
+    at[strlen("model.layers.2.self_attn.")] = 'Q';
+    char edited[4200];
+    snprintf(edited, sizeof edited, "%s/edited.json", f.tmp);
+    assert_int_equal(tu_write_file(edited, text, n), 0);
+    free(text);
+    const char *a4[] = {"quantize", f.model, "--plan", edited, "-o", out, NULL};
+    assert_int_equal(run_cli_argv(a4, 0, 0, &o), 1);
+    assert_non_null(strstr(o, "edited or damaged"));
+    assert_null(strstr(o, "another model"));
+    free(o);
+    free(before);
+    before = listing(f.tmp);
+
+    /* --force onto an earlier output it cannot fully delete: refused before writing (it once
+     * returned 0 and left OUT.old-XXXXXX) */
+    int root = geteuid() == 0;
+    assert_int_equal(chmod(f.tmp, 0777), 0);
+    assert_int_equal(chmod(planf, 0644), 0);
+    char sub[4300], subf[4400], rj[4300];
+    assert_int_equal(mkdir(out, 0777), 0);
+    snprintf(rj, sizeof rj, "%s/ramfit.json", out);
+    assert_int_equal(tu_write_file(rj, "{}", 2), 0);
+    snprintf(sub, sizeof sub, "%s/sub", out);
+    assert_int_equal(mkdir(sub, 0755), 0);
+    snprintf(subf, sizeof subf, "%s/file", sub);
+    assert_int_equal(tu_write_file(subf, "x", 1), 0);
+    assert_int_equal(chmod(sub, 0555), 0);
+    if (root) {
+        assert_int_equal(chown(out, 65534, 65534), 0);
+        assert_int_equal(chown(rj, 65534, 65534), 0);
+        assert_int_equal(chown(sub, 65534, 65534), 0);
+    }
+    free(before);
+    before = listing(f.tmp);
+    const char *a5[] = {"quantize", f.model, "--plan", planf, "-o", out, "--force", "--quiet", NULL};
+    assert_int_equal(run_cli_argv(a5, 0, root, &o), 1);
+    if (!strstr(o, "cannot all be deleted")) fail_msg("unexpected: %s", o);
+    free(o);
+    after = listing(f.tmp);
+    assert_string_equal(before, after);
+    free(after);
+    assert_int_equal(access(subf, F_OK), 0);
+    assert_int_equal(chmod(sub, 0755), 0);
+    free(before);
+    fx_close(&f);
+}
+
+/* A run killed outright (SIGKILL) leaves OUT.tmp-XXXXXX; the next run removes it (its writer, by
+ * the marker, no longer runs) but not one being written or one that is not ramfit's. */
+static void test_stale_temps(void **state)
+{
+    (void)state;
+    fx f;
+    fx_open(&f);
+    char out[4096], host[256];
+    snprintf(out, sizeof out, "%s/out", f.tmp);
+    assert_int_equal(gethostname(host, sizeof host), 0);
+    host[sizeof host - 1] = 0;
+    pid_t dead = fork();
+    if (dead == 0) _exit(0);
+    assert_int_equal(waitpid(dead, NULL, 0), dead);
+    struct { const char *suffix; long pid; int gone; } t[] = {
+        {".tmp-AAAAAA", (long)dead, 1}, {".tmp-BBBBBB", (long)getpid(), 0}, {".tmp-CCCCCC", 0, 0}};
+    char dirs[3][4200];
+    for (int i = 0; i < 3; i++) {
+        snprintf(dirs[i], sizeof dirs[i], "%s%s", out, t[i].suffix);
+        assert_int_equal(mkdir(dirs[i], 0755), 0);
+        write_junk(dirs[i], "model.safetensors", 100);
+        if (t[i].pid) {
+            char mk[16384], text[400];
+            snprintf(mk, sizeof mk, "%s/.ramfit-writer", dirs[i]);
+            int len = snprintf(text, sizeof text, "ramfit %ld %s\n", t[i].pid, host);
+            assert_int_equal(tu_write_file(mk, text, (size_t)len), 0);
+        }
+    }
+    rf_err err;
+    TU_OK(try_write(&f, out, 0, &err), &err);
+    for (int i = 0; i < 3; i++) assert_int_equal(access(dirs[i], F_OK) == 0, !t[i].gone);
+    /* the finished output carries no marker */
+    char mk[4300];
+    snprintf(mk, sizeof mk, "%s/.ramfit-writer", out);
+    assert_int_equal(access(mk, F_OK), -1);
+    fx_close(&f);
+}
+
 static void cancel_on_first(void *user, uint64_t done, uint64_t total, const char *what)
 {
     (void)done, (void)total, (void)what;
@@ -1342,6 +1596,8 @@ int main(void)
         cmocka_unit_test(test_nonfinite_kept),
         cmocka_unit_test(test_plan_for_other_model),
         cmocka_unit_test(test_dtype_end_to_end),
+        cmocka_unit_test(test_cli_hostile),
+        cmocka_unit_test(test_stale_temps),
         cmocka_unit_test(test_cli),
         cmocka_unit_test(test_read_back),
         cmocka_unit_test(test_cancel),

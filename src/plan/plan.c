@@ -633,9 +633,18 @@ rf_status rf_plan_check_profile(const rf_plan *plan, const rf_profile *p, rf_err
         const rf_punit *u = j < 0 ? NULL : rf_profile_unit(p, (uint64_t)j);
         if (!u || u->nparams != x->nparams)
             return rf_err_set(err, RF_ERR_MISMATCH, "plan unit %s is not in the profile (or has another shape)", x->name);
-        if (x->bits && find_cand(u, x->bits, x->gs) < 0)
+        int c = x->bits ? find_cand(u, x->bits, x->gs) : -1;
+        if (x->bits && c < 0)
             return rf_err_set(err, RF_ERR_MISMATCH, "plan unit %s: %d/%d is not a candidate in the profile", x->name, x->bits, x->gs);
+        uint64_t pb = x->bits ? u->cands[c].bytes : u->kept_bytes;
+        if (pb != x->bytes)
+            return rf_err_set(err, RF_ERR_MISMATCH, "plan unit %s: %llu bytes, the profile counts %llu for %s (made under "
+                              "another --dtype, or edited)", x->name, (unsigned long long)x->bytes, (unsigned long long)pb,
+                              x->bits ? "that config" : "keeping it");
     }
+    if (plan->f32_as != RF_DT_INVALID && m->f32_as != RF_DT_INVALID && plan->f32_as != m->f32_as)
+        return rf_err_set(err, RF_ERR_MISMATCH, "the plan counts F32 tensors as %s, the profile as %s (analysed with another "
+                          "--dtype)", rf_dtype_name(plan->f32_as), rf_dtype_name(m->f32_as));
     return RF_OK;
 }
 

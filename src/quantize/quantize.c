@@ -20,9 +20,11 @@
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -93,6 +95,7 @@ typedef struct qz {
 } qz;
 
 static int has_f32(const rf_model *m);
+static char *path_cat(const char *a, const char *b);
 
 static const rf_tensor *member(const qz *q, const qz_item *it, int k)
 {
@@ -203,8 +206,10 @@ static rf_status build_items(qz *q, rf_err *err)
             const rf_unit *u = rf_model_unit(m, (uint64_t)ti->unit);
             int64_t pi = rf_plan_find_unit(q->plan, u->name);
             if (pi < 0) {
-                s = rf_err_set(err, RF_ERR_MISMATCH, "the plan has no unit %s: it was made for another model (%s)",
-                               u->name, rf_plan_model_name(q->plan));
+                /* the fingerprints matched (check_plan): the same checkpoint, so the file was changed */
+                s = rf_err_set(err, RF_ERR_MISMATCH, "the plan has no unit %s, which %s has: the plan matches this "
+                               "checkpoint's fingerprint, so the plan file was edited or damaged (make it again with "
+                               "'ramfit plan')", u->name, rf_model_dir(m));
                 break;
             }
             const rf_plan_unit *pu = rf_plan_get_unit(q->plan, (uint64_t)pi);
@@ -227,8 +232,9 @@ static rf_status build_items(qz *q, rf_err *err)
     }
     for (uint64_t i = 0; i < np && !s; i++)
         if (!seen[i])
-            s = rf_err_set(err, RF_ERR_MISMATCH, "plan unit %s is not in %s: the plan was made for another model (%s)",
-                           rf_plan_get_unit(q->plan, i)->name, rf_model_dir(m), rf_plan_model_name(q->plan));
+            s = rf_err_set(err, RF_ERR_MISMATCH, "plan unit %s is not a unit of %s: the plan matches this checkpoint's "
+                           "fingerprint, so the plan file was edited or damaged (make it again with 'ramfit plan')",
+                           rf_plan_get_unit(q->plan, i)->name, rf_model_dir(m));
     if (!s && others != rf_plan_other_bytes(q->plan))
         s = rf_err_set(err, RF_ERR_MISMATCH, "the plan counts %llu bytes of non-unit tensors, the output has %llu: the "
                        "plan was made under another dtype rule or for another checkpoint",
@@ -566,9 +572,104 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
     return 0;
 }
 
-static void rmtree(const char *path)
+/* 1 when PATH is gone afterwards. */
+static int rmtree(const char *path)
 {
-    if (path) nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    if (!path) return 1;
+    nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    struct stat sb;
+    return lstat(path, &sb) != 0;
+}
+
+/* A temporary output directory holds this file until it is renamed into place: who writes it
+ * ("ramfit PID HOST"), so that a later run can tell a stale one (its writer killed, e.g. by
+ * SIGKILL) from one being written. */
+#define QZ_MARKER ".ramfit-writer"
+
+static void host_name(char *buf, size_t cap)
+{
+    if (gethostname(buf, cap) != 0) snprintf(buf, cap, "?");
+    buf[cap - 1] = '\0';
+}
+
+static rf_status write_marker(const char *tmp, rf_err *err)
+{
+    char *path = path_cat(tmp, QZ_MARKER), host[256], text[320];
+    if (!path) return rf_err_set(err, RF_ERR_NOMEM, "out of memory");
+    host_name(host, sizeof host);
+    int n = snprintf(text, sizeof text, "ramfit %ld %s\n", (long)getpid(), host);
+    rf_status s = rf_mlx_write_file(path, text, (size_t)n, err);
+    free(path);
+    return s;
+}
+
+/* Removes OUT's temporary directories (OUT.tmp-XXXXXX) whose writer, by their marker, was a
+ * process of this host that no longer runs, and which belong to this user. */
+static void remove_stale_temps(const char *out)
+{
+    size_t l = strlen(out);
+    while (l > 1 && out[l - 1] == '/') l--;
+    char *copy = strndup(out, l);
+    if (!copy) return;
+    char *slash = strrchr(copy, '/');
+    const char *dir = slash ? (slash == copy ? "/" : copy) : ".", *base = slash ? slash + 1 : copy;
+    if (slash && slash != copy) *slash = '\0';
+    size_t bl = strlen(base);
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char host[256];
+    host_name(host, sizeof host);
+    while (d && (e = readdir(d))) {
+        const char *n = e->d_name;
+        if (strncmp(n, base, bl) || strncmp(n + bl, ".tmp-", 5) || strlen(n + bl + 5) != 6) continue;
+        char *tdir = path_cat(dir, n), *mk = tdir ? path_cat(tdir, QZ_MARKER) : NULL;
+        struct stat sb;
+        FILE *f = mk && lstat(tdir, &sb) == 0 && S_ISDIR(sb.st_mode) && sb.st_uid == geteuid() ? fopen(mk, "r") : NULL;
+        long pid = 0;
+        char h[256] = "";
+        if (f && fscanf(f, "ramfit %ld %255s", &pid, h) == 2 && pid > 0 && !strcmp(h, host) &&
+            kill((pid_t)pid, 0) != 0 && errno == ESRCH)
+            rmtree(tdir);
+        if (f) fclose(f);
+        free(mk);
+        free(tdir);
+    }
+    if (d) closedir(d);
+    free(copy);
+}
+
+static int dir_not_deletable(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb, (void)ftw;
+    return flag == FTW_D && access(path, W_OK | X_OK) != 0; /* its entries could not be removed */
+}
+
+/* --force replaces OUT only when it is a previous ramfit output (ramfit.json) or an empty
+ * directory whose contents this process can delete: "-o ~ --force" must not delete a home. */
+static rf_status check_replaceable(const char *out, rf_err *err)
+{
+    struct stat sb;
+    if (stat(out, &sb) != 0) return rf_err_errno(err, errno, "%s", out);
+    if (!S_ISDIR(sb.st_mode))
+        return rf_err_set(err, RF_ERR_EXISTS, "%s exists and is not a directory: --force replaces only an earlier ramfit "
+                          "output or an empty directory", out);
+    DIR *d = opendir(out);
+    if (!d) return rf_err_errno(err, errno, "cannot read %s", out);
+    struct dirent *e;
+    int entries = 0, ours = 0;
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        entries++;
+        ours |= !strcmp(e->d_name, "ramfit.json");
+    }
+    closedir(d);
+    if (entries && !ours)
+        return rf_err_set(err, RF_ERR_EXISTS, "%s is not an earlier ramfit output (no ramfit.json) and not empty: --force "
+                          "replaces only those; remove it yourself or choose another output directory", out);
+    if (nftw(out, dir_not_deletable, 16, FTW_PHYS) != 0)
+        return rf_err_set(err, RF_ERR_IO, "--force: the files in %s cannot all be deleted (a folder in it is not writable): "
+                          "nothing was written", out);
+    return RF_OK;
 }
 
 static int path_within(const char *p, const char *dir)
@@ -612,6 +713,7 @@ static rf_status check_out_dir(const char *model_dir, const char *out_dir, int f
         return rf_err_set(err, RF_ERR_INVALID, "output directory %s contains the model directory %s", out_dir, mreal);
     if (*exists && !force)
         return rf_err_set(err, RF_ERR_EXISTS, "%s already exists (use --force to replace it)", out_dir);
+    if (*exists) return check_replaceable(out_dir, err);
     return RF_OK;
 }
 
@@ -650,16 +752,38 @@ static rf_status copy_file(const char *src, const char *dst, rf_err *err)
     return s;
 }
 
-/* Tokenizer files, generation_config.json, chat templates, licences: every regular file that
- * is not a weight file, its index, or a file this writer makes. */
-static int copied_name(const char *n)
+/* What a loader of the output needs besides config.json and the weights, as mlx-lm's save keeps
+ * it (tokenizer.save_pretrained, generation_config.json, *.py): tokenizer and vocabulary files,
+ * chat templates, generation_config.json, custom code; and licence files, which the weights'
+ * terms ask to travel with them. Everything else (pytorch_model.bin, *.gguf, original/ with
+ * consolidated .pth files, README.md, images) is left out and named in the result. */
+static int loader_file(const char *n)
 {
-    if (n[0] == '.' && (!n[1] || (n[1] == '.' && !n[2]))) return 0;
-    return !ends_with(n, ".safetensors") && !ends_with(n, ".safetensors.index.json") && strcmp(n, "config.json") &&
-           strcmp(n, "ramfit.json");
+    static const char *const prefix[] = {"tokenizer", "vocab.", "merges.", "special_tokens_map", "added_tokens",
+                                         "chat_template", "generation_config.json", "LICENSE", "LICENCE", "NOTICE",
+                                         "USE_POLICY", "COPYING"};
+    static const char *const suffix[] = {".jinja", ".tiktoken", ".py"};
+    for (size_t i = 0; i < sizeof prefix / sizeof prefix[0]; i++)
+        if (!strncasecmp(n, prefix[i], strlen(prefix[i]))) return 1;
+    for (size_t i = 0; i < sizeof suffix / sizeof suffix[0]; i++)
+        if (ends_with(n, suffix[i])) return 1;
+    return 0;
 }
 
-static rf_status copy_other_files(const char *model_dir, const char *dst_dir, rf_err *err)
+/* Adds NAME (SUFFIX: "/" for a directory) to the list of files left out. */
+static void note_skipped(rf_quantize_result *res, const char *name, const char *suffix)
+{
+    if (!res) return;
+    res->files_skipped++;
+    size_t used = strlen(res->skipped), need = strlen(name) + strlen(suffix) + 2;
+    if (used + need + 4 >= sizeof res->skipped) {
+        if (!strstr(res->skipped, "...")) snprintf(res->skipped + used, sizeof res->skipped - used, "%s...", used ? ", " : "");
+        return;
+    }
+    snprintf(res->skipped + used, sizeof res->skipped - used, "%s%s%s", used ? ", " : "", name, suffix);
+}
+
+static rf_status copy_other_files(const char *model_dir, const char *dst_dir, rf_quantize_result *res, rf_err *err)
 {
     struct dirent **ents = NULL;
     int n = scandir(model_dir, &ents, NULL, alphasort);
@@ -667,12 +791,19 @@ static rf_status copy_other_files(const char *model_dir, const char *dst_dir, rf
     rf_status s = RF_OK;
     for (int i = 0; i < n; i++) {
         const char *name = ents[i]->d_name;
-        char *src = s || !copied_name(name) ? NULL : path_cat(model_dir, name);
+        /* the weights and config.json are written, not copied; dot files are not the model's */
+        int ours = name[0] == '.' || ends_with(name, ".safetensors") || ends_with(name, ".safetensors.index.json") ||
+                   !strcmp(name, "config.json") || !strcmp(name, "ramfit.json");
+        char *src = s || ours ? NULL : path_cat(model_dir, name);
         struct stat sb;
-        if (src && stat(src, &sb) == 0 && S_ISREG(sb.st_mode)) {
-            char *dst = path_cat(dst_dir, name);
-            s = dst ? copy_file(src, dst, err) : rf_err_set(err, RF_ERR_NOMEM, "out of memory");
-            free(dst);
+        if (src && stat(src, &sb) == 0) {
+            if (S_ISREG(sb.st_mode) && loader_file(name)) {
+                char *dst = path_cat(dst_dir, name);
+                s = dst ? copy_file(src, dst, err) : rf_err_set(err, RF_ERR_NOMEM, "out of memory");
+                free(dst);
+            } else {
+                note_skipped(res, name, S_ISDIR(sb.st_mode) ? "/" : "");
+            }
         }
         free(src);
         free(ents[i]);
@@ -778,8 +909,9 @@ static rf_status install(const char *tmp, const char *out, int exists, rf_err *e
     if (!s && rename(tmp, out) != 0) {
         s = rf_err_errno(err, errno, "renaming %s to %s", tmp, out);
         (void)rename(old, out); /* put the old output back */
-    } else if (!s) {
-        rmtree(old);
+    } else if (!s && !rmtree(old)) {
+        s = rf_err_set(err, RF_ERR_IO, "the new output is complete in %s, but the old one it replaced could not be fully "
+                       "deleted: %s remains (remove it yourself)", out, old);
     }
     free(old);
     return s;
@@ -928,7 +1060,7 @@ static rf_status choose_rule(qz *q, rf_dtype f32_as, rf_err *err)
 
 /* Writes the whole checkpoint into the empty directory TMP. */
 static rf_status write_all(qz *q, const rf_quantize_opts *o, const char *tmp, const rf_progress *pr, uint64_t *files,
-                           rf_err *err)
+                           rf_quantize_result *res, rf_err *err)
 {
     rf_stw_opts wo = {.max_shard_bytes = o->max_shard_bytes ? o->max_shard_bytes : QZ_DEFAULT_SHARD,
                       .basename = "model", .always_index = 1};
@@ -946,7 +1078,7 @@ static rf_status write_all(qz *q, const rf_quantize_opts *o, const char *tmp, co
     rf_stw_free(w);
     rf_pool_free(pool);
     if (!s) s = write_config(q, tmp, err);
-    if (!s) s = copy_other_files(rf_model_dir(q->m), tmp, err);
+    if (!s) s = copy_other_files(rf_model_dir(q->m), tmp, res, err);
     if (!s) s = write_ramfit_json(q, o, tmp, err);
     if (!s) {
         sync_dir(tmp);
@@ -981,19 +1113,28 @@ rf_status rf_quantize_write(const rf_model *m, const rf_plan *plan, const rf_qua
             snprintf(tmp, n, "%.*s.tmp-XXXXXX", (int)l, out_dir);
             /* mkdtemp makes it 0700; remade with the caller's umask so the output is as readable
              * as any directory they create (mlx-lm run by another user, a shared model store). */
+            remove_stale_temps(out_dir);
             if (!mkdtemp(tmp) || rmdir(tmp) != 0 || mkdir(tmp, 0777) != 0) {
                 s = rf_err_errno(err, errno, "cannot create a temporary directory next to %s", out_dir);
                 free(tmp);
                 tmp = NULL;
+            } else {
+                s = write_marker(tmp, err);
             }
         }
     }
-    if (!s) s = write_all(&q, &o, tmp, progress, &files, err);
+    rf_quantize_result r = {0};
+    if (!s) s = write_all(&q, &o, tmp, progress, &files, &r, err);
+    if (!s) {
+        char *mk = path_cat(tmp, QZ_MARKER); /* the output is complete: no longer a temporary */
+        if (!mk || unlink(mk) != 0) s = rf_err_errno(err, mk ? errno : ENOMEM, "removing the marker in %s", tmp);
+        free(mk);
+    }
     if (!s) s = install(tmp, out_dir, exists, err);
     if (s && tmp) rmtree(tmp);
     free(tmp);
     if (!s && res) {
-        memset(res, 0, sizeof *res);
+        *res = r; /* the files left out */
         res->tensor_bytes = q.written;
         res->input_bytes = q.input_bytes;
         res->params = q.params;
