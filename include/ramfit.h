@@ -569,6 +569,12 @@ uint64_t rf_planner_full_bytes(const rf_planner *pl);
 /* Plan for BUDGET total tensor bytes. Below min-safe: RF_ERR_BUDGET naming min-safe.
  * Baseline rules ignore the budget (each is reported at its own size). */
 rf_status rf_planner_solve(rf_planner *pl, uint64_t budget, rf_plan **out, rf_err *err);
+/* Plans for N budgets at once on POOL's threads (NULL: the calling thread): PLANS[i] gets the plan
+ * for BUDGETS[i], or NULL with ERRS[i] saying why (RF_ERR_BUDGET below min-safe, ...), exactly as
+ * rf_planner_solve would (the same plans for any thread count). Returns RF_OK; every budget has
+ * its own result. */
+rf_status rf_planner_solve_many(rf_planner *pl, const uint64_t *budgets, uint64_t n, rf_pool *pool, rf_plan **plans,
+                                rf_err *errs);
 /* create + solve + free. */
 rf_status rf_plan_solve(const rf_profile *p, const rf_plan_opts *o, uint64_t budget, rf_plan **out, rf_err *err);
 void rf_plan_free(rf_plan *plan);

@@ -185,31 +185,9 @@ rf_status rf_json_parse(const char *text, size_t len, const char *label, size_t 
     return rf_json_parse_keep(text, len, label, flags, out, NULL, err);
 }
 
-/* The first bytes of PATH tell a JSON text ('{' or '[' after white space) from a weight file or
- * binary given by mistake, before a large file is read whole. Errors other than "not JSON" are
- * left to rf_read_file. */
-static rf_status peek_json(const char *path, rf_err *err)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return RF_OK;
-    struct stat sb;
-    unsigned char b[512];
-    ssize_t n = fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) ? read(fd, b, sizeof b) : -1;
-    close(fd);
-    if (n <= 0) return RF_OK;
-    ssize_t i = 0;
-    while (i < n && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r')) i++;
-    if (i == n || b[i] == '{' || b[i] == '[') return RF_OK;
-    int st = n >= 9 && b[8] == '{' && !b[5] && !b[6] && !b[7]; /* 8-byte little-endian header length, then '{' */
-    return rf_err_set(err, RF_ERR_FORMAT, "%s: not a JSON file%s", path, st ? " (a safetensors weight file?)" : "");
-}
-
 rf_status rf_json_read_text(const char *path, uint64_t max, char **text, size_t *len, rf_err *err)
 {
-    *text = NULL;
-    *len = 0;
-    rf_status s = peek_json(path, err);
-    return s ? s : rf_read_file(path, max, text, len, err);
+    return rf_read_file_ex(path, max, 1, text, len, err);
 }
 
 rf_status rf_json_load(const char *path, uint64_t max, size_t flags, json_t **out, rf_err *err)

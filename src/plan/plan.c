@@ -596,6 +596,30 @@ rf_status rf_planner_solve(rf_planner *pl, uint64_t budget, rf_plan **out, rf_er
     return RF_OK;
 }
 
+typedef struct many_ctx {
+    rf_planner *pl;
+    const uint64_t *budgets;
+    rf_plan **plans;
+    rf_err *errs;
+} many_ctx;
+
+static void solve_one(void *ctx, uint64_t task, int worker)
+{
+    (void)worker;
+    many_ctx *c = ctx;
+    rf_err_clear(&c->errs[task]);
+    if (rf_planner_solve(c->pl, c->budgets[task], &c->plans[task], &c->errs[task])) c->plans[task] = NULL;
+}
+
+rf_status rf_planner_solve_many(rf_planner *pl, const uint64_t *budgets, uint64_t n, rf_pool *pool, rf_plan **plans,
+                                rf_err *errs)
+{
+    /* a planner is read-only while it solves: budgets are independent tasks, each result in its own slot */
+    many_ctx c = {pl, budgets, plans, errs};
+    rf_pool_run(pool, n, solve_one, &c);
+    return RF_OK;
+}
+
 rf_status rf_plan_solve(const rf_profile *p, const rf_plan_opts *o, uint64_t budget, rf_plan **out, rf_err *err)
 {
     rf_planner *pl;
