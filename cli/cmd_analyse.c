@@ -63,9 +63,9 @@ int rf_cmd_analyse(int argc, char **argv)
             if (!more) return cli_usage_error("analyse", "%s needs a file name", a);
             out = argv[++i];
         } else if (!strcmp(a, "--threads")) {
-            char *end;
-            long v = more ? strtol(argv[i + 1], &end, 10) : 0;
-            if (!more || *end || v < 1 || v > 1024) return cli_usage_error("analyse", "--threads needs a number in 1..1024");
+            long long v;
+            int rc = cli_int_arg("analyse", a, more ? argv[i + 1] : NULL, 1, 1024, &v);
+            if (rc) return rc;
             o.threads = (int)v;
             i++;
         } else if (!strcmp(a, "--mode")) {

@@ -147,13 +147,17 @@ static int parse_double(const char *s, double *out)
     return end != s && !*end && isfinite(*out);
 }
 
+/* Digits only, within uint64 (strtoull alone takes " +5", wraps "-1" and saturates on overflow). */
 static int parse_u64(const char *s, uint64_t *out)
 {
-    char *end;
-    if (!*s || *s == '-') return 0;
-    unsigned long long v = strtoull(s, &end, 10);
+    if (!*s) return 0;
+    for (const char *c = s; *c; c++)
+        if (*c < '0' || *c > '9') return 0;
+    errno = 0;
+    unsigned long long v = strtoull(s, NULL, 10);
+    if (errno == ERANGE) return 0;
     *out = v;
-    return !*end;
+    return 1;
 }
 
 /* ------------------------------------------------------------------ text report */
@@ -389,13 +393,14 @@ static int resolve_budgets(const args *a, const rf_profile *prof, uint64_t conte
         }
         snprintf(from, sizeof from, "%.*s", (int)(c1 - sw), sw);
         snprintf(to, sizeof to, "%.*s", (int)(c2 - c1 - 1), c1 + 1);
-        errno = 0;
-        cnt = strtoull(c2 + 1, &end, 10);
+        cnt = 0;
+        end = (char *)"";
+        if (!parse_u64(c2 + 1, &cnt)) end = (char *)"x";
         if (rf_parse_size(from, &lo, &err) || rf_parse_size(to, &hi, &err)) {
             free(reqs);
             return cli_usage_error("plan", "--sweep '%s': %s", sw, err.msg);
         }
-        if (!c2[1] || *end || errno || c2[1] == '-' || cnt < 1 || cnt > 1000000) {
+        if (*end || cnt < 1 || cnt > 1000000) {
             free(reqs);
             return cli_usage_error("plan", "--sweep '%s': N must be a count from 1 to 1000000", sw);
         }

@@ -90,13 +90,9 @@ static int parse_opts(const args *a, rf_quantize_opts *o, uint64_t *budget)
     }
     int rc;
     if (a->dtype && (rc = cli_parse_dtype("quantize", a->dtype, &o->f32_as))) return rc;
-    if (a->threads) {
-        char *end;
-        long t = strtol(a->threads, &end, 10);
-        if (*end || end == a->threads || t < 1 || t > 4096)
-            return cli_usage_error("quantize", "--threads must be a number from 1 to 4096, not '%s'", a->threads);
-        o->threads = (int)t;
-    }
+    long long t;
+    if (a->threads && (rc = cli_int_arg("quantize", "--threads", a->threads, 1, 4096, &t))) return rc;
+    if (a->threads) o->threads = (int)t;
     rf_err err;
     /* the parse error when there is one (a size too large once read "must be > 0") */
     if (a->shard && rf_parse_size(a->shard, &o->max_shard_bytes, &err)) return cli_usage_error("quantize", "--max-shard-size: %s", err.msg);

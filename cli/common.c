@@ -110,6 +110,33 @@ void cli_install_signals(void)
 }
 volatile int *cli_cancel_flag(void) { return &g_cancel; }
 
+/* Whole-number text: optional '-', then digits only. 0: *out set; 1: not such a number; 2: beyond
+ * the range of long long. */
+static int whole(const char *t, long long *out)
+{
+    if (!t) return 1;
+    const char *d = t + (*t == '-');
+    if (!*d) return 1;
+    for (const char *c = d; *c; c++)
+        if (*c < '0' || *c > '9') return 1;
+    errno = 0;
+    long long v = strtoll(t, NULL, 10);
+    if (errno == ERANGE) return 2;
+    *out = v;
+    return 0;
+}
+
+int cli_int_arg(const char *cmd, const char *opt, const char *text, long long lo, long long hi, long long *out)
+{
+    long long v = 0;
+    int r = whole(text, &v);
+    if (r == 1) return cli_usage_error(cmd, "%s needs a whole number, not '%s'", opt, text ? text : "");
+    if (r == 2 || v < lo || v > hi)
+        return cli_usage_error(cmd, "%s %s is out of range (%lld to %lld)", opt, text, lo, hi);
+    *out = v;
+    return 0;
+}
+
 int cli_parse_dtype(const char *cmd, const char *text, rf_dtype *out)
 {
     if (!strcmp(text, "bf16")) *out = RF_DT_BF16;

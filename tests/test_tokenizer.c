@@ -731,9 +731,23 @@ static void test_cli(void **state)
     free(out);
     snprintf(args, sizeof args, "tokenize %s --decode 'x'", dir);
     assert_int_equal(tu_run_cli(args, &out), 2);
+    assert_non_null(strstr(out, "'x' is not an id"));
+    free(out);
+    /* a number that is no id says so (it once said "wants non-negative integer ids") */
+    snprintf(args, sizeof args, "tokenize %s --decode '1 4294967296'", dir);
+    assert_int_equal(tu_run_cli(args, &out), 2);
+    assert_non_null(strstr(out, "id 4294967296 is out of range: this tokenizer's ids are 0 to 511"));
     free(out);
     assert_int_equal(tu_run_cli("tokenize /nonexistent --text hi", &out), 1);
     free(out);
+    /* the Llama tokenizers as published (model_max_length 1e30 in tokenizer_config.json) */
+    const char *l3 = tu_shared_path("tokenizers/llama3/tokenizer.json");
+    if (l3) {
+        snprintf(args, sizeof args, "tokenize %.*s --text hi --json", (int)(strlen(l3) - strlen("/tokenizer.json")), l3);
+        assert_int_equal(tu_run_cli(args, &out), 0);
+        assert_non_null(strstr(out, "\"ids\": [6151]"));
+        free(out);
+    }
 }
 
 /* A broken tokenizer.json: the error names the file, then ": ", then what is wrong (the file
