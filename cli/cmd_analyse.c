@@ -149,7 +149,7 @@ int rf_cmd_analyse(int argc, char **argv)
     char size[32];
     rf_format_size(rf_profile_full_bytes(prof), size, sizeof size);
     if (json) {
-        json_t *j = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:f, s:f}", "profile", out, "units", (json_int_t)units,
+        json_t *j = json_pack("{s:o, s:I, s:I, s:I, s:I, s:I, s:f, s:f}", "profile", cli_json_str(out), "units", (json_int_t)units,
                               "candidates", (json_int_t)cand, "others", (json_int_t)rf_profile_other_count(prof),
                               "params", (json_int_t)rf_profile_param_count(prof), "bytes",
                               (json_int_t)rf_profile_full_bytes(prof), "seconds", secs, "input_gb_per_s",

@@ -55,6 +55,7 @@ typedef struct req {
     char label[160];
     char file_label[96]; /* what replaces %s in -o */
     uint64_t budget;
+    rf_err refused;      /* code != RF_OK: no budget (a target without memory left for weights) */
 } req;
 
 /* A growing list of option values. */
@@ -435,8 +436,13 @@ static int resolve_budgets(const args *a, const rf_profile *prof, uint64_t conte
         }
         rf_target_budget tb;
         if (rf_target_budget_for(t, prof, context, &tb, &err)) {
-            free(reqs);
-            return cli_fail(&err);
+            if (err.code != RF_ERR_BUDGET) {
+                free(reqs);
+                return cli_fail(&err);
+            }
+            /* this target cannot hold the model: its own refused row, the other budgets are planned */
+            reqs[n].refused = err;
+            memset(&tb, 0, sizeof tb);
         }
         reqs[n].budget = tb.budget;
         char s1[32], s2[32], s3[32];
@@ -513,11 +519,13 @@ static int write_curve(const args *a, rf_planner *pl, const rf_profile *prof, co
         pts[n++] = (rf_curve_point){rf_plan_total_bytes(plan), rf_plan_objective(plan)};
         rf_plan_free(plan);
     }
-    for (int i = 0; i < nreq; i++) marks[i] = (rf_curve_mark){reqs[i].budget, reqs[i].label};
+    int nm = 0;
+    for (int i = 0; i < nreq; i++)
+        if (!reqs[i].refused.code) marks[nm++] = (rf_curve_mark){reqs[i].budget, reqs[i].label};
     char title[400];
     snprintf(title, sizeof title, "%s: predicted error vs size (%s, mode %s)", rf_profile_model(prof)->name,
              o->method == RF_METHOD_RAM ? "ram" : "ramfit", o->mode == RF_QMODE_OPT ? "opt" : "mlx");
-    rf_status s = rf_plan_curve_svg(pts, n, lo, marks, nreq, title, a->svg, &err);
+    rf_status s = rf_plan_curve_svg(pts, n, lo, marks, nm, title, a->svg, &err);
     free(pts);
     free(marks);
     if (s) return cli_fail(&err);
@@ -699,6 +707,11 @@ int rf_cmd_plan(int argc, char **argv)
         }
         rf_plan *plan = cp[k];
         cp[k] = NULL;
+        if (!rule && reqs[i].refused.code) { /* no budget to plan for */
+            rf_plan_free(plan);
+            plan = NULL;
+            ce[k] = reqs[i].refused;
+        }
         if (!plan) {
             err = ce[k];
             if (err.code != RF_ERR_BUDGET && err.code != RF_ERR_INVALID) { /* not about this budget: stop */

@@ -183,7 +183,7 @@ static void print_summary(const args *a, const rf_quantize_result *r, uint64_t b
     double bpw = r->params ? 8.0 * (double)r->tensor_bytes / (double)r->params : 0;
     double rate = r->seconds > 0 ? (double)r->input_bytes / r->seconds / 1e9 : 0;
     if (a->json) {
-        json_t *j = json_pack("{s:s, s:I, s:I, s:I, s:f, s:I, s:I, s:I, s:I, s:I, s:s, s:s?, s:s?, s:f}", "out_dir", a->out,
+        json_t *j = json_pack("{s:o, s:I, s:I, s:I, s:f, s:I, s:I, s:I, s:I, s:I, s:s, s:s?, s:s?, s:f}", "out_dir", cli_json_str(a->out),
                               "tensor_bytes", (json_int_t)r->tensor_bytes, "input_bytes", (json_int_t)r->input_bytes,
                               "params", (json_int_t)r->params, "bpw", bpw, "budget", (json_int_t)budget, "files",
                               (json_int_t)r->files, "tensors", (json_int_t)r->tensors, "units_quantized",
@@ -191,9 +191,10 @@ static void print_summary(const args *a, const rf_quantize_result *r, uint64_t b
                               rf_plan_mode(plan) == RF_QMODE_OPT ? "opt" : "mlx", "f32_kept_as",
                               r->f32_kept_as ? rf_dtype_name(r->f32_kept_as) : NULL, "f32_scales_as",
                               r->f32_scales_as ? rf_dtype_name(r->f32_scales_as) : NULL, "seconds", r->seconds);
-        if (j) json_object_set_new(j, "left_out", json_string(r->skipped));
+        if (j) json_object_set_new(j, "left_out", cli_json_str(r->skipped));
         char *text = j ? json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
         if (text) printf("%s\n", text);
+        else fprintf(stderr, "ramfit quantize: out of memory formatting the JSON summary\n");
         free(text);
         json_decref(j);
         return;
