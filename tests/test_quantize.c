@@ -1437,6 +1437,21 @@ static void test_cli_hostile(void **state)
     assert_non_null(strstr(o, "edited or damaged"));
     assert_null(strstr(o, "another model"));
     free(o);
+    /* a plan edited to "budget": 1000 under units of ~200 kB: refused, not quantized and recorded */
+    text = tu_read_file(planf, &n);
+    at = strstr(text, "\"budget\": ");
+    assert_non_null(at);
+    char *num = at + strlen("\"budget\": ");
+    size_t digits = strspn(num, "0123456789");
+    char *ed = malloc(n + 8);
+    snprintf(ed, n + 8, "%.*s1000%s", (int)(num - text), text, num + digits);
+    assert_int_equal(tu_write_file(edited, ed, strlen(ed)), 0);
+    free(ed);
+    free(text);
+    assert_int_equal(run_cli_argv(a4, 0, 0, &o), 1);
+    assert_non_null(strstr(o, "more than its budget"));
+    free(o);
+    assert_int_equal(access(out, F_OK), -1);
     free(before);
     before = listing(f.tmp);
 
@@ -1509,6 +1524,40 @@ static void test_stale_temps(void **state)
     char mk[4300];
     snprintf(mk, sizeof mk, "%s/.ramfit-writer", out);
     assert_int_equal(access(mk, F_OK), -1);
+    fx_close(&f);
+}
+
+/* A config.json with numbers jansson alone cannot hold (a published Llama config may carry one)
+ * quantizes, and the output's config.json has them as written, not rounded to a double. */
+static void test_config_big_numbers(void **state)
+{
+    (void)state;
+    fx f;
+    fx_open(&f);
+    char path[4200], out[4096];
+    snprintf(path, sizeof path, "%s/config.json", f.model);
+    size_t n;
+    char *text = tu_read_file(path, &n), *brace = strrchr(text, '}');
+    assert_non_null(brace);
+    *brace = '\0';
+    char *edited = malloc(n + 200);
+    snprintf(edited, n + 200, "%s, \"model_max_length\": 1000000000000000019884624838656, \"tiny\": -1e-400, "
+             "\"huge\": [18446744073709551617, 2e400]}", text);
+    assert_int_equal(tu_write_file(path, edited, strlen(edited)), 0);
+    free(text);
+    free(edited);
+    rf_err err;
+    rf_model_free(f.m);
+    TU_OK(rf_model_open(f.model, &f.m, &err), &err);
+    snprintf(out, sizeof out, "%s/out", f.tmp);
+    TU_OK(try_write(&f, out, 0, &err), &err);
+    snprintf(path, sizeof path, "%s/config.json", out);
+    text = tu_read_file(path, &n);
+    assert_non_null(strstr(text, "\"model_max_length\": 1000000000000000019884624838656"));
+    assert_non_null(strstr(text, "18446744073709551617"));
+    assert_non_null(strstr(text, "2e400"));
+    assert_non_null(strstr(text, "\"quantization\""));
+    free(text);
     fx_close(&f);
 }
 
@@ -1598,6 +1647,7 @@ int main(void)
         cmocka_unit_test(test_dtype_end_to_end),
         cmocka_unit_test(test_cli_hostile),
         cmocka_unit_test(test_stale_temps),
+        cmocka_unit_test(test_config_big_numbers),
         cmocka_unit_test(test_cli),
         cmocka_unit_test(test_read_back),
         cmocka_unit_test(test_cancel),

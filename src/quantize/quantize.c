@@ -9,6 +9,7 @@
  * piece: a unit's packed weight first, then all its scales, then all its biases, so those two
  * are held until the unit's last row block is written: 1/16 of its source size at gs 32).
  * Everything is validated against the plan before the first byte is written. */
+#include "io/json_internal.h"
 #include "io/mlx_internal.h"
 #include "plan/plan_internal.h"
 
@@ -837,9 +838,10 @@ static rf_status write_ramfit_json(const qz *q, const rf_quantize_opts *o, const
     size_t plen = 0;
     rf_status s = rf_plan_to_json(q->plan, &ptext, &plen, err);
     if (s) return s;
-    json_error_t je;
-    json_t *pj = json_loadb(ptext, plen, 0, &je);
+    json_t *pj = NULL;
+    s = rf_json_parse(ptext, plen, "the plan (for ramfit.json)", 0, &pj, err);
     free(ptext);
+    if (s) return s; /* not "out of memory": what is wrong with the plan text */
     char fp[24];
     snprintf(fp, sizeof fp, "%016llx", (ull)rf_plan_fingerprint(q->plan));
     json_t *r = json_object();
