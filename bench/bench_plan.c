@@ -185,7 +185,8 @@ int main(int argc, char **argv)
 {
     int layers = argc > 1 ? atoi(argv[1]) : 2857;
     g_state_limit = argc > 2 ? strtoull(argv[2], NULL, 10) : 0;
-    const char *parts = argc > 3 ? argv[3] : "lris"; /* l: Llama-like shapes, r: random shapes, i: profile I/O, s: sweep */
+    const char *parts = argc > 3 ? argv[3] : "lrifs"; /* l: Llama-like shapes, r: random shapes, i: profile I/O,
+                                                         f: the published MoE families at full size, s: sweep */
     rf_err err;
     rf_profile *p;
     printf("bench_plan: one thread; figures are wall-clock (best of 3 for the single plan); state limit %llu%s\n",
@@ -217,5 +218,18 @@ int main(int argc, char **argv)
         rf_profile_free(p);
     }
     if (strchr(parts, 's')) rc |= sweep();
+    if (strchr(parts, 'f')) {
+        /* the published shapes from the family tables (every expert bank, MLA head bank, fused tensor) */
+        static const char *const likes[] = {"llama-4-scout", "qwen2-57b-a14b", "glm-4.5-air", "deepseek-v3"};
+        for (size_t i = 0; i < sizeof likes / sizeof likes[0]; i++) {
+            rf_psynth_opts fo = {.like = likes[i], .modes = 3, .spread = 0.6, .seed = 3};
+            if (rf_profile_synth(&fo, &p, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
+            char title[128];
+            snprintf(title, sizeof title, "%s, full size (%llu units)", likes[i],
+                     (unsigned long long)rf_profile_unit_count(p));
+            rc |= run(title, p);
+            rf_profile_free(p);
+        }
+    }
     return rc;
 }
