@@ -1,15 +1,17 @@
 /* Planner speed on a synthetic profile of ~20,000 units x 19 candidates (18 configs + keep), one thread:
  * the exact plan for one budget (target < 50 ms including the planner's preprocessing) and a whole
  * curve of 100 budgets (target < 1 s), with proven-optimal counts; plus profile file size and I/O.
+ * Also 1000 budgets of one sweep on a 400-unit model (library and the `ramfit plan --sweep` command).
  * Usage: bench_plan [layers [state_limit [parts]]] (default 2857 layers: 7 units per layer + embed + lm_head =
  * 20001 units; state limit 0 = the library default; parts: any of l (Llama-like shapes), r (random shapes),
- * i (profile file size and I/O), default "lri") */
+ * i (profile file size and I/O), s (the 1000-budget sweep), default "lris") */
 #include "plan/plan_internal.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 static double now(void)
@@ -120,12 +122,71 @@ static int io(const rf_profile *p, const char *what)
     return 0;
 }
 
+/* `ramfit plan PROFILE --sweep MIN:FULL:1000`: a user sweeping sizes on a 400-unit model (57
+ * Llama-8B-like layers); the library alone (one planner, 1000 solves) and the whole command
+ * (load, plan, the JSON report of every plan) as a separate process. Target: well under 1 s. */
+static int sweep(void)
+{
+    rf_err err;
+    rf_profile *p;
+    rf_psynth_opts so = {.n_layers = 57, .hidden = 4096, .ffn = 14336, .vocab = 128256, .n_heads = 32, .n_kv_heads = 8,
+                         .head_dim = 128, .modes = 3, .spread = 0.6, .seed = 5};
+    if (rf_profile_synth(&so, &p, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
+    rf_plan_opts o;
+    rf_plan_opts_default(&o);
+    rf_planner *pl;
+    double t0 = now(), c0 = (double)clock() / CLOCKS_PER_SEC;
+    if (rf_planner_create(p, &o, &pl, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
+    uint64_t lo = rf_planner_min_safe(pl), hi = rf_planner_full_bytes(pl);
+    int optimal = 0;
+    for (int i = 0; i < 1000; i++) {
+        rf_plan *plan;
+        if (rf_planner_solve(pl, lo + (hi - lo) / 999 * (uint64_t)i, &plan, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
+        optimal += rf_plan_status_of(plan) == RF_PLAN_OPTIMAL || rf_plan_status_of(plan) == RF_PLAN_KEEP_ALL;
+        rf_plan_free(plan);
+    }
+    double t1 = now(), c1 = (double)clock() / CLOCKS_PER_SEC;
+    rf_planner_free(pl);
+    printf("\nsweep, %llu units (57 layers), 1000 budgets from min-safe to full size:\n", (unsigned long long)rf_profile_unit_count(p));
+    printf("  library, one thread (planner setup + 1000 solves): %7.1f ms wall, %7.1f ms CPU; %d proven optimal or keep-all\n",
+           (t1 - t0) * 1e3, (c1 - c0) * 1e3, optimal);
+    char dir[] = "/tmp/bench_plan_XXXXXX", path[64], cmd[4096];
+    if (!mkdtemp(dir)) return 1;
+    snprintf(path, sizeof path, "%s/p.json", dir);
+    if (rf_profile_save(p, path, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
+    for (int json = 0; json < 3; json++) {
+        snprintf(cmd, sizeof cmd, "'%s' plan %s --sweep %llu:%llu:1000 %s > /dev/null", RF_CLI_PATH, path,
+                 (unsigned long long)lo, (unsigned long long)hi, json == 2 ? "--json" : json ? "--threads 1" : "");
+        double best = INFINITY, best_cpu = INFINITY;
+        for (int rep = 0; rep < 3; rep++) {
+            struct rusage r0, r1;
+            getrusage(RUSAGE_CHILDREN, &r0);
+            double w0 = now();
+            int st = system(cmd);
+            double w1 = now();
+            getrusage(RUSAGE_CHILDREN, &r1);
+            if (st != 0) { fprintf(stderr, "%s: status %d\n", cmd, st); return 1; }
+            double cpu = (double)(r1.ru_utime.tv_sec - r0.ru_utime.tv_sec + r1.ru_stime.tv_sec - r0.ru_stime.tv_sec) +
+                         (double)(r1.ru_utime.tv_usec - r0.ru_utime.tv_usec + r1.ru_stime.tv_usec - r0.ru_stime.tv_usec) * 1e-6;
+            if (w1 - w0 < best) best = w1 - w0;
+            if (cpu < best_cpu) best_cpu = cpu;
+        }
+        printf("  ramfit plan --sweep ...:1000%-12s: %7.1f ms wall, %7.1f ms CPU (best of 3, whole process)%s\n",
+               json == 2 ? " --json" : json ? " --threads 1" : "", best * 1e3, best_cpu * 1e3,
+               best < 1.0 ? "" : "  [over 1 s: is the machine busy? compare the CPU time]");
+    }
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) return 1;
+    rf_profile_free(p);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     int layers = argc > 1 ? atoi(argv[1]) : 2857;
     g_state_limit = argc > 2 ? strtoull(argv[2], NULL, 10) : 0;
-    const char *parts = argc > 3 ? argv[3] : "lrif"; /* l: Llama-like shapes, r: random shapes, i: profile I/O,
-                                                        f: the published MoE families at full size */
+    const char *parts = argc > 3 ? argv[3] : "lrifs"; /* l: Llama-like shapes, r: random shapes, i: profile I/O,
+                                                         f: the published MoE families at full size, s: sweep */
     rf_err err;
     rf_profile *p;
     printf("bench_plan: one thread; figures are wall-clock (best of 3 for the single plan); state limit %llu%s\n",
@@ -156,6 +217,7 @@ int main(int argc, char **argv)
         rc |= run("random shapes (every unit distinct)", p);
         rf_profile_free(p);
     }
+    if (strchr(parts, 's')) rc |= sweep();
     if (strchr(parts, 'f')) {
         /* the published shapes from the family tables (every expert bank, MLA head bank, fused tensor) */
         static const char *const likes[] = {"llama-4-scout", "qwen2-57b-a14b", "glm-4.5-air", "deepseek-v3"};

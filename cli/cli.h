@@ -25,6 +25,12 @@ int cli_usage_error(const char *cmd, const char *fmt, ...);
 /* 1 if argv has "-h"/"--help" anywhere. */
 int cli_wants_help(int argc, char **argv);
 
+/* A whole-number option OPT = TEXT in [LO, HI]: 0 and *OUT, or a usage error that names the real
+ * problem (not a whole number, or out of range with the range) and its exit status 2. */
+int cli_int_arg(const char *cmd, const char *opt, const char *text, long long lo, long long hi, long long *out);
+/* --dtype bf16|f16|f32 (the dtype F32 tensors are written in): 0 and *OUT, or a usage exit status. */
+int cli_parse_dtype(const char *cmd, const char *text, rf_dtype *out);
+
 /* 1 if both paths exist and are the same file (links resolved). */
 int cli_same_file(const char *a, const char *b);
 /* 0 if a file can be created at PATH (its directory exists and is writable); otherwise prints the error
@@ -42,8 +48,9 @@ typedef struct cli_progress {
 void cli_progress_init(cli_progress *p, const char *label, int quiet);
 void cli_progress_cb(void *user, uint64_t done, uint64_t total, const char *what);
 void cli_progress_end(cli_progress *p);
-/* Ctrl-C sets *cli_cancel_flag() instead of killing the process (second Ctrl-C kills). */
-void cli_install_sigint(void);
+/* SIGINT (Ctrl-C), SIGTERM and SIGHUP set *cli_cancel_flag() instead of killing the process (a
+ * second one kills); SIGXFSZ is ignored so that writes past a file size limit fail with EFBIG. */
+void cli_install_signals(void);
 volatile int *cli_cancel_flag(void);
 double cli_now(void);
 
@@ -57,9 +64,15 @@ typedef struct cli_eval_args {
 } cli_eval_args;
 /* Parse argv (npos positional directories into pos); 0 or a usage exit status. */
 int cli_eval_parse(const char *cmd, int argc, char **argv, int npos, const char **pos, cli_eval_args *a);
+/* Largest text ppl/kld read (rf_read_file's bound). */
+#define CLI_MAX_TEXT ((uint64_t)256 << 20)
 rf_status cli_tokenize_file(const char *model_dir, const char *path, int32_t **ids, uint64_t *n, int *bos,
                             rf_err *err);
 struct json_t;
 struct json_t *cli_ppl_json(const rf_ppl_result *r);
+/* A JSON number, or null when V is not finite (JSON has no NaN). */
+struct json_t *cli_json_num(double v);
+/* A JSON string of STR; bytes that are not UTF-8 become U+FFFD. */
+struct json_t *cli_json_str(const char *str);
 
 #endif

@@ -9,7 +9,7 @@
 
 static const char *const usage_text =
     "usage: ramfit analyse MODEL_DIR [-o PROFILE] [--threads N] [--mode mlx|opt|both]\n"
-    "                      [--candidates LIST] [--resume] [--quiet] [--json]\n"
+    "                      [--candidates LIST] [--dtype bf16|f16|f32] [--resume] [--quiet] [--json]\n"
     "\n"
     "Measure every quantization unit of a checkpoint at every candidate config (bits 2/3/4/5/6/8\n"
     "x group size 32/64/128 where the group size divides the input dimension, plus keep): exact\n"
@@ -23,6 +23,9 @@ static const char *const usage_text =
     "                     (error-minimising scale/bias, slower) or both\n"
     "  --candidates LIST  all (default), or e.g. 4/64,8/64 or 3,4 (every group size); keep is\n"
     "                     always a choice\n"
+    "  --dtype D          the dtype F32 tensors will be written in (kept weights, norms,\n"
+    "                     scales/biases): bf16 (default), f16 or f32 (mlx-lm's output for a float32\n"
+    "                     checkpoint); the profile counts and measures them so; F32 models only\n"
     "  --resume           continue an interrupted run from PROFILE.partial (Ctrl-C saves it)\n"
     "  --quiet            no progress display\n"
     "  --json             print a JSON summary on stdout\n";
@@ -49,6 +52,7 @@ int rf_cmd_analyse(int argc, char **argv)
     if (cli_wants_help(argc, argv)) { fputs(usage_text, stdout); return 0; }
     const char *dir = NULL, *out = NULL;
     int quiet = 0, json = 0;
+    rf_dtype dtype = RF_DT_INVALID;
     rf_analyse_opts o;
     rf_analyse_opts_default(&o);
     rf_err err = {0};
@@ -59,9 +63,9 @@ int rf_cmd_analyse(int argc, char **argv)
             if (!more) return cli_usage_error("analyse", "%s needs a file name", a);
             out = argv[++i];
         } else if (!strcmp(a, "--threads")) {
-            char *end;
-            long v = more ? strtol(argv[i + 1], &end, 10) : 0;
-            if (!more || *end || v < 1 || v > 1024) return cli_usage_error("analyse", "--threads needs a number in 1..1024");
+            long long v;
+            int rc = cli_int_arg("analyse", a, more ? argv[i + 1] : NULL, 1, 1024, &v);
+            if (rc) return rc;
             o.threads = (int)v;
             i++;
         } else if (!strcmp(a, "--mode")) {
@@ -72,6 +76,10 @@ int rf_cmd_analyse(int argc, char **argv)
             if (!more || rf_analyse_parse_candidates(argv[i + 1], &o.configs, &err))
                 return cli_usage_error("analyse", "%s", more ? err.msg : "--candidates needs a list");
             i++;
+        } else if (!strcmp(a, "--dtype")) {
+            if (!more) return cli_usage_error("analyse", "--dtype needs bf16, f16 or f32");
+            int rc = cli_parse_dtype("analyse", argv[++i], &dtype);
+            if (rc) return rc;
         } else if (!strcmp(a, "--resume")) {
             o.resume = 1;
         } else if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) {
@@ -109,9 +117,14 @@ int rf_cmd_analyse(int argc, char **argv)
 
     rf_model *m = NULL;
     if (rf_model_open(dir, &m, &err)) return cli_fail(&err);
+    if (rf_quantize_check_dtype(m, dtype, &err)) {
+        rf_model_free(m);
+        return cli_fail(&err);
+    }
+    if (dtype != RF_DT_INVALID) o.f32_as = dtype;
     if (o.resume && access(partial, F_OK) != 0 && !quiet)
         fprintf(stderr, "ramfit analyse: no partial analysis at %s: starting from the beginning\n", partial);
-    cli_install_sigint();
+    cli_install_signals();
     prog p;
     cli_progress_init(&p.bar, "analyse", quiet);
     p.t0 = cli_now();
@@ -126,8 +139,8 @@ int rf_cmd_analyse(int argc, char **argv)
         rf_model_free(m);
         return cli_fail(&err);
     }
-    if (unlink(partial) != 0 && errno != ENOENT)
-        fprintf(stderr, "ramfit analyse: warning: cannot remove %s\n", partial);
+    /* the checkpoint is an index and a data file, like any saved profile: both go */
+    if (rf_profile_remove(partial, &err)) fprintf(stderr, "ramfit analyse: warning: %s\n", err.msg);
     uint64_t units = rf_profile_unit_count(prof), cand = 0, input = 0;
     for (uint64_t u = 0; u < units; u++) {
         cand += (uint64_t)rf_profile_unit(prof, u)->n_cands;
@@ -136,7 +149,7 @@ int rf_cmd_analyse(int argc, char **argv)
     char size[32];
     rf_format_size(rf_profile_full_bytes(prof), size, sizeof size);
     if (json) {
-        json_t *j = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:f, s:f}", "profile", out, "units", (json_int_t)units,
+        json_t *j = json_pack("{s:o, s:I, s:I, s:I, s:I, s:I, s:f, s:f}", "profile", cli_json_str(out), "units", (json_int_t)units,
                               "candidates", (json_int_t)cand, "others", (json_int_t)rf_profile_other_count(prof),
                               "params", (json_int_t)rf_profile_param_count(prof), "bytes",
                               (json_int_t)rf_profile_full_bytes(prof), "seconds", secs, "input_gb_per_s",

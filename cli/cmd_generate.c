@@ -2,6 +2,7 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -54,7 +55,14 @@ int rf_cmd_generate(int argc, char **argv)
         else if (o[0] == '-' && o[1]) return cli_usage_error("generate", "unknown option '%s'", o);
         else if (!model) { model = o; continue; }
         else return cli_usage_error("generate", "unexpected argument '%s'", o);
-        if (num(v, lo, hi, dst)) return cli_usage_error("generate", "bad value for %s: '%s'", o, v ? v : "");
+        if (dst != &temp && dst != &top_p) { /* counts and seeds are whole numbers (2.5 tokens was taken as 2) */
+            long long x;
+            int rc = cli_int_arg("generate", o, v, (long long)lo, (long long)hi, &x);
+            if (rc) return rc;
+            *dst = (double)x;
+        } else if (num(v, lo, hi, dst)) {
+            return cli_usage_error("generate", "%s needs a number in [%g, %g], not '%s'", o, lo, hi, v ? v : "");
+        }
         i++;
     }
     if (!model) return cli_usage_error("generate", "missing model directory");
@@ -68,6 +76,7 @@ int rf_cmd_generate(int argc, char **argv)
     rf_sampler *smp = NULL;
     rf_tok_stream *ts = NULL;
     float *logits = NULL;
+    uint8_t *holes = NULL;
     int rc = 1;
     if (rf_tok_encode(tok, prompt, strlen(prompt), 1, &ids, &np, &err)) goto fail;
     if (np == 0) {
@@ -80,11 +89,25 @@ int rf_cmd_generate(int argc, char **argv)
     if (eo.max_ctx < (int)np + 1) eo.max_ctx = (int)np + 1;
     if (rf_engine_open(model, &eo, &e, &err)) goto fail;
     int V = rf_engine_vocab(e);
-    if (rf_sampler_create((float)temp, (float)top_p, (uint64_t)seed, V, &smp, &err) ||
+    /* Never sample an id the tokenizer cannot decode: a model's vocabulary is often padded past the
+     * tokenizer's (to a multiple of 64 or 128), and such an id once aborted the stream mid-text. The
+     * sampler sees the ids both have; ids without a piece among them are masked out. */
+    int TV = rf_tok_vocab_size(tok), SV = V < TV ? V : TV;
+    if (SV <= 0) {
+        fprintf(stderr, "ramfit generate: the tokenizer has no ids the model can produce\n");
+        goto out;
+    }
+    if (rf_sampler_create((float)temp, (float)top_p, (uint64_t)seed, SV, &smp, &err) ||
         rf_tok_stream_create(tok, &ts, &err))
         goto fail;
     logits = malloc((size_t)V * sizeof(float));
-    if (!logits) { fprintf(stderr, "ramfit generate: out of memory\n"); goto out; }
+    holes = calloc((size_t)SV, 1);
+    if (!logits || !holes) {
+        free(holes);
+        fprintf(stderr, "ramfit generate: out of memory\n");
+        goto out;
+    }
+    for (int32_t i = 0; i < SV; i++) holes[i] = rf_tok_id_to_piece(tok, i) == NULL;
     /* The prompt goes through the stream decoder too, so the first new token is decoded in
      * context (a leading-space marker is a space after the prompt, dropped only at the start). */
     for (uint64_t i = 0; i < np; i++) {
@@ -92,7 +115,7 @@ int rf_cmd_generate(int argc, char **argv)
         uint64_t plen;
         if (!rf_tok_is_special(tok, ids[i]) && rf_tok_stream_push(ts, ids[i], &piece, &plen, &err)) goto fail;
     }
-    cli_install_sigint();
+    cli_install_signals();
     fputs(prompt, stdout);
     fflush(stdout);
     double t0 = cli_now();
@@ -100,6 +123,8 @@ int rf_cmd_generate(int argc, char **argv)
     double t1 = cli_now();
     int made = 0, eos = rf_tok_eos_id(tok);
     while (made < ngen && rf_engine_pos(e) < rf_engine_max_ctx(e) && !*cli_cancel_flag()) {
+        for (int32_t i = 0; i < SV; i++)
+            if (holes[i]) logits[i] = -INFINITY;
         int32_t next = rf_sampler_sample(smp, logits);
         made++;
         if (next == eos) break;
@@ -120,6 +145,7 @@ int rf_cmd_generate(int argc, char **argv)
 fail:
     rc = cli_fail(&err);
 out:
+    free(holes);
     free(logits);
     free(ids);
     rf_tok_stream_free(ts);

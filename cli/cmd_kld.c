@@ -44,7 +44,7 @@ int rf_cmd_kld(int argc, char **argv)
     }
     cli_progress pg;
     cli_progress_init(&pg, "kld", a.quiet);
-    cli_install_sigint();
+    cli_install_signals();
     rf_ppl_opts po = {a.ctx, a.protocol, bos, a.max_tokens, {cli_progress_cb, &pg, cli_cancel_flag()}};
     rf_kld_result r;
     rf_status s = rf_eval_kld(base, quant, ids, n, &po, &r, &err);
@@ -54,13 +54,23 @@ int rf_cmd_kld(int argc, char **argv)
     free(ids);
     if (s) return cli_fail(&err);
     if (a.json) {
-        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:i, s:f, s:f, s:f, s:f, s:f, s:I, s:o, s:o}", "base_model", dirs[0],
-                              "quant_model", dirs[1], "file", a.file, "protocol",
-                              a.protocol == RF_PPL_FULL ? "full" : "llama.cpp", "ctx", a.ctx, "kld_mean", r.kld_mean,
-                              "kld_stderr", r.kld_stderr, "kld_p99", r.kld_p99, "kld_max", r.kld_max, "top1_agree",
-                              r.top1_agree, "tokens", (json_int_t)r.base.tokens, "base", cli_ppl_json(&r.base),
-                              "quant", cli_ppl_json(&r.quant));
-        if (!o) { fprintf(stderr, "ramfit kld: cannot format JSON (paths must be UTF-8)\n"); return 1; }
+        /* built value by value: a file name that is not UTF-8 or a non-finite number is written as
+         * U+FFFD / null instead of failing the report (it once said "paths must be UTF-8" for a NaN) */
+        json_t *o = json_object();
+        if (!o) { fprintf(stderr, "ramfit kld: out of memory\n"); return 1; }
+        json_object_set_new(o, "base_model", cli_json_str(dirs[0]));
+        json_object_set_new(o, "quant_model", cli_json_str(dirs[1]));
+        json_object_set_new(o, "file", cli_json_str(a.file));
+        json_object_set_new(o, "protocol", json_string(a.protocol == RF_PPL_FULL ? "full" : "llama.cpp"));
+        json_object_set_new(o, "ctx", json_integer(a.ctx));
+        json_object_set_new(o, "kld_mean", cli_json_num(r.kld_mean));
+        json_object_set_new(o, "kld_stderr", cli_json_num(r.kld_stderr));
+        json_object_set_new(o, "kld_p99", cli_json_num(r.kld_p99));
+        json_object_set_new(o, "kld_max", cli_json_num(r.kld_max));
+        json_object_set_new(o, "top1_agree", cli_json_num(r.top1_agree));
+        json_object_set_new(o, "tokens", json_integer((json_int_t)r.base.tokens));
+        json_object_set_new(o, "base", cli_ppl_json(&r.base));
+        json_object_set_new(o, "quant", cli_ppl_json(&r.quant));
         json_dumpf(o, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(10));
         putchar('\n');
         json_decref(o);

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +21,7 @@ static const char *const usage_text =
     "  llama.cpp (N = 512): llama.cpp's perplexity tool: BOS-prefixed text cut into chunks of N,\n"
     "           each chunk starting with BOS (when the model uses one), the second half scored.\n"
     "\n"
-    "  --file TEXT       UTF-8 text to score (required)\n"
+    "  --file TEXT       UTF-8 text to score (required; at most 256 MiB)\n"
     "  --ctx N           window size (default 256 for full, 512 for llama.cpp)\n"
     "  --protocol P      full | llama.cpp\n"
     "  --max-tokens N    use only the first N tokens of the text\n"
@@ -29,16 +30,6 @@ static const char *const usage_text =
     "                    text_tokens, bos, ctx, protocol, seconds, tokens_per_s\n"
     "  --quiet           no progress bar\n";
 
-static int parse_int(const char *cmd, const char *opt, const char *v, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long x = v ? strtol(v, &end, 10) : 0;
-    if (!v || errno || *end || end == v || x < lo || x > hi)
-        return cli_usage_error(cmd, "%s needs an integer in [%ld, %ld], got '%s'", opt, lo, hi, v ? v : "");
-    *out = x;
-    return 0;
-}
 
 int cli_eval_parse(const char *cmd, int argc, char **argv, int npos, const char **pos, cli_eval_args *a)
 {
@@ -48,7 +39,7 @@ int cli_eval_parse(const char *cmd, int argc, char **argv, int npos, const char 
     int got = 0;
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        long x;
+        long long x;
         int rc;
         if (!strcmp(o, "--json")) a->json = 1;
         else if (!strcmp(o, "--quiet")) a->quiet = 1;
@@ -62,15 +53,15 @@ int cli_eval_parse(const char *cmd, int argc, char **argv, int npos, const char 
             else return cli_usage_error(cmd, "--protocol is full or llama.cpp, got '%s'", v ? v : "");
             i++;
         } else if (!strcmp(o, "--ctx")) {
-            if ((rc = parse_int(cmd, o, v, 2, 1 << 20, &x))) return rc;
+            if ((rc = cli_int_arg(cmd, o, v, 2, 1 << 20, &x))) return rc;
             a->ctx = (int)x;
             i++;
         } else if (!strcmp(o, "--max-tokens")) {
-            if ((rc = parse_int(cmd, o, v, 1, 1L << 40, &x))) return rc;
+            if ((rc = cli_int_arg(cmd, o, v, 1, 1LL << 40, &x))) return rc;
             a->max_tokens = (uint64_t)x;
             i++;
         } else if (!strcmp(o, "--threads")) {
-            if ((rc = parse_int(cmd, o, v, 1, 256, &x))) return rc;
+            if ((rc = cli_int_arg(cmd, o, v, 1, 256, &x))) return rc;
             a->threads = (int)x;
             i++;
         } else if (o[0] == '-' && o[1]) {
@@ -86,46 +77,17 @@ int cli_eval_parse(const char *cmd, int argc, char **argv, int npos, const char 
     return 0;
 }
 
-static rf_status set_err(rf_err *err, rf_status code, const char *fmt, ...)
-{
-    err->code = code;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
-    va_end(ap);
-    return code;
-}
 
 rf_status cli_tokenize_file(const char *model_dir, const char *path, int32_t **ids, uint64_t *n, int *bos,
                             rf_err *err)
 {
     *ids = NULL;
     *n = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return set_err(err, RF_ERR_IO, "%s: %s", path, strerror(errno));
     char *text = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (len + 65536 > cap) {
-            cap = cap ? cap * 2 : 1 << 20;
-            char *t = realloc(text, cap);
-            if (!t) {
-                free(text);
-                fclose(f);
-                return set_err(err, RF_ERR_NOMEM, "out of memory reading %s", path);
-            }
-            text = t;
-        }
-        size_t r = fread(text + len, 1, cap - len, f);
-        len += r;
-        if (r == 0) break;
-    }
-    int rerr = ferror(f) ? errno : 0;
-    fclose(f);
-    if (rerr) {
-        free(text);
-        return set_err(err, RF_ERR_IO, "%s: %s", path, rerr ? strerror(rerr) : "read error");
-    }
+    size_t len = 0;
+    /* bounded: a wrong path (/dev/zero, a weight file) must not be read until memory runs out */
+    rf_status rs = rf_read_file(path, CLI_MAX_TEXT, &text, &len, err);
+    if (rs) return rs;
     rf_tok *tok;
     rf_status s = rf_tok_load(model_dir, &tok, err);
     if (!s) {
@@ -137,18 +99,63 @@ rf_status cli_tokenize_file(const char *model_dir, const char *path, int32_t **i
     return s;
 }
 
+json_t *cli_json_num(double v) { return isfinite(v) ? json_real(v) : json_null(); }
+
 json_t *cli_ppl_json(const rf_ppl_result *r)
 {
-    return json_pack("{s:f, s:f, s:f, s:f, s:I, s:I, s:f, s:f}", "ppl", r->ppl, "ppl_stderr", r->ppl_stderr,
-                     "nll_mean", r->nll_mean, "nll_stderr", r->nll_stderr, "tokens", (json_int_t)r->tokens,
-                     "windows", (json_int_t)r->windows, "seconds", r->seconds, "tokens_per_s", r->tokens_per_s);
+    /* numbers one by one: a non-finite one is null (json_pack refuses NaN and gave no object) */
+    json_t *o = json_object();
+    if (!o) return NULL;
+    json_object_set_new(o, "ppl", cli_json_num(r->ppl));
+    json_object_set_new(o, "ppl_stderr", cli_json_num(r->ppl_stderr));
+    json_object_set_new(o, "nll_mean", cli_json_num(r->nll_mean));
+    json_object_set_new(o, "nll_stderr", cli_json_num(r->nll_stderr));
+    json_object_set_new(o, "tokens", json_integer((json_int_t)r->tokens));
+    json_object_set_new(o, "windows", json_integer((json_int_t)r->windows));
+    json_object_set_new(o, "seconds", cli_json_num(r->seconds));
+    json_object_set_new(o, "tokens_per_s", cli_json_num(r->tokens_per_s));
+    return o;
+}
+
+/* STR as a JSON string; bytes that are not UTF-8 (a file name can hold any) become U+FFFD rather
+ * than failing the whole report. */
+json_t *cli_json_str(const char *str)
+{
+    json_t *j = json_string(str);
+    if (j) return j;
+    size_t n = strlen(str);
+    char *fixed = malloc(3 * n + 1);
+    if (!fixed) return json_null();
+    size_t k = 0;
+    for (size_t i = 0; i < n;) {
+        unsigned char c = (unsigned char)str[i];
+        int len = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
+        char tmp[5] = {0};
+        if (len && i + (size_t)len <= n) memcpy(tmp, str + i, (size_t)len);
+        json_t *probe = len ? json_string(tmp) : NULL;
+        if (probe) {
+            memcpy(fixed + k, str + i, (size_t)len);
+            k += (size_t)len;
+            i += (size_t)len;
+            json_decref(probe);
+        } else {
+            memcpy(fixed + k, "\xEF\xBF\xBD", 3);
+            k += 3;
+            i++;
+        }
+    }
+    fixed[k] = '\0';
+    j = json_string(fixed);
+    free(fixed);
+    return j ? j : json_null();
 }
 
 static void print_json(const char *model, const cli_eval_args *a, uint64_t ntext, int bos, const rf_ppl_result *r)
 {
     json_t *o = cli_ppl_json(r);
-    json_object_set_new(o, "model", json_string(model));
-    json_object_set_new(o, "file", json_string(a->file));
+    if (!o) { fprintf(stderr, "ramfit ppl: out of memory\n"); return; }
+    json_object_set_new(o, "model", cli_json_str(model));
+    json_object_set_new(o, "file", cli_json_str(a->file));
     json_object_set_new(o, "protocol", json_string(a->protocol == RF_PPL_FULL ? "full" : "llama.cpp"));
     json_object_set_new(o, "ctx", json_integer(a->ctx));
     json_object_set_new(o, "bos", json_boolean(bos >= 0));
@@ -175,7 +182,7 @@ int rf_cmd_ppl(int argc, char **argv)
     if (rf_engine_open(model, &eo, &e, &err)) { free(ids); return cli_fail(&err); }
     cli_progress pg;
     cli_progress_init(&pg, "ppl", a.quiet);
-    cli_install_sigint();
+    cli_install_signals();
     rf_ppl_opts po = {a.ctx, a.protocol, bos, a.max_tokens, {cli_progress_cb, &pg, cli_cancel_flag()}};
     rf_ppl_result r;
     rf_status s = rf_eval_ppl(e, ids, n, &po, &r, &err);

@@ -16,7 +16,8 @@ static void usage(FILE *f)
             "\n"
             "Write the Apple MLX checkpoint (mlx-lm loads it as it is) that PLAN describes: safetensors\n"
             "shards, model.safetensors.index.json, config.json with per-module \"quantization\", the\n"
-            "tokenizer and other files of MODEL_DIR, and ramfit.json (plan, fingerprint, budget).\n"
+            "tokenizer, chat template, generation_config.json and licence files of MODEL_DIR (other files,\n"
+            "such as pytorch_model.bin or original/, are left out and named), and ramfit.json.\n"
             "With --budget it first analyses the model (or reuses --profile when it matches) and plans.\n"
             "The output is written to OUT_DIR.tmp-XXXXXX and renamed at the end; MODEL_DIR is never written.\n"
             "\n"
@@ -32,8 +33,11 @@ static void usage(FILE *f)
             "  --mode mlx|opt         quantizer: must be the plan's (default: the plan's). One-shot: opt,\n"
             "                         the error-minimising quantizer that wins in docs/quality.md, unless\n"
             "                         a reused profile has only mlx measurements (mlx analyses ~20x faster)\n"
-            "  --dtype bf16|f16|f32   F32 source tensors (kept weights, norms, scales/biases) in this dtype;\n"
-            "                         default: as the plan counted them (bf16, or F32 kept with bf16 scales)\n"
+            "  --dtype bf16|f16|f32   F32 source tensors (kept weights, norms, scales/biases) in this dtype\n"
+            "                         (16-bit tensors are written as they are); default: as the plan\n"
+            "                         counted them (bf16 unless analysed with --dtype). f32 gives mlx-lm's\n"
+            "                         output for a float32 checkpoint. With --plan, the plan must come from\n"
+            "                         a profile analysed with the same --dtype\n"
             "  --max-shard-size SIZE  largest shard file (default 5GiB, as mlx-lm)\n"
             "  --threads N            worker threads (default: all CPUs)\n"
             "  --quiet                no progress\n"
@@ -84,24 +88,17 @@ static int parse_opts(const args *a, rf_quantize_opts *o, uint64_t *budget)
         else if (!strcmp(a->mode, "opt")) o->mode = RF_QMODE_OPT;
         else return cli_usage_error("quantize", "--mode must be mlx or opt, not '%s'", a->mode);
     }
-    if (a->dtype) {
-        if (!strcmp(a->dtype, "bf16")) o->f32_as = RF_DT_BF16;
-        else if (!strcmp(a->dtype, "f16")) o->f32_as = RF_DT_F16;
-        else if (!strcmp(a->dtype, "f32")) o->f32_as = RF_DT_F32;
-        else return cli_usage_error("quantize", "--dtype must be bf16, f16 or f32, not '%s'", a->dtype);
-    }
-    if (a->threads) {
-        char *end;
-        long t = strtol(a->threads, &end, 10);
-        if (*end || end == a->threads || t < 1 || t > 4096)
-            return cli_usage_error("quantize", "--threads must be a number from 1 to 4096, not '%s'", a->threads);
-        o->threads = (int)t;
-    }
+    int rc;
+    if (a->dtype && (rc = cli_parse_dtype("quantize", a->dtype, &o->f32_as))) return rc;
+    long long t;
+    if (a->threads && (rc = cli_int_arg("quantize", "--threads", a->threads, 1, 4096, &t))) return rc;
+    if (a->threads) o->threads = (int)t;
     rf_err err;
-    if (a->shard && (rf_parse_size(a->shard, &o->max_shard_bytes, &err) || o->max_shard_bytes == 0))
-        return cli_usage_error("quantize", "--max-shard-size: %s", o->max_shard_bytes ? err.msg : "must be > 0");
-    if (a->budget && (rf_parse_size(a->budget, budget, &err) || *budget == 0))
-        return cli_usage_error("quantize", "--budget: %s", *budget ? err.msg : "must be > 0");
+    /* the parse error when there is one (a size too large once read "must be > 0") */
+    if (a->shard && rf_parse_size(a->shard, &o->max_shard_bytes, &err)) return cli_usage_error("quantize", "--max-shard-size: %s", err.msg);
+    if (a->shard && o->max_shard_bytes == 0) return cli_usage_error("quantize", "--max-shard-size: must be > 0");
+    if (a->budget && rf_parse_size(a->budget, budget, &err)) return cli_usage_error("quantize", "--budget: %s", err.msg);
+    if (a->budget && *budget == 0) return cli_usage_error("quantize", "--budget: must be > 0");
     return 0;
 }
 
@@ -131,7 +128,8 @@ static rf_status plan_for_budget(const rf_model *m, const args *a, rf_quantize_o
     if (!a->profile && rf_analyse_default_path(rf_model_dir(m), defpath, sizeof defpath) && file_exists(defpath)) {
         /* what 'ramfit analyse MODEL_DIR' saved here; used only if it matches */
         rf_err e2;
-        if (rf_profile_load(defpath, &prof, &e2) == RF_OK && rf_analyse_check_profile(m, prof, &e2) == RF_OK) {
+        if (rf_profile_load(defpath, &prof, &e2) == RF_OK && rf_analyse_check_profile(m, prof, &e2) == RF_OK &&
+            (o->f32_as == RF_DT_INVALID || rf_analyse_check_dtype(m, prof, o->f32_as, &e2) == RF_OK)) {
             if (!a->quiet) fprintf(stderr, "ramfit: reusing the profile %s\n", defpath);
         } else {
             if (!a->quiet) fprintf(stderr, "ramfit: not reusing %s: %s\n", defpath, e2.msg);
@@ -144,6 +142,7 @@ static rf_status plan_for_budget(const rf_model *m, const args *a, rf_quantize_o
     } else if (a->profile && file_exists(a->profile)) {
         s = rf_profile_load(a->profile, &prof, err);
         if (!s) s = rf_analyse_check_profile(m, prof, err);
+        if (!s && o->f32_as != RF_DT_INVALID) s = rf_analyse_check_dtype(m, prof, o->f32_as, err);
         if (s) {
             char msg[RF_ERR_MSG_MAX];
             snprintf(msg, sizeof msg, "%s", err->msg);
@@ -155,6 +154,7 @@ static rf_status plan_for_budget(const rf_model *m, const args *a, rf_quantize_o
         rf_analyse_opts_default(&ao);
         ao.threads = o->threads;
         ao.modes = 1u << (o->mode >= 0 ? o->mode : RF_QMODE_OPT);
+        if (o->f32_as != RF_DT_INVALID) ao.f32_as = o->f32_as; /* counted and measured as they will be written */
         cli_progress pa;
         cli_progress_init(&pa, "analyse", a->quiet);
         ao.progress = (rf_progress){cli_progress_cb, &pa, cli_cancel_flag()};
@@ -183,16 +183,18 @@ static void print_summary(const args *a, const rf_quantize_result *r, uint64_t b
     double bpw = r->params ? 8.0 * (double)r->tensor_bytes / (double)r->params : 0;
     double rate = r->seconds > 0 ? (double)r->input_bytes / r->seconds / 1e9 : 0;
     if (a->json) {
-        json_t *j = json_pack("{s:s, s:I, s:I, s:I, s:f, s:I, s:I, s:I, s:I, s:I, s:s, s:s, s:s, s:f}", "out_dir", a->out,
+        json_t *j = json_pack("{s:o, s:I, s:I, s:I, s:f, s:I, s:I, s:I, s:I, s:I, s:s, s:s?, s:s?, s:f}", "out_dir", cli_json_str(a->out),
                               "tensor_bytes", (json_int_t)r->tensor_bytes, "input_bytes", (json_int_t)r->input_bytes,
                               "params", (json_int_t)r->params, "bpw", bpw, "budget", (json_int_t)budget, "files",
                               (json_int_t)r->files, "tensors", (json_int_t)r->tensors, "units_quantized",
                               (json_int_t)r->units_quantized, "units_kept", (json_int_t)r->units_kept, "mode",
                               rf_plan_mode(plan) == RF_QMODE_OPT ? "opt" : "mlx", "f32_kept_as",
-                              rf_dtype_name(r->f32_kept_as), "f32_scales_as", rf_dtype_name(r->f32_scales_as),
-                              "seconds", r->seconds);
+                              r->f32_kept_as ? rf_dtype_name(r->f32_kept_as) : NULL, "f32_scales_as",
+                              r->f32_scales_as ? rf_dtype_name(r->f32_scales_as) : NULL, "seconds", r->seconds);
+        if (j) json_object_set_new(j, "left_out", cli_json_str(r->skipped));
         char *text = j ? json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
         if (text) printf("%s\n", text);
+        else fprintf(stderr, "ramfit quantize: out of memory formatting the JSON summary\n");
         free(text);
         json_decref(j);
         return;
@@ -203,6 +205,8 @@ static void print_summary(const args *a, const rf_quantize_result *r, uint64_t b
            "quantized, %llu kept, %.2f s (%.2f GB/s of input)\n",
            a->out, size, (unsigned long long)r->tensor_bytes, (unsigned long long)r->files, r->files == 1 ? "" : "s",
            bpw, bud, (unsigned long long)r->units_quantized, (unsigned long long)r->units_kept, r->seconds, rate);
+    if (r->files_skipped)
+        printf("left out of %s (not needed to load the model): %s\n", a->out, r->skipped);
 }
 
 int rf_cmd_quantize(int argc, char **argv)
@@ -216,13 +220,14 @@ int rf_cmd_quantize(int argc, char **argv)
     rf_quantize_opts o;
     uint64_t budget = 0;
     if (rc || (rc = parse_opts(&a, &o, &budget))) return rc;
-    cli_install_sigint();
+    cli_install_signals();
     rf_err err;
     rf_err_clear(&err);
     rf_model *m = NULL;
     rf_plan *plan = NULL;
     rf_profile *prof = NULL;
     rf_status s = rf_model_open(a.model, &m, &err);
+    if (!s) s = rf_quantize_check_dtype(m, o.f32_as, &err); /* before any analysis */
     if (!s && a.plan) {
         s = rf_plan_load(a.plan, &plan, &err);
         if (!s && a.profile) {
@@ -244,5 +249,9 @@ int rf_cmd_quantize(int argc, char **argv)
     rf_profile_free(prof);
     rf_plan_free(plan);
     rf_model_free(m);
-    return s ? cli_fail(&err) : 0;
+    if (!s) return 0;
+    cli_fail(&err);
+    if (s == RF_ERR_NONFINITE && o.f32_as == RF_DT_F16)
+        fprintf(stderr, "(float16 holds at most 65504: --dtype bf16 keeps float32's range)\n");
+    return 1;
 }

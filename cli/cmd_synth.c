@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -46,14 +47,6 @@ static int dir_state(const char *dir)
     return n ? -1 : 0;
 }
 
-static int parse_int(const char *s, long lo, long hi, long *out)
-{
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (!*s || *end || v < lo || v > hi) return 0;
-    *out = v;
-    return 1;
-}
 
 int rf_cmd_synth(int argc, char **argv)
 {
@@ -67,7 +60,7 @@ int rf_cmd_synth(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        long n;
+        long long n;
         if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) { quiet = 1; continue; }
         if (!strcmp(a, "--force")) { force = 1; continue; }
         if (a[0] != '-') {
@@ -83,20 +76,23 @@ int rf_cmd_synth(int argc, char **argv)
             o.scale = strtod(v, &end);
             if (*end || !(o.scale > 0 && o.scale <= 1)) return cli_usage_error("synth", "--scale needs a number in (0, 1]");
         } else if (!strcmp(a, "--layers") || !strcmp(a, "--vocab") || !strcmp(a, "--experts") || !strcmp(a, "--threads")) {
-            if (!parse_int(v, 1, 1 << 24, &n)) return cli_usage_error("synth", "%s needs a positive number", a);
+            int rc = cli_int_arg("synth", a, v, 1, 1 << 24, &n);
+            if (rc) return rc;
             if (!strcmp(a, "--layers")) o.layers = (int)n;
             else if (!strcmp(a, "--vocab")) o.vocab = (int)n;
             else if (!strcmp(a, "--experts")) o.experts = (int)n;
             else o.threads = (int)n;
         } else if (!strcmp(a, "--seed")) {
-            char *end;
-            o.seed = strtoull(v, &end, 0);
-            if (!*v || *end) return cli_usage_error("synth", "--seed needs a number");
+            long long sd;
+            int rc = cli_int_arg("synth", a, v, 0, LLONG_MAX, &sd);
+            if (rc) return rc;
+            o.seed = (uint64_t)sd;
         } else if (!strcmp(a, "--dtype")) {
             o.dtype = !strcmp(v, "bf16") ? RF_DT_BF16 : !strcmp(v, "f16") ? RF_DT_F16 : !strcmp(v, "f32") ? RF_DT_F32 : RF_DT_INVALID;
             if (!o.dtype) return cli_usage_error("synth", "--dtype needs bf16, f16 or f32");
         } else if (!strcmp(a, "--max-shard-size")) {
-            if (rf_parse_size(v, &o.max_shard_bytes, &err) || !o.max_shard_bytes) return cli_usage_error("synth", "--max-shard-size: %s", err.msg[0] ? err.msg : "must be positive");
+            if (rf_parse_size(v, &o.max_shard_bytes, &err)) return cli_usage_error("synth", "--max-shard-size: %s", err.msg);
+            if (!o.max_shard_bytes) return cli_usage_error("synth", "--max-shard-size: must be positive");
         } else {
             return cli_usage_error("synth", "unknown option '%s'", a);
         }
@@ -112,7 +108,7 @@ int rf_cmd_synth(int argc, char **argv)
                         "replacing its weights and config.json)\n", dir);
         return 1;
     }
-    cli_install_sigint();
+    cli_install_signals();
     cli_progress bar;
     cli_progress_init(&bar, "synth", quiet);
     rf_progress prog = {cli_progress_cb, &bar, cli_cancel_flag()};

@@ -74,36 +74,46 @@ static void put_piece(const char *s)
     }
 }
 
-static int parse_ids(const char *s, int32_t **ids, uint64_t *n)
+/* 0 and the ids; else 1 (not a number: *BAD is where), 2 (a number that is no id: negative or
+ * beyond int32), -1 out of memory. */
+static int parse_ids(const char *s, int32_t **ids, uint64_t *n, const char **bad)
 {
     size_t cap = 16;
     *n = 0;
     *ids = malloc(cap * sizeof **ids);
-    if (!*ids) return 0;
+    if (!*ids) return -1;
     while (*s) {
         if (*s == ' ' || *s == ',' || *s == '\t' || *s == '\n' || *s == '[' || *s == ']') { s++; continue; }
         char *end;
         errno = 0;
-        long v = strtol(s, &end, 10);
-        if (end == s || errno || v < 0 || v > INT32_MAX) return 0;
+        *bad = s;
+        long long v = strtoll(s, &end, 10);
+        if (end == s || (*end && !strchr(" ,\t\n[]", *end))) return 1;
+        if (errno || v < 0 || v > INT32_MAX) return 2;
         if (*n == cap) {
             int32_t *p = realloc(*ids, (cap *= 2) * sizeof *p);
-            if (!p) return 0;
+            if (!p) return -1;
             *ids = p;
         }
         (*ids)[(*n)++] = (int32_t)v;
         s = end;
     }
-    return 1;
+    return 0;
 }
 
 static int do_decode(const rf_tok *tok, const char *arg, int json)
 {
     int32_t *ids = NULL;
     uint64_t n = 0;
-    if (!parse_ids(arg, &ids, &n)) {
+    const char *bad = arg;
+    int pr = parse_ids(arg, &ids, &n, &bad);
+    if (pr) {
         free(ids);
-        return cli_usage_error("tokenize", "--decode wants non-negative integer ids, got '%s'", arg);
+        if (pr < 0) return cli_usage_error("tokenize", "out of memory");
+        int len = (int)strcspn(bad, " ,\t\n[]");
+        if (pr == 1) return cli_usage_error("tokenize", "--decode: '%.*s' is not an id (ids are whole numbers)", len, bad);
+        return cli_usage_error("tokenize", "--decode: id %.*s is out of range: this tokenizer's ids are 0 to %d", len, bad,
+                               rf_tok_vocab_size(tok) - 1);
     }
     rf_err err;
     char *text;

@@ -82,20 +82,69 @@ void cli_progress_end(cli_progress *p)
 }
 
 static volatile int g_cancel;
-static void on_sigint(int sig)
+static void on_signal(int sig)
 {
-    (void)sig;
-    if (g_cancel) _exit(130);
+    if (g_cancel) _exit(128 + sig); /* a second one: stop now */
     g_cancel = 1;
 }
-void cli_install_sigint(void)
+void cli_install_signals(void)
 {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_sigint;
+    sa.sa_handler = on_signal;
+    /* Ctrl-C, kill (SIGTERM) and a closed terminal stop the work the same way: the library cleans
+     * up (temporaries removed, partial analysis saved) and says it was interrupted */
     sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    /* past a file size limit (ulimit -f) a write fails with EFBIG, reported and cleaned up like a
+     * full disk, instead of the process being killed with its temporaries left behind */
+    signal(SIGXFSZ, SIG_IGN);
+    /* a mask inherited blocked from the parent would hold them back: they are ours now */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
+    sigprocmask(SIG_UNBLOCK, &set, NULL);
 }
 volatile int *cli_cancel_flag(void) { return &g_cancel; }
+
+/* Whole-number text: optional '-', then digits only. 0: *out set; 1: not such a number; 2: beyond
+ * the range of long long. */
+static int whole(const char *t, long long *out)
+{
+    if (!t) return 1;
+    const char *d = t + (*t == '-');
+    if (!*d) return 1;
+    for (const char *c = d; *c; c++)
+        if (*c < '0' || *c > '9') return 1;
+    errno = 0;
+    long long v = strtoll(t, NULL, 10);
+    if (errno == ERANGE) return 2;
+    *out = v;
+    return 0;
+}
+
+int cli_int_arg(const char *cmd, const char *opt, const char *text, long long lo, long long hi, long long *out)
+{
+    long long v = 0;
+    int r = whole(text, &v);
+    if (r == 1) return cli_usage_error(cmd, "%s needs a whole number, not '%s'", opt, text ? text : "");
+    if (r == 2 || v < lo || v > hi)
+        return cli_usage_error(cmd, "%s %s is out of range (%lld to %lld)", opt, text, lo, hi);
+    *out = v;
+    return 0;
+}
+
+int cli_parse_dtype(const char *cmd, const char *text, rf_dtype *out)
+{
+    if (!strcmp(text, "bf16")) *out = RF_DT_BF16;
+    else if (!strcmp(text, "f16")) *out = RF_DT_F16;
+    else if (!strcmp(text, "f32")) *out = RF_DT_F32;
+    else return cli_usage_error(cmd, "--dtype must be bf16, f16 or f32, not '%s'", text);
+    return 0;
+}
 
 int cli_same_file(const char *a, const char *b)
 {

@@ -63,6 +63,12 @@ void rf_err_clear(rf_err *err);
 rf_status rf_parse_size(const char *text, uint64_t *out, rf_err *err);
 /* Format bytes for people: "1.23 GB (1.15 GiB)" style is the CLI's; this gives "1.23 GB". */
 void rf_format_size(uint64_t bytes, char *buf, size_t cap);
+/* Read a whole file of at most MAX bytes into a NUL-terminated buffer (*out: free() it; *len
+ * without the NUL). Regular files larger than MAX are refused before reading; pipes and devices
+ * are read up to MAX + 1 bytes (so /dev/zero is refused, not read until memory runs out).
+ * Errors name PATH: RF_ERR_NOT_FOUND (missing), RF_ERR_INVALID (a directory), RF_ERR_FORMAT
+ * (larger than MAX), RF_ERR_IO / RF_ERR_NOMEM. */
+rf_status rf_read_file(const char *path, uint64_t max, char **out, size_t *len, rf_err *err);
 
 /* Long operations report progress through this callback (done of total units, e.g. bytes) and
  * stop with RF_ERR_INTERRUPTED soon after *cancel becomes non-zero. Both may be NULL. */
@@ -486,6 +492,8 @@ typedef struct rf_pmodel {
     int num_experts, experts_per_tok, moe_intermediate_size;
     uint64_t fingerprint;       /* rf_st_fingerprint of the checkpoint */
     char ramfit_version[32];    /* of the ramfit that wrote the profile */
+    rf_dtype f32_as;            /* the dtype the model's F32 tensors are counted in (analyse --dtype);
+                                 * RF_DT_INVALID: the model has none, or a profile that does not say */
 } rf_pmodel;
 
 /* Bit masks for rf_profile_create: modes (1 << RF_QMODE_MLX | 1 << RF_QMODE_OPT) and configs
@@ -546,6 +554,8 @@ rf_status rf_profile_to_parts(const rf_profile *p, const char *data_name, char *
 rf_status rf_profile_from_parts(const char *json, size_t json_len, const void *data, size_t data_len, const char *label,
                                 rf_profile **out, rf_err *err);
 rf_status rf_profile_load(const char *path, rf_profile **out, rf_err *err);
+/* Remove what save wrote at PATH: the index and its data file (absent files are fine). */
+rf_status rf_profile_remove(const char *path, rf_err *err);
 
 /* ===================================================================== plan (plan/plan.c, plan/mckp.c, plan/targets.c) */
 
@@ -631,6 +641,12 @@ uint64_t rf_planner_full_bytes(const rf_planner *pl);
 /* Plan for BUDGET total tensor bytes. Below min-safe: RF_ERR_BUDGET naming min-safe.
  * Baseline rules ignore the budget (each is reported at its own size). */
 rf_status rf_planner_solve(rf_planner *pl, uint64_t budget, rf_plan **out, rf_err *err);
+/* Plans for N budgets at once on POOL's threads (NULL: the calling thread): PLANS[i] gets the plan
+ * for BUDGETS[i], or NULL with ERRS[i] saying why (RF_ERR_BUDGET below min-safe, ...), exactly as
+ * rf_planner_solve would (the same plans for any thread count). Returns RF_OK; every budget has
+ * its own result. */
+rf_status rf_planner_solve_many(rf_planner *pl, const uint64_t *budgets, uint64_t n, rf_pool *pool, rf_plan **plans,
+                                rf_err *errs);
 /* create + solve + free. */
 rf_status rf_plan_solve(const rf_profile *p, const rf_plan_opts *o, uint64_t budget, rf_plan **out, rf_err *err);
 void rf_plan_free(rf_plan *plan);
@@ -656,6 +672,9 @@ int rf_plan_veto_violations(const rf_plan *plan);       /* units below the veto 
 double rf_plan_veto_db(const rf_plan *plan);
 const char *rf_plan_model_name(const rf_plan *plan);
 uint64_t rf_plan_fingerprint(const rf_plan *plan);
+/* The profile's f32_as (what the model's F32 tensors are counted as); RF_DT_INVALID when it has
+ * none or the plan file does not say (plans before ramfit 0.2). */
+rf_dtype rf_plan_f32_as(const rf_plan *plan);
 /* Objective of PLAN's configs under the weights and mode of O (compares baselines with ramfit). */
 rf_status rf_plan_evaluate(const rf_plan *plan, const rf_profile *p, const rf_plan_opts *o, double *objective, rf_err *err);
 /* RF_ERR_MISMATCH unless PLAN was made from a profile of the same checkpoint with the same units. */
@@ -868,6 +887,9 @@ rf_status rf_analyse(const rf_model *m, const rf_analyse_opts *o, rf_profile **o
 /* RF_ERR_MISMATCH (naming both models and what differs) unless P was made from M's checkpoint:
  * same fingerprint and shard files, and the same units with the same shapes. */
 rf_status rf_analyse_check_profile(const rf_model *m, const rf_profile *p, rf_err *err);
+/* RF_ERR_MISMATCH unless P counts M's F32 tensors (kept weights, other tensors, scales/biases) in
+ * rf_quantize_out_dtype(F32, F32_AS), as rf_analyse with that f32_as does (--dtype). */
+rf_status rf_analyse_check_dtype(const rf_model *m, const rf_profile *p, rf_dtype f32_as, rf_err *err);
 
 /* ===================================================================== synthetic checkpoints (synth/synth.c) */
 
@@ -901,8 +923,10 @@ rf_status rf_synth_write(const rf_synth_opts *o, const char *out_dir, rf_progres
 /* Writes the MLX checkpoint a plan describes (docs/mlx-format.md): safetensors shards (mlx-lm's
  * greedy 5 GiB rule and names) with __metadata__ {"format": "mlx"} and
  * model.safetensors.index.json (always, as mlx-lm), config.json with "quantization" and
- * "quantization_config", every other regular file at the top of the model directory (tokenizer,
- * generation_config.json, templates, licence; not *.safetensors or their index), and ramfit.json
+ * "quantization_config", the files a loader needs from the top of the model directory (tokenizer
+ * and vocabulary files, chat templates, generation_config.json, *.py as mlx-lm copies them, and
+ * licence files; everything else, such as pytorch_model.bin, *.gguf or original/, is left out and
+ * named in the result), and ramfit.json
  * (plan, fingerprint, version, budget). Expert banks are stacked into switch_mlp tensors, a tied
  * lm_head is not written, rotary_emb.inv_freq buffers are dropped (as mlx-lm's sanitize does).
  * 16-bit tensors keep their dtype, and so do the scales/biases of 16-bit weights. F32 tensors:
@@ -929,6 +953,10 @@ void rf_quantize_opts_default(rf_quantize_opts *o);
 /* The output dtype of a tensor of dtype SRC when F32 becomes F32_AS (16-bit and non-float dtypes
  * unchanged; F32_AS other than F16/F32 means BF16). */
 rf_dtype rf_quantize_out_dtype(rf_dtype src, rf_dtype f32_as);
+/* An explicit F32_AS (RF_DT_INVALID: none) for model M: RF_ERR_INVALID unless it is BF16/F16/F32
+ * and M has F32 tensors to convert, or every float tensor of M already is F32_AS (a 16-bit
+ * checkpoint is written as it is; the option must not be recorded as done). */
+rf_status rf_quantize_check_dtype(const rf_model *m, rf_dtype f32_as, rf_err *err);
 
 typedef struct rf_quantize_result {
     uint64_t tensor_bytes;    /* tensor data written (= the plan's total) */
@@ -937,7 +965,9 @@ typedef struct rf_quantize_result {
     uint64_t tensors, files;  /* output tensors and shard files */
     uint64_t units_quantized, units_kept;
     double seconds;
-    rf_dtype f32_kept_as, f32_scales_as; /* the rule used for F32 tensors */
+    rf_dtype f32_kept_as, f32_scales_as; /* the rule used for F32 tensors (RF_DT_INVALID: the model has none) */
+    uint64_t files_skipped;   /* files and folders of MODEL_DIR not copied (not needed by a loader) */
+    char skipped[1024];       /* their names, comma-separated (folders end in "/"; "..." when cut) */
 } rf_quantize_result;
 /* Errors: RF_ERR_MISMATCH (plan for another checkpoint, unit shapes, mode, bytes), RF_ERR_EXISTS
  * (OUT_DIR exists, no force), RF_ERR_INVALID (OUT_DIR is MODEL_DIR, inside it, or contains it),

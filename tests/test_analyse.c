@@ -572,6 +572,90 @@ static void test_resume(void **state)
     free(dir);
 }
 
+/* An F32 checkpoint resumes too (the partial records output dtypes: its F32 units as BF16 once
+ * read as "does not match the model"), a partial made for another --dtype is refused, and the
+ * CLI's finished --resume leaves neither PROFILE.partial nor its data file behind. */
+static void test_resume_f32(void **state)
+{
+    (void)state;
+    char *dir = tu_mkdtemp();
+    rf_synth_opts so;
+    rf_synth_opts_default(&so);
+    so.like = "qwen3-0.6b";
+    so.scale = 0.125;
+    so.layers = 2;
+    so.vocab = 512;
+    so.seed = 3;
+    so.threads = 2;
+    so.dtype = RF_DT_F32;
+    rf_err err;
+    TU_OK(rf_synth_write(&so, dir, NULL, &err), &err);
+    char *tmp = tu_mkdtemp(), prof[4096], partial[4200], bin[4300];
+    snprintf(prof, sizeof prof, "%s/p.json", tmp);
+    snprintf(partial, sizeof partial, "%s.partial", prof);
+    snprintf(bin, sizeof bin, "%s.partial.bin", prof);
+    rf_model *m = open_model(dir);
+    rf_analyse_opts o;
+    rf_analyse_opts_default(&o);
+    o.threads = 2;
+    o.block_bytes = 16384;
+    o.partial_path = partial;
+    rf_profile *full = NULL, *p = NULL;
+    TU_OK(rf_analyse(m, &o, &full, &err), &err);
+    char *want = profile_text(full);
+    stopper s = {0, 0, 3, 0};
+    o.progress = (rf_progress){stop_cb, &s, &s.cancel};
+    assert_int_equal(rf_analyse(m, &o, &p, &err), RF_ERR_INTERRUPTED);
+    assert_true(exists(partial) && exists(bin));
+    /* the same partial under --dtype f32: refused, naming the dtype */
+    o.progress = (rf_progress){0};
+    o.resume = 1;
+    o.f32_as = RF_DT_F32;
+    assert_int_equal(rf_analyse(m, &o, &p, &err), RF_ERR_MISMATCH);
+    assert_non_null(strstr(err.msg, "--dtype"));
+    o.f32_as = RF_DT_INVALID;
+    TU_OK(rf_analyse(m, &o, &p, &err), &err);
+    char *got = profile_text(p);
+    assert_string_equal(got, want);
+    free(got);
+    rf_profile_free(p);
+    /* the CLI: interrupted by the library, finished by 'analyse --resume' */
+    stopper s2 = {0, 0, 3, 0};
+    o.progress = (rf_progress){stop_cb, &s2, &s2.cancel};
+    o.resume = 0;
+    assert_int_equal(rf_analyse(m, &o, &p, &err), RF_ERR_INTERRUPTED);
+    assert_true(exists(partial) && exists(bin));
+    char args[9000], *out = NULL;
+    snprintf(args, sizeof args, "analyse '%s' -o '%s' --resume --quiet", dir, prof);
+    assert_int_equal(tu_run_cli(args, &out), 0);
+    free(out);
+    assert_true(exists(prof));
+    assert_false(exists(partial));
+    assert_false(exists(bin));
+    /* --dtype f32: F32 kept and F32 scales (mlx-lm's float32 output), counted so */
+    rf_analyse_opts_default(&o);
+    o.threads = 2;
+    o.f32_as = RF_DT_F32;
+    TU_OK(rf_analyse(m, &o, &p, &err), &err);
+    TU_OK(rf_analyse_check_dtype(m, p, RF_DT_F32, &err), &err);
+    assert_int_equal(rf_analyse_check_dtype(m, p, RF_DT_BF16, &err), RF_ERR_MISMATCH);
+    assert_int_equal(rf_analyse_check_dtype(m, full, RF_DT_F32, &err), RF_ERR_MISMATCH);
+    for (uint64_t i = 0; i < rf_profile_unit_count(p); i++) {
+        const rf_punit *u = rf_profile_unit(p, i);
+        assert_int_equal(u->dtype, RF_DT_F32);
+        for (int c = 0; c < u->n_cands; c++)
+            assert_true(u->cands[c].bytes == rf_quant_bytes(u->nparams, u->cands[c].bits, u->cands[c].gs, RF_DT_F32));
+    }
+    rf_profile_free(p);
+    free(want);
+    rf_profile_free(full);
+    rf_model_free(m);
+    tu_rmtree(tmp);
+    free(tmp);
+    tu_rmtree(dir);
+    free(dir);
+}
+
 /* ------------------------------------------------------------------ profile <-> model */
 
 static void test_check_profile(void **state)
@@ -702,6 +786,7 @@ int main(void)
         cmocka_unit_test(test_truncated),
         cmocka_unit_test(test_unsupported_dtype),
         cmocka_unit_test(test_resume),
+        cmocka_unit_test(test_resume_f32),
         cmocka_unit_test(test_check_profile),
         cmocka_unit_test(test_cli),
     };

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* ------------------------------------------------------------------ ops */
 
@@ -1030,9 +1031,134 @@ static void test_cli(void **state)
     snprintf(args, sizeof args, "ppl /nonexistent --file '%s'", txt);
     assert_int_equal(tu_run_cli(args, &out), 1);
     free(out);
+    /* no window scores a token (llama.cpp protocol, ctx 2): an error, not "PPL 1.0" over 0 tokens;
+     * kld likewise (it printed top-1 -nan%, and --json failed with "paths must be UTF-8") */
+    snprintf(args, sizeof args, "ppl '%s' --file '%s' --protocol llama.cpp --ctx 2 --max-tokens 100", dir, txt);
+    assert_int_equal(tu_run_cli(args, &out), 1);
+    assert_non_null(strstr(out, "context 2 scores no token"));
+    free(out);
+    snprintf(args, sizeof args, "kld '%s' '%s' --file '%s' --protocol llama.cpp --ctx 2 --max-tokens 100 --json", dir, dir, txt);
+    assert_int_equal(tu_run_cli(args, &out), 1);
+    assert_non_null(strstr(out, "context 2 scores no token"));
+    assert_null(strstr(out, "UTF-8"));
+    free(out);
+    snprintf(args, sizeof args, "kld '%s' '%s' --file '%s' --protocol llama.cpp --ctx 3 --max-tokens 100 --json --quiet", dir,
+             dir, txt);
+    assert_int_equal(tu_run_cli(args, &out), 0);
+    j = json_loads(out, 0, &je);
+    if (!j) fail_msg("kld --json output is not JSON: %s", out);
+    assert_true(json_integer_value(json_object_get(j, "tokens")) > 0);
+    assert_true(json_real_value(json_object_get(j, "top1_agree")) == 1.0);
+    json_decref(j);
+    free(out);
+    /* the text file is read with a bound: an endless device is refused, not read until memory runs out */
+    snprintf(args, sizeof args, "ppl '%s' --file /dev/zero", dir);
+    assert_int_equal(tu_run_cli(args, &out), 1);
+    assert_non_null(strstr(out, "larger than the 256 MiB"));
+    free(out);
+    /* counts are whole numbers: -n 2.5 was taken as 2 */
+    snprintf(args, sizeof args, "generate '%s' -p hi -n 2.5", dir);
+    assert_int_equal(tu_run_cli(args, &out), 2);
+    assert_non_null(strstr(out, "-n needs a whole number"));
+    free(out);
     assert_int_equal(tu_run_cli("generate --help", &out), 0);
     assert_non_null(strstr(out, "--top-p"));
     free(out);
+}
+
+/* A model vocabulary padded past the tokenizer's (common: vocab_size rounded up to a multiple of
+ * 64): stories260k with 88 extra embedding rows, each 3x the row of a token the model is about to
+ * generate, so that greedy decoding would pick a padded id at every step. generate once aborted
+ * mid-stream on such an id; it must sample only ids the tokenizer can decode, and then writes the
+ * original model's text. */
+static void test_generate_padded_vocab(void **state)
+{
+    (void)state;
+    const char *d = tu_model_dir("stories260k");
+    if (!d) { skip(); return; }
+    char src[1024];
+    snprintf(src, sizeof src, "%s", d);
+    char *root = tu_mkdtemp(), dir[1200], path[1400];
+    snprintf(dir, sizeof dir, "%s/padded", root);
+    assert_int_equal(mkdir(dir, 0755), 0);
+    static const char *const files[] = {"tokenizer.json", "tokenizer_config.json", "generation_config.json"};
+    for (size_t i = 0; i < 3; i++) {
+        char a[1400];
+        size_t n;
+        snprintf(a, sizeof a, "%s/%s", src, files[i]);
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        char *t = tu_read_file(a, &n);
+        if (t) assert_int_equal(tu_write_file(path, t, n), 0);
+        free(t);
+    }
+    json_error_t je;
+    snprintf(path, sizeof path, "%s/config.json", src);
+    json_t *cfg = json_load_file(path, 0, &je);
+    assert_non_null(cfg);
+    json_object_set_new(cfg, "vocab_size", json_integer(600));
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    assert_int_equal(json_dump_file(cfg, path, 0), 0);
+    json_decref(cfg);
+    rf_err err;
+    rf_tok *tok;
+    TU_OK(rf_tok_load(src, &tok, &err), &err);
+    const char *expect = "Once upon a time, there was a little girl named Lily.";
+    int32_t *ids;
+    uint64_t nid;
+    TU_OK(rf_tok_encode(tok, expect, strlen(expect), 0, &ids, &nid, &err), &err);
+    assert_true(nid <= 88);
+    rf_tok_free(tok);
+    rf_st *st;
+    TU_OK(rf_st_open(src, &st, &err), &err);
+    rf_stw *w;
+    rf_stw_opts wo = {.basename = "model"};
+    TU_OK(rf_stw_create(dir, &wo, &w, &err), &err);
+    const rf_tensor *emb = rf_st_find(st, "model.embed_tokens.weight");
+    assert_non_null(emb);
+    assert_int_equal(emb->dtype, RF_DT_F32);
+    uint64_t H = emb->shape[1], big[2] = {600, H};
+    for (uint64_t i = 0; i < rf_st_count(st); i++) {
+        const rf_tensor *t = rf_st_get(st, i);
+        TU_OK(rf_stw_declare(w, t->name, t->dtype, t->ndim, t == emb ? big : t->shape, &err), &err);
+    }
+    float *rows = calloc(88 * H, sizeof(float));
+    for (uint64_t r = 0; r < 88; r++)
+        for (uint64_t c = 0; c < H; c++) rows[r * H + c] = 3 * ((const float *)emb->data)[(uint64_t)ids[r % nid] * H + c];
+    for (uint64_t i = 0; i < rf_st_count(st); i++) {
+        const rf_tensor *t = rf_st_get(st, i);
+        if (t->nbytes) TU_OK(rf_stw_write(w, t->data, t->nbytes, &err), &err);
+        if (t == emb) TU_OK(rf_stw_write(w, rows, 88 * H * sizeof(float), &err), &err);
+    }
+    TU_OK(rf_stw_finish(w, &err), &err);
+    rf_stw_free(w);
+    rf_st_close(st);
+    free(rows);
+    free(ids);
+    /* the padded ids do win the arg-max */
+    rf_engine *e;
+    rf_engine_opts eo = {1, 64, 16};
+    TU_OK(rf_engine_open(dir, &eo, &e, &err), &err);
+    assert_int_equal(rf_engine_vocab(e), 600);
+    int32_t bos = 1;
+    float *lg = malloc(600 * sizeof(float));
+    TU_OK(rf_engine_forward(e, &bos, 1, lg, 0, &err), &err);
+    int best = 0;
+    for (int i = 1; i < 600; i++)
+        if (lg[i] > lg[best]) best = i;
+    assert_true(best >= 512);
+    free(lg);
+    rf_engine_free(e);
+    char args[2048], *out = NULL;
+    snprintf(args, sizeof args, "generate '%s' -p '' -n 30 --temp 0", dir);
+    assert_int_equal(tu_run_cli(args, &out), 0);
+    if (!strstr(out, expect)) fail_msg("padded-vocabulary greedy text: %s", out);
+    free(out);
+    /* sampling with a temperature: every id it draws is decodable (the run completes) */
+    snprintf(args, sizeof args, "generate '%s' -p 'Once' -n 60 --temp 1.5 --seed 9", dir);
+    assert_int_equal(tu_run_cli(args, &out), 0);
+    free(out);
+    tu_rmtree(root);
+    free(root);
 }
 
 /* The calibration hook sees the input of every matrix product, unit by unit, in a fixed order. */
@@ -1098,6 +1224,7 @@ int main(void)
         cmocka_unit_test(test_ppl_llamacpp_protocol),
         cmocka_unit_test(test_kld),
         cmocka_unit_test(test_cli),
+        cmocka_unit_test(test_generate_padded_vocab),
         cmocka_unit_test(test_ppl_stories_tinystories),
         cmocka_unit_test(test_ppl_long),
     };

@@ -4,10 +4,13 @@
 
 #include "plan/plan_internal.h"
 
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 /* ------------------------------------------------------------------ brute force */
 
@@ -387,9 +390,25 @@ static void test_plan_budget_edges(void **state)
     assert_true(rf_plan_objective(plan) == 0);
     for (uint64_t i = 0; i < rf_plan_unit_count(plan); i++) assert_int_equal(rf_plan_get_unit(plan, i)->bits, 0);
     rf_plan_free(plan);
-    TU_OK(rf_planner_solve(pl, UINT64_MAX, &plan, &err), &err);
+    /* the largest budget a plan file records (JSON integers below 2^63) round-trips; beyond it the
+     * budget is refused (it once wrote plans that could not be read back: "too big integer") */
+    TU_OK(rf_planner_solve(pl, (uint64_t)INT64_MAX, &plan, &err), &err);
     assert_int_equal(rf_plan_status_of(plan), RF_PLAN_KEEP_ALL);
+    char *pj;
+    size_t pjn;
+    rf_plan *back;
+    TU_OK(rf_plan_to_json(plan, &pj, &pjn, &err), &err);
+    TU_OK(rf_plan_from_json(pj, pjn, "max.json", &back, &err), &err);
+    assert_true(rf_plan_budget(back) == (uint64_t)INT64_MAX);
+    rf_plan_free(back);
+    free(pj);
     rf_plan_free(plan);
+    static const uint64_t huge[] = {(uint64_t)INT64_MAX + 1, 10000000ull * 1000000000000ull, UINT64_MAX};
+    for (size_t i = 0; i < sizeof huge / sizeof huge[0]; i++) {
+        assert_int_equal(rf_planner_solve(pl, huge[i], &plan, &err), RF_ERR_INVALID);
+        assert_null(plan);
+        assert_non_null(strstr(err.msg, "2^63"));
+    }
     /* one byte below full: something must be quantized */
     TU_OK(rf_planner_solve(pl, full - 1, &plan, &err), &err);
     assert_true(rf_plan_total_bytes(plan) < full && rf_plan_objective(plan) > 0);
@@ -636,6 +655,42 @@ static void test_plan_files(void **state)
         free(m);
     }
     for (size_t cut = 0; cut < n1; cut += n1 / 50 + 1) assert_int_equal(rf_plan_from_json(j1, cut, "cut", &back, &err), RF_ERR_FORMAT);
+    /* a plan's own numbers must agree (issue 13: "budget": 1000 under units of 200 kB quantized and
+     * was recorded as a 1000-byte plan); each edit is named */
+    char num[64];
+    json_error_t je;
+    json_t *pj = json_loads(j1, 0, &je);
+    assert_non_null(pj);
+    struct { const char *path, *key; json_t *v; const char *say; } ed[] = {
+        {NULL, "budget", json_integer(1000), "more than its budget"},
+        {NULL, "min_safe", json_integer((json_int_t)rf_plan_total_bytes(plan) + 1), "less than its min-safe"},
+        {NULL, "objective", json_real(rf_plan_objective(plan) * 2), "objective"},
+        {NULL, "budget", json_string("1000000000000000000000"), "budget"},
+        {NULL, "status", json_string("rule"), "rule plans have none"},
+        {"units", "bytes", json_integer(17), "field 'bytes'"},
+        {"units", "d", json_real(0.5), "objective"},
+    };
+    for (size_t i = 0; i < sizeof ed / sizeof ed[0]; i++) {
+        json_t *c = json_deep_copy(pj);
+        json_t *tgt = ed[i].path ? json_array_get(json_object_get(c, ed[i].path), 3) : c;
+        json_object_set(tgt, ed[i].key, ed[i].v);
+        char *t = json_dumps(c, 0);
+        if (i == 3) { /* a number beyond 2^63 as written (jansson cannot write one) */
+            char *q = strstr(t, "\"1000000000000000000000\"");
+            assert_non_null(q);
+            memmove(q, q + 1, strlen(q + 1) + 1);
+            q[22] = ' ';
+        }
+        rf_status st = rf_plan_from_json(t, strlen(t), "edited.json", &back, &err);
+        if (st != RF_ERR_FORMAT || !strstr(err.msg, ed[i].say) || !strstr(err.msg, "edited.json"))
+            fail_msg("edit %zu: %s \"%s\", want format naming '%s'", i, rf_status_name(st), err.msg, ed[i].say);
+        if (i == 3) assert_non_null(strstr(err.msg, "out of range"));
+        free(t);
+        json_decref(c);
+        json_decref(ed[i].v);
+    }
+    json_decref(pj);
+    (void)num;
     free(j1);
     free(j2);
     rf_plan_free(plan);
@@ -699,7 +754,7 @@ static int cli_teardown(void **state)
 
 static int run(const char *args, char **out)
 {
-    char cmd[2048];
+    char cmd[4096];
     snprintf(cmd, sizeof cmd, "plan %s %s", g_prof, args);
     return tu_run_cli(cmd, out);
 }
@@ -742,11 +797,11 @@ static void test_cli_plan(void **state)
     free(out);
     assert_int_equal(run("--budget banana", &out), 2);
     free(out);
-    assert_int_equal(run("--budget 1000", &out), 1);
+    assert_int_equal(run("--budget 1000", &out), 3); /* refused: its own row, exit status 3 */
     assert_non_null(strstr(out, "min-safe"));
     assert_non_null(strstr(out, "--unsafe"));
     free(out);
-    assert_int_equal(run("--budget 0", &out), 1);
+    assert_int_equal(run("--budget 0", &out), 3);
     free(out);
     assert_int_equal(run("--budget 100GB", &out), 0);
     assert_non_null(strstr(out, "every unit is kept"));
@@ -819,6 +874,160 @@ static void test_cli_outputs(void **state)
     free(out);
 }
 
+/* The CLI with a command line of any length (tu_run_cli's buffer is 8 kB). */
+static int run_long(const char *args, char **out)
+{
+    size_t n = strlen(args) + strlen(g_prof) + 4096;
+    char *cmd = malloc(n);
+    snprintf(cmd, n, "'%s' plan %s %s 2>&1", RF_CLI_PATH, g_prof, args);
+    FILE *p = popen(cmd, "r");
+    free(cmd);
+    assert_non_null(p);
+    size_t cap = 1 << 16, len = 0;
+    char *b = malloc(cap);
+    size_t r;
+    while ((r = fread(b + len, 1, cap - len - 1, p)) > 0)
+        if ((len += r) + 1 >= cap) b = realloc(b, cap *= 2);
+    b[len] = 0;
+    int st = pclose(p);
+    *out = b;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Many budgets (issue 13: "too many --budget options" at 64, and one budget below min-safe ended
+ * the run with no plan for the others): no cap, --sweep, refused budgets as their own rows in the
+ * report and the JSON (with the min-safe size), the others planned and written, exit status 3. */
+static void test_cli_many_budgets(void **state)
+{
+    (void)state;
+    rf_err err;
+    rf_profile *p;
+    TU_OK(rf_profile_load(g_prof, &p, &err), &err);
+    rf_planner *pl;
+    rf_plan_opts o;
+    rf_plan_opts_default(&o);
+    if (!(rf_profile_modes(p) >> RF_QMODE_OPT & 1)) o.mode = RF_QMODE_MLX;
+    TU_OK(rf_planner_create(p, &o, &pl, &err), &err);
+    uint64_t ms = rf_planner_min_safe(pl), full = rf_planner_full_bytes(pl);
+    /* 1000 --budget options: the first 10 below min-safe */
+    size_t cap = 40000, len = 0;
+    char *args = malloc(cap);
+    for (int i = 0; i < 1000; i++)
+        len += (size_t)snprintf(args + len, cap - len, " --budget %llu",
+                                (unsigned long long)(i < 10 ? ms / 2 + (uint64_t)i : ms + (full - ms) / 1000 * (uint64_t)i));
+    snprintf(args + len, cap - len, " --json");
+    char *out = NULL;
+    assert_int_equal(run_long(args, &out), 3);
+    json_error_t je;
+    char *brace = strchr(out, '{');
+    json_t *j = json_loadb(brace, strlen(brace) - strlen(strstr(brace, "\nramfit plan: ")), 0, &je);
+    if (!j) fail_msg("report is not JSON: %s", je.text);
+    assert_int_equal(json_array_size(json_object_get(j, "plans")), 1000);
+    assert_int_equal(json_integer_value(json_object_get(j, "planned")), 990);
+    assert_int_equal(json_integer_value(json_object_get(j, "refused")), 10);
+    for (size_t i = 0; i < 1000; i++) {
+        json_t *r = json_array_get(json_object_get(j, "plans"), i);
+        const char *st = json_string_value(json_object_get(r, "status"));
+        /* each budget, in the order given, planned exactly as a plan of its own */
+        uint64_t b = (uint64_t)json_integer_value(json_object_get(r, "budget"));
+        rf_plan *one = NULL;
+        rf_status s1 = rf_planner_solve(pl, b, &one, &err);
+        if (i < 10) {
+            assert_string_equal(st, "refused");
+            assert_int_equal(s1, RF_ERR_BUDGET);
+            assert_int_equal((uint64_t)json_integer_value(json_object_get(r, "min_safe")), ms);
+            assert_non_null(strstr(json_string_value(json_object_get(r, "error")), "min-safe"));
+        } else {
+            TU_OK(s1, &err);
+            assert_int_equal((uint64_t)json_integer_value(json_object_get(r, "total_bytes")), rf_plan_total_bytes(one));
+            assert_true(json_real_value(json_object_get(r, "objective")) == rf_plan_objective(one));
+        }
+        rf_plan_free(one);
+    }
+    json_decref(j);
+    free(out);
+    /* the same as one --sweep, with plan files; the refused budget gets no file, the others do */
+    char sw[300];
+    snprintf(sw, sizeof sw, "--sweep %llu:%llu:5 --budget 1000 -o %s/sw-%%s.json --threads 1", (unsigned long long)ms,
+             (unsigned long long)full, g_dir);
+    assert_int_equal(run(sw, &out), 3);
+    assert_non_null(strstr(out, "REFUSED"));
+    assert_non_null(strstr(out, "1 of 6 budgets refused"));
+    free(out);
+    for (int i = 0; i < 5; i++) {
+        char path[800];
+        uint64_t b = ms + (uint64_t)((unsigned __int128)(full - ms) * (uint64_t)i / 4);
+        snprintf(path, sizeof path, "%s/sw-%llu.json", g_dir, (unsigned long long)b);
+        rf_plan *pf;
+        TU_OK(rf_plan_load(path, &pf, &err), &err);
+        assert_true(rf_plan_budget(pf) == b);
+        rf_plan_free(pf);
+    }
+    char miss[800];
+    snprintf(miss, sizeof miss, "%s/sw-1000.json", g_dir);
+    assert_int_equal(access(miss, F_OK), -1);
+    /* the thread count never changes a plan */
+    snprintf(sw, sizeof sw, "--sweep %llu:%llu:40 --json --threads 1", (unsigned long long)ms, (unsigned long long)full);
+    char *o1, *o4;
+    assert_int_equal(run(sw, &o1), 0);
+    snprintf(sw, sizeof sw, "--sweep %llu:%llu:40 --json --threads 4", (unsigned long long)ms, (unsigned long long)full);
+    assert_int_equal(run(sw, &o4), 0);
+    assert_string_equal(o1, o4);
+    free(o1);
+    free(o4);
+    /* malformed sweeps are usage errors */
+    static const char *const bad[] = {"--sweep 1MB:2MB", "--sweep 1MB:2MB:0", "--sweep 1MB:2MB:x", "--sweep 1XB:2MB:3", "--sweep ::3"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(run(bad[i], &out), 2);
+        assert_non_null(strstr(out, "--sweep"));
+        free(out);
+    }
+    free(args);
+    rf_planner_free(pl);
+    rf_profile_free(p);
+}
+
+/* One path for two outputs (issue 13: "plan -o X --svg X" reported the plan written while X held
+ * the SVG), and inputs that are not a profile named as what they are. */
+static void test_cli_paths(void **state)
+{
+    (void)state;
+    char *out = NULL, cmd[2048];
+    char *before = NULL;
+    snprintf(cmd, sizeof cmd, "--budget 4MiB -o %s/x.json --svg %s/./x.json", g_dir, g_dir);
+    assert_int_equal(run(cmd, &out), 2);
+    assert_non_null(strstr(out, "same file"));
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s/x.json", g_dir);
+    assert_int_equal(access(cmd, F_OK), -1);
+    snprintf(cmd, sizeof cmd, "--budget 4MiB --budget 4MiB -o %s/y-%%s.json", g_dir);
+    assert_int_equal(run(cmd, &out), 2);
+    assert_non_null(strstr(out, "two plans would be written"));
+    free(out);
+    /* a directory, an endless device, a weight file: named, refused before they are read whole */
+    const char *model = tu_model_dir("stories260k");
+    struct { const char *path; const char *say; } in[] = {{"/dev/zero", "not a JSON file"}, {g_dir, "is a directory"},
+                                                         {"/nonexistent/p.json", "no such file"}};
+    for (size_t i = 0; i < sizeof in / sizeof in[0]; i++) {
+        snprintf(cmd, sizeof cmd, "plan %s --budget 1GB", in[i].path);
+        assert_int_equal(tu_run_cli(cmd, &out), 1);
+        if (!strstr(out, in[i].say) || strstr(out, "Input/output")) fail_msg("%s: %s", in[i].path, out);
+        free(out);
+    }
+    if (model) {
+        snprintf(cmd, sizeof cmd, "plan %s/model.safetensors --budget 1GB", model);
+        assert_int_equal(tu_run_cli(cmd, &out), 1);
+        assert_non_null(strstr(out, "safetensors weight file"));
+        free(out);
+    }
+    /* --weights naming a missing file: not "format error at line -1" */
+    assert_int_equal(run("--budget 4MiB --weights /nonexistent/w.json", &out), 1);
+    assert_non_null(strstr(out, "/nonexistent/w.json: no such file"));
+    assert_null(strstr(out, "line -1"));
+    free(out);
+    free(before);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -833,6 +1042,8 @@ int main(void)
         cmocka_unit_test(test_plan_targets),
         cmocka_unit_test_setup_teardown(test_cli_plan, cli_setup, cli_teardown),
         cmocka_unit_test_setup_teardown(test_cli_outputs, cli_setup, cli_teardown),
+        cmocka_unit_test_setup_teardown(test_cli_many_budgets, cli_setup, cli_teardown),
+        cmocka_unit_test_setup_teardown(test_cli_paths, cli_setup, cli_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -152,7 +152,7 @@ static void test_profile_round_trip_exact(void **state)
     assert_int_equal(rf_profile_find_unit(q, "nope"), -1);
     rf_profile_free(p);
     rf_profile_free(q);
-    assert_int_equal(rf_profile_load("/nonexistent/p.json", &q, &err), RF_ERR_IO);
+    assert_int_equal(rf_profile_load("/nonexistent/p.json", &q, &err), RF_ERR_NOT_FOUND);
     tu_rmtree(dir);
     free(dir);
 }
@@ -254,10 +254,10 @@ static void test_profile_validation(void **state)
     expect_bad(t, "\"params\": ", "\"params\": 1", RF_ERR_FORMAT, "totals");
     expect_bad(t, "\"units\": [", "\"units\": 5, \"x\": [", RF_ERR_FORMAT, "field 'units'");
     expect_bad(t, "[\"model.layers.0.self_attn.k_proj\"", "[\"model.layers.0.self_attn.q_proj\"", RF_ERR_FORMAT, "duplicate");
-    expect_bad(t, "\"format\": \"ramfit-profile\"", "\"format\": \"a\", \"format\": \"b\"", RF_ERR_FORMAT, "not valid JSON");
+    expect_bad(t, "\"format\": \"ramfit-profile\"", "\"format\": \"a\", \"format\": \"b\"", RF_ERR_FORMAT, "duplicate object key");
     expect_bad(t, "[\"model.norm.weight\"", "[\"model.embed_tokens\"", RF_ERR_FORMAT, "duplicate");
     expect_bad(t, "\"BF16\", 256]", "\"BF16\", 257]", RF_ERR_FORMAT, "field 'bytes'");
-    expect_bad(t, "{\n", "[\n", RF_ERR_FORMAT, "not valid JSON");
+    expect_bad(t, "{\n", "[\n", RF_ERR_FORMAT, "invalid JSON");
     /* the index and its data file: each refused without or against the other */
     char *ix;
     void *data;

@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <grp.h>
 
 /* ------------------------------------------------------------------ independent decoding */
 
@@ -353,6 +354,18 @@ static void check_unit(tq_expect *x, const tq_out *o, const rf_model *m, const r
         fail_msg("%s (%d/%d): dequantized sse %.9g, the profile predicted %.9g", u->name, bits, gs, sse, want);
 }
 
+/* What a loader needs is copied unchanged (the test's own list, from the models used here); other
+ * files (README.md, pytorch_model.bin, ...) are not. */
+static int loader_needs(const char *nm)
+{
+    static const char *const need[] = {"LICENSE", "generation_config.json", "special_tokens_map.json", "tokenizer.json",
+                                       "tokenizer.model", "tokenizer_config.json", "vocab.json", "merges.txt",
+                                       "chat_template.jinja", "tokenization_mine.py", "added_tokens.json"};
+    for (size_t i = 0; i < sizeof need / sizeof need[0]; i++)
+        if (!strcmp(nm, need[i])) return 1;
+    return 0;
+}
+
 static void check_files_copied(const char *src, const char *dst)
 {
     struct dirent **ents;
@@ -360,7 +373,12 @@ static void check_files_copied(const char *src, const char *dst)
     assert_true(n > 0);
     for (int i = 0; i < n; i++) {
         const char *nm = ents[i]->d_name;
-        if (nm[0] != '.' && !str_ends(nm, ".safetensors") && !str_ends(nm, ".index.json") && strcmp(nm, "config.json")) {
+        char other[4096];
+        snprintf(other, sizeof other, "%s/%s", dst, nm);
+        if (nm[0] != '.' && !loader_needs(nm) && !str_ends(nm, ".safetensors") && !str_ends(nm, ".index.json") &&
+            strcmp(nm, "config.json") && access(other, F_OK) == 0)
+            fail_msg("%s was copied: a loader does not need it", nm);
+        if (loader_needs(nm)) {
             char a[4096], b[4096];
             snprintf(a, sizeof a, "%s/%s", src, nm);
             snprintf(b, sizeof b, "%s/%s", dst, nm);
@@ -871,12 +889,37 @@ static void test_existing_output(void **state)
     char *after = listing(f.tmp);
     assert_string_equal(before, after);
     assert_int_equal(access(marker, F_OK), 0);
+    /* --force replaces only an earlier ramfit output or an empty directory ("-o ~ --force" once
+     * deleted any directory): this one is neither, and stays as it was */
+    assert_int_equal(try_write(&f, out, 1, &err), RF_ERR_EXISTS);
+    assert_non_null(strstr(err.msg, "not an earlier ramfit output"));
+    free(after);
+    after = listing(f.tmp);
+    assert_string_equal(before, after);
+    assert_int_equal(access(marker, F_OK), 0);
+    char rj[4200];
+    snprintf(rj, sizeof rj, "%s/ramfit.json", out);
+    assert_int_equal(tu_write_file(rj, "{}", 2), 0);
     TU_OK(try_write(&f, out, 1, &err), &err);
     assert_int_equal(access(marker, F_OK), -1); /* replaced, the old one deleted */
     char *final = listing(f.tmp);
     assert_string_equal(before, final);         /* no .tmp- or .old- leftovers */
     tq_expect x = {f.model, out, f.plan, f.prof, RF_DT_INVALID, RF_DT_INVALID};
     check_output(&x);
+    /* and again over its own output; an empty directory; not a file */
+    TU_OK(try_write(&f, out, 1, &err), &err);
+    char empty[4200], file[4200];
+    snprintf(empty, sizeof empty, "%s/empty", f.tmp);
+    assert_int_equal(mkdir(empty, 0755), 0);
+    TU_OK(try_write(&f, empty, 1, &err), &err);
+    snprintf(file, sizeof file, "%s/file", f.tmp);
+    assert_int_equal(tu_write_file(file, "data", 4), 0);
+    assert_int_equal(try_write(&f, file, 1, &err), RF_ERR_EXISTS);
+    assert_non_null(strstr(err.msg, "not a directory"));
+    size_t n;
+    char *kept = tu_read_file(file, &n);
+    assert_int_equal(n, 4);
+    free(kept);
     free(before);
     free(after);
     free(final);
@@ -1043,6 +1086,143 @@ static void test_plan_for_other_model(void **state)
     fx_close(&f);
 }
 
+/* ------------------------------------------------------------------ --dtype end to end */
+
+static rf_profile *analyse_dt(const char *dir, rf_dtype f32_as)
+{
+    rf_err err;
+    rf_model *m = NULL;
+    TU_OK(rf_model_open(dir, &m, &err), &err);
+    rf_analyse_opts ao;
+    rf_analyse_opts_default(&ao);
+    ao.threads = 2;
+    ao.f32_as = f32_as;
+    rf_profile *p = NULL;
+    TU_OK(rf_analyse(m, &ao, &p, &err), &err);
+    rf_model_free(m);
+    return p;
+}
+
+static const char *ramfit_json_str(const char *out, const char *key, char *buf, size_t cap)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/ramfit.json", out);
+    json_error_t je;
+    json_t *j = json_load_file(path, 0, &je);
+    assert_non_null(j);
+    json_t *v = json_object_get(j, key);
+    assert_non_null(v);
+    snprintf(buf, cap, "%s", json_is_null(v) ? "null" : json_string_value(v));
+    json_decref(j);
+    return buf;
+}
+
+/* --dtype (issue 13): analyse, plan and quantize agree on the dtype F32 tensors are written in, for
+ * each of bf16, f16, f32 (f32: everything F32, scales too, as mlx-lm keeps a float32 checkpoint);
+ * the output is checked value by value against the profile's predicted error; a plan made under
+ * another dtype is refused naming it; a 16-bit model refuses a dtype it would not get; F32 values
+ * beyond float16 are refused, never written as inf. */
+static void test_dtype_end_to_end(void **state)
+{
+    (void)state;
+    fx f;
+    fx_open(&f);
+    static const rf_dtype dts[] = {RF_DT_F32, RF_DT_F16, RF_DT_BF16};
+    rf_err err;
+    char buf[64];
+    for (size_t i = 0; i < 3; i++) {
+        rf_profile *p = analyse_dt(f.model, dts[i]);
+        rf_plan *plan = plan_at(p, NULL, RF_QMODE_MLX, 0.3);
+        for (int explicit_dt = 0; explicit_dt < 2; explicit_dt++) {
+            if (dts[i] == RF_DT_F16 && !explicit_dt) continue; /* F16 is never guessed from a plan */
+            char out[4096];
+            snprintf(out, sizeof out, "%s/dt%zu-%d", f.tmp, i, explicit_dt);
+            rf_quantize_opts o;
+            rf_quantize_opts_default(&o);
+            o.threads = 2;
+            o.f32_as = explicit_dt ? dts[i] : RF_DT_INVALID;
+            rf_quantize_result r;
+            TU_OK(rf_quantize_write(f.m, plan, &o, out, NULL, &r, &err), &err);
+            assert_int_equal(r.f32_kept_as, dts[i]);
+            assert_int_equal(r.f32_scales_as, dts[i]);
+            tq_expect x = {f.model, out, plan, p, RF_DT_INVALID, RF_DT_INVALID};
+            check_output(&x);
+            assert_int_equal(x.kept_f32, dts[i]);
+            assert_int_equal(x.scale_f32, dts[i]);
+            assert_string_equal(ramfit_json_str(out, "f32_kept_as", buf, sizeof buf), rf_dtype_name(dts[i]));
+            assert_string_equal(ramfit_json_str(out, "f32_scales_as", buf, sizeof buf), rf_dtype_name(dts[i]));
+            tu_rmtree(out);
+        }
+        /* the plan made under this dtype, quantized under another: refused, naming what it counted */
+        rf_quantize_opts o;
+        rf_quantize_opts_default(&o);
+        o.f32_as = dts[(i + 1) % 3];
+        char out[4096];
+        snprintf(out, sizeof out, "%s/mismatch", f.tmp);
+        rf_status mst = rf_quantize_write(f.m, plan, &o, out, NULL, NULL, &err);
+        if (mst != RF_ERR_MISMATCH) fail_msg("dtype %s plan, %s asked: %s %s", rf_dtype_name(dts[i]), rf_dtype_name(o.f32_as), rf_status_name(mst), err.msg);
+        assert_non_null(strstr(err.msg, "analyse --dtype"));
+        assert_non_null(strstr(err.msg, rf_dtype_name(dts[i])));
+        rf_plan_free(plan);
+        rf_profile_free(p);
+    }
+
+    /* F32 values beyond float16: a kept norm (converted) and a quantized weight (F16 scales) */
+    rf_profile *p16 = analyse_dt(f.model, RF_DT_F16);
+    rf_plan *plan16 = plan_at(p16, NULL, RF_QMODE_MLX, 0.3);
+    char *before = listing(f.tmp);
+    poke_f32(&f, "model.norm.weight", 3, 70000.0f);
+    rf_quantize_opts o;
+    rf_quantize_opts_default(&o);
+    o.f32_as = RF_DT_F16;
+    char out[4096];
+    snprintf(out, sizeof out, "%s/f16", f.tmp);
+    assert_int_equal(rf_quantize_write(f.m, plan16, &o, out, NULL, NULL, &err), RF_ERR_NONFINITE);
+    assert_non_null(strstr(err.msg, "model.norm.weight"));
+    assert_non_null(strstr(err.msg, "does not fit F16"));
+    char *after = listing(f.tmp);
+    assert_string_equal(before, after); /* nothing left behind */
+    free(after);
+    /* the analysis refuses the same (kept tensor written as F16) */
+    rf_analyse_opts ao;
+    rf_analyse_opts_default(&ao);
+    ao.f32_as = RF_DT_F16;
+    rf_profile *pp = NULL;
+    assert_int_equal(rf_analyse(f.m, &ao, &pp, &err), RF_ERR_NONFINITE);
+    assert_non_null(strstr(err.msg, "does not fit F16"));
+    poke_f32(&f, "model.norm.weight", 3, 1.0f);
+    const rf_plan_unit *qu = NULL;
+    for (uint64_t i = 0; i < rf_plan_unit_count(plan16) && !qu; i++)
+        if (rf_plan_get_unit(plan16, i)->bits && rf_plan_get_unit(plan16, i)->role == RF_ROLE_ATTN_Q) qu = rf_plan_get_unit(plan16, i);
+    assert_non_null(qu);
+    char wname[300];
+    snprintf(wname, sizeof wname, "%s.weight", qu->name);
+    poke_f32(&f, wname, 5, -80000.0f);
+    assert_int_equal(rf_quantize_write(f.m, plan16, &o, out, NULL, NULL, &err), RF_ERR_NONFINITE);
+    assert_non_null(strstr(err.msg, wname));
+    assert_non_null(strstr(err.msg, "overflows"));
+    after = listing(f.tmp);
+    assert_string_equal(before, after);
+    free(after);
+    free(before);
+    rf_plan_free(plan16);
+    rf_profile_free(p16);
+
+    /* a 16-bit checkpoint: only its own dtype may be asked for; nothing F32 to record */
+    const char *bd = tu_model_dir("qwen3-dense-mini");
+    if (bd) {
+        rf_model *bm = NULL;
+        TU_OK(rf_model_open(bd, &bm, &err), &err);
+        assert_int_equal(rf_quantize_check_dtype(bm, RF_DT_F16, &err), RF_ERR_INVALID);
+        assert_non_null(strstr(err.msg, "no F32 tensors"));
+        assert_int_equal(rf_quantize_check_dtype(bm, RF_DT_F32, &err), RF_ERR_INVALID);
+        TU_OK(rf_quantize_check_dtype(bm, RF_DT_BF16, &err), &err);
+        TU_OK(rf_quantize_check_dtype(bm, RF_DT_INVALID, &err), &err);
+        rf_model_free(bm);
+    }
+    fx_close(&f);
+}
+
 /* ------------------------------------------------------------------ CLI */
 
 static void test_cli(void **state)
@@ -1118,6 +1298,266 @@ static void test_cli(void **state)
     snprintf(want, sizeof want, "\"parameters\": %llu,", (unsigned long long)rf_model_param_count(f.m));
     assert_non_null(strstr(o, want));
     free(o);
+    fx_close(&f);
+}
+
+/* ------------------------------------------------------------------ hostile runs of the CLI (issue 13) */
+
+/* Runs the CLI with ARGV (NULL-terminated, without the program); SIGTERM already pending when it
+ * starts (blocked and raised before exec: the CLI unblocks it once its handler is installed), and as
+ * user nobody when AS_NOBODY (the caller is root). Returns the exit status, or 128 + signal. */
+static int run_cli_argv(const char *const *argv, int sigterm, int as_nobody, char **out)
+{
+    int fd[2];
+    assert_int_equal(pipe(fd), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(fd[1], 1);
+        dup2(fd[1], 2);
+        close(fd[0]);
+        if (as_nobody && (setgroups(0, NULL) != 0 || setgid(65534) != 0 || setuid(65534) != 0)) _exit(99);
+        if (sigterm) {
+            sigset_t set;
+            sigemptyset(&set);
+            sigaddset(&set, SIGTERM);
+            sigprocmask(SIG_BLOCK, &set, NULL);
+            raise(SIGTERM);
+        }
+        const char *args[32] = {RF_CLI_PATH};
+        for (int i = 0; argv[i] && i < 30; i++) args[i + 1] = argv[i];
+        execv(RF_CLI_PATH, (char *const *)args);
+        _exit(98);
+    }
+    close(fd[1]);
+    size_t cap = 4096, len = 0;
+    char *b = malloc(cap);
+    ssize_t r;
+    while ((r = read(fd[0], b + len, cap - len - 1)) > 0) {
+        len += (size_t)r;
+        if (len + 1 >= cap) b = realloc(b, cap *= 2);
+    }
+    b[len] = '\0';
+    close(fd[0]);
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    *out = b;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static void write_junk(const char *dir, const char *name, size_t n)
+{
+    char path[4400];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    char *b = calloc(1, n);
+    assert_int_equal(tu_write_file(path, b, n), 0);
+    free(b);
+}
+
+static void test_cli_hostile(void **state)
+{
+    (void)state;
+    fx f;
+    fx_open(&f);
+    char planf[4096], out[4096], *o = NULL;
+    snprintf(planf, sizeof planf, "%s/p.json", f.tmp);
+    snprintf(out, sizeof out, "%s/out", f.tmp);
+    rf_err err;
+    TU_OK(rf_plan_save(f.plan, planf, &err), &err);
+
+    /* only what a loader needs is copied (a 50 MB pytorch_model.bin once was), the rest named */
+    char orig[4200];
+    snprintf(orig, sizeof orig, "%s/original", f.model);
+    assert_int_equal(mkdir(orig, 0755), 0);
+    write_junk(orig, "consolidated.00.pth", 1000);
+    write_junk(f.model, "pytorch_model.bin", 5000);
+    write_junk(f.model, "model-q4.gguf", 3000);
+    write_junk(f.model, "README.md", 10);
+    write_junk(f.model, "chat_template.jinja", 10);
+    write_junk(f.model, "tokenization_mine.py", 10);
+    const char *a1[] = {"quantize", f.model, "--plan", planf, "-o", out, "--quiet", NULL};
+    assert_int_equal(run_cli_argv(a1, 0, 0, &o), 0);
+    assert_non_null(strstr(o, "left out"));
+    assert_non_null(strstr(o, "pytorch_model.bin"));
+    assert_non_null(strstr(o, "model-q4.gguf"));
+    assert_non_null(strstr(o, "original/"));
+    free(o);
+    tq_expect x = {f.model, out, f.plan, f.prof, RF_DT_INVALID, RF_DT_INVALID};
+    check_output(&x); /* jinja and .py copied, the rest not */
+    tu_rmtree(out);
+
+    /* SIGTERM is handled like Ctrl-C: a clear message, exit 1, nothing left (it once killed the
+     * process and left OUT.tmp-XXXXXX with partial data) */
+    char *before = listing(f.tmp);
+    assert_int_equal(run_cli_argv(a1, 1, 0, &o), 1);
+    assert_non_null(strstr(o, "interrupted"));
+    free(o);
+    char *after = listing(f.tmp);
+    assert_string_equal(before, after);
+    free(after);
+
+    /* a file size limit (ulimit -f): EFBIG reported like a full disk, nothing left */
+    char args[16384];
+    snprintf(args, sizeof args, "quantize '%s' --plan '%s' -o '%s' --quiet", f.model, planf, out);
+    char cmd[17000];
+    snprintf(cmd, sizeof cmd, "sh -c \"ulimit -f 64; exec '%s' %s\" 2>&1", RF_CLI_PATH, args);
+    FILE *pp = popen(cmd, "r");
+    char line[4096] = "";
+    size_t got = fread(line, 1, sizeof line - 1, pp);
+    line[got] = '\0';
+    int st = pclose(pp);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 1);
+    assert_non_null(strstr(line, "nospace"));
+    after = listing(f.tmp);
+    assert_string_equal(before, after);
+    free(after);
+
+    /* messages naming the real problem */
+    const char *a2[] = {"quantize", f.model, "--plan", planf, "-o", out, "--max-shard-size", "1e21TB", NULL};
+    assert_int_equal(run_cli_argv(a2, 0, 0, &o), 2);
+    assert_non_null(strstr(o, "too large"));
+    assert_null(strstr(o, "must be > 0"));
+    free(o);
+    const char *a3[] = {"quantize", f.model, "--budget", "10000000TB", "-o", out, NULL};
+    assert_int_equal(run_cli_argv(a3, 0, 0, &o), 1);
+    assert_non_null(strstr(o, "2^63"));
+    assert_null(strstr(o, "out of memory"));
+    free(o);
+    /* a plan whose unit was renamed: edited, not "made for another model (stories260k)" */
+    size_t n;
+    char *text = tu_read_file(planf, &n), *at = strstr(text, "model.layers.2.self_attn.q_proj");
+    assert_non_null(at);
+    at[strlen("model.layers.2.self_attn.")] = 'Q';
+    char edited[4200];
+    snprintf(edited, sizeof edited, "%s/edited.json", f.tmp);
+    assert_int_equal(tu_write_file(edited, text, n), 0);
+    free(text);
+    const char *a4[] = {"quantize", f.model, "--plan", edited, "-o", out, NULL};
+    assert_int_equal(run_cli_argv(a4, 0, 0, &o), 1);
+    assert_non_null(strstr(o, "edited or damaged"));
+    assert_null(strstr(o, "another model"));
+    free(o);
+    /* a plan edited to "budget": 1000 under units of ~200 kB: refused, not quantized and recorded */
+    text = tu_read_file(planf, &n);
+    at = strstr(text, "\"budget\": ");
+    assert_non_null(at);
+    char *num = at + strlen("\"budget\": ");
+    size_t digits = strspn(num, "0123456789");
+    char *ed = malloc(n + 8);
+    snprintf(ed, n + 8, "%.*s1000%s", (int)(num - text), text, num + digits);
+    assert_int_equal(tu_write_file(edited, ed, strlen(ed)), 0);
+    free(ed);
+    free(text);
+    assert_int_equal(run_cli_argv(a4, 0, 0, &o), 1);
+    assert_non_null(strstr(o, "more than its budget"));
+    free(o);
+    assert_int_equal(access(out, F_OK), -1);
+    free(before);
+    before = listing(f.tmp);
+
+    /* --force onto an earlier output it cannot fully delete: refused before writing (it once
+     * returned 0 and left OUT.old-XXXXXX) */
+    int root = geteuid() == 0;
+    assert_int_equal(chmod(f.tmp, 0777), 0);
+    assert_int_equal(chmod(planf, 0644), 0);
+    char sub[4300], subf[4400], rj[4300];
+    assert_int_equal(mkdir(out, 0777), 0);
+    snprintf(rj, sizeof rj, "%s/ramfit.json", out);
+    assert_int_equal(tu_write_file(rj, "{}", 2), 0);
+    snprintf(sub, sizeof sub, "%s/sub", out);
+    assert_int_equal(mkdir(sub, 0755), 0);
+    snprintf(subf, sizeof subf, "%s/file", sub);
+    assert_int_equal(tu_write_file(subf, "x", 1), 0);
+    assert_int_equal(chmod(sub, 0555), 0);
+    if (root) {
+        assert_int_equal(chown(out, 65534, 65534), 0);
+        assert_int_equal(chown(rj, 65534, 65534), 0);
+        assert_int_equal(chown(sub, 65534, 65534), 0);
+    }
+    free(before);
+    before = listing(f.tmp);
+    const char *a5[] = {"quantize", f.model, "--plan", planf, "-o", out, "--force", "--quiet", NULL};
+    assert_int_equal(run_cli_argv(a5, 0, root, &o), 1);
+    if (!strstr(o, "cannot all be deleted")) fail_msg("unexpected: %s", o);
+    free(o);
+    after = listing(f.tmp);
+    assert_string_equal(before, after);
+    free(after);
+    assert_int_equal(access(subf, F_OK), 0);
+    assert_int_equal(chmod(sub, 0755), 0);
+    free(before);
+    fx_close(&f);
+}
+
+/* A run killed outright (SIGKILL) leaves OUT.tmp-XXXXXX; the next run removes it (its writer, by
+ * the marker, no longer runs) but not one being written or one that is not ramfit's. */
+static void test_stale_temps(void **state)
+{
+    (void)state;
+    fx f;
+    fx_open(&f);
+    char out[4096], host[256];
+    snprintf(out, sizeof out, "%s/out", f.tmp);
+    assert_int_equal(gethostname(host, sizeof host), 0);
+    host[sizeof host - 1] = 0;
+    pid_t dead = fork();
+    if (dead == 0) _exit(0);
+    assert_int_equal(waitpid(dead, NULL, 0), dead);
+    struct { const char *suffix; long pid; int gone; } t[] = {
+        {".tmp-AAAAAA", (long)dead, 1}, {".tmp-BBBBBB", (long)getpid(), 0}, {".tmp-CCCCCC", 0, 0}};
+    char dirs[3][4200];
+    for (int i = 0; i < 3; i++) {
+        snprintf(dirs[i], sizeof dirs[i], "%s%s", out, t[i].suffix);
+        assert_int_equal(mkdir(dirs[i], 0755), 0);
+        write_junk(dirs[i], "model.safetensors", 100);
+        if (t[i].pid) {
+            char mk[16384], text[400];
+            snprintf(mk, sizeof mk, "%s/.ramfit-writer", dirs[i]);
+            int len = snprintf(text, sizeof text, "ramfit %ld %s\n", t[i].pid, host);
+            assert_int_equal(tu_write_file(mk, text, (size_t)len), 0);
+        }
+    }
+    rf_err err;
+    TU_OK(try_write(&f, out, 0, &err), &err);
+    for (int i = 0; i < 3; i++) assert_int_equal(access(dirs[i], F_OK) == 0, !t[i].gone);
+    /* the finished output carries no marker */
+    char mk[4300];
+    snprintf(mk, sizeof mk, "%s/.ramfit-writer", out);
+    assert_int_equal(access(mk, F_OK), -1);
+    fx_close(&f);
+}
+
+/* A config.json with numbers jansson alone cannot hold (a published Llama config may carry one)
+ * quantizes, and the output's config.json has them as written, not rounded to a double. */
+static void test_config_big_numbers(void **state)
+{
+    (void)state;
+    fx f;
+    fx_open(&f);
+    char path[4200], out[4096];
+    snprintf(path, sizeof path, "%s/config.json", f.model);
+    size_t n;
+    char *text = tu_read_file(path, &n), *brace = strrchr(text, '}');
+    assert_non_null(brace);
+    *brace = '\0';
+    char *edited = malloc(n + 200);
+    snprintf(edited, n + 200, "%s, \"model_max_length\": 1000000000000000019884624838656, \"tiny\": -1e-400, "
+             "\"huge\": [18446744073709551617, 2e400]}", text);
+    assert_int_equal(tu_write_file(path, edited, strlen(edited)), 0);
+    free(text);
+    free(edited);
+    rf_err err;
+    rf_model_free(f.m);
+    TU_OK(rf_model_open(f.model, &f.m, &err), &err);
+    snprintf(out, sizeof out, "%s/out", f.tmp);
+    TU_OK(try_write(&f, out, 0, &err), &err);
+    snprintf(path, sizeof path, "%s/config.json", out);
+    text = tu_read_file(path, &n);
+    assert_non_null(strstr(text, "\"model_max_length\": 1000000000000000019884624838656"));
+    assert_non_null(strstr(text, "18446744073709551617"));
+    assert_non_null(strstr(text, "2e400"));
+    assert_non_null(strstr(text, "\"quantization\""));
+    free(text);
     fx_close(&f);
 }
 
@@ -1204,6 +1644,10 @@ int main(void)
         cmocka_unit_test(test_disk_full),
         cmocka_unit_test(test_nonfinite_kept),
         cmocka_unit_test(test_plan_for_other_model),
+        cmocka_unit_test(test_dtype_end_to_end),
+        cmocka_unit_test(test_cli_hostile),
+        cmocka_unit_test(test_stale_temps),
+        cmocka_unit_test(test_config_big_numbers),
         cmocka_unit_test(test_cli),
         cmocka_unit_test(test_read_back),
         cmocka_unit_test(test_cancel),

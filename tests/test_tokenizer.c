@@ -7,6 +7,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <utf8proc.h>
 
 #define FIXTURES RF_SOURCE_DIR "/tests/fixtures/tokenizer/"
 
@@ -156,6 +157,129 @@ static void test_qwen3_fixture(void **state)
 {
     (void)state;
     check_fixture("qwen3-dense-mini", "qwen3.json", 1);
+}
+
+/* ../shared/tokenizers: the tokenizer.json + tokenizer_config.json published with Qwen3, Llama 3 and
+ * Llama 2 (other licences: read from there, never copied here) and cases.jsonl, the ids Hugging
+ * Face's tokenizers library gives (README there). Every case must give the same ids, without and
+ * (where given) with special tokens, and decode back to its text where the tokenizer is lossless:
+ * NFC normalizes (qwen3: texts that are not NFC come back composed), and Llama 2's legacy
+ * Prepend("▁") normalizer runs on each piece between added tokens (a text holding "<s>" or "▁"
+ * does not come back as it was). Loading also proves model_max_length = 1e30 loads. */
+typedef struct real_tok {
+    const char *dir;
+    int nfc;           /* the normalizer is NFC */
+    int prepend;       /* legacy Prepend("▁") + Replace(" ", "▁") */
+} real_tok;
+
+static int text_has_added(json_t *tj, const char *text)
+{
+    json_t *added = json_object_get(tj, "added_tokens"), *a;
+    size_t i;
+    json_array_foreach(added, i, a) {
+        const char *c = json_string_value(json_object_get(a, "content"));
+        if (c && *c && strstr(text, c)) return 1;
+    }
+    return 0;
+}
+
+static int lossless_case(const real_tok *rt, json_t *tj, const char *text, size_t len)
+{
+    if (rt->nfc) {
+        utf8proc_uint8_t *n = utf8proc_NFC((const utf8proc_uint8_t *)text);
+        int same = n && strlen((char *)n) == len && !memcmp(n, text, len);
+        free(n);
+        if (!same) return 0;
+    }
+    if (rt->prepend && (strstr(text, "\xe2\x96\x81") || text_has_added(tj, text))) return 0;
+    return 1;
+}
+
+static void check_real_tokenizer(const real_tok *rt)
+{
+    char rel[256];
+    snprintf(rel, sizeof rel, "tokenizers/%s/cases.jsonl", rt->dir);
+    const char *cases = tu_shared_path(rel);
+    snprintf(rel, sizeof rel, "tokenizers/%s", rt->dir);
+    const char *dirp = tu_shared_path(rel);
+    if (!cases || !dirp) {
+        fprintf(stderr, "skipped: %s/tokenizers/%s (the published tokenizer files) is not there\n", RF_SHARED_DIR, rt->dir);
+        skip();
+    }
+    char dir[4096], tjp[4200];
+    snprintf(dir, sizeof dir, "%s", dirp);
+    snprintf(tjp, sizeof tjp, "%s/tokenizer.json", dir);
+    rf_err err;
+    rf_tok *tok;
+    TU_OK(rf_tok_load(dir, &tok, &err), &err);
+    json_error_t je;
+    json_t *tj = json_load_file(tjp, 0, &je);
+    assert_non_null(tj);
+    size_t n;
+    char *all = tu_read_file(cases, &n);
+    assert_non_null(all);
+    size_t ncase = 0, nspecial = 0, nround = 0, lines = 0;
+    for (char *line = all, *next; line < all + n; line = next) {
+        char *nl = memchr(line, '\n', (size_t)(all + n - line));
+        next = nl ? nl + 1 : all + n;
+        if (nl) *nl = '\0';
+        if (!*line) continue;
+        lines++;
+        json_t *c = json_loads(line, 0, &je);
+        if (!c) fail_msg("%s line %zu: %s", cases, lines, je.text);
+        json_t *jt = json_object_get(c, "text");
+        const char *text = json_string_value(jt);
+        size_t len = json_string_length(jt);
+        assert_non_null(text);
+        for (int special = 0; special < 2; special++) {
+            json_t *jids = json_object_get(c, special ? "ids_with_special" : "ids");
+            if (!jids) {
+                assert_true(special); /* every case has ids */
+                continue;
+            }
+            int32_t *want = malloc((json_array_size(jids) + 1) * sizeof *want);
+            for (size_t k = 0; k < json_array_size(jids); k++) want[k] = (int32_t)json_integer_value(json_array_get(jids, k));
+            expect_ids(tok, text, len, special, want, json_array_size(jids));
+            free(want);
+            nspecial += special;
+        }
+        if (lossless_case(rt, tj, text, len)) {
+            expect_roundtrip(tok, text, len);
+            nround++;
+        }
+        ncase++;
+        json_decref(c);
+    }
+    fprintf(stderr, "%s: %zu cases with identical ids (%zu also with special tokens), %zu decoded back exactly\n", rt->dir,
+            ncase, nspecial, nround);
+    /* the README's 131 cases, 40 with special tokens; all but a few decode back */
+    assert_true(ncase >= 131);
+    assert_true(nspecial >= 40);
+    assert_true(nround + 3 >= ncase);
+    free(all);
+    json_decref(tj);
+    rf_tok_free(tok);
+}
+
+static void test_real_qwen3(void **state)
+{
+    (void)state;
+    static const real_tok rt = {"qwen3", 1, 0};
+    check_real_tokenizer(&rt);
+}
+
+static void test_real_llama3(void **state)
+{
+    (void)state;
+    static const real_tok rt = {"llama3", 0, 0};
+    check_real_tokenizer(&rt);
+}
+
+static void test_real_llama2(void **state)
+{
+    (void)state;
+    static const real_tok rt = {"llama2", 0, 1};
+    check_real_tokenizer(&rt);
 }
 
 /* The figures of ../shared/models/README.md, independent of the fixtures' generator. */
@@ -491,7 +615,8 @@ static void test_unsupported_and_invalid(void **state)
     char *text;
     assert_int_equal(rf_tok_decode(t, &bad, 1, &text, NULL, &err), RF_ERR_INVALID);
     rf_tok_free(t);
-    assert_int_equal(rf_tok_load("/nonexistent/dir", &t, &err), RF_ERR_IO);
+    assert_int_equal(rf_tok_load("/nonexistent/dir", &t, &err), RF_ERR_NOT_FOUND); /* names the missing file */
+    assert_non_null(strstr(err.msg, "/nonexistent/dir/tokenizer.json"));
 }
 
 /* ------------------------------------------------------------------ decoding */
@@ -606,9 +731,23 @@ static void test_cli(void **state)
     free(out);
     snprintf(args, sizeof args, "tokenize %s --decode 'x'", dir);
     assert_int_equal(tu_run_cli(args, &out), 2);
+    assert_non_null(strstr(out, "'x' is not an id"));
+    free(out);
+    /* a number that is no id says so (it once said "wants non-negative integer ids") */
+    snprintf(args, sizeof args, "tokenize %s --decode '1 4294967296'", dir);
+    assert_int_equal(tu_run_cli(args, &out), 2);
+    assert_non_null(strstr(out, "id 4294967296 is out of range: this tokenizer's ids are 0 to 511"));
     free(out);
     assert_int_equal(tu_run_cli("tokenize /nonexistent --text hi", &out), 1);
     free(out);
+    /* the Llama tokenizers as published (model_max_length 1e30 in tokenizer_config.json) */
+    const char *l3 = tu_shared_path("tokenizers/llama3/tokenizer.json");
+    if (l3) {
+        snprintf(args, sizeof args, "tokenize %.*s --text hi --json", (int)(strlen(l3) - strlen("/tokenizer.json")), l3);
+        assert_int_equal(tu_run_cli(args, &out), 0);
+        assert_non_null(strstr(out, "\"ids\": [6151]"));
+        free(out);
+    }
 }
 
 /* A broken tokenizer.json: the error names the file, then ": ", then what is wrong (the file
@@ -643,7 +782,8 @@ int main(void)
         cmocka_unit_test(test_normalizers_and_metaspace), cmocka_unit_test(test_bytelevel_prefix_space),
         cmocka_unit_test(test_unsupported_and_invalid), cmocka_unit_test(test_stream_decode),
         cmocka_unit_test(test_threads),               cmocka_unit_test(test_cli),
-        cmocka_unit_test(test_load_error_names_file),
+        cmocka_unit_test(test_load_error_names_file), cmocka_unit_test(test_real_qwen3),
+        cmocka_unit_test(test_real_llama3),           cmocka_unit_test(test_real_llama2),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

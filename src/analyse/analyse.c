@@ -526,7 +526,12 @@ static rf_status setup_unit(const rf_model *m, const rf_analyse_opts *o, const r
     s->nb_m = (s->rows_m + s->rows_blk - 1) / s->rows_blk;
     s->nblk = s->nb_m * (uint64_t)u->n_members;
     s->bytes = u->nparams * rf_dtype_size(u->dtype);
-    s->sdt = u->dtype == RF_DT_F16 ? RF_DT_F16 : RF_DT_BF16;
+    /* scales/biases as the quantize command writes them: F16 for F16 weights, BF16 for the others,
+     * except F32 weights, whose scales are in f32_as (BF16 by default; --dtype f32 keeps them F32,
+     * as mlx-lm does for a float32 checkpoint) */
+    s->sdt = u->dtype == RF_DT_F16                            ? RF_DT_F16
+             : u->dtype == RF_DT_F32 || u->dtype == RF_DT_F64 ? rf_quantize_out_dtype(u->dtype, o->f32_as)
+                                                               : RF_DT_BF16;
     for (int c = 0; c < RF_QCFG_N && u->quantizable; c++)
         if ((o->configs >> c & 1) && u->cols % (uint64_t)rf_cfg_gs(c) == 0) s->cfgs |= 1u << c;
     return RF_OK;
@@ -578,8 +583,9 @@ static rf_status finish_unit(const actx *c, ustate *s, rf_err *err)
             if ((c->modes >> mo & 1) && !(isfinite(sse) && isfinite(q[mo].max_abs))) {
                 free(p);
                 return rf_err_set(err, RF_ERR_NONFINITE, "%s: unit %s: the %d-bit gs %d quantization error overflows "
-                                  "(weights too large for float32)",
-                                  file_base(rf_model_tinfo(c->m, (uint64_t)u->members[0])->t->file), u->name, bits, gs);
+                                  "(weights too large for %s scales%s)",
+                                  file_base(rf_model_tinfo(c->m, (uint64_t)u->members[0])->t->file), u->name, bits, gs,
+                                  rf_dtype_name(s->sdt), s->sdt == RF_DT_F16 ? ", largest 65504: use --dtype bf16 or f32" : "");
             }
         }
         rf_status st = rf_punit_add_cand(p, bits, gs, bytes, (c->modes & 1) ? &q[0] : NULL, (c->modes & 2) ? &q[1] : NULL,
@@ -612,21 +618,32 @@ static rf_status after_phase_a(const actx *c, ustate *s, task *fifo, uint64_t *n
 
 /* ------------------------------------------------------------------ partial profiles */
 
+typedef struct kept_chk { rf_mview v; rf_dtype out; } kept_chk;
+
 static rf_status finite_piece(void *u, const float *x, size_t n, uint64_t e0, rf_err *err)
 {
-    for (size_t i = 0; i < n; i++)
-        if (!isfinite(x[i])) return nonfinite_err(u, e0 + i, x[i], err);
+    const kept_chk *k = u;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(x[i])) return nonfinite_err(&k->v, e0 + i, x[i], err);
+        if (k->out == RF_DT_F16 && fabsf(x[i]) >= 65520.0f) { /* rounds to inf in float16 */
+            char idx[160];
+            index_text(k->v.t, e0 + i, idx, sizeof idx);
+            return rf_err_set(err, RF_ERR_NONFINITE, "%s: tensor %s: value %g at index %s does not fit F16 (largest "
+                              "65504): use --dtype bf16 or f32", file_base(k->v.t->file), k->v.t->name, (double)x[i], idx);
+        }
+    }
     return RF_OK;
 }
 
 /* Tensors that are kept (norms, biases) reach the output as they are: a NaN or Inf there breaks
- * the model as surely as one in a quantized weight, so it is refused the same way. */
-static rf_status check_kept_finite(const rf_tensor *t, rf_err *err)
+ * the model as surely as one in a quantized weight, so it is refused the same way, and so is a
+ * value the output dtype OUT cannot hold (F32 written as F16). */
+static rf_status check_kept_finite(const rf_tensor *t, rf_dtype out, rf_err *err)
 {
     if (t->dtype != RF_DT_F32 && t->dtype != RF_DT_F16 && t->dtype != RF_DT_BF16 && t->dtype != RF_DT_F64) return RF_OK;
     float buf[CONV_N];
-    rf_mview v = {.t = t, .srows = 1, .scols = t->nelem, .rows = 1, .cols = t->nelem};
-    return for_pieces(t->dtype, t->data, 0, t->nelem, buf, finite_piece, &v, err);
+    kept_chk k = {{.t = t, .srows = 1, .scols = t->nelem, .rows = 1, .cols = t->nelem}, out};
+    return for_pieces(t->dtype, t->data, 0, t->nelem, buf, finite_piece, &k, err);
 }
 
 static rf_status build_profile(const rf_model *m, unsigned modes, unsigned configs, rf_dtype f32_as, const ustate *us,
@@ -634,6 +651,10 @@ static rf_status build_profile(const rf_model *m, unsigned modes, unsigned confi
 {
     rf_pmodel pm;
     rf_analyse_identity(m, &pm);
+    for (uint64_t i = 0; i < rf_model_tensor_count(m); i++) { /* the rule recorded when it applies to something */
+        const rf_tinfo *ti = rf_model_tinfo(m, i);
+        if (ti->t->dtype == RF_DT_F32 && !ti->fp8_scale && !ti->dropped) pm.f32_as = rf_quantize_out_dtype(RF_DT_F32, f32_as);
+    }
     rf_profile *p;
     rf_status s = rf_profile_create(&pm, modes, configs, &p, err);
     const rf_st *st = rf_model_st(m);
@@ -645,8 +666,8 @@ static rf_status build_profile(const rf_model *m, unsigned modes, unsigned confi
         const rf_tinfo *ti = rf_model_tinfo(m, i);
         if ((ti->unit >= 0 && us[ti->unit].rec) || ti->fp8_scale || ti->dropped) continue; /* not in the output */
         if (ti->unit >= 0 && ti->t->nelem) return rf_err_set(err, RF_ERR_INTERNAL, "unit of %s not analysed", ti->t->name);
-        if ((s = check_kept_finite(ti->t, err))) break;
         rf_dtype kd = rf_quantize_out_dtype(ti->t->dtype, f32_as);
+        if ((s = check_kept_finite(ti->t, kd, err))) break;
         rf_pother o = {.role = ti->role, .layer = ti->layer, .nparams = ti->t->nelem, .dtype = kd,
                        .bytes = ti->t->nelem * rf_dtype_size(kd)};
         snprintf(o.name, sizeof o.name, "%s", ti->t->name);
@@ -684,11 +705,14 @@ static rf_status load_partial(const rf_model *m, const rf_analyse_opts *o, ustat
                        "without --resume", o->partial_path, (unsigned long long)have->fingerprint, have->ramfit_version,
                        (unsigned long long)pm.fingerprint, pm.ramfit_version);
     }
+    if (!s && (s = rf_analyse_check_dtype(m, p, o->f32_as, err))) rf_err_prefix(err, "%s", o->partial_path);
     for (uint64_t i = 0; !s && i < rf_profile_unit_count(p); i++) {
         const rf_punit *pu = rf_profile_unit(p, i);
         int64_t k = rf_model_unit_find(m, pu->name);
         const rf_unit *u = k >= 0 ? rf_model_unit(m, (uint64_t)k) : NULL;
-        if (!u || u->rows != pu->rows || u->cols != pu->cols || u->nparams != pu->nparams || u->dtype != pu->dtype) {
+        /* the profile records output dtypes: an F32 unit is BF16 there unless --dtype said otherwise */
+        if (!u || u->rows != pu->rows || u->cols != pu->cols || u->nparams != pu->nparams ||
+            rf_quantize_out_dtype(u->dtype, o->f32_as) != pu->dtype) {
             s = rf_err_set(err, RF_ERR_MISMATCH, "%s: unit %s does not match the model", o->partial_path, pu->name);
             break;
         }
@@ -949,5 +973,35 @@ rf_status rf_analyse_check_profile(const rf_model *m, const rf_profile *p, rf_er
     if (nunits != rf_profile_unit_count(p))
         return rf_err_set(err, RF_ERR_MISMATCH, "the profile has %llu units, the model %s has %llu: re-run ramfit analyse",
                           (unsigned long long)rf_profile_unit_count(p), rf_model_dir(m), (unsigned long long)nunits);
+    return RF_OK;
+}
+
+rf_status rf_analyse_check_dtype(const rf_model *m, const rf_profile *p, rf_dtype f32_as, rf_err *err)
+{
+    if (!m || !p) return rf_err_set(err, RF_ERR_INVALID, "check profile dtype: NULL argument");
+    rf_dtype want = rf_quantize_out_dtype(RF_DT_F32, f32_as), rec = rf_profile_model(p)->f32_as;
+    if (rec != RF_DT_INVALID && rec != want) /* recorded by analyse since 0.2 */
+        return rf_err_set(err, RF_ERR_MISMATCH, "the profile counts F32 tensors as %s, not %s: it was analysed for another "
+                          "--dtype", rf_dtype_name(rec), rf_dtype_name(want));
+    for (uint64_t u = 0; u < rf_model_unit_count(m); u++) {
+        const rf_unit *un = rf_model_unit(m, u);
+        int64_t k = un->dtype == RF_DT_F32 ? rf_profile_find_unit(p, un->name) : -1;
+        if (k < 0) continue;
+        const rf_punit *pu = rf_profile_unit(p, (uint64_t)k);
+        rf_dtype sd = want; /* the scale dtype its candidates were counted in */
+        for (int c = 0; c < pu->n_cands && sd == want; c++)
+            if (pu->cands[c].bytes != rf_quant_bytes(pu->nparams, pu->cands[c].bits, pu->cands[c].gs, want)) sd = RF_DT_INVALID;
+        if (pu->dtype != want || sd != want)
+            return rf_err_set(err, RF_ERR_MISMATCH, "the profile counts F32 tensors such as %s as %s%s, not %s: it was "
+                              "analysed for another --dtype", un->name, rf_dtype_name(pu->dtype),
+                              sd == want ? "" : " (with other scales)", rf_dtype_name(want));
+    }
+    for (uint64_t i = 0; i < rf_profile_other_count(p); i++) {
+        const rf_pother *o = rf_profile_other(p, i);
+        const rf_tensor *t = rf_st_find(rf_model_st(m), o->name);
+        if (t && t->dtype == RF_DT_F32 && o->dtype != want)
+            return rf_err_set(err, RF_ERR_MISMATCH, "the profile counts F32 tensor %s as %s, not %s: it was analysed for "
+                              "another --dtype", o->name, rf_dtype_name(o->dtype), rf_dtype_name(want));
+    }
     return RF_OK;
 }

@@ -1,5 +1,6 @@
 /* Profiles: the measured (bytes, error) table the planner reads, and its JSON file format
  * (docs/profile.md). Profile files are untrusted input: every field is validated on load. */
+#include "io/json_internal.h"
 #include "plan/plan_internal.h"
 
 #include <errno.h>
@@ -120,29 +121,6 @@ rf_status rf_write_text_file(const char *path, const char *text, size_t len, rf_
     return RF_OK;
 }
 
-rf_status rf_read_text_file(const char *path, char **out, size_t *len, rf_err *err)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return rf_err_errno(err, errno, "%s: cannot open", path);
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    for (;;) {
-        if (!buf) { fclose(f); return rf_err_set(err, RF_ERR_NOMEM, "%s: out of memory", path); }
-        n += fread(buf + n, 1, cap - n - 1, f);
-        if (n < cap - 1) break;
-        cap *= 2;
-        char *nb = realloc(buf, cap);
-        if (!nb) free(buf);
-        buf = nb;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) { free(buf); return rf_err_errno(err, EIO, "%s: read failed", path); }
-    buf[n] = '\0';
-    *out = buf;
-    *len = n;
-    return RF_OK;
-}
 
 /* ------------------------------------------------------------------ tokens and configs */
 
@@ -270,6 +248,8 @@ rf_status rf_profile_create(const rf_pmodel *model, unsigned modes, unsigned con
                         model->num_experts, model->experts_per_tok, model->moe_intermediate_size};
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
         if (ints[i] < 0) return rf_err_set(err, RF_ERR_INVALID, "profile: negative model config value");
+    if (model->f32_as != RF_DT_INVALID && model->f32_as != RF_DT_BF16 && model->f32_as != RF_DT_F16 && model->f32_as != RF_DT_F32)
+        return rf_err_set(err, RF_ERR_INVALID, "profile: f32_as must be BF16, F16 or F32");
     rf_profile *p = calloc(1, sizeof *p);
     if (!p) return rf_err_set(err, RF_ERR_NOMEM, "out of memory");
     p->model = *model;
@@ -697,6 +677,7 @@ static rf_status write_profile(const rf_profile *p, const char *data_name, char 
     put_str(&b, "model_type", m->model_type, 0);
     put_key(&b, "fingerprint", 0);
     rf_sb_printf(&b, "\"%016llx\"", (unsigned long long)m->fingerprint);
+    if (m->f32_as != RF_DT_INVALID) put_str(&b, "f32_as", rf_dtype_name(m->f32_as), 0);
     rf_sb_puts(&b, ",\n    \"config\": {");
     for (size_t i = 0; i < NCFG; i++) put_int(&b, cfg_fields[i].key, *(const int *)((const char *)m + cfg_fields[i].off), i == 0);
     rf_sb_puts(&b, "},\n    \"files\": [");
@@ -802,6 +783,17 @@ rf_status rf_profile_save(const rf_profile *p, const char *path, rf_err *err)
     return s;
 }
 
+rf_status rf_profile_remove(const char *path, rf_err *err)
+{
+    char *dpath = data_path(path);
+    if (!dpath) return rf_err_set(err, RF_ERR_NOMEM, "out of memory");
+    rf_status s = RF_OK;
+    if (unlink(path) != 0 && errno != ENOENT) s = rf_err_errno(err, errno, "cannot remove %s", path);
+    else if (unlink(dpath) != 0 && errno != ENOENT) s = rf_err_errno(err, errno, "cannot remove %s", dpath);
+    free(dpath);
+    return s;
+}
+
 /* ------------------------------------------------------------------ reader */
 
 typedef struct rd {
@@ -817,9 +809,9 @@ static rf_status bad(rd *r, const char *field, const char *what)
 
 static rf_status rd_u64(rd *r, json_t *o, const char *k, uint64_t *out)
 {
-    json_t *v = json_object_get(o, k);
-    if (!json_is_integer(v) || json_integer_value(v) < 0) return bad(r, k, "expected a non-negative integer");
-    *out = (uint64_t)json_integer_value(v);
+    int e = rf_json_u64(json_object_get(o, k), INT64_MAX, out);
+    if (e > 0) return bad(r, k, "is out of range (must be below 2^63)");
+    if (e < 0) return bad(r, k, "expected a non-negative integer");
     return RF_OK;
 }
 
@@ -888,6 +880,13 @@ static rf_status rd_model(rd *r, json_t *root, rf_pmodel *m)
     unsigned long long v = strtoull(fp, &end, 16);
     if (strlen(fp) != 16 || *end || errno || fp[0] == '-' || fp[0] == '+') return bad(r, "fingerprint", "expected 16 hex digits");
     m->fingerprint = v;
+    if (json_object_get(jm, "f32_as")) { /* optional: profiles before 0.2 do not say */
+        char dt[16];
+        if ((s = rd_str(r, jm, "f32_as", dt, sizeof dt))) return s;
+        m->f32_as = rf_dtype_from_name(dt);
+        if (m->f32_as != RF_DT_BF16 && m->f32_as != RF_DT_F16 && m->f32_as != RF_DT_F32)
+            return bad(r, "f32_as", "expected \"BF16\", \"F16\" or \"F32\"");
+    }
     json_t *cfg = json_object_get(jm, "config");
     if (!json_is_object(cfg)) return bad(r, "config", "expected an object");
     for (size_t i = 0; i < NCFG; i++)
@@ -1249,11 +1248,7 @@ static rf_status rd_profile(rd *r, json_t *root, const uint8_t *bin, size_t nbin
 
 static rf_status parse_root(const char *text, size_t len, const char *label, json_t **root, rf_err *err)
 {
-    json_error_t je;
-    *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
-    if (!*root)
-        return rf_err_set(err, RF_ERR_FORMAT, "%s: not valid JSON (line %d, column %d): %s", label, je.line, je.column, je.text);
-    return RF_OK;
+    return rf_json_parse(text, len, label, JSON_REJECT_DUPLICATES, root, err);
 }
 
 static rf_status from_parts(const char *text, size_t len, const uint8_t *bin, size_t nbin, int have_bin, const char *label,
@@ -1286,12 +1281,14 @@ rf_status rf_profile_load(const char *path, rf_profile **out, rf_err *err)
     *out = NULL;
     char *text, *data = NULL;
     size_t len, dlen = 0;
-    rf_status s = rf_read_text_file(path, &text, &len, err);
+    rf_status s = rf_json_read_text(path, RF_MAX_PLAN_FILE, &text, &len, err);
     if (s) return s;
     json_t *root;
     if ((s = parse_root(text, len, path, &root, err))) { free(text); return s; }
     /* an index names its data file: a plain name in the index's directory */
     const char *jf = json_string_value(json_object_get(json_object_get(root, "data"), "file"));
+    uint64_t dmax = 0; /* the data file is as long as the index says (checked when read): a bound for reading it */
+    if (rf_json_u64(json_object_get(json_object_get(root, "data"), "bytes"), INT64_MAX - 1, &dmax)) dmax = 0;
     char fbuf[256];
     const char *file = jf && strlen(jf) < sizeof fbuf ? strcpy(fbuf, jf) : NULL;
     json_decref(root);
@@ -1304,7 +1301,7 @@ rf_status rf_profile_load(const char *path, rf_profile **out, rf_err *err)
         else {
             memcpy(dpath, path, dir);
             memcpy(dpath + dir, file, fl + 1);
-            s = rf_read_text_file(dpath, &data, &dlen, err);
+            s = rf_read_file(dpath, dmax + 1, &data, &dlen, err);
             if (s) rf_err_prefix(err, "profile %s needs its data file", path);
             free(dpath);
         }

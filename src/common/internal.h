@@ -18,6 +18,10 @@ rf_status rf_err_prefix(rf_err *err, const char *fmt, ...) RF_PRINTF(2, 3);
 /* Set from errno: "<what>: <strerror>", RF_ERR_NOSPACE for ENOSPC/EFBIG/EDQUOT, else RF_ERR_IO. */
 rf_status rf_err_errno(rf_err *err, int errnum, const char *fmt, ...) RF_PRINTF(3, 4);
 
+/* rf_read_file; with JSON set, a file whose first bytes are not JSON ('{' or '[' after white
+ * space) is refused from them (RF_ERR_FORMAT "not a JSON file"), not read whole first. */
+rf_status rf_read_file_ex(const char *path, uint64_t max, int json, char **out, size_t *len, rf_err *err);
+
 /* Overflow-checked arithmetic for untrusted sizes: return 0 on overflow. */
 static inline int rf_mul_u64(uint64_t a, uint64_t b, uint64_t *r) { return !__builtin_mul_overflow(a, b, r); }
 static inline int rf_add_u64(uint64_t a, uint64_t b, uint64_t *r) { return !__builtin_add_overflow(a, b, r); }

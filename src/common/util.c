@@ -1,11 +1,15 @@
 #include "common/internal.h"
 
 #include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 /* P..E is digits[.digits]: *out = floor(value * M) exactly, since a double product is not
  * ("2.01kB" gave 2009 B, "9007199254740993" gave ...992). 0: done; 1: too large; 2: a fraction
@@ -78,4 +82,96 @@ void rf_format_size(uint64_t bytes, char *buf, size_t cap)
     while (v >= 1000.0 && i < 5) { v /= 1000.0; i++; }
     if (i == 0) snprintf(buf, cap, "%llu B", (unsigned long long)bytes);
     else snprintf(buf, cap, "%.2f %s", v, u[i]);
+}
+
+/* "256 MiB" for a power-of-two limit, else bytes. */
+static void limit_text(uint64_t max, char *buf, size_t cap)
+{
+    if (max >= (1u << 20) && max % (1u << 20) == 0) snprintf(buf, cap, "%llu MiB", (unsigned long long)(max >> 20));
+    else snprintf(buf, cap, "%llu bytes", (unsigned long long)max);
+}
+
+/* 1 when B[0..n) starts (after white space) with something other than '{' or '['; 0 when it
+ * does, or is all white space so far. */
+static int not_json_start(const char *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') continue;
+        return b[i] != '{' && b[i] != '[';
+    }
+    return 0;
+}
+
+rf_status rf_read_file(const char *path, uint64_t max, char **out, size_t *len, rf_err *err)
+{
+    return rf_read_file_ex(path, max, 0, out, len, err);
+}
+
+rf_status rf_read_file_ex(const char *path, uint64_t max, int json, char **out, size_t *len, rf_err *err)
+{
+    *out = NULL;
+    *len = 0;
+    if (!path) return rf_err_set(err, RF_ERR_INVALID, "no file name");
+    char lim[32];
+    limit_text(max, lim, sizeof lim);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        if (e == ENOENT) return rf_err_set(err, RF_ERR_NOT_FOUND, "%s: no such file", path);
+        return rf_err_errno(err, e, "%s: cannot open", path);
+    }
+    struct stat sb;
+    rf_status s = RF_OK;
+    if (fstat(fd, &sb) != 0) s = rf_err_errno(err, errno, "%s: cannot stat", path);
+    else if (S_ISDIR(sb.st_mode)) s = rf_err_set(err, RF_ERR_INVALID, "%s is a directory, not a file", path);
+    else if (json && S_ISREG(sb.st_mode) && (uint64_t)sb.st_size > max) {
+        char head[64];
+        ssize_t r = pread(fd, head, sizeof head, 0);
+        if (r > 0 && not_json_start(head, (size_t)r)) {
+            int st = r >= 9 && head[8] == '{' && !head[5] && !head[6] && !head[7];
+            s = rf_err_set(err, RF_ERR_FORMAT, "%s: not a JSON file%s", path, st ? " (a safetensors weight file?)" : "");
+        }
+    }
+    if (!s && S_ISREG(sb.st_mode) && (uint64_t)sb.st_size > max)
+        s = rf_err_set(err, RF_ERR_FORMAT, "%s: %llu bytes, larger than the %s ramfit reads from such a file (a wrong file?)",
+                       path, (unsigned long long)sb.st_size, lim);
+    size_t cap = S_ISREG(sb.st_mode) ? (size_t)sb.st_size + 1 : 1 << 16, n = 0;
+    char *buf = s ? NULL : malloc(cap);
+    if (!s && !buf) s = rf_err_set(err, RF_ERR_NOMEM, "%s: out of memory", path);
+    while (!s) {
+        if (n + 1 >= cap) { /* keep room for the NUL */
+            if ((uint64_t)n > max) {
+                s = rf_err_set(err, RF_ERR_FORMAT, "%s: larger than the %s ramfit reads from such a file (a wrong file?)",
+                               path, lim);
+                break;
+            }
+            size_t nc = cap * 2;
+            if ((uint64_t)nc > max + 2) nc = (size_t)max + 2; /* one byte past MAX shows it is larger */
+            char *nb = realloc(buf, nc);
+            if (!nb) { s = rf_err_set(err, RF_ERR_NOMEM, "%s: out of memory", path); break; }
+            buf = nb, cap = nc;
+        }
+        ssize_t r = read(fd, buf + n, cap - n - 1);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) s = rf_err_errno(err, errno, "%s: read failed", path);
+        if (r <= 0) break;
+        n += (size_t)r;
+        /* a file that must be JSON is refused from its first bytes, before a weight file or a
+         * device is read whole */
+        if (json && n - (size_t)r < 4096 && not_json_start(buf, n < 4096 ? n : 4096)) {
+            int st = n >= 9 && buf[8] == '{' && !buf[5] && !buf[6] && !buf[7]; /* 8-byte length, then '{' */
+            s = rf_err_set(err, RF_ERR_FORMAT, "%s: not a JSON file%s", path, st ? " (a safetensors weight file?)" : "");
+        }
+    }
+    if (!s && (uint64_t)n > max)
+        s = rf_err_set(err, RF_ERR_FORMAT, "%s: larger than the %s ramfit reads from such a file (a wrong file?)", path, lim);
+    close(fd);
+    if (s) {
+        free(buf);
+        return s;
+    }
+    buf[n] = '\0';
+    *out = buf;
+    *len = n;
+    return RF_OK;
 }

@@ -7,6 +7,7 @@
  * FP8, are materialized once (in their exact float dtype). Only 1-D tensors are copied to float32. */
 #include "engine/engine_internal.h"
 #include "arch/model_internal.h"
+#include "io/mlx_internal.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -48,7 +49,7 @@ struct rf_engine {
     rf_model *model;
     const rf_st *st;
     rf_pool *pool;
-    json_t *quant;             /* config.json "quantization" (NULL: none) */
+    rf_mlx_qcfg *quant;        /* config.json "quantization", read as mlx-lm does (io/mlx.c) */
     int dim, nh, nkv, hd, vocab, nexp, topk, mla;
     int rd;                    /* rotated dimensions per head (head_dim * partial_rotary, or qk_rope_head_dim) */
     int nope, rope_d, kvl, vh; /* MLA */
@@ -135,21 +136,10 @@ static rf_status load_vec(rf_engine *e, int layer, rf_slot s, uint64_t n, int re
     return load_vec_t(e, t, n, norm && e->cfg.norm_plus_one ? 1.0f : 0.0f, out, err);
 }
 
-/* bits/gs of an MLX module: its own entry in "quantization", else the global values. */
-static rf_status quant_params(rf_engine *e, const char *module, int *bits, int *gs, rf_err *err)
+/* bits/gs of an MLX module (0, 0: not quantized) by mlx-lm's rule, one reader with inspect. */
+static rf_status quant_params(rf_engine *e, const char *module, int has_scales, int *bits, int *gs, rf_err *err)
 {
-    if (!e->quant)
-        return rf_err_set(err, RF_ERR_FORMAT, "%s: %s.scales exists but config.json has no \"quantization\"", e->dir,
-                          module);
-    json_t *q = json_object_get(e->quant, module);
-    if (!json_is_object(q)) q = e->quant;
-    json_t *b = json_object_get(q, "bits"), *g = json_object_get(q, "group_size");
-    if (!json_is_integer(b) || !json_is_integer(g))
-        return rf_err_set(err, RF_ERR_FORMAT, "%s: config.json quantization for %s lacks bits/group_size", e->dir,
-                          module);
-    *bits = (int)json_integer_value(b);
-    *gs = (int)json_integer_value(g);
-    return RF_OK;
+    return rf_mlx_qcfg_module(e->quant, module, has_scales, bits, gs, err);
 }
 
 /* The MLX-quantized weight of MODULE: nexp stacked members (0: a plain matrix) of out x in. */
@@ -171,7 +161,7 @@ static rf_status load_quantized(rf_engine *e, const char *module, const rf_tenso
         return rf_err_set(err, RF_ERR_FORMAT, "%s: tensor %s is %s but %s.%s is missing", e->dir, t->name,
                           rf_dtype_name(t->dtype), module, sc ? "biases" : "scales");
     rf_status s;
-    if ((s = quant_params(e, module, &w->bits, &w->gs, err))) return s;
+    if ((s = quant_params(e, module, 1, &w->bits, &w->gs, err))) return s;
     w->dtype = RF_DT_U32;
     w->sdtype = sc->dtype;
     w->scales = sc->data;
@@ -222,6 +212,16 @@ static rf_status load_unit(rf_engine *e, const rf_unit *u, uint64_t out, uint64_
         }
         return RF_OK;
     }
+    /* a float weight: config.json must not quantize the module and it has no .scales (the rule
+     * inspect applies, io/mlx.c) */
+    char sname[NAME_MAX_LEN];
+    snprintf(sname, sizeof sname, "%s.scales", u->name);
+    int qb, qg;
+    rf_status qs = quant_params(e, u->name, rf_st_find(e->st, sname) != NULL, &qb, &qg, err);
+    if (qs) return qs;
+    if (qb)
+        return rf_err_set(err, RF_ERR_FORMAT, "%s: %s has .scales (%d bits, group size %d) but its weight %s is %s, not "
+                          "packed U32", e->dir, u->name, qb, qg, v[0].t->name, rf_dtype_name(v[0].t->dtype));
     for (int k = 0; k < n; k++) {
         const rf_mview *m = &v[k];
         char want[96];
@@ -407,22 +407,7 @@ static rf_status check_config(rf_engine *e, rf_err *err)
     return RF_OK;
 }
 
-static rf_status read_quant_config(rf_engine *e, rf_err *err)
-{
-    size_t n = strlen(e->dir) + 16;
-    char *path = malloc(n);
-    if (!path) return rf_err_set(err, RF_ERR_NOMEM, "out of memory");
-    snprintf(path, n, "%s/config.json", e->dir);
-    json_error_t je;
-    json_t *root = json_load_file(path, 0, &je);
-    free(path);
-    if (!root) return rf_err_set(err, RF_ERR_FORMAT, "%s/config.json: %s (line %d)", e->dir, je.text, je.line);
-    json_t *q = json_object_get(root, "quantization");
-    if (!json_is_object(q)) q = json_object_get(root, "quantization_config");
-    if (json_is_object(q) && !json_object_get(q, "quant_method")) e->quant = json_incref(q);
-    json_decref(root);
-    return RF_OK;
-}
+static rf_status read_quant_config(rf_engine *e, rf_err *err) { return rf_mlx_qcfg_load(e->dir, &e->quant, err); }
 
 static void *alloc_f(uint64_t n, int *fail)
 {
@@ -572,7 +557,7 @@ void rf_engine_free(rf_engine *e)
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(e->ri);
     free(e->etok);
-    if (e->quant) json_decref(e->quant);
+    rf_mlx_qcfg_free(e->quant);
     rf_pool_free(e->pool);
     rf_model_free(e->model);
     free(e->dir);

@@ -44,6 +44,12 @@ static rf_status make_plan(const rf_ppl_opts *o, uint64_t n, plan *p, rf_err *er
     } else {
         return rf_err_set(err, RF_ERR_INVALID, "unknown perplexity protocol %d", (int)o->protocol);
     }
+    /* a window must score something: llama.cpp's protocol scores positions ctx/2 .. ctx-2, none at
+     * ctx 2 (a perplexity of 1.0 over 0 tokens was once reported as a result) */
+    if (p->len - 1 - p->first < 1)
+        return rf_err_set(err, RF_ERR_INVALID, "context %d scores no token with the %s protocol (it scores the second half of "
+                          "each window, less its last position): use a context of at least 3", o->ctx,
+                          p->full ? "full" : "llama.cpp");
     if (p->nwin == 0)
         return rf_err_set(err, RF_ERR_INVALID, "the text has %llu tokens: not one window of %d", (unsigned long long)n,
                           o->ctx);

@@ -91,5 +91,9 @@ int rf_sampler_sample(rf_sampler *s, const float *logits)
         c += s->order[i].p;
         if (r < c) return s->order[i].id;
     }
-    return s->order[keep - 1].id;
+    /* r at the very top after rounding: the last id that can be drawn at all (a masked id, logit
+     * -inf, has p = 0 and must never come out) */
+    for (int i = keep - 1; i > 0; i--)
+        if (s->order[i].p > 0) return s->order[i].id;
+    return s->order[0].id;
 }

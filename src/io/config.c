@@ -6,6 +6,7 @@
  * the file and the key. Multimodal wrappers (Llama4ForConditionalGeneration, Gemma3...) keep the
  * text model under "text_config" and its tensors under "language_model.". */
 #include "arch/family.h"
+#include "io/json_internal.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -421,11 +422,10 @@ rf_status rf_config_parse(const char *json_text, const char *label, rf_config *o
 {
     if (!json_text || !out) return rf_err_set(err, RF_ERR_INVALID, "rf_config_parse: NULL argument");
     if (!label) label = "config.json";
-    json_error_t je;
-    json_t *root = json_loads(json_text, JSON_REJECT_DUPLICATES, &je);
-    if (!root)
-        return rf_err_set(err, RF_ERR_FORMAT, "%s: invalid JSON at line %d column %d: %s", label, je.line,
-                          je.column, je.text);
+    /* any valid JSON number loads (a field out of range is named by its reader) */
+    json_t *root;
+    rf_status pst = rf_json_parse(json_text, strlen(json_text), label, JSON_REJECT_DUPLICATES, &root, err);
+    if (pst) return pst;
     rf_config *c = malloc(sizeof *c);
     rf_status st;
     if (!c) {

@@ -4,6 +4,8 @@
 
 #include "common/internal.h"
 
+#include <jansson.h>
+
 /* A quantized module of the output, for config.json. */
 typedef struct rf_mlx_qmod {
     const char *module;  /* MLX module path (no ".weight") */
@@ -30,6 +32,27 @@ rf_status rf_mlx_write_file(const char *path, const void *data, size_t len, rf_e
  * messages); the fuzz target's entry point. */
 rf_status rf_mlx_quant_from_parts(const char *config_text, size_t len, const rf_st *st, const char *label,
                                   rf_mlx_quant **out, rf_err *err);
+
+/* config.json "quantization" read exactly as mlx-lm's loader reads it (mlx_lm/utils.py
+ * load_model, mlx/nn/layers/quantized.py; details in mlx.c): the one reader of the engine
+ * (rf_engine_open) and of rf_mlx_quant_read (inspect). A config without "quantization" gives a
+ * reader under which no module is quantized. Refused when loading: "quantization" that is not an
+ * object or lacks bits/group_size keys (mlx-lm needs both), and a quantization_config in a format
+ * mlx-lm converts (awq, gptq, mxfp4, ...). */
+typedef struct rf_mlx_qcfg rf_mlx_qcfg;
+rf_status rf_mlx_qcfg_from_json(json_t *config, const char *label, rf_mlx_qcfg **out, rf_err *err);
+/* DIR/config.json. */
+rf_status rf_mlx_qcfg_load(const char *dir, rf_mlx_qcfg **out, rf_err *err);
+void rf_mlx_qcfg_free(rf_mlx_qcfg *q);
+/* 1 when config.json has "quantization". */
+int rf_mlx_qcfg_present(const rf_mlx_qcfg *q);
+/* bits/gs of module MODULE (0, 0: not quantized); HAS_SCALES: "<MODULE>.scales" is among the
+ * weights. Errors name the file and module: a mode other than affine (RF_ERR_UNSUPPORTED), values
+ * that are not an MLX affine config, an entry of the wrong type, a module quantized by the config
+ * without .scales or with .scales but left unquantized (RF_ERR_FORMAT). */
+rf_status rf_mlx_qcfg_module(const rf_mlx_qcfg *q, const char *module, int has_scales, int *bits, int *gs, rf_err *err);
+/* The global setting with its defaults; 0, 0 when absent or not a valid affine config. */
+void rf_mlx_qcfg_default(const rf_mlx_qcfg *q, int *bits, int *gs);
 
 /* Job and wave sizes of the writer (source bytes per job, arena bytes per wave): tunable only so
  * that tests can exercise many row blocks and waves on small models. */

@@ -1,6 +1,7 @@
 /* safetensors reader: one file or a sharded checkpoint, mmapped read-only. The whole header (and
  * index) is validated at open so that every later access through rf_tensor is in bounds. */
 #include "io/safetensors_internal.h"
+#include "io/json_internal.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -305,13 +306,15 @@ static rf_status parse_shard(rf_st *st, uint64_t si, rf_err *err)
         return rf_err_set(err, RF_ERR_FORMAT, "%s: header length %llu runs past the end of the file (%llu bytes)", f,
                           (ull)hlen, (ull)sh->size);
     sh->header_len = hlen;
-    json_error_t je;
-    json_t *root = json_loadb((const char *)sh->base + 8, (size_t)hlen, JSON_REJECT_DUPLICATES, &je);
-    if (!root) {
-        if (strstr(je.text, "duplicate"))
-            return rf_err_set(err, RF_ERR_FORMAT, "%s: duplicate name in header: %s", f, je.text);
-        return rf_err_set(err, RF_ERR_FORMAT, "%s: invalid JSON header (line %d, column %d): %s", f, je.line,
-                          je.column, je.text);
+    json_t *root;
+    rf_err jerr;
+    char label[4200];
+    snprintf(label, sizeof label, "%s: header", f);
+    if (rf_json_parse((const char *)sh->base + 8, (size_t)hlen, label, JSON_REJECT_DUPLICATES, &root, &jerr)) {
+        if (err) *err = jerr;
+        if (strstr(jerr.msg, "duplicate"))
+            return rf_err_set(err, RF_ERR_FORMAT, "%s: duplicate name in header: %s", f, jerr.msg + strlen(label) + 2);
+        return jerr.code;
     }
     rf_status rc = RF_OK;
     if (!json_is_object(root)) {
@@ -557,11 +560,9 @@ static rf_status open_index_text(const char *text, uint64_t len, const char *lab
 {
     if (len > RF_ST_MAX_HEADER)
         return rf_err_set(err, RF_ERR_FORMAT, "%s: index is too large (%llu bytes)", label, (ull)len);
-    json_error_t je;
-    json_t *root = json_loadb(text, (size_t)len, JSON_REJECT_DUPLICATES, &je);
-    if (!root)
-        return rf_err_set(err, RF_ERR_FORMAT, "%s: invalid JSON (line %d, column %d): %s", label, je.line, je.column,
-                          je.text);
+    json_t *root;
+    rf_status prc = rf_json_parse(text, (size_t)len, label, JSON_REJECT_DUPLICATES, &root, err);
+    if (prc) return prc;
     rf_st *st = NULL;
     const char **files = NULL;
     uint64_t nfiles = 0;
@@ -634,42 +635,11 @@ static rf_status load_file_shard(void *ctx, const char *name, st_shard *sh, rf_e
     return rc;
 }
 
-static rf_status read_small_file(const char *path, char **text, uint64_t *len, rf_err *err)
-{
-    int fd;
-    rf_status orc = open_ro(path, &fd, err);
-    if (orc != RF_OK) return orc;
-    struct stat sb;
-    rf_status rc = RF_OK;
-    char *buf = NULL;
-    if (fstat(fd, &sb) != 0) rc = rf_err_errno(err, errno, "cannot stat %s", path);
-    else if (!S_ISREG(sb.st_mode)) rc = rf_err_set(err, RF_ERR_IO, "%s: not a regular file", path);
-    else if ((uint64_t)sb.st_size > RF_ST_MAX_HEADER)
-        rc = rf_err_set(err, RF_ERR_FORMAT, "%s: index is too large (%llu bytes)", path, (ull)sb.st_size);
-    else if (!(buf = malloc((size_t)sb.st_size + 1))) rc = nomem(err, "index");
-    uint64_t got = 0;
-    while (rc == RF_OK && got < (uint64_t)sb.st_size) {
-        ssize_t r = read(fd, buf + got, (size_t)((uint64_t)sb.st_size - got));
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) rc = rf_err_errno(err, errno, "cannot read %s", path);
-        else if (r == 0) rc = rf_err_set(err, RF_ERR_IO, "%s: file shrank while reading", path);
-        else got += (uint64_t)r;
-    }
-    close(fd);
-    if (rc != RF_OK) {
-        free(buf);
-        return rc;
-    }
-    *text = buf;
-    *len = got;
-    return RF_OK;
-}
-
 static rf_status open_index_file(const char *path, rf_st **out, rf_err *err)
 {
     char *text = NULL;
-    uint64_t len = 0;
-    rf_status rc = read_small_file(path, &text, &len, err);
+    size_t len = 0;
+    rf_status rc = rf_json_read_text(path, RF_ST_MAX_HEADER, &text, &len, err);
     if (rc != RF_OK) return rc;
     char *dir = strdup(path);
     if (!dir) {

@@ -1,5 +1,6 @@
 /* Planner: objective weights, safety rules, the budgeted exact plan, baseline rules, plan files
  * and report data (docs/plan.md). */
+#include "io/json_internal.h"
 #include "plan/plan_internal.h"
 
 #include <jansson.h>
@@ -102,10 +103,9 @@ rf_status rf_plan_weights_set(rf_plan_weights *w, const char *text, rf_err *err)
 
 rf_status rf_plan_weights_load(const char *path, rf_plan_weights *w, rf_err *err)
 {
-    json_error_t je;
-    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
-    if (!root) return rf_err_set(err, RF_ERR_FORMAT, "%s: not valid JSON (line %d): %s", path, je.line, je.text);
-    rf_status s = RF_OK;
+    json_t *root;
+    rf_status s = rf_json_load(path, RF_MAX_CONFIG_FILE, JSON_REJECT_DUPLICATES, &root, err);
+    if (s) return s;
     char t[128];
     if (!json_is_object(root)) s = rf_err_set(err, RF_ERR_FORMAT, "%s: expected an object", path);
     json_t *rule = s ? NULL : json_object_get(root, "rule");
@@ -266,6 +266,7 @@ struct rf_plan {
     double objective, bound;
     char model[256], architecture[128];
     uint64_t fingerprint;
+    rf_dtype f32_as;
     uint64_t n;
     rf_plan_unit *units;
     char (*names)[160];
@@ -315,6 +316,7 @@ int rf_plan_veto_violations(const rf_plan *p) { return p->veto_violations; }
 double rf_plan_veto_db(const rf_plan *p) { return p->veto_db; }
 const char *rf_plan_model_name(const rf_plan *p) { return p->model; }
 uint64_t rf_plan_fingerprint(const rf_plan *p) { return p->fingerprint; }
+rf_dtype rf_plan_f32_as(const rf_plan *p) { return p->f32_as; }
 
 int64_t rf_plan_find_unit(const rf_plan *p, const char *name)
 {
@@ -494,6 +496,7 @@ static void plan_header(const rf_planner *pl, rf_plan *plan, uint64_t budget)
     plan->min_safe = pl->min_safe;
     snprintf(plan->model, sizeof plan->model, "%s", m->name);
     snprintf(plan->architecture, sizeof plan->architecture, "%s", m->architecture);
+    plan->f32_as = m->f32_as;
     plan->fingerprint = m->fingerprint;
 }
 
@@ -546,6 +549,9 @@ static void fmt_bytes(uint64_t b, char *buf, size_t cap)
 rf_status rf_planner_solve(rf_planner *pl, uint64_t budget, rf_plan **out, rf_err *err)
 {
     *out = NULL;
+    if (budget > (uint64_t)INT64_MAX) /* plan files (JSON integers) record budgets below 2^63 */
+        return rf_err_set(err, RF_ERR_INVALID, "budget %llu B is beyond 2^63 - 1 bytes (9.2 EB), the largest ramfit plans for",
+                          (unsigned long long)budget);
     rf_plan *plan = plan_alloc(pl->nu);
     if (!plan) return rf_err_set(err, RF_ERR_NOMEM, "out of memory");
     plan_header(pl, plan, budget);
@@ -591,6 +597,30 @@ rf_status rf_planner_solve(rf_planner *pl, uint64_t budget, rf_plan **out, rf_er
     return RF_OK;
 }
 
+typedef struct many_ctx {
+    rf_planner *pl;
+    const uint64_t *budgets;
+    rf_plan **plans;
+    rf_err *errs;
+} many_ctx;
+
+static void solve_one(void *ctx, uint64_t task, int worker)
+{
+    (void)worker;
+    many_ctx *c = ctx;
+    rf_err_clear(&c->errs[task]);
+    if (rf_planner_solve(c->pl, c->budgets[task], &c->plans[task], &c->errs[task])) c->plans[task] = NULL;
+}
+
+rf_status rf_planner_solve_many(rf_planner *pl, const uint64_t *budgets, uint64_t n, rf_pool *pool, rf_plan **plans,
+                                rf_err *errs)
+{
+    /* a planner is read-only while it solves: budgets are independent tasks, each result in its own slot */
+    many_ctx c = {pl, budgets, plans, errs};
+    rf_pool_run(pool, n, solve_one, &c);
+    return RF_OK;
+}
+
 rf_status rf_plan_solve(const rf_profile *p, const rf_plan_opts *o, uint64_t budget, rf_plan **out, rf_err *err)
 {
     rf_planner *pl;
@@ -628,9 +658,18 @@ rf_status rf_plan_check_profile(const rf_plan *plan, const rf_profile *p, rf_err
         const rf_punit *u = j < 0 ? NULL : rf_profile_unit(p, (uint64_t)j);
         if (!u || u->nparams != x->nparams)
             return rf_err_set(err, RF_ERR_MISMATCH, "plan unit %s is not in the profile (or has another shape)", x->name);
-        if (x->bits && find_cand(u, x->bits, x->gs) < 0)
+        int c = x->bits ? find_cand(u, x->bits, x->gs) : -1;
+        if (x->bits && c < 0)
             return rf_err_set(err, RF_ERR_MISMATCH, "plan unit %s: %d/%d is not a candidate in the profile", x->name, x->bits, x->gs);
+        uint64_t pb = x->bits ? u->cands[c].bytes : u->kept_bytes;
+        if (pb != x->bytes)
+            return rf_err_set(err, RF_ERR_MISMATCH, "plan unit %s: %llu bytes, the profile counts %llu for %s (made under "
+                              "another --dtype, or edited)", x->name, (unsigned long long)x->bytes, (unsigned long long)pb,
+                              x->bits ? "that config" : "keeping it");
     }
+    if (plan->f32_as != RF_DT_INVALID && m->f32_as != RF_DT_INVALID && plan->f32_as != m->f32_as)
+        return rf_err_set(err, RF_ERR_MISMATCH, "the plan counts F32 tensors as %s, the profile as %s (analysed with another "
+                          "--dtype)", rf_dtype_name(plan->f32_as), rf_dtype_name(m->f32_as));
     return RF_OK;
 }
 
@@ -713,8 +752,10 @@ rf_status rf_plan_to_json(const rf_plan *plan, char **out, size_t *len, rf_err *
     rf_sb_json_str(&b, plan->model);
     rf_sb_puts(&b, ", \"architecture\": ");
     rf_sb_json_str(&b, plan->architecture);
-    rf_sb_printf(&b, ", \"fingerprint\": \"%016llx\", \"units\": %llu},\n", (unsigned long long)plan->fingerprint,
+    rf_sb_printf(&b, ", \"fingerprint\": \"%016llx\", \"units\": %llu", (unsigned long long)plan->fingerprint,
                  (unsigned long long)plan->n);
+    if (plan->f32_as != RF_DT_INVALID) rf_sb_printf(&b, ", \"f32_as\": \"%s\"", rf_dtype_name(plan->f32_as));
+    rf_sb_puts(&b, "},\n");
     rf_sb_printf(&b, "  \"method\": \"%s\", \"mode\": \"%s\", \"status\": \"%s\", \"weights\": {\"rule\": \"%s\", \"exponent\": ",
                  plan->method_text, rf_qmode_token(plan->mode), rf_plan_status_name(plan->status), rule_names[plan->rule]);
     rf_sb_double(&b, plan->exponent);
@@ -764,13 +805,21 @@ static rf_status pbad(const char *label, const char *where, const char *field, r
     return rf_err_set(err, RF_ERR_FORMAT, "%s: %s: field '%s' missing or invalid", label, where, field);
 }
 
-static int jget_u64(json_t *o, const char *k, uint64_t *v)
+static rf_status pbad_range(const char *label, const char *where, const char *field, rf_err *err)
 {
-    json_t *j = json_object_get(o, k);
-    if (!json_is_integer(j) || json_integer_value(j) < 0) return 0;
-    *v = (uint64_t)json_integer_value(j);
-    return 1;
+    return rf_err_set(err, RF_ERR_FORMAT, "%s: %s: field '%s' is out of range (byte and parameter counts must be "
+                      "below 2^63)", label, where, field);
 }
+
+/* 1 and *V for a non-negative integer below 2^63 (what the writer can write); 0 otherwise, with
+ * *OOR set when it is a number out of that range (the message says so rather than "invalid"). */
+static int jget_u64_r(json_t *o, const char *k, uint64_t *v, int *oor)
+{
+    int r = rf_json_u64(json_object_get(o, k), INT64_MAX, v);
+    if (r > 0 && oor) *oor = 1;
+    return r == 0;
+}
+static int jget_u64(json_t *o, const char *k, uint64_t *v) { return jget_u64_r(o, k, v, NULL); }
 
 static int jget_num(json_t *o, const char *k, double *v)
 {
@@ -786,6 +835,45 @@ static int jget_str(json_t *o, const char *k, char *dst, size_t cap)
     if (!json_is_string(j) || json_string_length(j) >= cap || strlen(json_string_value(j)) != json_string_length(j)) return 0;
     memcpy(dst, json_string_value(j), json_string_length(j) + 1);
     return 1;
+}
+
+/* BYTES are what a unit of NPARAMS weights takes at BITS/GS (0/0: kept in a 16- or 32-bit float
+ * dtype; quantized: MLX bytes with scales in BF16, F16 or F32). */
+static int unit_bytes_fit(uint64_t nparams, int bits, int gs, uint64_t bytes)
+{
+    if (!bits) return bytes == nparams * 2 || bytes == nparams * 4;
+    if (nparams % (uint64_t)gs) return 0;
+    static const rf_dtype sd[] = {RF_DT_BF16, RF_DT_F16, RF_DT_F32};
+    for (size_t i = 0; i < sizeof sd / sizeof sd[0]; i++)
+        if (bytes == rf_quant_bytes(nparams, bits, gs, sd[i])) return 1;
+    return 0;
+}
+
+/* A plan's own numbers agree with each other (an edited "budget": 1000 under units of 200 kB
+ * must not be quantized and recorded as a 1000-byte plan). */
+static rf_status plan_check_numbers(const rf_plan *pl, const char *label, rf_err *err)
+{
+    unsigned long long tot = pl->total, bud = pl->budget, ms = pl->min_safe;
+    if (pl->status == RF_PLAN_RULE) {
+        if (pl->budget)
+            return rf_err_set(err, RF_ERR_FORMAT, "%s: a %s plan (a fixed rule) records budget %llu; rule plans have none "
+                              "(edited file?)", label, pl->method_text, bud);
+    } else {
+        if (pl->method == RF_METHOD_UNIFORM || pl->method == RF_METHOD_MIXED)
+            return rf_err_set(err, RF_ERR_FORMAT, "%s: method %s is a fixed rule but the status is %s (edited file?)",
+                              label, pl->method_text, rf_plan_status_name(pl->status));
+        if (pl->total > pl->budget)
+            return rf_err_set(err, RF_ERR_FORMAT, "%s: its units total %llu bytes, more than its budget of %llu bytes "
+                              "(edited file?)", label, tot, bud);
+        if (pl->status != RF_PLAN_KEEP_ALL && pl->total < pl->min_safe)
+            return rf_err_set(err, RF_ERR_FORMAT, "%s: its units total %llu bytes, less than its min-safe size of %llu "
+                              "bytes (edited file?)", label, tot, ms);
+    }
+    double obj = plan_objective(pl, pl->exponent);
+    if (!(fabs(obj - pl->objective) <= 1e-12 * fabs(obj) + 1e-300))
+        return rf_err_set(err, RF_ERR_FORMAT, "%s: objective %.17g is not the sum of its units' weight * d^%g (%.17g; "
+                          "edited file?)", label, pl->objective, pl->exponent, obj);
+    return RF_OK;
 }
 
 static int name_cmp(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
@@ -811,6 +899,7 @@ static rf_status plan_read(json_t *root, const char *label, rf_plan **out, rf_er
     char t[64], fp[24];
     rf_status s = RF_OK;
     const char *f = NULL;
+    int oor = 0;
     rf_plan_opts o;
     rf_plan_opts_default(&o);
     if (!jget_str(prof, "model", pl->model, sizeof pl->model)) f = "profile.model";
@@ -818,6 +907,11 @@ static rf_status plan_read(json_t *root, const char *label, rf_plan **out, rf_er
     else if (!jget_str(prof, "fingerprint", fp, sizeof fp) || strlen(fp) != 16 || strspn(fp, "0123456789abcdef") != 16) f = "profile.fingerprint";
     else if (!jget_str(root, "method", t, sizeof t) || rf_plan_parse_method(t, &o, NULL)) f = "method";
     else if (!jget_str(root, "mode", t, sizeof t) || (strcmp(t, "mlx") && strcmp(t, "opt"))) f = "mode";
+    if (!f && json_object_get(prof, "f32_as")) { /* optional: plans before 0.2 do not say */
+        char dt[16];
+        pl->f32_as = jget_str(prof, "f32_as", dt, sizeof dt) ? rf_dtype_from_name(dt) : RF_DT_INVALID;
+        if (pl->f32_as != RF_DT_BF16 && pl->f32_as != RF_DT_F16 && pl->f32_as != RF_DT_F32) f = "profile.f32_as";
+    }
     if (!f) {
         pl->fingerprint = strtoull(fp, NULL, 16);
         pl->method = o.method;
@@ -833,14 +927,14 @@ static rf_status plan_read(json_t *root, const char *label, rf_plan **out, rf_er
         else if (!json_is_boolean(ju)) f = "unsafe";
         else if (!json_is_integer(json_object_get(root, "veto_violations")) ||
                  (vv = (int)json_integer_value(json_object_get(root, "veto_violations"))) < 0 || (uint64_t)vv > n) f = "veto_violations";
-        else if (!jget_u64(root, "budget", &pl->budget)) f = "budget";
-        else if (!jget_u64(root, "min_safe", &pl->min_safe)) f = "min_safe";
-        else if (!jget_u64(root, "total_bytes", &pl->total)) f = "total_bytes";
-        else if (!jget_u64(root, "other_bytes", &pl->other)) f = "other_bytes";
-        else if (!jget_u64(root, "params", &pl->params)) f = "params";
+        else if (!jget_u64_r(root, "budget", &pl->budget, &oor)) f = "budget";
+        else if (!jget_u64_r(root, "min_safe", &pl->min_safe, &oor)) f = "min_safe";
+        else if (!jget_u64_r(root, "total_bytes", &pl->total, &oor)) f = "total_bytes";
+        else if (!jget_u64_r(root, "other_bytes", &pl->other, &oor)) f = "other_bytes";
+        else if (!jget_u64_r(root, "params", &pl->params, &oor)) f = "params";
         else if (!jget_num(root, "objective", &pl->objective) || pl->objective < 0) f = "objective";
         else if (!jget_num(root, "lower_bound", &pl->bound) || pl->bound > pl->objective) f = "lower_bound";
-        else if (!jget_u64(root, "states", &pl->states)) f = "states";
+        else if (!jget_u64_r(root, "states", &pl->states, &oor)) f = "states";
         if (!f) {
             pl->rule = (rf_weight_rule)rule_from_name(rule);
             pl->unsafe = json_is_true(ju);
@@ -851,7 +945,7 @@ static rf_status plan_read(json_t *root, const char *label, rf_plan **out, rf_er
             else pl->status = (rf_plan_status)k;
         }
     }
-    if (f) s = pbad(label, "header", f, err);
+    if (f) s = oor ? pbad_range(label, "header", f, err) : pbad(label, "header", f, err);
     uint64_t sum = pl->other, params = 0;
     char where[200];
     for (uint64_t i = 0; !s && i < n; i++) {
@@ -868,7 +962,8 @@ static rf_status plan_read(json_t *root, const char *label, rf_plan **out, rf_er
         else if (!jget_num(ju, "bits", &bits) || !jget_num(ju, "gs", &gs) || bits > 64 || gs > 1024 || bits < 0 || gs < 0 ||
                  !((bits == 0 && gs == 0) || rf_cfg_index((int)bits, (int)gs) >= 0) || bits != floor(bits) || gs != floor(gs)) f = "bits/gs";
         else if (!jget_u64(ju, "params", &x->nparams) || x->nparams > (1ull << 52)) f = "params";
-        else if (!jget_u64(ju, "bytes", &x->bytes) || x->bytes > (1ull << 62)) f = "bytes";
+        else if (!jget_u64(ju, "bytes", &x->bytes) || x->bytes > (1ull << 62) || !unit_bytes_fit(x->nparams, (int)bits, (int)gs, x->bytes))
+            f = "bytes";
         else if (!jget_num(ju, "d", &x->d) || x->d < 0) f = "d";
         else if (!jget_num(ju, "weight", &x->weight) || x->weight < 0) f = "weight";
         else if (!jget_num(ju, "max_abs", &x->max_abs) || x->max_abs < 0) f = "max_abs";
@@ -885,6 +980,7 @@ static rf_status plan_read(json_t *root, const char *label, rf_plan **out, rf_er
     }
     if (!s && (sum != pl->total || params > pl->params))
         s = rf_err_set(err, RF_ERR_FORMAT, "%s: units do not add up to total_bytes/params (truncated or edited file?)", label);
+    if (!s) s = plan_check_numbers(pl, label, err);
     if (!s && n > 1) {
         char **names = malloc(sizeof *names * n);
         if (!names) s = rf_err_set(err, RF_ERR_NOMEM, "out of memory");
@@ -902,10 +998,10 @@ static rf_status plan_read(json_t *root, const char *label, rf_plan **out, rf_er
 rf_status rf_plan_from_json(const char *text, size_t len, const char *label, rf_plan **out, rf_err *err)
 {
     *out = NULL;
-    json_error_t je;
-    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
-    if (!root) return rf_err_set(err, RF_ERR_FORMAT, "%s: not valid JSON (line %d): %s", label ? label : "plan", je.line, je.text);
-    rf_status s = plan_read(root, label ? label : "plan", out, err);
+    json_t *root;
+    rf_status s = rf_json_parse(text, len, label ? label : "plan", JSON_REJECT_DUPLICATES, &root, err);
+    if (s) return s;
+    s = plan_read(root, label ? label : "plan", out, err);
     json_decref(root);
     return s;
 }
@@ -915,7 +1011,7 @@ rf_status rf_plan_load(const char *path, rf_plan **out, rf_err *err)
     *out = NULL;
     char *t;
     size_t n;
-    rf_status s = rf_read_text_file(path, &t, &n, err);
+    rf_status s = rf_json_read_text(path, RF_MAX_PLAN_FILE, &t, &n, err);
     if (s) return s;
     s = rf_plan_from_json(t, n, path, out, err);
     free(t);

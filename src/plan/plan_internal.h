@@ -23,8 +23,6 @@ void rf_sb_double(rf_sb *b, double v);
 rf_status rf_sb_finish(rf_sb *b, char **out, size_t *len, rf_err *err);
 /* Write TEXT to PATH via PATH.tmp + rename. */
 rf_status rf_write_text_file(const char *path, const char *text, size_t len, rf_err *err);
-/* Read a whole file (NUL-terminated). */
-rf_status rf_read_text_file(const char *path, char **out, size_t *len, rf_err *err);
 
 /* ---- role tokens of the file formats: rf_role_name's spelling (a stable part of the formats) */
 int rf_role_from_token(const char *s); /* -1 if unknown */

@@ -365,7 +365,19 @@ rf_status rf_quant_quantize(rf_dtype src, const void *w, uint64_t rows, uint64_t
                 }
                 store_sd(scales, g0 + g, ss, sdtype);
                 store_sd(biases, g0 + g, bs, sdtype);
+                /* F32 weights beyond float16's range give an infinite F16 scale or bias: refused,
+                 * never written (the model would compute inf) */
+                if (!isfinite(load_sd(scales, g0 + g, sdtype)) || !isfinite(load_sd(biases, g0 + g, sdtype))) {
+                    st = rf_err_set(err, RF_ERR_NONFINITE, "the %s scale/bias of the group at row %llu, columns %llu..%llu "
+                                    "overflows (weights up to %g; %s holds at most %g)", rf_dtype_name(sdtype),
+                                    (unsigned long long)r, (unsigned long long)(c0 + g * (uint64_t)gs),
+                                    (unsigned long long)(c0 + (g + 1) * (uint64_t)gs - 1),
+                                    fmax(fabs((double)lo[g]), fabs((double)hi[g])), rf_dtype_name(sdtype),
+                                    sdtype == RF_DT_F16 ? 65504.0 : 3.3895313892515355e38);
+                    break;
+                }
             }
+            if (st != RF_OK) break;
             pack_group(t->q, (int)len, bits, packed + r * wpr + c0 / 32 * (uint64_t)bits);
         }
     }

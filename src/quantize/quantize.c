@@ -10,6 +10,7 @@
  * are held until the unit's last row block is written: 1/16 of its source size at gs 32).
  * Everything is validated against the plan before the first byte is written. */
 #include "arch/model_internal.h"
+#include "io/json_internal.h"
 #include "io/mlx_internal.h"
 #include "plan/plan_internal.h"
 
@@ -21,9 +22,11 @@
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -96,6 +99,9 @@ typedef struct qz {
     uint64_t nquant, nkept;
     int converted;           /* some F32 tensor changed dtype: config.json torch_dtype follows */
 } qz;
+
+static int has_f32(const rf_model *m);
+static char *path_cat(const char *a, const char *b);
 
 static const rf_tensor *member(const qz *q, const qz_item *it, int k)
 {
@@ -210,8 +216,10 @@ static rf_status build_items(qz *q, rf_err *err)
             const rf_unit *u = rf_model_unit(m, next_unit);
             int64_t pi = rf_plan_find_unit(q->plan, u->name);
             if (pi < 0) {
-                s = rf_err_set(err, RF_ERR_MISMATCH, "the plan has no unit %s: it was made for another model (%s)",
-                               u->name, rf_plan_model_name(q->plan));
+                /* the fingerprints matched (check_plan): the same checkpoint, so the file was changed */
+                s = rf_err_set(err, RF_ERR_MISMATCH, "the plan has no unit %s, which %s has: the plan matches this "
+                               "checkpoint's fingerprint, so the plan file was edited or damaged (make it again with "
+                               "'ramfit plan')", u->name, rf_model_dir(m));
                 break;
             }
             const rf_plan_unit *pu = rf_plan_get_unit(q->plan, (uint64_t)pi);
@@ -237,8 +245,9 @@ static rf_status build_items(qz *q, rf_err *err)
         s = rf_err_set(err, RF_ERR_INTERNAL, "units out of tensor order (%llu of %llu written)", (ull)next_unit, (ull)nu);
     for (uint64_t i = 0; i < np && !s; i++)
         if (!seen[i])
-            s = rf_err_set(err, RF_ERR_MISMATCH, "plan unit %s is not in %s: the plan was made for another model (%s)",
-                           rf_plan_get_unit(q->plan, i)->name, rf_model_dir(m), rf_plan_model_name(q->plan));
+            s = rf_err_set(err, RF_ERR_MISMATCH, "plan unit %s is not a unit of %s: the plan matches this checkpoint's "
+                           "fingerprint, so the plan file was edited or damaged (make it again with 'ramfit plan')",
+                           rf_plan_get_unit(q->plan, i)->name, rf_model_dir(m));
     if (!s && others != rf_plan_other_bytes(q->plan))
         s = rf_err_set(err, RF_ERR_MISMATCH, "the plan counts %llu bytes of non-unit tensors, the output has %llu: the "
                        "plan was made under another dtype rule or for another checkpoint",
@@ -320,6 +329,33 @@ static rf_status check_finite(rf_dtype dt, const void *in, uint64_t n, uint64_t 
     return RF_OK;
 }
 
+/* A finite F32 value beyond the output dtype's range becomes inf when converted (--dtype f16 and
+ * 70000.0): refused like a NaN in the source, never written. OUT holds N converted elements of
+ * rows ROW0.. of COLS, IN the source. */
+static rf_status check_converted(rf_dtype odt, const void *out, rf_dtype idt, const void *in, uint64_t n, uint64_t cols,
+                                 uint64_t row0, rf_err *err)
+{
+    if (odt != RF_DT_F16 && odt != RF_DT_BF16) return RF_OK;
+    float tmp[4096];
+    for (uint64_t i = 0; i < n; i += 4096) {
+        uint64_t c = n - i < 4096 ? n - i : 4096;
+        rf_status s = rf_convert_to_f32(odt, (const uint8_t *)out + i * 2, tmp, c, err);
+        if (s) return s;
+        for (uint64_t k = 0; k < c; k++) {
+            if (isfinite(tmp[k])) continue;
+            float v;
+            if ((s = rf_convert_to_f32(idt, (const uint8_t *)in + (i + k) * rf_dtype_size(idt), &v, 1, err))) return s;
+            if (cols == 1)
+                return rf_err_set(err, RF_ERR_NONFINITE, "value %g at element %llu does not fit %s (largest %g)", (double)v,
+                                  (ull)(row0 + i + k), rf_dtype_name(odt), odt == RF_DT_F16 ? 65504.0 : 3.3895313892515355e38);
+            return rf_err_set(err, RF_ERR_NONFINITE, "value %g at row %llu, column %llu does not fit %s (largest %g)",
+                              (double)v, (ull)(row0 + (i + k) / cols), (ull)((i + k) % cols), rf_dtype_name(odt),
+                              odt == RF_DT_F16 ? 65504.0 : 3.3895313892515355e38);
+        }
+    }
+    return RF_OK;
+}
+
 /* The job's source rows: where they lie in the mapped file, or read out of a transformed member
  * (slices, transposes, FP8) into the worker's gather buffer. */
 static rf_status job_src(const qz *q, const qz_item *it, const qz_job *j, int worker, const uint8_t **src, rf_err *err)
@@ -351,6 +387,8 @@ static void run_job(void *ctx, uint64_t task, int worker)
     } else if (!s) {
         s = check_finite(it->src_dt, src, j->nrows * it->cols, it->cols, j->row0, e);
         if (!s && it->kind == QZ_CONVERT) s = convert_run(it->src_dt, src, it->out_dt, out, j->nrows * it->cols, e);
+        if (!s && it->kind == QZ_CONVERT)
+            s = check_converted(it->out_dt, out, it->src_dt, src, j->nrows * it->cols, it->cols, j->row0, e);
     }
     if (s) {
         const rf_tensor *t = member(q, it, (int)j->member);
@@ -557,9 +595,104 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
     return 0;
 }
 
-static void rmtree(const char *path)
+/* 1 when PATH is gone afterwards. */
+static int rmtree(const char *path)
 {
-    if (path) nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    if (!path) return 1;
+    nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    struct stat sb;
+    return lstat(path, &sb) != 0;
+}
+
+/* A temporary output directory holds this file until it is renamed into place: who writes it
+ * ("ramfit PID HOST"), so that a later run can tell a stale one (its writer killed, e.g. by
+ * SIGKILL) from one being written. */
+#define QZ_MARKER ".ramfit-writer"
+
+static void host_name(char *buf, size_t cap)
+{
+    if (gethostname(buf, cap) != 0) snprintf(buf, cap, "?");
+    buf[cap - 1] = '\0';
+}
+
+static rf_status write_marker(const char *tmp, rf_err *err)
+{
+    char *path = path_cat(tmp, QZ_MARKER), host[256], text[320];
+    if (!path) return rf_err_set(err, RF_ERR_NOMEM, "out of memory");
+    host_name(host, sizeof host);
+    int n = snprintf(text, sizeof text, "ramfit %ld %s\n", (long)getpid(), host);
+    rf_status s = rf_mlx_write_file(path, text, (size_t)n, err);
+    free(path);
+    return s;
+}
+
+/* Removes OUT's temporary directories (OUT.tmp-XXXXXX) whose writer, by their marker, was a
+ * process of this host that no longer runs, and which belong to this user. */
+static void remove_stale_temps(const char *out)
+{
+    size_t l = strlen(out);
+    while (l > 1 && out[l - 1] == '/') l--;
+    char *copy = strndup(out, l);
+    if (!copy) return;
+    char *slash = strrchr(copy, '/');
+    const char *dir = slash ? (slash == copy ? "/" : copy) : ".", *base = slash ? slash + 1 : copy;
+    if (slash && slash != copy) *slash = '\0';
+    size_t bl = strlen(base);
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char host[256];
+    host_name(host, sizeof host);
+    while (d && (e = readdir(d))) {
+        const char *n = e->d_name;
+        if (strncmp(n, base, bl) || strncmp(n + bl, ".tmp-", 5) || strlen(n + bl + 5) != 6) continue;
+        char *tdir = path_cat(dir, n), *mk = tdir ? path_cat(tdir, QZ_MARKER) : NULL;
+        struct stat sb;
+        FILE *f = mk && lstat(tdir, &sb) == 0 && S_ISDIR(sb.st_mode) && sb.st_uid == geteuid() ? fopen(mk, "r") : NULL;
+        long pid = 0;
+        char h[256] = "";
+        if (f && fscanf(f, "ramfit %ld %255s", &pid, h) == 2 && pid > 0 && !strcmp(h, host) &&
+            kill((pid_t)pid, 0) != 0 && errno == ESRCH)
+            rmtree(tdir);
+        if (f) fclose(f);
+        free(mk);
+        free(tdir);
+    }
+    if (d) closedir(d);
+    free(copy);
+}
+
+static int dir_not_deletable(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb, (void)ftw;
+    return flag == FTW_D && access(path, W_OK | X_OK) != 0; /* its entries could not be removed */
+}
+
+/* --force replaces OUT only when it is a previous ramfit output (ramfit.json) or an empty
+ * directory whose contents this process can delete: "-o ~ --force" must not delete a home. */
+static rf_status check_replaceable(const char *out, rf_err *err)
+{
+    struct stat sb;
+    if (stat(out, &sb) != 0) return rf_err_errno(err, errno, "%s", out);
+    if (!S_ISDIR(sb.st_mode))
+        return rf_err_set(err, RF_ERR_EXISTS, "%s exists and is not a directory: --force replaces only an earlier ramfit "
+                          "output or an empty directory", out);
+    DIR *d = opendir(out);
+    if (!d) return rf_err_errno(err, errno, "cannot read %s", out);
+    struct dirent *e;
+    int entries = 0, ours = 0;
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        entries++;
+        ours |= !strcmp(e->d_name, "ramfit.json");
+    }
+    closedir(d);
+    if (entries && !ours)
+        return rf_err_set(err, RF_ERR_EXISTS, "%s is not an earlier ramfit output (no ramfit.json) and not empty: --force "
+                          "replaces only those; remove it yourself or choose another output directory", out);
+    if (nftw(out, dir_not_deletable, 16, FTW_PHYS) != 0)
+        return rf_err_set(err, RF_ERR_IO, "--force: the files in %s cannot all be deleted (a folder in it is not writable): "
+                          "nothing was written", out);
+    return RF_OK;
 }
 
 static int path_within(const char *p, const char *dir)
@@ -603,6 +736,7 @@ static rf_status check_out_dir(const char *model_dir, const char *out_dir, int f
         return rf_err_set(err, RF_ERR_INVALID, "output directory %s contains the model directory %s", out_dir, mreal);
     if (*exists && !force)
         return rf_err_set(err, RF_ERR_EXISTS, "%s already exists (use --force to replace it)", out_dir);
+    if (*exists) return check_replaceable(out_dir, err);
     return RF_OK;
 }
 
@@ -641,16 +775,38 @@ static rf_status copy_file(const char *src, const char *dst, rf_err *err)
     return s;
 }
 
-/* Tokenizer files, generation_config.json, chat templates, licences: every regular file that
- * is not a weight file, its index, or a file this writer makes. */
-static int copied_name(const char *n)
+/* What a loader of the output needs besides config.json and the weights, as mlx-lm's save keeps
+ * it (tokenizer.save_pretrained, generation_config.json, *.py): tokenizer and vocabulary files,
+ * chat templates, generation_config.json, custom code; and licence files, which the weights'
+ * terms ask to travel with them. Everything else (pytorch_model.bin, *.gguf, original/ with
+ * consolidated .pth files, README.md, images) is left out and named in the result. */
+static int loader_file(const char *n)
 {
-    if (n[0] == '.' && (!n[1] || (n[1] == '.' && !n[2]))) return 0;
-    return !ends_with(n, ".safetensors") && !ends_with(n, ".safetensors.index.json") && strcmp(n, "config.json") &&
-           strcmp(n, "ramfit.json");
+    static const char *const prefix[] = {"tokenizer", "vocab.", "merges.", "special_tokens_map", "added_tokens",
+                                         "chat_template", "generation_config.json", "LICENSE", "LICENCE", "NOTICE",
+                                         "USE_POLICY", "COPYING"};
+    static const char *const suffix[] = {".jinja", ".tiktoken", ".py"};
+    for (size_t i = 0; i < sizeof prefix / sizeof prefix[0]; i++)
+        if (!strncasecmp(n, prefix[i], strlen(prefix[i]))) return 1;
+    for (size_t i = 0; i < sizeof suffix / sizeof suffix[0]; i++)
+        if (ends_with(n, suffix[i])) return 1;
+    return 0;
 }
 
-static rf_status copy_other_files(const char *model_dir, const char *dst_dir, rf_err *err)
+/* Adds NAME (SUFFIX: "/" for a directory) to the list of files left out. */
+static void note_skipped(rf_quantize_result *res, const char *name, const char *suffix)
+{
+    if (!res) return;
+    res->files_skipped++;
+    size_t used = strlen(res->skipped), need = strlen(name) + strlen(suffix) + 2;
+    if (used + need + 4 >= sizeof res->skipped) {
+        if (!strstr(res->skipped, "...")) snprintf(res->skipped + used, sizeof res->skipped - used, "%s...", used ? ", " : "");
+        return;
+    }
+    snprintf(res->skipped + used, sizeof res->skipped - used, "%s%s%s", used ? ", " : "", name, suffix);
+}
+
+static rf_status copy_other_files(const char *model_dir, const char *dst_dir, rf_quantize_result *res, rf_err *err)
 {
     struct dirent **ents = NULL;
     int n = scandir(model_dir, &ents, NULL, alphasort);
@@ -658,12 +814,19 @@ static rf_status copy_other_files(const char *model_dir, const char *dst_dir, rf
     rf_status s = RF_OK;
     for (int i = 0; i < n; i++) {
         const char *name = ents[i]->d_name;
-        char *src = s || !copied_name(name) ? NULL : path_cat(model_dir, name);
+        /* the weights and config.json are written, not copied; dot files are not the model's */
+        int ours = name[0] == '.' || ends_with(name, ".safetensors") || ends_with(name, ".safetensors.index.json") ||
+                   !strcmp(name, "config.json") || !strcmp(name, "ramfit.json");
+        char *src = s || ours ? NULL : path_cat(model_dir, name);
         struct stat sb;
-        if (src && stat(src, &sb) == 0 && S_ISREG(sb.st_mode)) {
-            char *dst = path_cat(dst_dir, name);
-            s = dst ? copy_file(src, dst, err) : rf_err_set(err, RF_ERR_NOMEM, "out of memory");
-            free(dst);
+        if (src && stat(src, &sb) == 0) {
+            if (S_ISREG(sb.st_mode) && loader_file(name)) {
+                char *dst = path_cat(dst_dir, name);
+                s = dst ? copy_file(src, dst, err) : rf_err_set(err, RF_ERR_NOMEM, "out of memory");
+                free(dst);
+            } else {
+                note_skipped(res, name, S_ISDIR(sb.st_mode) ? "/" : "");
+            }
         }
         free(src);
         free(ents[i]);
@@ -697,9 +860,10 @@ static rf_status write_ramfit_json(const qz *q, const rf_quantize_opts *o, const
     size_t plen = 0;
     rf_status s = rf_plan_to_json(q->plan, &ptext, &plen, err);
     if (s) return s;
-    json_error_t je;
-    json_t *pj = json_loadb(ptext, plen, 0, &je);
+    json_t *pj = NULL;
+    s = rf_json_parse(ptext, plen, "the plan (for ramfit.json)", 0, &pj, err);
     free(ptext);
+    if (s) return s; /* not "out of memory": what is wrong with the plan text */
     char fp[24];
     snprintf(fp, sizeof fp, "%016llx", (ull)rf_plan_fingerprint(q->plan));
     json_t *r = json_object();
@@ -711,8 +875,10 @@ static rf_status write_ramfit_json(const qz *q, const rf_quantize_opts *o, const
         bad |= json_object_set_new(r, "source_dir", json_string(rf_model_dir(q->m))) != 0;
         bad |= json_object_set_new(r, "fingerprint", json_string(fp)) != 0;
         bad |= json_object_set_new(r, "mode", json_string(rf_qmode_token(q->mode))) != 0;
-        bad |= json_object_set_new(r, "f32_kept_as", json_string(rf_dtype_name(q->kept_f32))) != 0;
-        bad |= json_object_set_new(r, "f32_scales_as", json_string(rf_dtype_name(q->scale_f32))) != 0;
+        /* what F32 tensors became; null when there were none (nothing was converted) */
+        int f32 = has_f32(q->m);
+        bad |= json_object_set_new(r, "f32_kept_as", f32 ? json_string(rf_dtype_name(q->kept_f32)) : json_null()) != 0;
+        bad |= json_object_set_new(r, "f32_scales_as", f32 ? json_string(rf_dtype_name(q->scale_f32)) : json_null()) != 0;
         bad |= json_object_set_new(r, "budget", json_integer((json_int_t)rf_plan_budget(q->plan))) != 0;
         bad |= json_object_set_new(r, "tensor_bytes", json_integer((json_int_t)q->written)) != 0;
         bad |= json_object_set_new(r, "params", json_integer((json_int_t)q->params)) != 0;
@@ -767,8 +933,9 @@ static rf_status install(const char *tmp, const char *out, int exists, rf_err *e
     if (!s && rename(tmp, out) != 0) {
         s = rf_err_errno(err, errno, "renaming %s to %s", tmp, out);
         (void)rename(old, out); /* put the old output back */
-    } else if (!s) {
-        rmtree(old);
+    } else if (!s && !rmtree(old)) {
+        s = rf_err_set(err, RF_ERR_IO, "the new output is complete in %s, but the old one it replaced could not be fully "
+                       "deleted: %s remains (remove it yourself)", out, old);
     }
     free(old);
     return s;
@@ -794,9 +961,7 @@ static rf_status check_plan(const qz *q, const rf_quantize_opts *o, rf_err *err)
     if (o->mode >= 0 && (rf_qmode)o->mode != rf_plan_mode(q->plan))
         return rf_err_set(err, RF_ERR_MISMATCH, "the plan assumed the %s quantizer, not %s (its errors and choices are "
                           "for that mode)", rf_qmode_token(rf_plan_mode(q->plan)), rf_qmode_token((rf_qmode)o->mode));
-    if (o->f32_as != RF_DT_BF16 && o->f32_as != RF_DT_F16 && o->f32_as != RF_DT_F32 && o->f32_as != RF_DT_INVALID)
-        return rf_err_set(err, RF_ERR_INVALID, "output dtype for F32 tensors must be BF16, F16 or F32");
-    return RF_OK;
+    return rf_quantize_check_dtype(m, o->f32_as, err);
 }
 
 static void qz_free(qz *q)
@@ -837,18 +1002,79 @@ static rf_status items_for_rule(qz *q, rf_err *err)
     return s;
 }
 
+/* 1 when the checkpoint has F32 (or F64) tensors: the only ones whose output dtype is a choice. */
+static int has_f32(const rf_model *m)
+{
+    for (uint64_t i = 0; i < rf_model_tensor_count(m); i++) {
+        const rf_tinfo *ti = rf_model_tinfo(m, i);
+        if (ti->fp8_scale || ti->dropped) continue; /* not written */
+        if (ti->t->dtype == RF_DT_F32 || ti->t->dtype == RF_DT_F64) return 1;
+    }
+    return 0;
+}
+
+rf_status rf_quantize_check_dtype(const rf_model *m, rf_dtype f32_as, rf_err *err)
+{
+    if (f32_as == RF_DT_INVALID) return RF_OK;
+    if (f32_as != RF_DT_BF16 && f32_as != RF_DT_F16 && f32_as != RF_DT_F32)
+        return rf_err_set(err, RF_ERR_INVALID, "output dtype for F32 tensors must be BF16, F16 or F32");
+    if (has_f32(m)) return RF_OK;
+    /* nothing to convert: fine if every float tensor already is F32_AS, else the option would be
+     * recorded without being done */
+    for (uint64_t i = 0; i < rf_model_tensor_count(m); i++) {
+        const rf_tinfo *ti = rf_model_tinfo(m, i);
+        const rf_tensor *t = ti->t;
+        if (ti->fp8_scale || ti->dropped) continue;
+        if (rf_quantize_out_dtype(t->dtype, f32_as) != f32_as && (rf_dtype_is_float(t->dtype) || t->dtype == RF_DT_F8_E4M3))
+            return rf_err_set(err, RF_ERR_INVALID, "dtype %s asked for, but %s has no F32 tensors (tensor %s is %s): ramfit "
+                              "converts only F32 tensors and writes 16-bit ones as they are; leave out the dtype option",
+                              rf_dtype_name(f32_as), rf_model_dir(m), t->name, rf_dtype_name(t->dtype));
+    }
+    return RF_OK;
+}
+
+static const rf_dtype f32_rules[3][2] = {{RF_DT_BF16, RF_DT_BF16}, {RF_DT_F32, RF_DT_BF16}, {RF_DT_F32, RF_DT_F32}};
+
 /* F32 tensors: with an explicit F32_AS, kept weights and scales both in it; otherwise the first
  * rule whose byte counts agree with the plan's: BF16 (the default: kept F32 weights become BF16),
- * F32 weights kept as they are with BF16 scales, or everything F32. Only F32 checkpoints differ. */
+ * F32 weights kept as they are with BF16 scales (profiles of ramfit 0.1's analyse), or
+ * everything F32 (analyse --dtype f32: mlx-lm's output for a float32 checkpoint). F16 is only ever
+ * explicit. Only F32 checkpoints differ. */
 static rf_status choose_rule(qz *q, rf_dtype f32_as, rf_err *err)
 {
-    static const rf_dtype rules[3][2] = {{RF_DT_BF16, RF_DT_BF16}, {RF_DT_F32, RF_DT_BF16}, {RF_DT_F32, RF_DT_F32}};
-    int n = f32_as == RF_DT_INVALID ? 3 : 1;
+    rf_dtype pf = rf_plan_f32_as(q->plan); /* recorded since 0.2: no guessing from byte counts */
+    if (pf != RF_DT_INVALID && f32_as != RF_DT_INVALID && f32_as != pf)
+        return rf_err_set(err, RF_ERR_MISMATCH, "the plan counts F32 tensors as %s (its profile was analysed with --dtype %s), "
+                          "not %s: plan from a profile made with 'ramfit analyse --dtype %s', or leave out the dtype option",
+                          rf_dtype_name(pf), pf == RF_DT_F32 ? "f32" : pf == RF_DT_F16 ? "f16" : "bf16",
+                          rf_dtype_name(f32_as), f32_as == RF_DT_F32 ? "f32" : f32_as == RF_DT_F16 ? "f16" : "bf16");
+    if (f32_as == RF_DT_INVALID) f32_as = pf;
+    if (f32_as != RF_DT_INVALID) {
+        q->kept_f32 = q->scale_f32 = f32_as;
+        rf_status s = items_for_rule(q, err);
+        if (s != RF_ERR_MISMATCH) return s;
+        /* name the rule the plan was made under, when it is one of the others */
+        rf_err keep;
+        if (err) keep = *err;
+        static const rf_dtype alt[4][2] = {{RF_DT_BF16, RF_DT_BF16}, {RF_DT_F32, RF_DT_BF16}, {RF_DT_F32, RF_DT_F32},
+                                           {RF_DT_F16, RF_DT_F16}};
+        for (int r = 0; r < 4; r++) {
+            q->kept_f32 = alt[r][0];
+            q->scale_f32 = alt[r][1];
+            if (items_for_rule(q, NULL) == RF_OK)
+                return rf_err_set(err, RF_ERR_MISMATCH, "the plan counts F32 tensors as %s (scales %s), not %s: plan from "
+                                  "a profile made with 'ramfit analyse --dtype %s', or leave out the dtype option",
+                                  rf_dtype_name(alt[r][0]), rf_dtype_name(alt[r][1]), rf_dtype_name(f32_as),
+                                  f32_as == RF_DT_F32 ? "f32" : f32_as == RF_DT_F16 ? "f16" : "bf16");
+        }
+        if (err) *err = keep;
+        return s;
+    }
     rf_err first;
     rf_status s0 = RF_OK;
-    for (int r = 0; r < n; r++) {
-        q->kept_f32 = n == 1 ? f32_as : rules[r][0];
-        q->scale_f32 = n == 1 ? f32_as : rules[r][1];
+    for (int r = 0; r < 3; r++) {
+        q->kept_f32 = f32_rules[r][0];
+        q->scale_f32 = f32_rules[r][1];
         rf_status s = items_for_rule(q, err);
         if (s != RF_ERR_MISMATCH) return s;
         if (r == 0) {
@@ -862,7 +1088,7 @@ static rf_status choose_rule(qz *q, rf_dtype f32_as, rf_err *err)
 
 /* Writes the whole checkpoint into the empty directory TMP. */
 static rf_status write_all(qz *q, const rf_quantize_opts *o, const char *tmp, const rf_progress *pr, uint64_t *files,
-                           rf_err *err)
+                           rf_quantize_result *res, rf_err *err)
 {
     rf_stw_opts wo = {.max_shard_bytes = o->max_shard_bytes ? o->max_shard_bytes : QZ_DEFAULT_SHARD,
                       .basename = "model", .always_index = 1};
@@ -893,7 +1119,7 @@ static rf_status write_all(qz *q, const rf_quantize_opts *o, const char *tmp, co
     rf_stw_free(w);
     rf_pool_free(pool);
     if (!s) s = write_config(q, tmp, err);
-    if (!s) s = copy_other_files(rf_model_dir(q->m), tmp, err);
+    if (!s) s = copy_other_files(rf_model_dir(q->m), tmp, res, err);
     if (!s) s = write_ramfit_json(q, o, tmp, err);
     if (!s) {
         sync_dir(tmp);
@@ -928,19 +1154,28 @@ rf_status rf_quantize_write(const rf_model *m, const rf_plan *plan, const rf_qua
             snprintf(tmp, n, "%.*s.tmp-XXXXXX", (int)l, out_dir);
             /* mkdtemp makes it 0700; remade with the caller's umask so the output is as readable
              * as any directory they create (mlx-lm run by another user, a shared model store). */
+            remove_stale_temps(out_dir);
             if (!mkdtemp(tmp) || rmdir(tmp) != 0 || mkdir(tmp, 0777) != 0) {
                 s = rf_err_errno(err, errno, "cannot create a temporary directory next to %s", out_dir);
                 free(tmp);
                 tmp = NULL;
+            } else {
+                s = write_marker(tmp, err);
             }
         }
     }
-    if (!s) s = write_all(&q, &o, tmp, progress, &files, err);
+    rf_quantize_result r = {0};
+    if (!s) s = write_all(&q, &o, tmp, progress, &files, &r, err);
+    if (!s) {
+        char *mk = path_cat(tmp, QZ_MARKER); /* the output is complete: no longer a temporary */
+        if (!mk || unlink(mk) != 0) s = rf_err_errno(err, mk ? errno : ENOMEM, "removing the marker in %s", tmp);
+        free(mk);
+    }
     if (!s) s = install(tmp, out_dir, exists, err);
     if (s && tmp) rmtree(tmp);
     free(tmp);
     if (!s && res) {
-        memset(res, 0, sizeof *res);
+        *res = r; /* the files left out */
         res->tensor_bytes = q.written;
         res->input_bytes = q.input_bytes;
         res->params = q.params;
@@ -949,8 +1184,8 @@ rf_status rf_quantize_write(const rf_model *m, const rf_plan *plan, const rf_qua
         res->units_quantized = q.nquant;
         res->units_kept = q.nkept;
         res->seconds = now_s() - t0;
-        res->f32_kept_as = q.kept_f32;
-        res->f32_scales_as = q.scale_f32;
+        res->f32_kept_as = has_f32(m) ? q.kept_f32 : RF_DT_INVALID;
+        res->f32_scales_as = has_f32(m) ? q.scale_f32 : RF_DT_INVALID;
     }
     qz_free(&q);
     return s;

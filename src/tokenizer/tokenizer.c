@@ -4,6 +4,7 @@
  * chain. Input text must be valid UTF-8 (HF only accepts Rust strings): anything else is
  * RF_ERR_INVALID, never a guess. */
 #include "tokenizer/tokenizer_internal.h"
+#include "io/json_internal.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -331,28 +332,32 @@ static rf_status parse_parts(rf_tok *t, json_t *root, json_t *cfg, rf_err *err)
     return st;
 }
 
-rf_status rf_tok_load_json(const char *json, size_t len, const char *config_json, size_t config_len, rf_tok **out,
-                           rf_err *err)
+/* LABEL and CONFIG_LABEL name the two files in messages; JSON errors name their file, other
+ * errors come back unprefixed (*PREFIX set: the caller puts the tokenizer.json path in front). */
+static rf_status load_parts(const char *json, size_t len, const char *label, const char *config_json, size_t config_len,
+                            const char *config_label, rf_tok **out, int *prefix, rf_err *err)
 {
     *out = NULL;
+    *prefix = 0;
     if (!json) return rf_err_set(err, RF_ERR_INVALID, "no tokenizer.json text");
-    json_error_t je;
-    json_t *root = json_loadb(json, len, 0, &je);
-    if (!root) return rf_err_set(err, RF_ERR_FORMAT, "tokenizer.json: %s at line %d", je.text, je.line);
-    json_t *cfg = NULL;
+    json_t *root, *cfg = NULL;
+    rf_status st = rf_json_parse(json, len, label, 0, &root, err);
+    if (st) return st;
     if (config_json) {
-        cfg = json_loadb(config_json, config_len, 0, &je);
-        if (!cfg || !json_is_object(cfg)) {
+        st = rf_json_parse(config_json, config_len, config_label, 0, &cfg, err);
+        if (!st && !json_is_object(cfg)) st = rf_err_set(err, RF_ERR_FORMAT, "%s: not a JSON object", config_label);
+        if (st) {
             json_decref(root);
             json_decref(cfg);
-            return rf_err_set(err, RF_ERR_FORMAT, "tokenizer_config.json: %s", cfg ? "not an object" : je.text);
+            return st;
         }
     }
     rf_tok *t = calloc(1, sizeof *t);
-    rf_status st = t ? parse_parts(t, root, cfg, err) : rf_err_set(err, RF_ERR_NOMEM, "out of memory");
+    st = t ? parse_parts(t, root, cfg, err) : rf_err_set(err, RF_ERR_NOMEM, "out of memory");
     json_decref(root);
     json_decref(cfg);
     if (st) {
+        *prefix = 1;
         rf_tok_free(t);
         return st;
     }
@@ -360,34 +365,11 @@ rf_status rf_tok_load_json(const char *json, size_t len, const char *config_json
     return RF_OK;
 }
 
-static rf_status read_file(const char *path, char **out, size_t *len, int optional, rf_err *err)
+rf_status rf_tok_load_json(const char *json, size_t len, const char *config_json, size_t config_len, rf_tok **out,
+                           rf_err *err)
 {
-    *out = NULL;
-    *len = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        if (optional && errno == ENOENT) return RF_OK;
-        return rf_err_errno(err, errno, "%s", path);
-    }
-    tk_buf b = {0};
-    char chunk[65536];
-    size_t r;
-    while ((r = fread(chunk, 1, sizeof chunk, f)) > 0)
-        if (!tk_buf_put(&b, chunk, r)) {
-            fclose(f);
-            tk_buf_free(&b);
-            return rf_err_set(err, RF_ERR_NOMEM, "out of memory reading %s", path);
-        }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        tk_buf_free(&b);
-        return rf_err_set(err, RF_ERR_IO, "%s: read error", path);
-    }
-    if (!tk_buf_reserve(&b, 0)) return rf_err_set(err, RF_ERR_NOMEM, "out of memory reading %s", path);
-    *out = b.p;
-    *len = b.n;
-    return RF_OK;
+    int prefix;
+    return load_parts(json, len, "tokenizer.json", config_json, config_len, "tokenizer_config.json", out, &prefix, err);
 }
 
 rf_status rf_tok_load(const char *model_dir, rf_tok **out, rf_err *err)
@@ -403,12 +385,18 @@ rf_status rf_tok_load(const char *model_dir, rf_tok **out, rf_err *err)
     snprintf(p1, dl + 32, "%s/tokenizer.json", model_dir);
     snprintf(p2, dl + 32, "%s/tokenizer_config.json", model_dir);
     char *j = NULL, *c = NULL;
-    size_t jl, cl;
-    rf_status st = read_file(p1, &j, &jl, 0, err);
-    if (!st) st = read_file(p2, &c, &cl, 1, err);
+    size_t jl, cl = 0;
+    rf_status st = rf_read_file(p1, RF_MAX_TOKENIZER_FILE, &j, &jl, err);
     if (!st) {
-        st = rf_tok_load_json(j, jl, c, cl, out, err);
-        if (st) rf_err_prefix(err, "%s", p1);
+        rf_err e2;
+        st = rf_read_file(p2, RF_MAX_CONFIG_FILE, &c, &cl, &e2);
+        if (st == RF_ERR_NOT_FOUND) st = RF_OK; /* optional */
+        else if (st && err) *err = e2;
+    }
+    if (!st) {
+        int prefix;
+        st = load_parts(j, jl, p1, c, cl, p2, out, &prefix, err);
+        if (st && prefix) rf_err_prefix(err, "%s", p1);
     }
     free(j);
     free(c);

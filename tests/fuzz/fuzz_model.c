@@ -39,11 +39,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t nl = strcspn(text, "\n");
     snprintf(name, sizeof name, "%.*s", (int)(nl < sizeof name ? nl : sizeof name - 1), text);
     rf_name_info ni;
-    rf_classify_name(name, &ni);
+    rf_classify_name(NULL, name, &ni); /* the default family's names */
 
     rf_config cfg;
     rf_err err;
     if (rf_config_parse(text, "fuzz/config.json", &cfg, &err) == RF_OK) {
+        rf_classify_name(&cfg, name, &ni); /* and the config's family */
         for (int l = 0; l < cfg.num_layers && l < 1024; l++) sink += (uint64_t)rf_config_layer_is_moe(&cfg, l);
         rf_st *st = NULL;
         if (sep && rf_st_open_memory(sep + 4, size - clen - 4, "fuzz.safetensors", &st, &err) == RF_OK) {
