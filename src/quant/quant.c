@@ -532,3 +532,193 @@ rf_status rf_quant_error_all(rf_dtype src, const void *w, uint64_t rows, uint64_
     free(acc);
     return st;
 }
+
+/* ---------------------------------------------------------------- sampled opt error
+ *
+ * A large unit's opt error is estimated from a sample of its groups (docs/profile.md, "Estimated
+ * errors"). The opt search costs ~35 candidate evaluations per group and config, the per-group
+ * range r2 = (max - min)^2 nothing: it comes with the group statistics every path computes. So
+ * every group contributes its auxiliaries x = (r2, sqrt(r2 ref), ref) to exact totals, and a
+ * group is searched with probability pi = min(1, rate r2 / ref), ref being the median r2 of its
+ * neighbourhood (the tile: 1024 weights of one row, or whole rows of 1024 weights in all): groups
+ * with a large range for their neighbourhood (outlier channels) are searched more often, down to
+ * every one of them. The estimate is the regression (GREG) estimator of the total: the
+ * Horvitz-Thompson sum of the searched groups' sse / pi, corrected by beta . (T - sum x / pi), beta
+ * the sample's least squares fit of sse on x with weights 1 / (pi r2) (errors grow with r2).
+ * Where rate >= 1 every group is searched and the sum is exact, in the order error_run uses. */
+
+double rf_quant_sample_rate(uint64_t groups, uint64_t target)
+{
+    if (!target || target >= groups / 2 + groups % 2) return 1.0;
+    return (double)target / (double)groups;
+}
+
+uint64_t rf_quant_piece_rows(uint64_t cols) { return cols && cols < RFQ_TILE ? RFQ_TILE / cols : 1; }
+
+/* Uniform [0, 1) from a group's position: splitmix64's finaliser. */
+static double group_u(uint64_t g, int gi)
+{
+    uint64_t z = g * (uint64_t)RF_QGS_N + (uint64_t)gi + 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return (double)((z ^ (z >> 31)) >> 11) * 0x1p-53;
+}
+
+/* Median (upper) of n <= RFQ_MAXG values. */
+static double median_of(const double *v, size_t n)
+{
+    double s[RFQ_MAXG];
+    for (size_t i = 0; i < n; i++) {
+        size_t j = i;
+        for (; j > 0 && s[j - 1] > v[i]; j--) s[j] = s[j - 1];
+        s[j] = v[i];
+    }
+    return s[n / 2];
+}
+
+/* One tile's groups of size index gi: auxiliaries of all, the opt search on the sampled ones. */
+static void sample_tile(const rfq_kernels *k, rfq_tile *t, size_t len, int gi, uint32_t cfgmask, rf_dtype sd,
+                        double rate, uint64_t g0, rf_qsums *o)
+{
+    const int gs = rf_qgs[gi];
+    const size_t ng = len / (size_t)gs;
+    double r2[RFQ_MAXG];
+    for (size_t g = 0; g < ng; g++) {
+        double d = (double)t->hi[gi][g] - (double)t->lo[gi][g];
+        r2[g] = d * d;
+    }
+    const double ref = median_of(r2, ng);
+    for (size_t g = 0; g < ng; g++) {
+        const double x[3] = {r2[g], sqrt(r2[g] * ref), r2[g] > 0 ? ref : 0};
+        for (int i = 0; i < 3; i++) o->t[gi][i] += x[i];
+        o->groups[gi]++;
+        double pi = rate >= 1 ? 1 : !(r2[g] > 0) ? 0 : !(ref > 0) ? 1 : fmin(1, rate * r2[g] / ref);
+        if (!(pi > 0) || (pi < 1 && group_u(g0 + g, gi) >= pi)) continue;
+        o->sampled[gi]++;
+        const double w = r2[g] > 0 ? 1 / (pi * r2[g]) : 0;
+        for (int i = 0, ij = 0; i < 3; i++) {
+            o->hx[gi][i] += x[i] / pi;
+            for (int j = i; j < 3; j++, ij++)
+                if (w > 0) o->xx[gi][ij] += x[i] * x[j] * w;
+        }
+        for (int bi = 0; bi < RF_QBITS_N; bi++) {
+            int c = bi * RF_QGS_N + gi;
+            if (!(cfgmask >> c & 1)) continue;
+            float ss, bs, e;
+            rfq_opt_group(k, t->x + g * (size_t)gs, gs, rf_qbits[bi], sd, t->lo[gi][g], t->hi[gi][g], &ss, &bs, NULL, &e,
+                          &o->emax[c]);
+            o->h[c] += (double)e / pi;
+            if (w > 0)
+                for (int i = 0; i < 3; i++) o->xy[c][i] += x[i] * (double)e * w;
+        }
+    }
+}
+
+rf_status rf_quant_error_sample(rf_dtype src, const void *w, uint64_t rows, uint64_t cols, uint32_t cfgmask,
+                                rf_dtype sdtype, const rf_qsample *s, rf_qsums *out, rf_err *err)
+{
+    rf_status st = check_common(src, w, rows, cols, sdtype, err);
+    if (st != RF_OK) return st;
+    if (!s || !out) return rf_err_set(err, RF_ERR_INVALID, "sampled error: NULL argument");
+    if (cfgmask & ~(uint32_t)((1u << RF_QCFG_N) - 1)) return rf_err_set(err, RF_ERR_INVALID, "sampled error: bad config mask");
+    for (int c = 0; c < RF_QCFG_N; c++)
+        if ((cfgmask >> c & 1) && (st = check_cfg(rf_qbits[c / RF_QGS_N], rf_qgs[c % RF_QGS_N], cols, err)) != RF_OK) return st;
+    for (int gi = 0; gi < RF_QGS_N; gi++)
+        if (!(s->rate[gi] > 0)) return rf_err_set(err, RF_ERR_INVALID, "sampled error: rate must be > 0");
+    memset(out, 0, sizeof *out);
+    if (!cfgmask || !rows) return RF_OK;
+    const rfq_kernels *k = rfq_pick();
+    rfq_tile *t = calloc(1, sizeof *t); /* zeroed: SIMD reads whole vectors past the last group */
+    if (!t) return rf_err_set(err, RF_ERR_NOMEM, "sampled error: out of memory");
+    unsigned gsets = 0;
+    for (int c = 0; c < RF_QCFG_N; c++)
+        if (cfgmask >> c & 1) gsets |= 1u << (c % RF_QGS_N);
+    /* Tiles as error_run's, but aligned to the member's rows, so that a member cut into pieces at
+     * multiples of rf_quant_piece_rows rows gives the same neighbourhoods. */
+    const uint64_t tr = rf_quant_piece_rows(cols), row_g0 = (s->member * s->member_rows + s->row0) * cols;
+    for (uint64_t r = 0; r < rows && st == RF_OK;) {
+        uint64_t nr = cols < RFQ_TILE ? tr - (s->row0 + r) % tr : 1;
+        nr = nr < rows - r ? nr : rows - r;
+        for (uint64_t c0 = 0; c0 < nr * cols && st == RF_OK; c0 += RFQ_TILE) {
+            uint64_t off = r * cols + c0;
+            size_t len = (size_t)(nr * cols - c0 < RFQ_TILE ? nr * cols - c0 : RFQ_TILE);
+            if ((st = tile_load(k, t, src, w, cols, off, len, err)) != RF_OK) break;
+            for (int gi = 0; gi < RF_QGS_N; gi++)
+                if (gsets >> gi & 1)
+                    sample_tile(k, t, len, gi, cfgmask, sdtype, s->rate[gi], (row_g0 + off) / (uint64_t)rf_qgs[gi], out);
+        }
+        r += nr;
+    }
+    free(t);
+    return st;
+}
+
+void rf_qsums_add(rf_qsums *a, const rf_qsums *x)
+{
+    for (int gi = 0; gi < RF_QGS_N; gi++) {
+        a->groups[gi] += x->groups[gi];
+        a->sampled[gi] += x->sampled[gi];
+        for (int i = 0; i < 3; i++) a->t[gi][i] += x->t[gi][i], a->hx[gi][i] += x->hx[gi][i];
+        for (int i = 0; i < 6; i++) a->xx[gi][i] += x->xx[gi][i];
+    }
+    for (int c = 0; c < RF_QCFG_N; c++) {
+        a->h[c] += x->h[c];
+        for (int i = 0; i < 3; i++) a->xy[c][i] += x->xy[c][i];
+        a->emax[c] = x->emax[c] > a->emax[c] ? x->emax[c] : a->emax[c];
+    }
+}
+
+/* beta = A^-1 b for the 3 x 3 symmetric A (upper triangle), by Cholesky on the matrix scaled to
+ * unit diagonal; an auxiliary whose remaining pivot is tiny (a combination of the others, or
+ * absent from the sample) is left out (beta 0). */
+static void solve3(const double a[6], const double b[3], double beta[3])
+{
+    static const int ix[3][3] = {{0, 1, 2}, {1, 3, 4}, {2, 4, 5}};
+    double d[3], l[3][3] = {{0}}, y[3] = {0};
+    int use[3];
+    for (int i = 0; i < 3; i++) {
+        d[i] = a[ix[i][i]] > 0 ? sqrt(a[ix[i][i]]) : 0;
+        use[i] = d[i] > 0 && isfinite(d[i]);
+        beta[i] = 0;
+    }
+    for (int i = 0; i < 3; i++) {
+        if (!use[i]) continue;
+        double s = 1;
+        for (int j = 0; j < i; j++) s -= l[i][j] * l[i][j];
+        if (!(s > 1e-9)) { use[i] = 0; continue; }
+        l[i][i] = sqrt(s);
+        for (int r = i + 1; r < 3; r++) {
+            if (!use[r]) continue;
+            double v = a[ix[r][i]] / (d[r] * d[i]);
+            for (int j = 0; j < i; j++) v -= l[r][j] * l[i][j];
+            l[r][i] = v / l[i][i];
+        }
+    }
+    for (int i = 0; i < 3; i++) {
+        if (!use[i]) continue;
+        double v = b[i] / d[i];
+        for (int j = 0; j < i; j++) v -= l[i][j] * y[j];
+        y[i] = v / l[i][i];
+    }
+    for (int i = 2; i >= 0; i--) {
+        if (!use[i]) continue;
+        double v = y[i];
+        for (int j = i + 1; j < 3; j++) v -= l[j][i] * beta[j] * d[j];
+        beta[i] = v / l[i][i] / d[i];
+    }
+}
+
+void rf_qsums_error(const rf_qsums *s, int c, double *sse, double *max_abs, int *estimated)
+{
+    const int gi = c % RF_QGS_N;
+    *max_abs = (double)s->emax[c];
+    *estimated = s->sampled[gi] < s->groups[gi];
+    if (!*estimated) {
+        *sse = s->h[c];
+        return;
+    }
+    double beta[3], e = s->h[c];
+    solve3(s->xx[gi], s->xy[c], beta);
+    for (int i = 0; i < 3; i++) e += beta[i] * (s->t[gi][i] - s->hx[gi][i]);
+    *sse = e > 0 ? e : 0;
+}
