@@ -241,18 +241,31 @@ static void cand_ref(const float *x, int gs, float n, const rfq_gstat *st, rfq_c
         }
 }
 
+/* Four interleaved chains: they overlap, where one chain would wait on each addition (and the
+ * AVX2 kernel runs them as the lanes of one vector). */
+static void gstat_ref(const float *x, int gs, rfq_gstat *st)
+{
+    double a[4] = {0, 0, 0, 0}, q[4] = {0, 0, 0, 0};
+    for (int i = 0; i < gs; i += 4)
+        for (int j = 0; j < 4; j++) {
+            a[j] += x[i + j];
+            q[j] += (double)x[i + j] * x[i + j];
+        }
+    *st = (rfq_gstat){gs, (a[0] + a[1]) + (a[2] + a[3]), (q[0] + q[1]) + (q[2] + q[3])};
+}
+
 static void deq_ref(const uint8_t *q, int gs, float ss, float bs, float *out)
 {
     for (int i = 0; i < gs; i++) out[i] = fmaf(ss, (float)q[i], bs);
 }
 
-const rfq_kernels rfq_scalar = {load_ref, stats32_ref, params_ref, err_mlx_ref, qgroup_ref, cand_ref, deq_ref};
+const rfq_kernels rfq_scalar = {load_ref, stats32_ref, params_ref, err_mlx_ref, qgroup_ref, gstat_ref, cand_ref, NULL, deq_ref};
 
 const rfq_kernels *rfq_pick(void)
 {
 #if RF_X86
     unsigned f = rf_cpu_features();
-    if ((f & RF_CPU_AVX2) && (f & RF_CPU_FMA) && (f & RF_CPU_F16C)) return &rfq_avx2;
+    if ((f & RF_CPU_AVX2) && (f & RF_CPU_FMA) && (f & RF_CPU_F16C)) return f & RF_CPU_AVX512 ? &rfq_avx512 : &rfq_avx2;
 #endif
     return &rfq_scalar;
 }
@@ -351,20 +364,22 @@ rf_status rf_quant_quantize(rf_dtype src, const void *w, uint64_t rows, uint64_t
             size_t ng = len / (size_t)gs;
             const float *lo = t->lo[gs_index(gs)], *hi = t->hi[gs_index(gs)];
             uint64_t g0 = r * gpr + c0 / (uint64_t)gs;
-            if (mode == RF_QMODE_MLX) k->params(lo, hi, ng, bits, sdtype, 0, &t->p);
-            for (size_t g = 0; g < ng; g++) {
-                float ss, bs, em = 0;
-                const float *xg = t->x + g * gs;
-                uint8_t *qg = t->q + g * gs;
-                if (mode == RF_QMODE_MLX) {
-                    ss = t->p.ss[g];
-                    bs = t->p.bs[g];
-                    k->qgroup(xg, gs, n, t->p.s[g], t->p.b[g], ss, bs, qg, NULL, &em);
-                } else {
-                    rfq_opt_group(k, xg, gs, bits, sdtype, lo[g], hi[g], &ss, &bs, qg, NULL, &em);
+            if (mode == RF_QMODE_MLX) {
+                k->params(lo, hi, ng, bits, sdtype, 0, &t->p);
+                for (size_t g = 0; g < ng; g++) {
+                    float em = 0;
+                    k->qgroup(t->x + g * gs, gs, n, t->p.s[g], t->p.b[g], t->p.ss[g], t->p.bs[g], t->q + g * gs, NULL, &em);
                 }
-                store_sd(scales, g0 + g, ss, sdtype);
-                store_sd(biases, g0 + g, bs, sdtype);
+            } else {
+                const float *xs[RFQ_MAXG];
+                uint8_t *qs[RFQ_MAXG];
+                float em = 0;
+                for (size_t g = 0; g < ng; g++) xs[g] = t->x + g * gs, qs[g] = t->q + g * gs;
+                rfq_opt_groups(k, xs, (int)ng, gs, bits, sdtype, lo, hi, t->p.ss, t->p.bs, qs, NULL, &em);
+            }
+            for (size_t g = 0; g < ng; g++) {
+                store_sd(scales, g0 + g, t->p.ss[g], sdtype);
+                store_sd(biases, g0 + g, t->p.bs[g], sdtype);
             }
             pack_group(t->q, (int)len, bits, packed + r * wpr + c0 / 32 * (uint64_t)bits);
         }
@@ -412,10 +427,9 @@ static void tile_error(const rfq_kernels *k, rfq_tile *t, size_t len, int bi, in
         k->params(lo, hi, ng, bits, sd, 1, &t->p);
         k->err_mlx(t->x, ng, gs, bits, &t->p, t->gsse[c], &acc->emax[c]);
     } else {
-        for (size_t g = 0; g < ng; g++) {
-            float ss, bs;
-            rfq_opt_group(k, t->x + g * gs, gs, bits, sd, lo[g], hi[g], &ss, &bs, NULL, &t->gsse[c][g], &acc->emax[c]);
-        }
+        const float *xs[RFQ_MAXG];
+        for (size_t g = 0; g < ng; g++) xs[g] = t->x + g * gs;
+        rfq_opt_groups(k, xs, (int)ng, gs, bits, sd, lo, hi, t->p.ss, t->p.bs, NULL, t->gsse[c], &acc->emax[c]);
     }
 }
 
@@ -564,52 +578,89 @@ static double group_u(uint64_t g, int gi)
     return (double)((z ^ (z >> 31)) >> 11) * 0x1p-53;
 }
 
-/* Median (upper) of n <= RFQ_MAXG values. */
+/* The (upper) median of 1 <= n <= RFQ_MAXG values: quickselect (three-way partition) on a copy. */
 static double median_of(const double *v, size_t n)
 {
-    double s[RFQ_MAXG];
-    for (size_t i = 0; i < n; i++) {
-        size_t j = i;
-        for (; j > 0 && s[j - 1] > v[i]; j--) s[j] = s[j - 1];
-        s[j] = v[i];
+    double a[RFQ_MAXG];
+    memcpy(a, v, n * sizeof *a);
+    int lo = 0, hi = (int)n - 1;
+    const int k = (int)n / 2;
+    while (lo < hi) {
+        const double piv = a[(lo + hi) / 2];
+        int lt = lo, i = lo, gt = hi;
+        while (i <= gt) {
+            double x = a[i];
+            if (x < piv) a[i++] = a[lt], a[lt++] = x;
+            else if (x > piv) a[i] = a[gt], a[gt--] = x;
+            else i++;
+        }
+        if (k < lt) hi = lt - 1;
+        else if (k > gt) lo = gt + 1;
+        else return piv;
     }
-    return s[n / 2];
+    return a[k];
 }
 
-/* One tile's groups of size index gi: auxiliaries of all, the opt search on the sampled ones. */
+/* One tile's groups of size index gi: auxiliaries of all, the opt search on the sampled ones.
+ * Most groups are not sampled: for them only d = |max - min| is summed (sum r2 = sum d^2, sum
+ * sqrt(r2 ref) = sqrt(ref) sum d) and u < pi is tested as u ref < rate r2, without a division. */
 static void sample_tile(const rfq_kernels *k, rfq_tile *t, size_t len, int gi, uint32_t cfgmask, rf_dtype sd,
                         double rate, uint64_t g0, rf_qsums *o)
 {
     const int gs = rf_qgs[gi];
     const size_t ng = len / (size_t)gs;
-    double r2[RFQ_MAXG];
+    double r2[RFQ_MAXG], d[RFQ_MAXG];
     for (size_t g = 0; g < ng; g++) {
-        double d = (double)t->hi[gi][g] - (double)t->lo[gi][g];
-        r2[g] = d * d;
+        d[g] = (double)t->hi[gi][g] - (double)t->lo[gi][g];
+        r2[g] = d[g] * d[g];
     }
-    const double ref = median_of(r2, ng);
+    const double ref = median_of(r2, ng), sref = sqrt(ref);
+    double s0 = 0, s1 = 0;
+    uint64_t nz = 0;
     for (size_t g = 0; g < ng; g++) {
-        const double x[3] = {r2[g], sqrt(r2[g] * ref), r2[g] > 0 ? ref : 0};
-        for (int i = 0; i < 3; i++) o->t[gi][i] += x[i];
-        o->groups[gi]++;
-        double pi = rate >= 1 ? 1 : !(r2[g] > 0) ? 0 : !(ref > 0) ? 1 : fmin(1, rate * r2[g] / ref);
-        if (!(pi > 0) || (pi < 1 && group_u(g0 + g, gi) >= pi)) continue;
-        o->sampled[gi]++;
+        s0 += r2[g];
+        s1 += d[g];
+        nz += r2[g] > 0;
+    }
+    o->t[gi][0] += s0;
+    o->t[gi][1] += sref * s1;
+    o->t[gi][2] += ref * (double)nz;
+    o->groups[gi] += ng;
+    /* the sampled groups: positions, probabilities, auxiliaries */
+    const float *xs[RFQ_MAXG];
+    float slo[RFQ_MAXG], shi[RFQ_MAXG], e[RFQ_MAXG], ss[RFQ_MAXG], bs[RFQ_MAXG];
+    double spi[RFQ_MAXG], sx[RFQ_MAXG][3], sw[RFQ_MAXG];
+    int ns = 0;
+    for (size_t g = 0; g < ng; g++) {
+        /* pi = min(1, rate r2 / ref): 1 with rate >= 1, with r2 >= ref / rate, or ref 0 (r2 > 0) */
+        double pi;
+        if (rate >= 1 || rate * r2[g] >= ref) pi = r2[g] > 0 || rate >= 1 ? 1 : 0;
+        else if (!(r2[g] > 0) || !(group_u(g0 + g, gi) * ref < rate * r2[g])) continue;
+        else pi = rate * r2[g] / ref;
+        if (!(pi > 0)) continue;
+        const double x[3] = {r2[g], sref * d[g], r2[g] > 0 ? ref : 0};
         const double w = r2[g] > 0 ? 1 / (pi * r2[g]) : 0;
         for (int i = 0, ij = 0; i < 3; i++) {
             o->hx[gi][i] += x[i] / pi;
+            sx[ns][i] = x[i];
             for (int j = i; j < 3; j++, ij++)
                 if (w > 0) o->xx[gi][ij] += x[i] * x[j] * w;
         }
-        for (int bi = 0; bi < RF_QBITS_N; bi++) {
-            int c = bi * RF_QGS_N + gi;
-            if (!(cfgmask >> c & 1)) continue;
-            float ss, bs, e;
-            rfq_opt_group(k, t->x + g * (size_t)gs, gs, rf_qbits[bi], sd, t->lo[gi][g], t->hi[gi][g], &ss, &bs, NULL, &e,
-                          &o->emax[c]);
-            o->h[c] += (double)e / pi;
-            if (w > 0)
-                for (int i = 0; i < 3; i++) o->xy[c][i] += x[i] * (double)e * w;
+        xs[ns] = t->x + g * (size_t)gs;
+        slo[ns] = t->lo[gi][g];
+        shi[ns] = t->hi[gi][g];
+        spi[ns] = pi;
+        sw[ns++] = w;
+    }
+    o->sampled[gi] += (uint64_t)ns;
+    for (int bi = 0; bi < RF_QBITS_N && ns; bi++) {
+        const int c = bi * RF_QGS_N + gi;
+        if (!(cfgmask >> c & 1)) continue;
+        rfq_opt_groups(k, xs, ns, gs, rf_qbits[bi], sd, slo, shi, ss, bs, NULL, e, &o->emax[c]);
+        for (int j = 0; j < ns; j++) {
+            o->h[c] += (double)e[j] / spi[j];
+            if (sw[j] > 0)
+                for (int i = 0; i < 3; i++) o->xy[c][i] += sx[j][i] * (double)e[j] * sw[j];
         }
     }
 }

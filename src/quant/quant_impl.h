@@ -1,4 +1,4 @@
-/* Internal to the quantization module (quant.c, quant_opt.c, quant_avx2.c); not shared.
+/* Internal to the quantization module (quant.c, quant_opt.c, quant_avx2.c, quant_avx512.c); not shared.
  *
  * Every per-element kernel has a scalar reference and an AVX2 version that must produce the
  * same bits. To make that possible, every float sum is defined with a fixed order:
@@ -57,15 +57,23 @@ typedef struct rfq_kernels {
     /* One group with explicit parameters: codes (q may be NULL), lane-sum sse and max |error|. */
     void (*qgroup)(const float *x, int gs, float n, float s, float b, float ss, float bs,
                    uint8_t *q, float *sse, float *emax);
+    /* Group sums the refit needs (rfq_gstat), in four interleaved chains (element i in chain
+     * i % 4) combined as (c0 + c1) + (c2 + c3). */
+    void (*gstat)(const float *x, int gs, rfq_gstat *st);
     /* Search kernel: nc vectors of 8 candidates over one group. */
     void (*cand)(const float *x, int gs, float n, const rfq_gstat *st, rfq_cand *c, int nc);
+    /* The same for two groups at once (a and b; b may be a again), or NULL: cand on each. */
+    void (*cand2)(const float *xa, const float *xb, int gs, float n, const rfq_gstat *sta, const rfq_gstat *stb,
+                  rfq_cand *ca, rfq_cand *cb, int nc);
     /* Dequantize one group from codes. */
     void (*deq)(const uint8_t *q, int gs, float ss, float bs, float *out);
 } rfq_kernels;
 
 extern const rfq_kernels rfq_scalar;
 #if RF_X86
-extern const rfq_kernels rfq_avx2;
+extern const rfq_kernels rfq_avx2, rfq_avx512;
+void rfq_cand2_avx512(const float *xa, const float *xb, int gs, float n, const rfq_gstat *sta, const rfq_gstat *stb,
+                      rfq_cand *ca, rfq_cand *cb, int nc);
 #endif
 /* The kernels rf_cpu_features() allows. */
 const rfq_kernels *rfq_pick(void);
@@ -83,5 +91,10 @@ void rfq_mlx_params1(float lo, float hi, int bits, rf_dtype sd, float *s, float 
  * the group's lane-sum sse / max error; never worse than MLX on the group. */
 void rfq_opt_group(const rfq_kernels *k, const float *x, int gs, int bits, rf_dtype sd, float lo, float hi,
                    float *ss, float *bs, uint8_t *q, float *sse, float *emax);
+/* The same for groups x + j * gs * ... of a list: NG groups starting at the float pointers X[j], with
+ * extremes LO[j], HI[j], results at index j (q[j] may be NULL; q itself too); searched two at a time
+ * where the kernels can. The max |error| over all of them is folded into *emax. */
+void rfq_opt_groups(const rfq_kernels *k, const float *const *x, int ng, int gs, int bits, rf_dtype sd, const float *lo,
+                    const float *hi, float *ss, float *bs, uint8_t *const *q, float *sse, float *emax);
 
 #endif
