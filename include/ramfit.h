@@ -354,31 +354,35 @@ rf_status rf_quant_error_all(rf_dtype src, const void *w, uint64_t rows, uint64_
 
 /* The opt quantizer's error of a large unit, estimated from a sample of its groups (what
  * rf_analyse does by default; method and measured accuracy: docs/profile.md, "Estimated errors").
- * Every group of a unit is seen; group g (of group size gs) is quantized by the opt search with
- * probability pi_g = min(1, rate * r2_g / ref), r2_g its squared range and ref the median r2_g of
- * its neighbourhood (1024 weights of one row, or rows of 1024 weights in all), decided by a hash of
- * its position in the unit; the unit's error is then a regression estimate on r2, sqrt(r2 ref) and
- * ref, whose totals over all groups are exact. With rate >= 1 every group is measured and the
- * result is exact: bit-identical to rf_quant_error_all in opt mode. */
+ * Every group of a unit is seen; for config c, group g (of c's group size) is quantized by the opt
+ * search with probability pi = min(1, rate[c] * r2_g / ref), r2_g its squared range and ref the
+ * median r2 of its neighbourhood (1024 weights of one row, or rows of 1024 weights in all),
+ * decided by one uniform number per group, a hash of its position in the unit (so the samples of
+ * one group size are nested: a group searched at a rate is searched at every higher one); the
+ * unit's error is then a regression estimate on r2, sqrt(r2 ref) and ref, whose totals over all
+ * groups are exact. With rate >= 1 every group is measured and the result is exact: bit-identical
+ * to rf_quant_error_all in opt mode. */
 typedef struct rf_qsample {
     uint64_t member;          /* index of the matrix in its unit (experts), */
     uint64_t member_rows;     /* rows of one member, */
     uint64_t row0;            /* and the index of the matrix's first row in its member: the sample's positions */
-    double rate[RF_QGS_N];    /* per group size index (rf_quant_sample_rate); >= 1: every group */
+    double rate[RF_QCFG_N];   /* per config (rf_quant_sample_rate); >= 1: every group */
 } rf_qsample;
 /* Sums over a piece of a unit, for one call; a unit's are the sum of its pieces' (rf_qsums_add),
  * in a fixed order for a result that does not depend on threads. */
 typedef struct rf_qsums {
-    uint64_t groups[RF_QGS_N], sampled[RF_QGS_N];
-    double t[RF_QGS_N][3];    /* totals of the auxiliaries x over every group */
-    double hx[RF_QGS_N][3];   /* sampled groups: x / pi */
-    double xx[RF_QGS_N][6];   /* sampled groups: x_i x_j / (pi r2), upper triangle 00 01 02 11 12 22 */
-    double h[RF_QCFG_N];      /* sampled groups: sse / pi */
-    double xy[RF_QCFG_N][3];  /* sampled groups: x_i sse / (pi r2) */
-    float emax[RF_QCFG_N];    /* largest |w - w'| in the sampled groups */
+    uint64_t groups[RF_QGS_N];  /* groups of each size */
+    double t[RF_QGS_N][3];      /* totals of the auxiliaries x over every group */
+    uint64_t sampled[RF_QCFG_N];
+    double hx[RF_QCFG_N][3];    /* sampled groups: x / pi */
+    double xx[RF_QCFG_N][6];    /* sampled groups: x_i x_j / (pi r2), upper triangle 00 01 02 11 12 22 */
+    double sse[RF_QCFG_N];      /* sampled groups: sse (the exact error when every group was sampled) */
+    double h[RF_QCFG_N];        /* sampled groups: sse / pi */
+    double xy[RF_QCFG_N][3];    /* sampled groups: x_i sse / (pi r2) */
+    float emax[RF_QCFG_N];      /* largest |w - w'| in the sampled groups */
 } rf_qsums;
-/* Rate that samples about TARGET of a unit's GROUPS (groups of one size); 1 (every group) when
- * TARGET is at least half of GROUPS. */
+/* Rate that samples about TARGET of a unit's GROUPS (groups of one size); 1 (every group, exact)
+ * when TARGET is at least an eighth of GROUPS, or 0. */
 double rf_quant_sample_rate(uint64_t groups, uint64_t target);
 /* Sums of one rows x cols piece (whole rows of one member, src F32/BF16/F16) for the configs in
  * CFGMASK (bit c as rf_quant_error_all; every gs must divide cols). For results that do not depend

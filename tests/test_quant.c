@@ -389,7 +389,8 @@ static void test_sample_exact(void **state)
         float *v = malloc(n * 4), *f = malloc(n * 4);
         gen_outliers(v, cs[i].rows, cs[i].cols, 5 + i);
         void *src = make_src(cs[i].dt, v, n, f);
-        rf_qsample sp = {.member = 1, .member_rows = cs[i].rows, .row0 = 0, .rate = {1, 1, 1}};
+        rf_qsample sp = {.member = 1, .member_rows = cs[i].rows, .row0 = 0};
+        for (int c = 0; c < RF_QCFG_N; c++) sp.rate[c] = 1;
         rf_qsums sums[3];
         rf_qerr all[RF_QCFG_N];
         TU_OK(rf_quant_error_all(cs[i].dt, src, cs[i].rows, cs[i].cols, RF_QMODE_OPT, RF_DT_BF16, all, &err), &err);
@@ -411,7 +412,7 @@ static void test_sample_exact(void **state)
                          all[c].max_abs);
         }
         /* a sample, in one piece and cut at multiples of the piece rows */
-        for (int gi = 0; gi < RF_QGS_N; gi++) sp.rate[gi] = 0.2;
+        for (int c = 0; c < RF_QCFG_N; c++) sp.rate[c] = c / RF_QGS_N == 5 ? 0.3 : 0.1;
         rf_qsums one, acc, part;
         TU_OK(rf_quant_error_sample(cs[i].dt, src, cs[i].rows, cs[i].cols, cs[i].mask, RF_DT_BF16, &sp, &one, &err), &err);
         memset(&acc, 0, sizeof acc);
@@ -424,9 +425,16 @@ static void test_sample_exact(void **state)
                                         &pp, &part, &err), &err);
             rf_qsums_add(&acc, &part);
         }
-        for (int gi = 0; gi < RF_QGS_N; gi++) {
-            assert_int_equal(acc.groups[gi], one.groups[gi]);
-            assert_int_equal(acc.sampled[gi], one.sampled[gi]);
+        for (int gi = 0; gi < RF_QGS_N; gi++) assert_int_equal(acc.groups[gi], one.groups[gi]);
+        for (int c = 0; c < RF_QCFG_N; c++) assert_int_equal(acc.sampled[c], one.sampled[c]);
+        /* a sample: more than the rate's share (larger ranges weigh more), far from all; nested */
+        for (int c = 0; c < RF_QCFG_N; c++) {
+            if (!(cs[i].mask >> c & 1)) continue;
+            const uint64_t g = one.groups[c % RF_QGS_N];
+            if (!(one.sampled[c] >= (uint64_t)(sp.rate[c] * (double)g) / 2 && one.sampled[c] < g * 2 / 3))
+                fail_msg("shape %zu cfg %d: %llu of %llu groups sampled at rate %g", i, c, (unsigned long long)one.sampled[c],
+                         (unsigned long long)g, sp.rate[c]);
+            if (c >= 5 * RF_QGS_N && (cs[i].mask >> (c - 3 * RF_QGS_N) & 1)) assert_true(one.sampled[c] >= one.sampled[c - 3 * RF_QGS_N]);
         }
         for (int c = 0; c < RF_QCFG_N; c++) {
             double a, b, ma, mb;
@@ -442,18 +450,19 @@ static void test_sample_exact(void **state)
         free(f);
     }
     /* bad arguments */
-    rf_qsample sp = {.member_rows = 4, .rate = {1, 1, 1}};
+    rf_qsample sp = {.member_rows = 4};
+    for (int c = 0; c < RF_QCFG_N; c++) sp.rate[c] = 1;
     rf_qsums o;
     float w[256] = {0};
     assert_int_equal(rf_quant_error_sample(RF_DT_F32, w, 2, 128, 1u << 18, RF_DT_BF16, &sp, &o, &err), RF_ERR_INVALID);
     assert_int_equal(rf_quant_error_sample(RF_DT_F32, w, 4, 64, 1u << 2, RF_DT_BF16, &sp, &o, &err), RF_ERR_INVALID);
-    sp.rate[1] = 0;
+    sp.rate[0] = 0;
     assert_int_equal(rf_quant_error_sample(RF_DT_F32, w, 2, 128, 1, RF_DT_BF16, &sp, &o, &err), RF_ERR_INVALID);
     w[77] = NAN;
-    sp.rate[1] = 1;
+    sp.rate[0] = 1;
     assert_int_equal(rf_quant_error_sample(RF_DT_F32, w, 2, 128, 1, RF_DT_BF16, &sp, &o, &err), RF_ERR_NONFINITE);
-    assert_true(rf_quant_sample_rate(1000, 500) == 1 && rf_quant_sample_rate(1000, 0) == 1);
-    assert_true(rf_quant_sample_rate(1000, 100) == 0.1);
+    assert_true(rf_quant_sample_rate(1000, 125) == 1 && rf_quant_sample_rate(1001, 126) == 1 && rf_quant_sample_rate(1000, 0) == 1);
+    assert_true(rf_quant_sample_rate(1001, 125) == 125.0 / 1001 && rf_quant_sample_rate(1000, 100) == 0.1);
 }
 
 /* The estimate from ~1% of the groups of an outlier-heavy matrix is close to the exact error in
@@ -468,7 +477,7 @@ static void test_sample_estimate(void **state)
     void *src = make_src(RF_DT_BF16, v, n, f);
     rf_err err;
     rf_qsample sp = {.member_rows = rows};
-    for (int gi = 0; gi < RF_QGS_N; gi++) sp.rate[gi] = rf_quant_sample_rate(n / (uint64_t)rf_qgs[gi], 1024);
+    for (int c = 0; c < RF_QCFG_N; c++) sp.rate[c] = rf_quant_sample_rate(n / (uint64_t)rf_qgs[c % RF_QGS_N], 1024);
     const uint32_t mask = 1u << 0 | 1u << 7 | 1u << 11 | 1u << 15;
     rf_qsums es;
     TU_OK(rf_quant_error_sample(RF_DT_BF16, src, rows, cols, mask, RF_DT_BF16, &sp, &es, &err), &err);
@@ -486,7 +495,7 @@ static void test_sample_estimate(void **state)
         worst_ht = fmax(worst_ht, fabs(es.h[c] / ex.sse - 1));
         print_message("  %d/%d: exact %.6g, estimate %+.3f%% (HT alone %+.2f%%), %llu of %llu groups\n", rf_qbits[c / 3],
                       rf_qgs[c % 3], ex.sse, 100 * (sse / ex.sse - 1), 100 * (es.h[c] / ex.sse - 1),
-                      (unsigned long long)es.sampled[c % 3], (unsigned long long)es.groups[c % 3]);
+                      (unsigned long long)es.sampled[c], (unsigned long long)es.groups[c % 3]);
     }
     assert_true(worst < 0.02);
     assert_true(worst_ht > worst);

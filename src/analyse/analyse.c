@@ -181,7 +181,7 @@ typedef struct ustate {
     uint64_t nblk;     /* n_members * nb_m */
     uint64_t bytes;    /* input bytes of all members */
     unsigned cfgs;     /* configs measured */
-    double rate[RF_QGS_N]; /* opt mode: sampling rate per group size (1: every group) */
+    double rate[RF_QCFG_N]; /* opt mode: sampling rate per config (1: every group) */
     int other_shard;   /* not in the shard being analysed */
     rf_dtype sdt;      /* scale/bias dtype */
     blk *res;
@@ -522,8 +522,12 @@ static rf_status setup_unit(const rf_model *m, const rf_analyse_opts *o, const r
     s->sdt = t->dtype == RF_DT_F16 ? RF_DT_F16 : RF_DT_BF16;
     for (int c = 0; c < RF_QCFG_N && u->quantizable; c++)
         if ((o->configs >> c & 1) && u->cols % (uint64_t)rf_cfg_gs(c) == 0) s->cfgs |= 1u << c;
+    /* 8-bit errors vary most from group to group (the codes resolve the weights' own BF16 grid):
+     * four times the sample halves their estimate's spread */
     const uint64_t target = o->opt_sample ? o->opt_sample : RF_ANALYSE_OPT_SAMPLE;
-    for (int gi = 0; gi < RF_QGS_N; gi++) s->rate[gi] = rf_quant_sample_rate(u->nparams / (uint64_t)rf_qgs[gi], target);
+    for (int c = 0; c < RF_QCFG_N; c++)
+        s->rate[c] = rf_quant_sample_rate(u->nparams / (uint64_t)rf_cfg_gs(c), rf_cfg_bits(c) == 8 && target < UINT64_MAX / 4
+                                                                                   ? 4 * target : target);
     return RF_OK;
 }
 

@@ -563,7 +563,7 @@ rf_status rf_quant_error_all(rf_dtype src, const void *w, uint64_t rows, uint64_
 
 double rf_quant_sample_rate(uint64_t groups, uint64_t target)
 {
-    if (!target || target >= groups / 2 + groups % 2) return 1.0;
+    if (!target || target >= groups / 8 + (groups % 8 != 0)) return 1.0;
     return (double)target / (double)groups;
 }
 
@@ -605,7 +605,7 @@ static double median_of(const double *v, size_t n)
  * Most groups are not sampled: for them only d = |max - min| is summed (sum r2 = sum d^2, sum
  * sqrt(r2 ref) = sqrt(ref) sum d) and u < pi is tested as u ref < rate r2, without a division. */
 static void sample_tile(const rfq_kernels *k, rfq_tile *t, size_t len, int gi, uint32_t cfgmask, rf_dtype sd,
-                        double rate, uint64_t g0, rf_qsums *o)
+                        const double *rate, uint64_t g0, rf_qsums *o)
 {
     const int gs = rf_qgs[gi];
     const size_t ng = len / (size_t)gs;
@@ -626,41 +626,60 @@ static void sample_tile(const rfq_kernels *k, rfq_tile *t, size_t len, int gi, u
     o->t[gi][1] += sref * s1;
     o->t[gi][2] += ref * (double)nz;
     o->groups[gi] += ng;
-    /* the sampled groups: positions, probabilities, auxiliaries */
+    /* the largest rate of this group size: a group it does not sample, no config samples */
+    double rmax = 0;
+    for (int bi = 0; bi < RF_QBITS_N; bi++) {
+        const int c = bi * RF_QGS_N + gi;
+        if ((cfgmask >> c & 1) && rate[c] > rmax) rmax = rate[c];
+    }
+    /* the candidates: groups sampled at rmax, with their uniform number (2: certain at every rate) */
     const float *xs[RFQ_MAXG];
     float slo[RFQ_MAXG], shi[RFQ_MAXG], e[RFQ_MAXG], ss[RFQ_MAXG], bs[RFQ_MAXG];
-    double spi[RFQ_MAXG], sx[RFQ_MAXG][3], sw[RFQ_MAXG];
+    double su[RFQ_MAXG], sr2[RFQ_MAXG], sd_[RFQ_MAXG];
     int ns = 0;
     for (size_t g = 0; g < ng; g++) {
-        /* pi = min(1, rate r2 / ref): 1 with rate >= 1, with r2 >= ref / rate, or ref 0 (r2 > 0) */
-        double pi;
-        if (rate >= 1 || rate * r2[g] >= ref) pi = r2[g] > 0 || rate >= 1 ? 1 : 0;
-        else if (!(r2[g] > 0) || !(group_u(g0 + g, gi) * ref < rate * r2[g])) continue;
-        else pi = rate * r2[g] / ref;
-        if (!(pi > 0)) continue;
-        const double x[3] = {r2[g], sref * d[g], r2[g] > 0 ? ref : 0};
-        const double w = r2[g] > 0 ? 1 / (pi * r2[g]) : 0;
-        for (int i = 0, ij = 0; i < 3; i++) {
-            o->hx[gi][i] += x[i] / pi;
-            sx[ns][i] = x[i];
-            for (int j = i; j < 3; j++, ij++)
-                if (w > 0) o->xx[gi][ij] += x[i] * x[j] * w;
-        }
+        /* all weights equal: pi 0 below rate 1 (their error is 0, or nearly) */
+        if (!(rmax >= 1) && !(r2[g] > 0)) continue;
+        const double u = group_u(g0 + g, gi);
+        if (!(rmax >= 1) && !(rmax * r2[g] >= ref) && !(u * ref < rmax * r2[g])) continue;
         xs[ns] = t->x + g * (size_t)gs;
         slo[ns] = t->lo[gi][g];
         shi[ns] = t->hi[gi][g];
-        spi[ns] = pi;
-        sw[ns++] = w;
+        su[ns] = u, sr2[ns] = r2[g], sd_[ns++] = d[g];
     }
-    o->sampled[gi] += (uint64_t)ns;
     for (int bi = 0; bi < RF_QBITS_N && ns; bi++) {
         const int c = bi * RF_QGS_N + gi;
         if (!(cfgmask >> c & 1)) continue;
-        rfq_opt_groups(k, xs, ns, gs, rf_qbits[bi], sd, slo, shi, ss, bs, NULL, e, &o->emax[c]);
+        const float *cx[RFQ_MAXG];
+        float clo[RFQ_MAXG], chi[RFQ_MAXG];
+        double pis[RFQ_MAXG];
+        int idx[RFQ_MAXG], nc = 0;
         for (int j = 0; j < ns; j++) {
-            o->h[c] += (double)e[j] / spi[j];
-            if (sw[j] > 0)
-                for (int i = 0; i < 3; i++) o->xy[c][i] += sx[j][i] * (double)e[j] * sw[j];
+            /* pi = min(1, rate r2 / ref): 1 with rate >= 1, with r2 >= ref / rate, or ref 0 (r2 > 0) */
+            double pi;
+            if (rate[c] >= 1) pi = 1;
+            else if (!(sr2[j] > 0)) pi = 0;
+            else if (rate[c] * sr2[j] >= ref) pi = 1;
+            else if (su[j] * ref < rate[c] * sr2[j]) pi = rate[c] * sr2[j] / ref;
+            else pi = 0;
+            if (!(pi > 0)) continue;
+            cx[nc] = xs[j], clo[nc] = slo[j], chi[nc] = shi[j], pis[nc] = pi, idx[nc++] = j;
+        }
+        if (!nc) continue;
+        rfq_opt_groups(k, cx, nc, gs, rf_qbits[bi], sd, clo, chi, ss, bs, NULL, e, &o->emax[c]);
+        o->sampled[c] += (uint64_t)nc;
+        for (int j = 0; j < nc; j++) {
+            const double pi = pis[j], r = sr2[idx[j]], x[3] = {r, sref * sd_[idx[j]], r > 0 ? ref : 0};
+            const double w = r > 0 ? 1 / (pi * r) : 0;
+            o->sse[c] += (double)e[j];
+            o->h[c] += (double)e[j] / pi;
+            for (int i = 0, ij = 0; i < 3; i++) {
+                o->hx[c][i] += x[i] / pi;
+                if (w > 0) {
+                    o->xy[c][i] += x[i] * (double)e[j] * w;
+                    for (int m = i; m < 3; m++, ij++) o->xx[c][ij] += x[i] * x[m] * w;
+                }
+            }
         }
     }
 }
@@ -674,8 +693,8 @@ rf_status rf_quant_error_sample(rf_dtype src, const void *w, uint64_t rows, uint
     if (cfgmask & ~(uint32_t)((1u << RF_QCFG_N) - 1)) return rf_err_set(err, RF_ERR_INVALID, "sampled error: bad config mask");
     for (int c = 0; c < RF_QCFG_N; c++)
         if ((cfgmask >> c & 1) && (st = check_cfg(rf_qbits[c / RF_QGS_N], rf_qgs[c % RF_QGS_N], cols, err)) != RF_OK) return st;
-    for (int gi = 0; gi < RF_QGS_N; gi++)
-        if (!(s->rate[gi] > 0)) return rf_err_set(err, RF_ERR_INVALID, "sampled error: rate must be > 0");
+    for (int c = 0; c < RF_QCFG_N; c++)
+        if ((cfgmask >> c & 1) && !(s->rate[c] > 0)) return rf_err_set(err, RF_ERR_INVALID, "sampled error: rate must be > 0");
     memset(out, 0, sizeof *out);
     if (!cfgmask || !rows) return RF_OK;
     const rfq_kernels *k = rfq_pick();
@@ -696,7 +715,7 @@ rf_status rf_quant_error_sample(rf_dtype src, const void *w, uint64_t rows, uint
             if ((st = tile_load(k, t, src, w, cols, off, len, err)) != RF_OK) break;
             for (int gi = 0; gi < RF_QGS_N; gi++)
                 if (gsets >> gi & 1)
-                    sample_tile(k, t, len, gi, cfgmask, sdtype, s->rate[gi], (row_g0 + off) / (uint64_t)rf_qgs[gi], out);
+                    sample_tile(k, t, len, gi, cfgmask, sdtype, s->rate, (row_g0 + off) / (uint64_t)rf_qgs[gi], out);
         }
         r += nr;
     }
@@ -708,11 +727,13 @@ void rf_qsums_add(rf_qsums *a, const rf_qsums *x)
 {
     for (int gi = 0; gi < RF_QGS_N; gi++) {
         a->groups[gi] += x->groups[gi];
-        a->sampled[gi] += x->sampled[gi];
-        for (int i = 0; i < 3; i++) a->t[gi][i] += x->t[gi][i], a->hx[gi][i] += x->hx[gi][i];
-        for (int i = 0; i < 6; i++) a->xx[gi][i] += x->xx[gi][i];
+        for (int i = 0; i < 3; i++) a->t[gi][i] += x->t[gi][i];
     }
     for (int c = 0; c < RF_QCFG_N; c++) {
+        a->sampled[c] += x->sampled[c];
+        for (int i = 0; i < 3; i++) a->hx[c][i] += x->hx[c][i];
+        for (int i = 0; i < 6; i++) a->xx[c][i] += x->xx[c][i];
+        a->sse[c] += x->sse[c];
         a->h[c] += x->h[c];
         for (int i = 0; i < 3; i++) a->xy[c][i] += x->xy[c][i];
         a->emax[c] = x->emax[c] > a->emax[c] ? x->emax[c] : a->emax[c];
@@ -763,13 +784,13 @@ void rf_qsums_error(const rf_qsums *s, int c, double *sse, double *max_abs, int 
 {
     const int gi = c % RF_QGS_N;
     *max_abs = (double)s->emax[c];
-    *estimated = s->sampled[gi] < s->groups[gi];
-    if (!*estimated) {
-        *sse = s->h[c];
+    *estimated = s->sampled[c] < s->groups[gi];
+    if (!*estimated) { /* every group searched: their sum, in group order */
+        *sse = s->sse[c];
         return;
     }
     double beta[3], e = s->h[c];
-    solve3(s->xx[gi], s->xy[c], beta);
-    for (int i = 0; i < 3; i++) e += beta[i] * (s->t[gi][i] - s->hx[gi][i]);
+    solve3(s->xx[c], s->xy[c], beta);
+    for (int i = 0; i < 3; i++) e += beta[i] * (s->t[gi][i] - s->hx[c][i]);
     *sse = e > 0 ? e : 0;
 }
