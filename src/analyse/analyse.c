@@ -863,7 +863,10 @@ static void report(run *r, const char *name)
 static rf_status drive(run *r, rf_err *err)
 {
     const rf_analyse_opts *o = r->o;
-    uint64_t wbytes = o->block_bytes * (uint64_t)(2 * rf_pool_threads(r->pool) > 4 ? 2 * rf_pool_threads(r->pool) : 4);
+    /* Windows of 8 blocks per thread: a window ends when its slowest task does, and with more
+     * tasks per thread the idle tail is a smaller share (memory does not grow: each worker holds
+     * one block at a time). */
+    uint64_t wbytes = o->block_bytes * (uint64_t)(8 * rf_pool_threads(r->pool) > 4 ? 8 * rf_pool_threads(r->pool) : 4);
     task w[WINDOW_MAX];
     double last_save = now_s();
     report(r, NULL);
