@@ -239,6 +239,7 @@ static void cand_ref(const float *x, int gs, float n, const rfq_gstat *st, rfq_c
             }
             refit_ref(st, (double)(q1[0] + q1[1]), (double)(q2[0] + q2[1]), qw[0] + qw[1], &c[v].rs[k], &c[v].rb[k], &c[v].e[k]);
         }
+    for (int v = 0; v < nc; v++) rfq_cand_min(&c[v]);
 }
 
 /* Four interleaved chains: they overlap, where one chain would wait on each addition (and the
@@ -259,7 +260,8 @@ static void deq_ref(const uint8_t *q, int gs, float ss, float bs, float *out)
     for (int i = 0; i < gs; i++) out[i] = fmaf(ss, (float)q[i], bs);
 }
 
-const rfq_kernels rfq_scalar = {load_ref, stats32_ref, params_ref, err_mlx_ref, qgroup_ref, gstat_ref, cand_ref, NULL, deq_ref};
+const rfq_kernels rfq_scalar = {load_ref, stats32_ref, params_ref, err_mlx_ref, qgroup_ref, gstat_ref, cand_ref, NULL, NULL,
+                                deq_ref};
 
 const rfq_kernels *rfq_pick(void)
 {

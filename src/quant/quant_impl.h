@@ -31,7 +31,20 @@ typedef struct rfq_params {
 typedef struct rfq_cand {
     double s[8], b[8];
     double rs[8], rb[8], e[8];
+    double emin; /* the smallest e and its first lane (kernels set them: the search picks from them) */
+    int imin;
 } rfq_cand;
+
+/* emin and imin of C from its errors (errors are finite or +inf, never NaN). */
+static inline void rfq_cand_min(rfq_cand *c)
+{
+    double m = c->e[0];
+    int k = 0;
+    for (int l = 1; l < 8; l++)
+        if (c->e[l] < m) m = c->e[l], k = l;
+    c->emin = m;
+    c->imin = k;
+}
 
 /* Elements per chain whose q w the candidate kernels sum in float before adding to double
  * (2 * RFQ_QW_RUN divides every group size). */
@@ -65,6 +78,10 @@ typedef struct rfq_kernels {
     /* The same for two groups at once (a and b; b may be a again), or NULL: cand on each. */
     void (*cand2)(const float *xa, const float *xb, int gs, float n, const rfq_gstat *sta, const rfq_gstat *stb,
                   rfq_cand *ca, rfq_cand *cb, int nc);
+    /* qgroup for two parameter sets of one group (index 0 and 1 of s, b, ss, bs, sse, emax; qa, qb
+     * may be NULL), or NULL: qgroup on each. */
+    void (*qgroup2)(const float *x, int gs, float n, const float *s, const float *b, const float *ss, const float *bs,
+                    uint8_t *qa, uint8_t *qb, float *sse, float *emax);
     /* Dequantize one group from codes. */
     void (*deq)(const uint8_t *q, int gs, float ss, float bs, float *out);
 } rfq_kernels;
@@ -74,6 +91,8 @@ extern const rfq_kernels rfq_scalar;
 extern const rfq_kernels rfq_avx2, rfq_avx512;
 void rfq_cand2_avx512(const float *xa, const float *xb, int gs, float n, const rfq_gstat *sta, const rfq_gstat *stb,
                       rfq_cand *ca, rfq_cand *cb, int nc);
+void rfq_qgroup2_avx512(const float *x, int gs, float n, const float *s, const float *b, const float *ss, const float *bs,
+                        uint8_t *qa, uint8_t *qb, float *sse, float *emax);
 #endif
 /* The kernels rf_cpu_features() allows. */
 const rfq_kernels *rfq_pick(void);

@@ -43,19 +43,14 @@ typedef struct sjob {
 } sjob;
 
 /* Keep the best refit of nc vectors: the first candidate (vector, then lane order) with the
- * smallest error, if below the best so far. The same as scanning with '<', without the scan's
- * unpredictable branches (errors are finite or +inf, never NaN). */
+ * smallest error, if below the best so far, from each vector's minimum (rfq_cand.emin, imin):
+ * the same as scanning every lane with '<'. */
 static void pick(sjob *j, int nc)
 {
-    double m = j->c[0].e[0];
-    for (int v = 0; v < nc; v++)
-        for (int l = 0; l < 8; l++) m = j->c[v].e[l] < m ? j->c[v].e[l] : m;
-    if (!(m < j->best.e)) return;
-    for (int i = 0;; i++)
-        if (j->c[i / 8].e[i % 8] == m) {
-            j->best = (opt_best){j->c[i / 8].rs[i % 8], j->c[i / 8].rb[i % 8], m};
-            return;
-        }
+    for (int v = 0; v < nc; v++) {
+        const rfq_cand *c = &j->c[v];
+        if (c->emin < j->best.e) j->best = (opt_best){c->rs[c->imin], c->rb[c->imin], c->emin};
+    }
 }
 
 /* Evaluate nc vectors of candidates for each of the nj (1 or 2) jobs: two groups share the
@@ -154,11 +149,15 @@ static void finish(const rfq_kernels *k, const float *x, int gs, int bits, rf_dt
         }
     }
     uint8_t codes[3][128]; /* each finalist's codes, when they are wanted: no pass for the winner's */
-    for (int i = 0; i < cnt; i++) {
-        m[i] = 0.0f;
-        k->qgroup(x, gs, n, ps[i], pb[i], pss[i], pbs[i], q ? codes[i] : NULL, &e[i], &m[i]);
-        if (e[i] < e[win]) win = i;
+    int i = 0;
+    for (; i < cnt; i++) m[i] = 0.0f;
+    i = 0;
+    if (k->qgroup2 && cnt >= 2) { /* two finalists per pass */
+        k->qgroup2(x, gs, n, ps, pb, pss, pbs, q ? codes[0] : NULL, q ? codes[1] : NULL, e, m);
+        i = 2;
     }
+    for (; i < cnt; i++) k->qgroup(x, gs, n, ps[i], pb[i], pss[i], pbs[i], q ? codes[i] : NULL, &e[i], &m[i]);
+    for (i = 1; i < cnt; i++) win = e[i] < e[win] ? i : win;
     if (q) memcpy(q, codes[win], (size_t)gs);
     *ss = pss[win];
     *bs = pbs[win];
