@@ -107,7 +107,7 @@ int main(int argc, char **argv)
         return 1;
     }
     printf("bench_quant: %llu x %d BF16, best of %d, simd %s\n", (unsigned long long)rows, COLS, reps,
-           rf_cpu_features() & RF_CPU_AVX2 ? "avx2" : "off");
+           rf_cpu_features() & RF_CPU_AVX512 ? "avx512" : rf_cpu_features() & RF_CPU_AVX2 ? "avx2" : "off");
 
     j.kind = 1;
     j.mode = RF_QMODE_MLX;
@@ -128,19 +128,29 @@ int main(int argc, char **argv)
 
     j.rows = opt_rows;
     j.mode = RF_QMODE_OPT;
-    printf("opt mode on %llu rows:        config   error 1T    error 2T    quantize 1T\n", (unsigned long long)opt_rows);
+    /* The opt search with each kernel set this CPU has, side by side (1T: thread CPU time). */
+    const unsigned all = rf_cpu_features(), avx2 = RF_CPU_AVX2 | RF_CPU_FMA | RF_CPU_F16C;
+    printf("opt mode on %llu rows, 1T el/s:  config   error avx512  error avx2   quantize avx512  quantize avx2   error 2T\n",
+           (unsigned long long)opt_rows);
     static const int oc[4][2] = {{2, 32}, {4, 64}, {4, 128}, {8, 64}};
     for (int i = 0; i < 4; i++) {
         j.bits = oc[i][0];
         j.gs = oc[i][1];
+        double r[2][2];
+        for (int kind = 0; kind < 2; kind++)
+            for (int v = 0; v < 2; v++) {
+                rf_cpu_set_mask(v ? avx2 : ~0u);
+                j.kind = kind ? 0 : 2;
+                r[kind][v] = (all & RF_CPU_AVX512) || v ? measure(NULL, &j, reps) : 0;
+            }
+        rf_cpu_set_mask(~0u);
         j.kind = 2;
-        double a = measure(NULL, &j, 1), b = measure(pool, &j, 1);
-        j.kind = 0;
-        double q = measure(NULL, &j, 1);
-        printf("                             %d/%-3d    %.3g     %.3g     %.3g\n", j.bits, j.gs, a, b, q);
+        double b = measure(pool, &j, reps);
+        printf("                                 %d/%-3d    %.3g       %.3g      %.3g          %.3g         %.3g\n", j.bits,
+               j.gs, r[0][0], r[0][1], r[1][0], r[1][1], b);
     }
     j.kind = 1;
-    printf("error_all opt (18 configs)   2T %.3g el/s\n", measure(pool, &j, 1));
+    printf("error_all opt (18 configs)   1T %.3g el/s   2T %.3g el/s\n", measure(NULL, &j, reps), measure(pool, &j, reps));
 
     rf_cpu_set_mask(0);
     j.rows = opt_rows;

@@ -79,8 +79,8 @@ static void rmrf(const char *path)
     if (system(cmd) != 0) fprintf(stderr, "bench_quantize: could not remove %s\n", path);
 }
 
-/* One write in a child process: seconds, peak RSS (MiB) of the child. */
-static int timed_write(const rf_model *m, const rf_plan *plan, int threads, const char *out, double *secs,
+/* One write in a child process: seconds, CPU seconds and peak RSS (MiB) of the child. */
+static int timed_write(const rf_model *m, const rf_plan *plan, int threads, const char *out, double *secs, double *cpu,
                        double *rss_mib)
 {
     rmrf(out);
@@ -100,6 +100,8 @@ static int timed_write(const rf_model *m, const rf_plan *plan, int threads, cons
     struct rusage ru;
     if (wait4(pid, &st, 0, &ru) < 0) return -1;
     *secs = now_s() - t0;
+    *cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 + (double)ru.ru_stime.tv_sec +
+           (double)ru.ru_stime.tv_usec * 1e-6;
     *rss_mib = (double)ru.ru_maxrss / 1024.0;
     return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
 }
@@ -150,8 +152,11 @@ int main(int argc, char **argv)
     if (!prof) die("profile", &err);
     uint64_t in_bytes = 0;
     for (uint64_t i = 0; i < rf_model_tensor_count(m); i++) in_bytes += rf_model_tinfo(m, i)->t->nbytes;
-    printf("model %s: %llu parameters, %.3f GB BF16 input, %d threads\n", dir,
-           (unsigned long long)rf_model_param_count(m), (double)in_bytes / 1e9, threads);
+    double la[3] = {0, 0, 0};
+    if (getloadavg(la, 3) != 3) la[0] = -1;
+    printf("model %s: %llu parameters, %.3f GB BF16 input, %d threads, simd %s, load average %.2f\n", dir,
+           (unsigned long long)rf_model_param_count(m), (double)in_bytes / 1e9, threads,
+           rf_cpu_features() & RF_CPU_AVX512 ? "avx512" : rf_cpu_features() & RF_CPU_AVX2 ? "avx2" : "off", la[0]);
     static const struct { const char *label, *method; rf_qmode mode; double bpw; } runs[] = {
         {"warm-up (uniform 4/64, mlx)", "uniform:4:64", RF_QMODE_MLX, 0},
         {"uniform 4/64, mlx", "uniform:4:64", RF_QMODE_MLX, 0},
@@ -168,13 +173,16 @@ int main(int argc, char **argv)
         if (runs[r].bpw > 0 && rf_plan_bpw_budget(prof, runs[r].bpw, &budget, &err)) die("budget", &err);
         rf_plan *plan = NULL;
         if (rf_plan_solve(prof, &po, budget ? budget : rf_profile_full_bytes(prof), &plan, &err)) die("plan", &err);
-        double secs, rss;
-        if (timed_write(m, plan, threads, out, &secs, &rss)) {
+        double secs, cpu, rss;
+        if (timed_write(m, plan, threads, out, &secs, &cpu, &rss)) {
             fprintf(stderr, "bench_quantize: write failed\n");
             return 1;
         }
-        printf("%-30s %7.2f s  %6.2f GB/s of input  peak RSS %7.1f MiB  output %.3f GB (%.3f bpw)\n", runs[r].label,
-               secs, (double)in_bytes / secs / 1e9, rss, (double)rf_plan_total_bytes(plan) / 1e9, rf_plan_bpw(plan));
+        /* on a shared machine the wall rate depends on the other users: input per CPU-second
+         * times the threads is the rate on idle cores */
+        printf("%-28s %6.2f s %6.2f GB/s  CPU %6.2f s: %6.2f GB/s idle-core  RSS %7.1f MiB  out %.3f GB (%.3f bpw)\n",
+               runs[r].label, secs, (double)in_bytes / secs / 1e9, cpu, (double)in_bytes / cpu / 1e9 * threads, rss,
+               (double)rf_plan_total_bytes(plan) / 1e9, rf_plan_bpw(plan));
         fflush(stdout);
         rf_plan_free(plan);
     }

@@ -9,7 +9,8 @@
 
 static const char *const usage_text =
     "usage: ramfit analyse MODEL_DIR [-o PROFILE] [--threads N] [--mode mlx|opt|both]\n"
-    "                      [--candidates LIST] [--dtype bf16|f16|f32] [--resume] [--quiet] [--json]\n"
+    "                      [--candidates LIST] [--dtype bf16|f16|f32] [--exact | --opt-sample N]\n"
+    "                      [--shard K/N] [--resume] [--quiet] [--json]\n"
     "\n"
     "Measure every quantization unit of a checkpoint at every candidate config (bits 2/3/4/5/6/8\n"
     "x group size 32/64/128 where the group size divides the input dimension, plus keep): exact\n"
@@ -20,7 +21,14 @@ static const char *const usage_text =
     "                     directory); written via PROFILE.tmp + rename\n"
     "  --threads N        worker threads (default: all CPUs)\n"
     "  --mode M           quantizer whose error is measured: mlx (MLX's min/max, default), opt\n"
-    "                     (error-minimising scale/bias, slower) or both\n"
+    "                     (error-minimising scale/bias) or both\n"
+    "  --opt-sample N     opt mode: search N groups per group size of each unit (default 4096);\n"
+    "                     a unit with more than 2N groups gets an estimate from that sample, within\n"
+    "                     about 1% of the exact error (docs/profile.md); the profile marks estimates\n"
+    "  --exact            opt mode: search every group of every unit (exact, several times slower)\n"
+    "  --shard K/N        analyse part K of N (a deterministic 1/N of the units, by bytes) and write\n"
+    "                     a part profile (default name: MODEL_DIR's name + .profile.partK-of-N.json);\n"
+    "                     'ramfit profile merge' joins the N parts (docs/distributed.md)\n"
     "  --candidates LIST  all (default), or e.g. 4/64,8/64 or 3,4 (every group size); keep is\n"
     "                     always a choice\n"
     "  --dtype D          the dtype F32 tensors will be written in (kept weights, norms,\n"
@@ -80,6 +88,19 @@ int rf_cmd_analyse(int argc, char **argv)
             if (!more) return cli_usage_error("analyse", "--dtype needs bf16, f16 or f32");
             int rc = cli_parse_dtype("analyse", argv[++i], &dtype);
             if (rc) return rc;
+        } else if (!strcmp(a, "--exact")) {
+            o.opt_sample = RF_ANALYSE_EXACT;
+        } else if (!strcmp(a, "--opt-sample")) {
+            char *end;
+            unsigned long long v = more ? strtoull(argv[i + 1], &end, 10) : 0;
+            if (!more || *end || argv[i + 1][0] < '1' || argv[i + 1][0] > '9' || v > (1ull << 40))
+                return cli_usage_error("analyse", "--opt-sample needs a number of groups (1 .. 2^40)");
+            o.opt_sample = v;
+            i++;
+        } else if (!strcmp(a, "--shard")) {
+            if (!more || rf_analyse_parse_shard(argv[i + 1], &o.shard_index, &o.shard_count, &err))
+                return cli_usage_error("analyse", "%s", more ? err.msg : "--shard needs K/N");
+            i++;
         } else if (!strcmp(a, "--resume")) {
             o.resume = 1;
         } else if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) {
@@ -106,6 +127,12 @@ int rf_cmd_analyse(int argc, char **argv)
                                    "into a model directory by default; give -o PROFILE");
         if (!rf_analyse_default_path(dir, defpath, sizeof defpath))
             return cli_usage_error("analyse", "cannot name a default profile for '%s'; give -o PROFILE", dir);
+        if (o.shard_count) { /* NAME.profile.json -> NAME.profile.partK-of-N.json */
+            size_t n = strlen(defpath);
+            if (n < 5 || snprintf(defpath + n - 5, sizeof defpath - (n - 5), ".part%d-of-%d.json", o.shard_index,
+                                  o.shard_count) >= (int)(sizeof defpath - (n - 5)))
+                return cli_usage_error("analyse", "cannot name a default part profile for '%s'; give -o PROFILE", dir);
+        }
         out = defpath;
     }
     /* The profile, its data file and the checkpoint land next to OUT: never among the model's files. */
@@ -141,19 +168,20 @@ int rf_cmd_analyse(int argc, char **argv)
     }
     /* the checkpoint is an index and a data file, like any saved profile: both go */
     if (rf_profile_remove(partial, &err)) fprintf(stderr, "ramfit analyse: warning: %s\n", err.msg);
-    uint64_t units = rf_profile_unit_count(prof), cand = 0, input = 0;
+    uint64_t units = rf_profile_unit_count(prof), cand = 0, input = 0, est_units = 0;
     for (uint64_t u = 0; u < units; u++) {
         cand += (uint64_t)rf_profile_unit(prof, u)->n_cands;
         input += rf_profile_unit(prof, u)->kept_bytes;
+        est_units += rf_profile_unit(prof, u)->estimated != 0;
     }
     char size[32];
     rf_format_size(rf_profile_full_bytes(prof), size, sizeof size);
     if (json) {
-        json_t *j = json_pack("{s:o, s:I, s:I, s:I, s:I, s:I, s:f, s:f}", "profile", cli_json_str(out), "units", (json_int_t)units,
+        json_t *j = json_pack("{s:o, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:I}", "profile", cli_json_str(out), "units", (json_int_t)units,
                               "candidates", (json_int_t)cand, "others", (json_int_t)rf_profile_other_count(prof),
                               "params", (json_int_t)rf_profile_param_count(prof), "bytes",
                               (json_int_t)rf_profile_full_bytes(prof), "seconds", secs, "input_gb_per_s",
-                              secs > 0 ? (double)input / secs / 1e9 : 0.0);
+                              secs > 0 ? (double)input / secs / 1e9 : 0.0, "estimated_units", (json_int_t)est_units);
         char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
         if (text) printf("%s\n", text);
         free(text);
@@ -163,6 +191,13 @@ int rf_cmd_analyse(int argc, char **argv)
                "%.1f s (%.2f GB/s)\n",
                out, (unsigned long long)units, (unsigned long long)cand, (unsigned long long)rf_profile_other_count(prof),
                (unsigned long long)rf_profile_param_count(prof), size, secs, secs > 0 ? (double)input / secs / 1e9 : 0.0);
+        if (est_units)
+            printf("opt errors of %llu large unit%s estimated from a sample of %llu groups per group size (about 1%% "
+                   "accurate; --exact measures every group)\n", (unsigned long long)est_units, est_units == 1 ? "" : "s",
+                   (unsigned long long)rf_profile_opt_sample(prof));
+        if (o.shard_count)
+            printf("part %d of %d: join all parts with 'ramfit profile merge PARTS... -o PROFILE'\n", o.shard_index,
+                   o.shard_count);
     }
     rf_profile_free(prof);
     rf_model_free(m);

@@ -12,6 +12,7 @@ static const struct {
     {"inspect", rf_cmd_inspect, "summarise a checkpoint: architecture, parameters, bytes by dtype and role"},
     {"analyse", rf_cmd_analyse, "measure every unit at every quantization config: the profile the planner reads"},
     {"synth", rf_cmd_synth, "write a synthetic checkpoint shaped like a real architecture (tests, benchmarks)"},
+    {"profile", rf_cmd_profile, "profile files: merge the parts of an analysis run on several machines"},
     {"plan", rf_cmd_plan, "choose per-unit quantization for byte budgets from a profile (exact, with report)"},
     {"tokenize", rf_cmd_tokenize, "encode text with a model's tokenizer.json, or decode ids"},
     {"ppl", rf_cmd_ppl, "perplexity of a model (original or quantized) on a text file"},

@@ -128,7 +128,8 @@ rf_status rf_convert_from_f32(rf_dtype dst, const float *in, void *out, uint64_t
 
 /* ===================================================================== CPU features (common/cpu.c) */
 
-enum { RF_CPU_AVX2 = 1u << 0, RF_CPU_FMA = 1u << 1, RF_CPU_F16C = 1u << 2, RF_CPU_NEON = 1u << 3 };
+enum { RF_CPU_AVX2 = 1u << 0, RF_CPU_FMA = 1u << 1, RF_CPU_F16C = 1u << 2, RF_CPU_NEON = 1u << 3,
+       RF_CPU_AVX512 = 1u << 4 /* AVX-512 F, VL, DQ and BW, with the OS saving their state */ };
 /* Features of this CPU that ramfit's fast paths use, masked by rf_cpu_set_mask(). */
 unsigned rf_cpu_features(void);
 /* Restrict the fast paths (tests and benchmarks compare scalar vs fast; also env RAMFIT_SIMD=0). */
@@ -429,13 +430,56 @@ rf_status rf_quant_error(rf_dtype src, const void *w, uint64_t rows, uint64_t co
 rf_status rf_quant_error_all(rf_dtype src, const void *w, uint64_t rows, uint64_t cols,
                              rf_qmode mode, rf_dtype sdtype, rf_qerr out[RF_QCFG_N], rf_err *err);
 
+/* The opt quantizer's error of a large unit, estimated from a sample of its groups (what
+ * rf_analyse does by default; method and measured accuracy: docs/profile.md, "Estimated errors").
+ * Every group of a unit is seen; for config c, group g (of c's group size) is quantized by the opt
+ * search with probability pi = min(1, rate[c] * r2_g / ref), r2_g its squared range and ref the
+ * median r2 of its neighbourhood (1024 weights of one row, or rows of 1024 weights in all),
+ * decided by one uniform number per group, a hash of its position in the unit (so the samples of
+ * one group size are nested: a group searched at a rate is searched at every higher one); the
+ * unit's error is then a regression estimate on r2, sqrt(r2 ref) and ref, whose totals over all
+ * groups are exact. With rate >= 1 every group is measured and the result is exact: bit-identical
+ * to rf_quant_error_all in opt mode. */
+typedef struct rf_qsample {
+    uint64_t member;          /* index of the matrix in its unit (experts), */
+    uint64_t member_rows;     /* rows of one member, */
+    uint64_t row0;            /* and the index of the matrix's first row in its member: the sample's positions */
+    double rate[RF_QCFG_N];   /* per config (rf_quant_sample_rate); >= 1: every group */
+} rf_qsample;
+/* Sums over a piece of a unit, for one call; a unit's are the sum of its pieces' (rf_qsums_add),
+ * in a fixed order for a result that does not depend on threads. */
+typedef struct rf_qsums {
+    uint64_t groups[RF_QGS_N];  /* groups of each size */
+    double t[RF_QGS_N][3];      /* totals of the auxiliaries x over every group */
+    uint64_t sampled[RF_QCFG_N];
+    double hx[RF_QCFG_N][3];    /* sampled groups: x / pi */
+    double xx[RF_QCFG_N][6];    /* sampled groups: x_i x_j / (pi r2), upper triangle 00 01 02 11 12 22 */
+    double sse[RF_QCFG_N];      /* sampled groups: sse (the exact error when every group was sampled) */
+    double h[RF_QCFG_N];        /* sampled groups: sse / pi */
+    double xy[RF_QCFG_N][3];    /* sampled groups: x_i sse / (pi r2) */
+    float emax[RF_QCFG_N];      /* largest |w - w'| in the sampled groups */
+} rf_qsums;
+/* Rate that samples about TARGET of a unit's GROUPS (groups of one size); 1 (every group, exact)
+ * when TARGET is at least an eighth of GROUPS, or 0. */
+double rf_quant_sample_rate(uint64_t groups, uint64_t target);
+/* Sums of one rows x cols piece (whole rows of one member, src F32/BF16/F16) for the configs in
+ * CFGMASK (bit c as rf_quant_error_all; every gs must divide cols). For results that do not depend
+ * on how a member is cut into pieces, cut it at multiples of rf_quant_piece_rows(cols) rows. */
+rf_status rf_quant_error_sample(rf_dtype src, const void *w, uint64_t rows, uint64_t cols, uint32_t cfgmask,
+                                rf_dtype sdtype, const rf_qsample *s, rf_qsums *out, rf_err *err);
+uint64_t rf_quant_piece_rows(uint64_t cols);
+void rf_qsums_add(rf_qsums *acc, const rf_qsums *x);
+/* Config C's error from a unit's sums: sse (exact when every group of its size was sampled,
+ * else the estimate), max_abs (of the sample), and whether it is an estimate. */
+void rf_qsums_error(const rf_qsums *s, int c, double *sse, double *max_abs, int *estimated);
+
 /* ===================================================================== profile (analyse/profile.c) */
 
 /* A profile: for every quantization unit of a model, each candidate config with its exact MLX
  * bytes and measured error, per quantizer mode; plus every other tensor's kept bytes, so the
  * totals account for the whole model. Written once by the analysis pass, read by the planner.
  * File format (versioned JSON): docs/profile.md. */
-#define RF_PROFILE_VERSION 2 /* version 1 files still load */
+#define RF_PROFILE_VERSION 3 /* versions 1 and 2 still load */
 
 /* One affine candidate of a unit. Keep (the unquantized original) is implicit: bytes =
  * kept_bytes, error 0. An error measurement absent for a mode has sse = NaN. */
@@ -465,6 +509,9 @@ typedef struct rf_punit {
     rf_pstats stats;
     int n_cands;                /* affine candidates, sorted by (bits, gs) */
     rf_pcand cands[RF_QCFG_N];
+    unsigned estimated;         /* config mask (bit c as rf_cfg_index): candidates whose opt error is an
+                                 * estimate from a sample of the unit's groups (rf_quant_error_sample);
+                                 * 0: every error measured exactly */
 } rf_punit;
 
 /* A tensor that is not a unit (norms, biases, 1-D): always kept. */
@@ -516,6 +563,23 @@ rf_status rf_punit_add_cand(rf_punit *u, int bits, int gs, uint64_t bytes,
 rf_status rf_profile_add_unit(rf_profile *p, const rf_punit *u, rf_err *err);
 rf_status rf_profile_add_other(rf_profile *p, const rf_pother *o, rf_err *err);
 rf_status rf_profile_add_file(rf_profile *p, const char *name, uint64_t bytes, rf_err *err);
+/* How the opt errors were measured: groups per group size searched in a large unit (the sample
+ * target of rf_analyse_opts.opt_sample); 0: every group (exact), or no opt mode. Default 0. */
+void rf_profile_set_opt_sample(rf_profile *p, uint64_t groups);
+uint64_t rf_profile_opt_sample(const rf_profile *p);
+/* A part of a profile made by 'ramfit analyse --shard K/N' (rf_analyse_opts.shard_*): shard
+ * INDEX (1-based) of COUNT, holding the units FIRST .. FIRST + unit count - 1 of the whole
+ * profile's TOTAL units (and every other tensor). A part is not a profile the planner takes:
+ * rf_profile_merge joins the parts. COUNT 0: a whole profile (the default). */
+#define RF_MAX_SHARDS 100000
+rf_status rf_profile_set_shard(rf_profile *p, int index, int count, uint64_t first, uint64_t total, rf_err *err);
+int rf_profile_shard(const rf_profile *p, int *index, int *count, uint64_t *first, uint64_t *total);
+/* The whole profile from all N parts of one analysis, in any order: they must come from the same
+ * checkpoint (fingerprint, shard files), ramfit version, modes, configs and sampling, and cover
+ * every unit exactly once. The result is what one machine's analysis gives, byte for byte.
+ * RF_ERR_MISMATCH names the part and what differs; LABELS (may be NULL) name the parts in messages. */
+rf_status rf_profile_merge(const rf_profile *const *parts, size_t n, const char *const *labels, rf_profile **out,
+                           rf_err *err);
 
 const rf_pmodel *rf_profile_model(const rf_profile *p);
 unsigned rf_profile_modes(const rf_profile *p);
@@ -869,8 +933,19 @@ typedef struct rf_analyse_opts {
     double checkpoint_s;      /* <= 0: 30 s */
     rf_progress progress;     /* units: input bytes; what: "k/N unit-name"; called on the caller's thread */
     rf_dtype f32_as;          /* dtype F32 tensors are kept in: RF_DT_BF16 (default, also for 0), F16 or F32 */
+    /* Opt mode: groups per group size whose opt error is searched in each unit; a unit with more
+     * than twice as many groups gets an estimate from that sample (rf_quant_error_sample,
+     * docs/profile.md); 0: RF_ANALYSE_OPT_SAMPLE; RF_ANALYSE_EXACT: every group of every unit. */
+    uint64_t opt_sample;
+    /* Analyse only shard shard_index (1-based) of shard_count: a deterministic share of the units,
+     * contiguous and balanced by bytes; the result is a part for rf_profile_merge. 0: all units. */
+    int shard_index, shard_count;
 } rf_analyse_opts;
+#define RF_ANALYSE_OPT_SAMPLE 4096
+#define RF_ANALYSE_EXACT UINT64_MAX
 void rf_analyse_opts_default(rf_analyse_opts *o);
+/* "K/N" (1 <= K <= N <= 100000) -> shard index and count. */
+rf_status rf_analyse_parse_shard(const char *text, int *index, int *count, rf_err *err);
 /* "mlx", "opt" or "both" -> mode mask. */
 rf_status rf_analyse_parse_modes(const char *text, unsigned *modes, rf_err *err);
 /* "all", or a comma list of BITS/GS or BITS:GS ("4/64,8:64"), BITS alone (every gs), "keep"

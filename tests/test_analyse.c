@@ -656,6 +656,182 @@ static void test_resume_f32(void **state)
     free(dir);
 }
 
+/* ------------------------------------------------------------------ opt errors from a sample */
+
+static rf_profile *analyse_opt(const rf_model *m, int threads, unsigned modes, uint64_t sample, int shard, int shards)
+{
+    rf_analyse_opts o;
+    rf_analyse_opts_default(&o);
+    o.threads = threads;
+    o.modes = modes;
+    o.block_bytes = 65536; /* several blocks per unit */
+    o.opt_sample = sample;
+    o.shard_index = shard;
+    o.shard_count = shards;
+    rf_profile *p = NULL;
+    rf_err err;
+    TU_OK(rf_analyse(m, &o, &p, &err), &err);
+    return p;
+}
+
+/* Units with more groups than twice the sample get estimated opt errors, marked in the profile,
+ * close to the exact ones (a small sample here: the defaults are within ~1%, bench_estimate); the
+ * units below that size, and every unit with RF_ANALYSE_EXACT, are exact: equal to the kernel's
+ * error of each member summed. MLX errors never change. Thread counts give the same bytes. */
+static void test_opt_sample(void **state)
+{
+    (void)state;
+    char *dir = synth_model("qwen3-0.6b", 0.125, 2, 2048, 0);
+    rf_model *m = open_model(dir);
+    rf_profile *ex = analyse_opt(m, 2, 3, RF_ANALYSE_EXACT, 0, 0), *es = analyse_opt(m, 1, 3, 128, 0, 0);
+    rf_profile *es3 = analyse_opt(m, 3, 3, 128, 0, 0);
+    char *t1 = profile_text(es), *t3 = profile_text(es3);
+    assert_string_equal(t1, t3);
+    free(t1), free(t3);
+    assert_int_equal(rf_profile_opt_sample(ex), 0);
+    assert_int_equal(rf_profile_opt_sample(es), 128);
+    int estimated = 0, exact = 0;
+    double worst = 0;
+    rf_err err;
+    for (uint64_t u = 0; u < rf_profile_unit_count(es); u++) {
+        const rf_punit *a = rf_profile_unit(ex, u), *b = rf_profile_unit(es, u);
+        assert_string_equal(a->name, b->name);
+        assert_int_equal(a->estimated, 0);
+        int big = 0;
+        for (int k = 0; k < b->n_cands; k++) {
+            const rf_pcand *ca = &a->cands[k], *cb = &b->cands[k];
+            int ci = 0;
+            while (rf_qbits[ci / 3] != cb->bits || rf_qgs[ci % 3] != cb->gs) ci++;
+            assert_true(ca->err[0].sse == cb->err[0].sse && ca->err[0].max_abs == cb->err[0].max_abs);
+            /* up to 8 times the sample (4 times more at 8 bits): every group searched */
+            const int small = b->nparams / (uint64_t)cb->gs <= 8 * (cb->bits == 8 ? 4 * 128 : 128);
+            const int est = b->estimated >> ci & 1;
+            if (small) assert_false(est);
+            big |= est;
+            if (est) {
+                double rel = fabs(cb->err[1].sse / ca->err[1].sse - 1);
+                worst = rel > worst ? rel : worst;
+                assert_true(cb->err[1].max_abs <= ca->err[1].max_abs); /* the sample's largest error */
+            } else {
+                assert_true(ca->err[1].sse == cb->err[1].sse); /* measured on every group: exact */
+            }
+        }
+        estimated += big, exact += !big && b->n_cands;
+        if (u % 3) continue;
+        /* the exact profile's opt error is the kernel's, member by member */
+        const rf_unit *un = rf_model_unit(m, (uint64_t)rf_model_unit_find(m, a->name));
+        const rf_pcand *pc = &a->cands[a->n_cands - 1];
+        double sse = 0;
+        for (int k = 0; k < un->n_members; k++) {
+            const rf_tensor *t = rf_model_tinfo(m, (uint64_t)un->members[k])->t;
+            rf_qerr q;
+            TU_OK(rf_quant_error(t->dtype, t->data, t->nelem / un->cols, un->cols, pc->bits, pc->gs, RF_QMODE_OPT, RF_DT_BF16,
+                                 &q, &err), &err);
+            sse += q.sse;
+        }
+        assert_close(pc->err[1].sse, sse, 1e-12, "exact opt sse");
+    }
+    print_message("  %d units estimated, %d exact; worst estimate %.2f%% off with a sample of 128\n", estimated, exact, 100 * worst);
+    assert_true(estimated > 0 && exact > 0);
+    assert_true(worst < 0.05);
+    rf_profile_free(ex);
+    rf_profile_free(es);
+    rf_profile_free(es3);
+    rf_model_free(m);
+    tu_rmtree(dir);
+    free(dir);
+}
+
+/* ------------------------------------------------------------------ shards */
+
+static void save_to(const rf_profile *p, const char *dir, const char *sub, char *path, size_t cap)
+{
+    char d[3000];
+    snprintf(d, sizeof d, "%s/%s", dir, sub);
+    assert_int_equal(mkdir(d, 0755), 0);
+    snprintf(path, cap, "%s/p.json", d);
+    rf_err err;
+    TU_OK(rf_profile_save(p, path, &err), &err);
+}
+
+static void assert_same_file(const char *a, const char *b)
+{
+    size_t na, nb;
+    char *x = tu_read_file(a, &na), *y = tu_read_file(b, &nb);
+    assert_non_null(x);
+    assert_non_null(y);
+    if (na != nb || memcmp(x, y, na)) fail_msg("%s and %s differ", a, b);
+    free(x), free(y);
+}
+
+/* Parts of 1, 2, 3 and 7 machines (experts, more parts than some shards have units), each with
+ * its own thread count, merge into the single machine's profile, byte for byte (index and data
+ * file); a part alone is not a profile the planner takes. */
+static void test_shards_merge(void **state)
+{
+    (void)state;
+    char *dir = synth_model("qwen3-30b-a3b", 0.0625, 2, 512, 4);
+    char *tmp = tu_mkdtemp(), path[4096], mpath[4096], sub[64];
+    rf_model *m = open_model(dir);
+    rf_profile *whole = analyse_opt(m, 2, 3, 64, 0, 0);
+    save_to(whole, tmp, "whole", path, sizeof path);
+    const uint64_t nu = rf_profile_unit_count(whole);
+    static const int counts[] = {1, 2, 3, 7};
+    rf_err err;
+    for (size_t ci = 0; ci < sizeof counts / sizeof counts[0]; ci++) {
+        const int n = counts[ci];
+        rf_profile *parts[7];
+        uint64_t units = 0;
+        for (int k = 1; k <= n; k++) {
+            parts[k - 1] = analyse_opt(m, 1 + k % 3, 3, 64, k, n);
+            int kk, nn;
+            uint64_t first, total;
+            assert_true(rf_profile_shard(parts[k - 1], &kk, &nn, &first, &total));
+            assert_true(kk == k && nn == n && first == units && total == nu);
+            units += rf_profile_unit_count(parts[k - 1]);
+            assert_int_equal(rf_profile_other_count(parts[k - 1]), rf_profile_other_count(whole));
+        }
+        assert_int_equal(units, nu);
+        if (n == 3) { /* balanced by bytes: no part holds everything */
+            for (int k = 0; k < n; k++) assert_true(rf_profile_unit_count(parts[k]) < nu);
+            rf_plan_opts po;
+            rf_plan_opts_default(&po);
+            rf_plan *plan = NULL;
+            assert_int_equal(rf_plan_solve(parts[1], &po, rf_profile_full_bytes(parts[1]), &plan, &err), RF_ERR_INVALID);
+            assert_non_null(strstr(err.msg, "profile merge"));
+        }
+        rf_profile *merged;
+        TU_OK(rf_profile_merge((const rf_profile *const *)parts, (size_t)n, NULL, &merged, &err), &err);
+        snprintf(sub, sizeof sub, "merged%d", n);
+        save_to(merged, tmp, sub, mpath, sizeof mpath);
+        assert_same_file(path, mpath);
+        size_t pl = strlen(path), ml = strlen(mpath);
+        memcpy(path + pl - 4, "bin", 4), memcpy(mpath + ml - 4, "bin", 4);
+        assert_same_file(path, mpath);
+        memcpy(path + pl - 4, "json", 5);
+        rf_profile_free(merged);
+        for (int k = 0; k < n; k++) rf_profile_free(parts[k]);
+    }
+    /* bad shard options */
+    rf_analyse_opts o;
+    rf_analyse_opts_default(&o);
+    o.shard_index = 4, o.shard_count = 3;
+    rf_profile *p = NULL;
+    assert_int_equal(rf_analyse(m, &o, &p, &err), RF_ERR_INVALID);
+    int k = 0, n = 0;
+    TU_OK(rf_analyse_parse_shard("3/8", &k, &n, &err), &err);
+    assert_true(k == 3 && n == 8);
+    static const char *const bad[] = {"0/3", "4/3", "3", "/3", "3/", "a/b", "1/100001", "-1/3", "1/3x", "1//3"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_equal(rf_analyse_parse_shard(bad[i], &k, &n, &err), RF_ERR_INVALID);
+    rf_profile_free(whole);
+    rf_model_free(m);
+    tu_rmtree(tmp);
+    free(tmp);
+    tu_rmtree(dir);
+    free(dir);
+}
+
 /* ------------------------------------------------------------------ profile <-> model */
 
 static void test_check_profile(void **state)
@@ -752,6 +928,50 @@ static void test_cli(void **state)
     free(after);
     snprintf(path, sizeof path, "%s/p.json", dir);
     assert_false(exists(path));
+    /* three machines' parts, merged: the one machine's profile, byte for byte */
+    char pw[4096], pm[4096];
+    snprintf(pw, sizeof pw, "%s/w", tmp);
+    snprintf(pm, sizeof pm, "%s/m", tmp);
+    assert_int_equal(mkdir(pw, 0755), 0);
+    assert_int_equal(mkdir(pm, 0755), 0);
+    snprintf(args, sizeof args, "analyse '%s' --mode opt --opt-sample 64 --quiet -o '%s/p.json'", dir, pw);
+    if ((rc = tu_run_cli(args, &out))) fail_msg("%s -> %d: %s", args, rc, out);
+    free(out);
+    for (int k = 1; k <= 3; k++) {
+        snprintf(args, sizeof args, "analyse '%s' --mode opt --opt-sample 64 --shard %d/3 --threads %d -o '%s/part%d.json'", dir,
+                 k, k, tmp, k);
+        if ((rc = tu_run_cli(args, &out)) || !strstr(out, "profile merge")) fail_msg("%s -> %d: %s", args, rc, out);
+        free(out);
+    }
+    snprintf(args, sizeof args, "plan '%s/part2.json' --budget 1GB", tmp);
+    rc = tu_run_cli(args, &out);
+    if (rc != 1 || !strstr(out, "part 2 of 3")) fail_msg("%s -> %d: %s", args, rc, out);
+    free(out);
+    snprintf(args, sizeof args, "profile merge '%s/part3.json' '%s/part1.json' -o '%s/p.json'", tmp, tmp, pm);
+    rc = tu_run_cli(args, &out);
+    if (rc != 1 || !strstr(out, "give all 3 parts")) fail_msg("%s -> %d: %s", args, rc, out);
+    free(out);
+    snprintf(args, sizeof args, "profile merge '%s/part3.json' '%s/part1.json' '%s/part2.json' -o '%s/part1.json'", tmp, tmp, tmp,
+             tmp);
+    assert_int_equal(tu_run_cli(args, &out), 2); /* never overwrites a part */
+    free(out);
+    snprintf(args, sizeof args, "profile merge '%s/part3.json' '%s/part1.json' '%s/part2.json' -o '%s/p.json'", tmp, tmp, tmp, pm);
+    if ((rc = tu_run_cli(args, &out))) fail_msg("%s -> %d: %s", args, rc, out);
+    free(out);
+    assert_int_equal(tu_run_cli(args, &out), 2); /* exists: --force replaces */
+    free(out);
+    for (int i = 0; i < 2; i++) {
+        char a[4200], b[4200];
+        snprintf(a, sizeof a, "%s/p.%s", pw, i ? "bin" : "json");
+        snprintf(b, sizeof b, "%s/p.%s", pm, i ? "bin" : "json");
+        assert_same_file(a, b);
+    }
+    snprintf(args, sizeof args, "analyse '%s' --shard 0/3", dir);
+    assert_int_equal(tu_run_cli(args, &out), 2);
+    free(out);
+    snprintf(args, sizeof args, "analyse '%s' --opt-sample 0", dir);
+    assert_int_equal(tu_run_cli(args, &out), 2);
+    free(out);
     /* an output that cannot be written fails before the analysis, naming it (was found out only at the end) */
     static const char *const bad[] = {"no-such-dir/p.json", "file/p.json"};
     snprintf(path, sizeof path, "%s/file", tmp);
@@ -787,6 +1007,8 @@ int main(void)
         cmocka_unit_test(test_unsupported_dtype),
         cmocka_unit_test(test_resume),
         cmocka_unit_test(test_resume_f32),
+        cmocka_unit_test(test_opt_sample),
+        cmocka_unit_test(test_shards_merge),
         cmocka_unit_test(test_check_profile),
         cmocka_unit_test(test_cli),
     };

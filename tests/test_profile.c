@@ -22,6 +22,11 @@ static void assert_profiles_equal(const rf_profile *a, const rf_profile *b)
     assert_int_equal(rf_profile_file_count(a), rf_profile_file_count(b));
     assert_int_equal(rf_profile_full_bytes(a), rf_profile_full_bytes(b));
     assert_int_equal(rf_profile_param_count(a), rf_profile_param_count(b));
+    assert_int_equal(rf_profile_opt_sample(a), rf_profile_opt_sample(b));
+    int ka, na, kb, nb;
+    uint64_t fa, ta, fb, tb;
+    assert_int_equal(rf_profile_shard(a, &ka, &na, &fa, &ta), rf_profile_shard(b, &kb, &nb, &fb, &tb));
+    assert_true(ka == kb && na == nb && fa == fb && ta == tb);
     for (uint64_t i = 0; i < rf_profile_unit_count(a); i++) {
         const rf_punit *x = rf_profile_unit(a, i), *y = rf_profile_unit(b, i);
         assert_string_equal(x->name, y->name);
@@ -37,6 +42,7 @@ static void assert_profiles_equal(const rf_profile *a, const rf_profile *b)
         assert_true(same_double(x->ssq, y->ssq));
         assert_memory_equal(&x->stats, &y->stats, sizeof x->stats);
         assert_int_equal(x->n_cands, y->n_cands);
+        assert_int_equal(x->estimated, y->estimated);
         for (int k = 0; k < x->n_cands; k++) {
             const rf_pcand *c = &x->cands[k], *d = &y->cands[k];
             assert_int_equal(c->bits, d->bits);
@@ -104,6 +110,7 @@ static rf_profile *random_profile(tu_rng *r, unsigned modes)
                 u.n_cands--;
                 continue;
             }
+            if ((modes & 2) && absent != 2 && tu_rng_u64(r) % 2) u.estimated |= 1u << c;
         }
         TU_OK(rf_profile_add_unit(p, &u, &err), &err);
     }
@@ -112,6 +119,8 @@ static rf_profile *random_profile(tu_rng *r, unsigned modes)
     TU_OK(rf_profile_add_other(p, &o, &err), &err);
     TU_OK(rf_profile_add_file(p, "model-00001-of-00002.safetensors", 5000000000ull, &err), &err);
     TU_OK(rf_profile_add_file(p, "model-00002-of-00002.safetensors", 123, &err), &err);
+    rf_profile_set_opt_sample(p, tu_rng_u64(r) % 3 ? 0 : tu_rng_u64(r) % 100000);
+    if (tu_rng_u64(r) % 3 == 0) TU_OK(rf_profile_set_shard(p, 2, 3, 5, 40, &err), &err);
     return p;
 }
 
@@ -226,27 +235,34 @@ static void test_profile_validation(void **state)
     size_t n;
     TU_OK(rf_profile_to_json(p, &t, &n, &err), &err);
     const char *u1 = "model.layers.0.self_attn.q_proj";
-    const char *qrow = "\"attn_q\", 0, 2, 1, 128, 128, \"BF16\", \"BF16\", 262143, [";
+    const char *qrow = "\"attn_q\", 0, 2, 1, 128, 128, \"BF16\", \"BF16\", 262143, 0, [";
     char to[256];
 #define QBAD(pat, code, need) (snprintf(to, sizeof to, pat), expect_bad(t, qrow, to, code, need))
-    QBAD("\"attn_q\", 0, 2, 1, -1, 128, \"BF16\", \"BF16\", 262143, [", RF_ERR_FORMAT, "field 'rows'");
-    QBAD("\"attn_q\", 0, 2, 1, 128, 129, \"BF16\", \"BF16\", 262143, [", RF_ERR_FORMAT, "does not divide cols");
-    QBAD("\"attn_q\", 0, 2, 1, 128, 128, \"BF17\", \"BF16\", 262143, [", RF_ERR_FORMAT, "field 'dtype'");
-    QBAD("\"attn_q\", 0, 2, 1, 128, 128, \"I32\", \"BF16\", 262143, [", RF_ERR_FORMAT, "not a float dtype");
-    QBAD("\"attn_z\", 0, 2, 1, 128, 128, \"BF16\", \"BF16\", 262143, [", RF_ERR_FORMAT, u1);
-    QBAD("\"norm\", 0, 2, 1, 128, 128, \"BF16\", \"BF16\", 262143, [", RF_ERR_FORMAT, "never units");
-    QBAD("\"attn_q\", 7, 2, 1, 128, 128, \"BF16\", \"BF16\", 262143, [", RF_ERR_FORMAT, "field 'layer'");
-    QBAD("\"attn_q\", 0, 2, 1, 128, 128, \"BF16\", \"BF16\", 262143, [-", RF_ERR_FORMAT, "field 'ssq'");
-    QBAD("\"attn_q\", 0, 2, 1, 128, 128, \"BF16\", \"BF16\", 262144, [", RF_ERR_FORMAT, "field 'configs'");
-    QBAD("\"attn_q\", 0, 2, 1, 128, 128, \"BF16\", \"I8\", 262143, [", RF_ERR_FORMAT, "field 'sizes'");
-    QBAD("\"attn_q\", 0, 2, 1, 128, 128, \"BF16\", [1], 262143, [", RF_ERR_FORMAT, "field 'sizes'");
-    QBAD("\"attn_q\", 0, 2, 1, 128, 128, \"BF16\", [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1], 262143, [", RF_ERR_FORMAT, "c[0].bytes");
-    QBAD("\"attn_q\", 0, 2, 1, 128, 128, \"BF16\", \"BF16\", 262143, [1, ", RF_ERR_FORMAT, "field 'values'");
-    QBAD("\"attn_q\", 0, 2, 1, 128, 128, \"BF16\", \"BF16\", 262143, [\"x\", ", RF_ERR_FORMAT, "field 'values'");
-    QBAD("\"attn_q\", 0, 2, 1, 128, 128, \"BF16\", \"BF16\", 262143, [1, 0, 1, 1, 0, 0, null, ", RF_ERR_FORMAT, "field 'values'");
+    QBAD("\"attn_q\", 0, 2, 1, -1, 128, \"BF16\", \"BF16\", 262143, 0, [", RF_ERR_FORMAT, "field 'rows'");
+    QBAD("\"attn_q\", 0, 2, 1, 128, 129, \"BF16\", \"BF16\", 262143, 0, [", RF_ERR_FORMAT, "does not divide cols");
+    QBAD("\"attn_q\", 0, 2, 1, 128, 128, \"BF17\", \"BF16\", 262143, 0, [", RF_ERR_FORMAT, "field 'dtype'");
+    QBAD("\"attn_q\", 0, 2, 1, 128, 128, \"I32\", \"BF16\", 262143, 0, [", RF_ERR_FORMAT, "not a float dtype");
+    QBAD("\"attn_z\", 0, 2, 1, 128, 128, \"BF16\", \"BF16\", 262143, 0, [", RF_ERR_FORMAT, u1);
+    QBAD("\"norm\", 0, 2, 1, 128, 128, \"BF16\", \"BF16\", 262143, 0, [", RF_ERR_FORMAT, "never units");
+    QBAD("\"attn_q\", 7, 2, 1, 128, 128, \"BF16\", \"BF16\", 262143, 0, [", RF_ERR_FORMAT, "field 'layer'");
+    QBAD("\"attn_q\", 0, 2, 1, 128, 128, \"BF16\", \"BF16\", 262143, 0, [-", RF_ERR_FORMAT, "field 'ssq'");
+    QBAD("\"attn_q\", 0, 2, 1, 128, 128, \"BF16\", \"BF16\", 262144, 0, [", RF_ERR_FORMAT, "field 'configs'");
+    QBAD("\"attn_q\", 0, 2, 1, 128, 128, \"BF16\", \"I8\", 262143, 0, [", RF_ERR_FORMAT, "field 'sizes'");
+    QBAD("\"attn_q\", 0, 2, 1, 128, 128, \"BF16\", [1], 262143, 0, [", RF_ERR_FORMAT, "field 'sizes'");
+    QBAD("\"attn_q\", 0, 2, 1, 128, 128, \"BF16\", [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1], 262143, 0, [", RF_ERR_FORMAT, "c[0].bytes");
+    QBAD("\"attn_q\", 0, 2, 1, 128, 128, \"BF16\", \"BF16\", 262143, 0, [1, ", RF_ERR_FORMAT, "field 'values'");
+    QBAD("\"attn_q\", 0, 2, 1, 128, 128, \"BF16\", \"BF16\", 262143, 0, [\"x\", ", RF_ERR_FORMAT, "field 'values'");
+    QBAD("\"attn_q\", 0, 2, 1, 128, 128, \"BF16\", \"BF16\", 262143, 0, [1, 0, 1, 1, 0, 0, null, ", RF_ERR_FORMAT, "field 'values'");
 #undef QBAD
     expect_bad(t, "\"format\": \"ramfit-profile\"", "\"format\": \"ramfit-plan\"", RF_ERR_FORMAT, "field 'format'");
-    expect_bad(t, "\"version\": 2", "\"version\": 3", RF_ERR_UNSUPPORTED, "version 3");
+    expect_bad(t, "\"version\": 3", "\"version\": 4", RF_ERR_UNSUPPORTED, "version 4");
+    expect_bad(t, "\"opt_sample\": 0", "\"opt_sample\": -1", RF_ERR_FORMAT, "field 'opt_sample'");
+    expect_bad(t, "\"opt_sample\": 0", "\"opt_sample\": 0, \"shard\": [0, 0, 0, 0]", RF_ERR_FORMAT, "not a valid part");
+    expect_bad(t, "\"opt_sample\": 0", "\"opt_sample\": 0, \"shard\": [3, 2, 0, 9]", RF_ERR_FORMAT, "not a valid part");
+    expect_bad(t, "\"opt_sample\": 0", "\"opt_sample\": 0, \"shard\": [1, 2, 0]", RF_ERR_FORMAT, "field 'shard'");
+    /* estimated: only candidates, and only ones with an opt error */
+    expect_bad(t, qrow, "\"attn_q\", 0, 2, 1, 128, 128, \"BF16\", \"BF16\", 262143, 262144, [", RF_ERR_FORMAT, "field 'estimated'");
+    expect_bad(t, qrow, "\"attn_q\", 0, 2, 1, 128, 128, \"BF16\", \"BF16\", 262143, -1, [", RF_ERR_FORMAT, "field 'estimated'");
     expect_bad(t, "\"unit_fields\": [\"name\"", "\"unit_fields\": [\"nom\"", RF_ERR_FORMAT, "unit_fields");
     expect_bad(t, "\"fingerprint\": \"", "\"fingerprint\": \"x", RF_ERR_FORMAT, "field 'fingerprint'");
     expect_bad(t, "\"modes\": [\"mlx\", \"opt\"]", "\"modes\": [\"opt\", \"mlx\"]", RF_ERR_FORMAT, "field 'modes'");
@@ -291,6 +307,16 @@ static void test_profile_validation(void **state)
     u.cands[0].err[RF_QMODE_OPT].ssq = u.ssq * 2;
     assert_int_equal(rf_profile_add_unit(p, &u, &err), RF_ERR_FORMAT);
     assert_non_null(strstr(err.msg, "unit fresh: field 'c[0].opt.ssq'"));
+    u.cands[0].err[RF_QMODE_OPT].ssq = u.ssq;
+    u.n_cands--;
+    u.estimated = 1u << rf_cfg_index(u.cands[u.n_cands].bits, u.cands[u.n_cands].gs);
+    assert_int_equal(rf_profile_add_unit(p, &u, &err), RF_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "field 'estimated': names configs that are not candidates"));
+    u.n_cands++;
+    u.cands[3].err[RF_QMODE_OPT] = (rf_qerr){NAN, u.ssq, NAN};
+    u.estimated = 1u << rf_cfg_index(u.cands[3].bits, u.cands[3].gs);
+    assert_int_equal(rf_profile_add_unit(p, &u, &err), RF_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "has no opt error to estimate"));
     free(t);
     rf_profile_free(p);
 }
@@ -325,13 +351,162 @@ static void test_profile_version1(void **state)
     char *t;
     size_t n;
     TU_OK(rf_profile_to_json(p, &t, &n, &err), &err);
-    assert_non_null(strstr(t, "\"version\": 2"));
+    assert_non_null(strstr(t, "\"version\": 3"));
     rf_profile *q;
-    TU_OK(rf_profile_from_json(t, n, "v2", &q, &err), &err);
+    TU_OK(rf_profile_from_json(t, n, "v3", &q, &err), &err);
     assert_profiles_equal(p, q);
     free(t);
     rf_profile_free(p);
     rf_profile_free(q);
+}
+
+/* Version 2 files (no "estimated" column, no opt_sample) still load: nothing estimated. */
+static void test_profile_version2(void **state)
+{
+    (void)state;
+    const char *v2 =
+        "{\n  \"format\": \"ramfit-profile\", \"version\": 2,\n  \"ramfit_version\": \"0.1.0\",\n"
+        "  \"model\": {\"name\": \"m\", \"architecture\": \"LlamaForCausalLM\", \"model_type\": \"llama\", \"fingerprint\": \"0123456789abcdef\",\n"
+        "    \"config\": {\"hidden_size\": 64, \"intermediate_size\": 128, \"num_layers\": 1, \"num_heads\": 2, \"num_kv_heads\": 1, \"head_dim\": 32, "
+        "\"vocab_size\": 256, \"tie_word_embeddings\": 1, \"num_experts\": 0, \"experts_per_tok\": 0, \"moe_intermediate_size\": 0},\n"
+        "    \"files\": [[\"model.safetensors\", 70000]]},\n"
+        "  \"modes\": [\"opt\"],\n  \"configs\": [[4, 32], [8, 64]],\n"
+        "  \"unit_fields\": [\"name\", \"role\", \"layer\", \"n_layers\", \"members\", \"rows\", \"cols\", \"dtype\", \"sizes\", \"configs\", \"values\"],\n"
+        "  \"other_fields\": [\"name\", \"role\", \"layer\", \"params\", \"dtype\", \"bytes\"],\n"
+        "  \"totals\": {\"units\": 1, \"others\": 1, \"params\": 16448, \"bytes\": 33024},\n"
+        "  \"units\": [\n    [\"model.embed_tokens\", \"embed\", -1, 1, 1, 256, 64, \"BF16\", \"F32\", 65600, "
+        "[12.5, 0.0, 0.02, 0.1, 0.5, 0.0, 0.01, 0.003, 0.0001, 0.0002]]\n  ],\n"
+        "  \"others\": [\n    [\"model.norm.weight\", \"norm\", -1, 64, \"F32\", 256]\n  ]\n}\n";
+    rf_profile *p, *q;
+    rf_err err;
+    TU_OK(rf_profile_from_json(v2, strlen(v2), "v2", &p, &err), &err);
+    const rf_punit *u = rf_profile_unit(p, 0);
+    assert_int_equal(u->n_cands, 2);
+    assert_int_equal(u->estimated, 0);
+    assert_int_equal(rf_profile_opt_sample(p), 0);
+    assert_int_equal(rf_profile_shard(p, NULL, NULL, NULL, NULL), 0);
+    assert_true(u->cands[1].err[RF_QMODE_OPT].sse == 0.0001);
+    char *t;
+    size_t n;
+    TU_OK(rf_profile_to_json(p, &t, &n, &err), &err);
+    assert_non_null(strstr(t, "\"version\": 3"));
+    TU_OK(rf_profile_from_json(t, n, "v3", &q, &err), &err);
+    assert_profiles_equal(p, q);
+    free(t);
+    rf_profile_free(p);
+    rf_profile_free(q);
+}
+
+/* ------------------------------------------------------------------ merging parts */
+
+/* Part K of N of P: units [first, first + count), every other tensor, P's files and settings. */
+static rf_profile *part_of(const rf_profile *p, int k, int n, uint64_t first, uint64_t count)
+{
+    rf_profile *q;
+    rf_err err;
+    TU_OK(rf_profile_create(rf_profile_model(p), rf_profile_modes(p), rf_profile_configs(p), &q, &err), &err);
+    rf_profile_set_opt_sample(q, rf_profile_opt_sample(p));
+    TU_OK(rf_profile_set_shard(q, k, n, first, rf_profile_unit_count(p), &err), &err);
+    for (uint64_t f = 0; f < rf_profile_file_count(p); f++)
+        TU_OK(rf_profile_add_file(q, rf_profile_file(p, f)->name, rf_profile_file(p, f)->bytes, &err), &err);
+    for (uint64_t u = first; u < first + count; u++) TU_OK(rf_profile_add_unit(q, rf_profile_unit(p, u), &err), &err);
+    for (uint64_t o = 0; o < rf_profile_other_count(p); o++) TU_OK(rf_profile_add_other(q, rf_profile_other(p, o), &err), &err);
+    return q;
+}
+
+static void expect_merge_fails(const rf_profile *const *parts, size_t n, const char *need)
+{
+    rf_profile *m = (rf_profile *)1;
+    rf_err err;
+    rf_status s = rf_profile_merge(parts, n, NULL, &m, &err);
+    if (s == RF_OK || !strstr(err.msg, need)) fail_msg("merge: got %s '%s', want an error containing '%s'", rf_status_name(s), s ? err.msg : "", need);
+    assert_null(m);
+}
+
+/* Parts (saved, reloaded, in any order) merge into the profile they were cut from, byte for byte;
+ * a missing, doubled, foreign or whole part is refused, naming what differs. */
+static void test_profile_merge(void **state)
+{
+    (void)state;
+    rf_psynth_opts so = {.n_layers = 3, .hidden = 128, .ffn = 384, .vocab = 512, .n_heads = 4, .n_kv_heads = 2, .head_dim = 32,
+                        .modes = 3, .spread = 0.5, .seed = 4};
+    rf_profile *p;
+    rf_err err;
+    TU_OK(rf_profile_synth(&so, &p, &err), &err);
+    rf_profile_set_opt_sample(p, 4096);
+    char *want, *got;
+    void *wd, *gd;
+    size_t wn, gn, wdn, gdn;
+    TU_OK(rf_profile_to_parts(p, "x.bin", &want, &wn, &wd, &wdn, &err), &err);
+    const uint64_t nu = rf_profile_unit_count(p);
+    char *dir = tu_mkdtemp();
+    static const int counts[] = {1, 2, 3, 7, 40};
+    for (size_t ci = 0; ci < sizeof counts / sizeof counts[0]; ci++) {
+        const int n = counts[ci];
+        rf_profile *parts[40], *loaded[40];
+        char names[40][600];
+        const char *labels[40];
+        for (int k = 0; k < n; k++) { /* uneven cuts, some parts empty when n > units */
+            uint64_t a = nu * (uint64_t)k / (uint64_t)n, b = nu * (uint64_t)(k + 1) / (uint64_t)n;
+            parts[k] = part_of(p, k + 1, n, a, b - a);
+            int slot = n - 1 - k; /* given in reverse */
+            snprintf(names[slot], sizeof names[slot], "%s/part%d.json", dir, k + 1);
+            TU_OK(rf_profile_save(parts[k], names[slot], &err), &err);
+        }
+        for (int k = 0; k < n; k++) {
+            TU_OK(rf_profile_load(names[k], &loaded[k], &err), &err);
+            labels[k] = names[k];
+        }
+        rf_profile *m;
+        TU_OK(rf_profile_merge((const rf_profile *const *)loaded, (size_t)n, labels, &m, &err), &err);
+        TU_OK(rf_profile_to_parts(m, "x.bin", &got, &gn, &gd, &gdn, &err), &err);
+        assert_int_equal(gn, wn);
+        assert_memory_equal(got, want, wn);
+        assert_int_equal(gdn, wdn);
+        assert_memory_equal(gd, wd, wdn);
+        free(got);
+        free(gd);
+        rf_profile_free(m);
+        if (n == 3) {
+            expect_merge_fails((const rf_profile *const *)loaded, 2, "give all 3 parts");
+            const rf_profile *dup[3] = {loaded[0], loaded[0], loaded[1]};
+            expect_merge_fails(dup, 3, "are both part");
+            const rf_profile *whole[3] = {loaded[0], p, loaded[2]};
+            expect_merge_fails(whole, 3, "is a whole profile");
+            /* another checkpoint, another sampling, another cut */
+            rf_pmodel pm = *rf_profile_model(p);
+            pm.fingerprint ^= 1;
+            rf_profile *foreign;
+            TU_OK(rf_profile_create(&pm, rf_profile_modes(p), rf_profile_configs(p), &foreign, &err), &err);
+            TU_OK(rf_profile_set_shard(foreign, 2, 3, nu / 3, nu, &err), &err);
+            const rf_profile *fx[3] = {parts[0], foreign, parts[2]};
+            expect_merge_fails(fx, 3, "fingerprint");
+            rf_profile_free(foreign);
+            rf_profile *other = part_of(p, 2, 3, nu / 3, 2 * nu / 3 - nu / 3);
+            rf_profile_set_opt_sample(other, 512);
+            const rf_profile *sx[3] = {parts[0], other, parts[2]};
+            expect_merge_fails(sx, 3, "opt sampling");
+            rf_profile_free(other);
+            other = part_of(p, 2, 3, nu / 3 + 1, 2 * nu / 3 - nu / 3 - 1);
+            const rf_profile *cx[3] = {parts[0], other, parts[2]};
+            expect_merge_fails(cx, 3, "cut differently");
+            rf_profile_free(other);
+            other = part_of(p, 3, 3, 2 * nu / 3, nu - 2 * nu / 3 - 1);
+            const rf_profile *tx[3] = {parts[0], parts[1], other};
+            expect_merge_fails(tx, 3, "the parts hold");
+            rf_profile_free(other);
+        }
+        for (int k = 0; k < n; k++) {
+            rf_profile_free(parts[k]);
+            rf_profile_free(loaded[k]);
+        }
+    }
+    /* a part is not something the planner may take as a whole profile */
+    free(want);
+    free(wd);
+    rf_profile_free(p);
+    tu_rmtree(dir);
+    free(dir);
 }
 
 static void test_profile_size_and_totals(void **state)
@@ -366,6 +541,8 @@ int main(void)
         cmocka_unit_test(test_profile_save_empty),
         cmocka_unit_test(test_profile_validation),
         cmocka_unit_test(test_profile_version1),
+        cmocka_unit_test(test_profile_version2),
+        cmocka_unit_test(test_profile_merge),
         cmocka_unit_test(test_profile_size_and_totals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

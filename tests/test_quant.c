@@ -290,6 +290,8 @@ static int same_qerr(const rf_qerr *a, const rf_qerr *b)
     return memcmp(&a->sse, &b->sse, 8) == 0 && memcmp(&a->ssq, &b->ssq, 8) == 0 && memcmp(&a->max_abs, &b->max_abs, 8) == 0;
 }
 
+static unsigned g_fast_mask = ~0u; /* the kernels compared with the scalar reference */
+
 /* Every data kind in one shape, every config, both modes (opt on a third of the configs). */
 static void fast_vs_scalar(uint64_t rows, uint64_t cols, uint64_t seed, int late_outlier)
 {
@@ -312,8 +314,9 @@ static void fast_vs_scalar(uint64_t rows, uint64_t cols, uint64_t seed, int late
                     run_out a, b;
                     rf_cpu_set_mask(0);
                     run_all(sdt, src, rows, cols, bits, gs, (rf_qmode)mode, sd, &a);
-                    rf_cpu_set_mask(~0u);
+                    rf_cpu_set_mask(g_fast_mask);
                     run_all(sdt, src, rows, cols, bits, gs, (rf_qmode)mode, sd, &b);
+                    rf_cpu_set_mask(~0u);
                     uint64_t ssz = rf_dtype_size(sd) * n / gs;
                     if (memcmp(a.q.packed, b.q.packed, n * bits / 8) || memcmp(a.q.scales, b.q.scales, ssz) ||
                         memcmp(a.q.biases, b.q.biases, ssz) || memcmp(a.q.deq, b.q.deq, n * 4))
@@ -342,6 +345,163 @@ static void test_fast_equals_scalar(void **state)
     if (!(rf_cpu_features() & RF_CPU_AVX2)) skip();
     fast_vs_scalar(4, 1280, 11, 0);
     fast_vs_scalar(29, 384, 12, 1);
+    if (rf_cpu_features() & RF_CPU_AVX512) { /* the AVX2 kernels too, where AVX-512 would be picked */
+        g_fast_mask = RF_CPU_AVX2 | RF_CPU_FMA | RF_CPU_F16C;
+        fast_vs_scalar(5, 1152, 13, 1);
+        g_fast_mask = ~0u;
+    }
+}
+
+/* ---------------------------------------------------------------- the opt error from a sample */
+
+static int same_sums(const rf_qsums *a, const rf_qsums *b) { return memcmp(a, b, sizeof *a) == 0; }
+
+/* Rows with log-normal scales, Student-t entries and a few large input columns (as trained
+ * models and ramfit synth have): the case where a plain sample of groups misses the outliers. */
+static void gen_outliers(float *v, uint64_t rows, uint64_t cols, uint64_t seed)
+{
+    tu_rng r = {seed};
+    for (uint64_t i = 0; i < rows; i++) {
+        double rs = 0.02 * exp(0.3 * tu_rng_normal(&r));
+        for (uint64_t j = 0; j < cols; j++) {
+            double x = rs * tu_rng_student_t(&r, 4);
+            if (j % 397 == 11) x *= 25;
+            v[i * cols + j] = (float)x;
+        }
+    }
+}
+
+/* At rate 1 every group is searched and the sums give rf_quant_error_all's opt error bit for
+ * bit, in every shape (narrow rows share a tile) and source dtype; scalar, AVX2 and AVX-512
+ * kernels give the same sums; cutting a member into pieces at multiples of rf_quant_piece_rows
+ * leaves the sample and the estimate as they are. */
+static void test_sample_exact(void **state)
+{
+    (void)state;
+    static const struct { uint64_t rows, cols; rf_dtype dt; uint32_t mask; } cs[] = {
+        {7, 1152, RF_DT_BF16, (1u << RF_QCFG_N) - 1}, {41, 96, RF_DT_F16, 0x9249}, {13, 352, RF_DT_F32, 1u << 3 | 1u << 15},
+        {30, 256, RF_DT_BF16, 0x3ffff & ~0x7u},
+    };
+    rf_err err;
+    const unsigned avx2 = RF_CPU_AVX2 | RF_CPU_FMA | RF_CPU_F16C;
+    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
+        const uint64_t n = cs[i].rows * cs[i].cols;
+        float *v = malloc(n * 4), *f = malloc(n * 4);
+        gen_outliers(v, cs[i].rows, cs[i].cols, 5 + i);
+        void *src = make_src(cs[i].dt, v, n, f);
+        rf_qsample sp = {.member = 1, .member_rows = cs[i].rows, .row0 = 0};
+        for (int c = 0; c < RF_QCFG_N; c++) sp.rate[c] = 1;
+        rf_qsums sums[3];
+        rf_qerr all[RF_QCFG_N];
+        TU_OK(rf_quant_error_all(cs[i].dt, src, cs[i].rows, cs[i].cols, RF_QMODE_OPT, RF_DT_BF16, all, &err), &err);
+        for (int kset = 0; kset < 3; kset++) {
+            rf_cpu_set_mask(kset == 0 ? 0u : kset == 1 ? avx2 : ~0u);
+            TU_OK(rf_quant_error_sample(cs[i].dt, src, cs[i].rows, cs[i].cols, cs[i].mask, RF_DT_BF16, &sp, &sums[kset], &err), &err);
+        }
+        rf_cpu_set_mask(~0u);
+        assert_true(same_sums(&sums[0], &sums[1]));
+        assert_true(same_sums(&sums[0], &sums[2]));
+        for (int c = 0; c < RF_QCFG_N; c++) {
+            double sse, mx;
+            int est;
+            if (!(cs[i].mask >> c & 1)) continue;
+            rf_qsums_error(&sums[0], c, &sse, &mx, &est);
+            assert_false(est);
+            if (memcmp(&sse, &all[c].sse, 8) || mx != all[c].max_abs)
+                fail_msg("shape %zu cfg %d: sampled at rate 1 %.17g (max %g), error_all %.17g (max %g)", i, c, sse, mx, all[c].sse,
+                         all[c].max_abs);
+        }
+        /* a sample, in one piece and cut at multiples of the piece rows */
+        for (int c = 0; c < RF_QCFG_N; c++) sp.rate[c] = c / RF_QGS_N == 5 ? 0.3 : 0.1;
+        rf_qsums one, acc, part;
+        TU_OK(rf_quant_error_sample(cs[i].dt, src, cs[i].rows, cs[i].cols, cs[i].mask, RF_DT_BF16, &sp, &one, &err), &err);
+        memset(&acc, 0, sizeof acc);
+        const uint64_t pr = rf_quant_piece_rows(cs[i].cols), esz = rf_dtype_size(cs[i].dt);
+        for (uint64_t r0 = 0; r0 < cs[i].rows; r0 += 2 * pr) {
+            uint64_t nr = cs[i].rows - r0 < 2 * pr ? cs[i].rows - r0 : 2 * pr;
+            rf_qsample pp = sp;
+            pp.row0 = r0;
+            TU_OK(rf_quant_error_sample(cs[i].dt, (const char *)src + r0 * cs[i].cols * esz, nr, cs[i].cols, cs[i].mask, RF_DT_BF16,
+                                        &pp, &part, &err), &err);
+            rf_qsums_add(&acc, &part);
+        }
+        for (int gi = 0; gi < RF_QGS_N; gi++) assert_int_equal(acc.groups[gi], one.groups[gi]);
+        for (int c = 0; c < RF_QCFG_N; c++) assert_int_equal(acc.sampled[c], one.sampled[c]);
+        /* a sample: more than the rate's share (larger ranges weigh more), far from all; nested */
+        for (int c = 0; c < RF_QCFG_N; c++) {
+            if (!(cs[i].mask >> c & 1)) continue;
+            const uint64_t g = one.groups[c % RF_QGS_N];
+            if (!(one.sampled[c] >= (uint64_t)(sp.rate[c] * (double)g) / 2 && one.sampled[c] < g * 2 / 3))
+                fail_msg("shape %zu cfg %d: %llu of %llu groups sampled at rate %g", i, c, (unsigned long long)one.sampled[c],
+                         (unsigned long long)g, sp.rate[c]);
+            if (c >= 5 * RF_QGS_N && (cs[i].mask >> (c - 3 * RF_QGS_N) & 1)) assert_true(one.sampled[c] >= one.sampled[c - 3 * RF_QGS_N]);
+        }
+        for (int c = 0; c < RF_QCFG_N; c++) {
+            double a, b, ma, mb;
+            int ea, eb;
+            if (!(cs[i].mask >> c & 1)) continue;
+            rf_qsums_error(&one, c, &a, &ma, &ea);
+            rf_qsums_error(&acc, c, &b, &mb, &eb);
+            assert_true(ea == eb && ma == mb);
+            assert_true(fabs(a - b) <= 1e-9 * a);
+        }
+        free(src);
+        free(v);
+        free(f);
+    }
+    /* bad arguments */
+    rf_qsample sp = {.member_rows = 4};
+    for (int c = 0; c < RF_QCFG_N; c++) sp.rate[c] = 1;
+    rf_qsums o;
+    float w[256] = {0};
+    assert_int_equal(rf_quant_error_sample(RF_DT_F32, w, 2, 128, 1u << 18, RF_DT_BF16, &sp, &o, &err), RF_ERR_INVALID);
+    assert_int_equal(rf_quant_error_sample(RF_DT_F32, w, 4, 64, 1u << 2, RF_DT_BF16, &sp, &o, &err), RF_ERR_INVALID);
+    sp.rate[0] = 0;
+    assert_int_equal(rf_quant_error_sample(RF_DT_F32, w, 2, 128, 1, RF_DT_BF16, &sp, &o, &err), RF_ERR_INVALID);
+    w[77] = NAN;
+    sp.rate[0] = 1;
+    assert_int_equal(rf_quant_error_sample(RF_DT_F32, w, 2, 128, 1, RF_DT_BF16, &sp, &o, &err), RF_ERR_NONFINITE);
+    assert_true(rf_quant_sample_rate(1000, 125) == 1 && rf_quant_sample_rate(1001, 126) == 1 && rf_quant_sample_rate(1000, 0) == 1);
+    assert_true(rf_quant_sample_rate(1001, 125) == 125.0 / 1001 && rf_quant_sample_rate(1000, 100) == 0.1);
+}
+
+/* The estimate from ~1% of the groups of an outlier-heavy matrix is close to the exact error in
+ * every config (the regression on the exact range totals does the work: the sample alone,
+ * Horvitz-Thompson, is much further off), and a sampled group's max error is one of the tensor's. */
+static void test_sample_estimate(void **state)
+{
+    (void)state;
+    const uint64_t rows = 1536, cols = 2048, n = rows * cols;
+    float *v = malloc(n * 4), *f = malloc(n * 4);
+    gen_outliers(v, rows, cols, 99);
+    void *src = make_src(RF_DT_BF16, v, n, f);
+    rf_err err;
+    rf_qsample sp = {.member_rows = rows};
+    for (int c = 0; c < RF_QCFG_N; c++) sp.rate[c] = rf_quant_sample_rate(n / (uint64_t)rf_qgs[c % RF_QGS_N], 1024);
+    const uint32_t mask = 1u << 0 | 1u << 7 | 1u << 11 | 1u << 15;
+    rf_qsums es;
+    TU_OK(rf_quant_error_sample(RF_DT_BF16, src, rows, cols, mask, RF_DT_BF16, &sp, &es, &err), &err);
+    double worst = 0, worst_ht = 0;
+    for (int c = 0; c < RF_QCFG_N; c++) {
+        if (!(mask >> c & 1)) continue;
+        rf_qerr ex;
+        TU_OK(rf_quant_error(RF_DT_BF16, src, rows, cols, rf_qbits[c / 3], rf_qgs[c % 3], RF_QMODE_OPT, RF_DT_BF16, &ex, &err), &err);
+        double sse, mx;
+        int est;
+        rf_qsums_error(&es, c, &sse, &mx, &est);
+        assert_true(est);
+        assert_true(mx <= ex.max_abs);
+        worst = fmax(worst, fabs(sse / ex.sse - 1));
+        worst_ht = fmax(worst_ht, fabs(es.h[c] / ex.sse - 1));
+        print_message("  %d/%d: exact %.6g, estimate %+.3f%% (HT alone %+.2f%%), %llu of %llu groups\n", rf_qbits[c / 3],
+                      rf_qgs[c % 3], ex.sse, 100 * (sse / ex.sse - 1), 100 * (es.h[c] / ex.sse - 1),
+                      (unsigned long long)es.sampled[c], (unsigned long long)es.groups[c % 3]);
+    }
+    assert_true(worst < 0.02);
+    assert_true(worst_ht > worst);
+    free(src);
+    free(v);
+    free(f);
 }
 
 /* ---------------------------------------------------------------- opt vs mlx on real tensors */
@@ -545,6 +705,8 @@ int main(void)
         cmocka_unit_test(test_error_all),
         cmocka_unit_test(test_fast_equals_scalar),
         cmocka_unit_test(test_opt_real),
+        cmocka_unit_test(test_sample_exact),
+        cmocka_unit_test(test_sample_estimate),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

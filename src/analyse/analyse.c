@@ -41,6 +41,22 @@ void rf_analyse_opts_default(rf_analyse_opts *o)
     o->checkpoint_s = 30;
 }
 
+rf_status rf_analyse_parse_shard(const char *text, int *index, int *count, rf_err *err)
+{
+    const char *slash = text ? strchr(text, '/') : NULL;
+    char *end;
+    long k = slash ? strtol(text, &end, 10) : 0;
+    int ok = slash && end == slash && text[0] >= '0' && text[0] <= '9';
+    long n = ok ? strtol(slash + 1, &end, 10) : 0;
+    ok = ok && *end == '\0' && slash[1] >= '0' && slash[1] <= '9' && n >= 1 && n <= RF_MAX_SHARDS && k >= 1 && k <= n;
+    if (!ok)
+        return rf_err_set(err, RF_ERR_INVALID, "bad shard '%s': expected K/N with 1 <= K <= N <= %d (e.g. 3/8)", text ? text : "",
+                          RF_MAX_SHARDS);
+    *index = (int)k;
+    *count = (int)n;
+    return RF_OK;
+}
+
 rf_status rf_analyse_parse_modes(const char *text, unsigned *modes, rf_err *err)
 {
     if (!text) return rf_err_set(err, RF_ERR_INVALID, "no mode given");
@@ -154,8 +170,9 @@ typedef struct blk {
     double s1, s2, s3, s4; /* sums of w, w^2, w^3, w^4 */
     float mn, mx;
     uint64_t n_out;        /* |w - mean| > 6 sigma (phase B) */
-    double sse[2][RF_QCFG_N];
-    float emax[2][RF_QCFG_N];
+    double sse[RF_QCFG_N]; /* mlx mode */
+    float emax[RF_QCFG_N];
+    rf_qsums opt;          /* opt mode: the sums rf_qsums_error turns into errors (exact or estimated) */
 } blk;
 
 typedef struct ustate {
@@ -166,6 +183,8 @@ typedef struct ustate {
     uint64_t nblk;     /* n_members * nb_m */
     uint64_t bytes;    /* input bytes of all members */
     unsigned cfgs;     /* configs measured */
+    double rate[RF_QCFG_N]; /* opt mode: sampling rate per config (1: every group) */
+    int other_shard;   /* not in the shard being analysed */
     rf_dtype sdt;      /* scale/bias dtype */
     blk *res;
     uint64_t a_left, b_left;
@@ -309,6 +328,10 @@ static void outside_bounds(double lo, double hi, float *flo, float *fhi)
 
 /* ------------------------------------------------------------------ tasks */
 
+/* Rows that blocks and their pieces are a multiple of: the sampled opt error's neighbourhoods
+ * (rf_quant_piece_rows) must not depend on where a member is cut. */
+static uint64_t piece_rows(unsigned modes, uint64_t cols) { return modes >> RF_QMODE_OPT & 1 ? rf_quant_piece_rows(cols) : 1; }
+
 /* The member view of block B and its rows. */
 static const rf_mview *member(const actx *c, const ustate *s, uint64_t b, uint64_t *row0, uint64_t *nrows)
 {
@@ -381,29 +404,35 @@ static rf_status out_piece(void *u, const float *x, size_t n, uint64_t e0, rf_er
     return RF_OK;
 }
 
-/* Errors of NR rows at W (dtype DT) for every measured config and mode, added to B. */
-static rf_status sub_errors(const actx *c, const ustate *s, rf_dtype dt, const void *w, uint64_t nr, blk *b, rf_err *err)
+/* Errors of NR rows at W (dtype DT; rows R0.. of member K) for every measured config and mode, added to B. */
+static rf_status sub_errors(const actx *c, const ustate *s, rf_dtype dt, const void *w, uint64_t k, uint64_t r0, uint64_t nr,
+                            blk *b, rf_err *err)
 {
     const uint64_t cols = s->u->cols;
+    if (c->modes >> RF_QMODE_OPT & 1) {
+        rf_qsample sp = {.member = k, .member_rows = s->rows_m, .row0 = r0};
+        memcpy(sp.rate, s->rate, sizeof sp.rate);
+        rf_qsums q;
+        rf_status st = rf_quant_error_sample(dt, w, nr, cols, s->cfgs, s->sdt, &sp, &q, err);
+        if (st) return st;
+        rf_qsums_add(&b->opt, &q);
+    }
+    if (!(c->modes >> RF_QMODE_MLX & 1)) return RF_OK;
     const int fused = __builtin_popcount(s->cfgs) > 2;
     rf_qerr q[RF_QCFG_N];
-    for (int mo = 0; mo < 2; mo++) {
-        if (!(c->modes >> mo & 1)) continue;
-        if (fused) {
-            rf_status st = rf_quant_error_all(dt, w, nr, cols, (rf_qmode)mo, s->sdt, q, err);
+    if (fused) {
+        rf_status st = rf_quant_error_all(dt, w, nr, cols, RF_QMODE_MLX, s->sdt, q, err);
+        if (st) return st;
+    }
+    for (int ci = 0; ci < RF_QCFG_N; ci++) {
+        if (!(s->cfgs >> ci & 1)) continue;
+        if (!fused) {
+            rf_status st = rf_quant_error(dt, w, nr, cols, rf_cfg_bits(ci), rf_cfg_gs(ci), RF_QMODE_MLX, s->sdt, &q[ci], err);
             if (st) return st;
         }
-        for (int ci = 0; ci < RF_QCFG_N; ci++) {
-            if (!(s->cfgs >> ci & 1)) continue;
-            if (!fused) {
-                rf_status st = rf_quant_error(dt, w, nr, cols, rf_cfg_bits(ci), rf_cfg_gs(ci), (rf_qmode)mo, s->sdt,
-                                              &q[ci], err);
-                if (st) return st;
-            }
-            b->sse[mo][ci] += q[ci].sse;
-            float e = (float)q[ci].max_abs;
-            b->emax[mo][ci] = e > b->emax[mo][ci] ? e : b->emax[mo][ci];
-        }
+        b->sse[ci] += q[ci].sse;
+        float e = (float)q[ci].max_abs;
+        b->emax[ci] = e > b->emax[ci] ? e : b->emax[ci];
     }
     return RF_OK;
 }
@@ -414,9 +443,9 @@ static rf_status run_phase_a(const actx *c, const ustate *s, uint64_t bi, float 
     const rf_mview *v = member(c, s, bi, &row0, &nrows);
     blk *b = &s->res[bi];
     memset(b, 0, sizeof *b);
-    const uint64_t cols = s->u->cols, esz = rf_dtype_size(rf_view_dtype(v));
-    uint64_t sub = SUB_BYTES / (cols * esz);
-    sub = sub < 1 ? 1 : sub;
+    const uint64_t cols = s->u->cols, esz = rf_dtype_size(rf_view_dtype(v)), pr = piece_rows(c->modes, cols);
+    uint64_t sub = SUB_BYTES / (cols * esz) / pr * pr;
+    sub = sub < pr ? pr : sub;
     stat_job sj = {v, {0, 0, 0, 0, INFINITY, -INFINITY}, pick_kernels()};
     for (uint64_t r = row0; r < row0 + nrows; r += sub) {
         uint64_t nr = row0 + nrows - r < sub ? row0 + nrows - r : sub;
@@ -424,7 +453,7 @@ static rf_status run_phase_a(const actx *c, const ustate *s, uint64_t bi, float 
         const void *w;
         rf_status st = member_rows(v, r, nr, gather, &dt, &w, err);
         if (!st) st = for_pieces(dt, w, r * cols, nr * cols, conv, stat_piece, &sj, err);
-        if (!st && s->cfgs) st = sub_errors(c, s, dt, w, nr, b, err);
+        if (!st && s->cfgs) st = sub_errors(c, s, dt, w, bi / s->nb_m, r, nr, b, err);
         if (st) {
             if (st != RF_ERR_NONFINITE) rf_err_prefix(err, "%s: tensor %s: ", file_base(v->t->file), v->t->name);
             return st;
@@ -521,8 +550,9 @@ static rf_status setup_unit(const rf_model *m, const rf_analyse_opts *o, const r
                           (unsigned long long)u->cols);
     s->rows_m = u->rows;
     uint64_t row_bytes = u->cols * esz;
-    uint64_t rb = o->block_bytes / (row_bytes ? row_bytes : 1);
-    s->rows_blk = rb < 1 ? 1 : rb;
+    const uint64_t pr = piece_rows(o->modes, u->cols);
+    uint64_t rb = o->block_bytes / (row_bytes ? row_bytes : 1) / pr * pr;
+    s->rows_blk = rb < pr ? pr : rb;
     s->nb_m = (s->rows_m + s->rows_blk - 1) / s->rows_blk;
     s->nblk = s->nb_m * (uint64_t)u->n_members;
     s->bytes = u->nparams * rf_dtype_size(u->dtype);
@@ -534,6 +564,12 @@ static rf_status setup_unit(const rf_model *m, const rf_analyse_opts *o, const r
                                                                : RF_DT_BF16;
     for (int c = 0; c < RF_QCFG_N && u->quantizable; c++)
         if ((o->configs >> c & 1) && u->cols % (uint64_t)rf_cfg_gs(c) == 0) s->cfgs |= 1u << c;
+    /* 8-bit errors vary most from group to group (the codes resolve the weights' own BF16 grid):
+     * four times the sample halves their estimate's spread */
+    const uint64_t target = o->opt_sample ? o->opt_sample : RF_ANALYSE_OPT_SAMPLE;
+    for (int c = 0; c < RF_QCFG_N; c++)
+        s->rate[c] = rf_quant_sample_rate(u->nparams / (uint64_t)rf_cfg_gs(c), rf_cfg_bits(c) == 8 && target < UINT64_MAX / 4
+                                                                                   ? 4 * target : target);
     return RF_OK;
 }
 
@@ -566,6 +602,9 @@ static rf_status finish_unit(const actx *c, ustate *s, rf_err *err)
     p->stats.absmax = amax;
     p->stats.kurtosis = var > 0 && m4 > 0 ? m4 / (var * var) - 3 : 0;
     p->stats.frac_6sigma = (double)nout / n;
+    rf_qsums opt;
+    memset(&opt, 0, sizeof opt);
+    for (uint64_t b = 0; b < s->nblk; b++) rf_qsums_add(&opt, &s->res[b].opt);
     for (int ci = 0; ci < RF_QCFG_N; ci++) {
         if (!(s->cfgs >> ci & 1)) continue;
         int bits = rf_cfg_bits(ci), gs = rf_cfg_gs(ci);
@@ -573,13 +612,20 @@ static rf_status finish_unit(const actx *c, ustate *s, rf_err *err)
         for (int k = 0; k < u->n_members; k++) bytes += rf_quant_bytes(u->rows * u->cols, bits, gs, s->sdt);
         rf_qerr q[2];
         for (int mo = 0; mo < 2; mo++) {
-            double sse = 0;
-            float em = 0;
-            for (uint64_t b = 0; b < s->nblk; b++) {
-                sse += s->res[b].sse[mo][ci];
-                em = s->res[b].emax[mo][ci] > em ? s->res[b].emax[mo][ci] : em;
+            double sse = 0, em = 0;
+            if (mo == RF_QMODE_MLX) {
+                float e = 0;
+                for (uint64_t b = 0; b < s->nblk; b++) {
+                    sse += s->res[b].sse[ci];
+                    e = s->res[b].emax[ci] > e ? s->res[b].emax[ci] : e;
+                }
+                em = e;
+            } else if (c->modes >> mo & 1) {
+                int est;
+                rf_qsums_error(&opt, ci, &sse, &em, &est);
+                if (est) p->estimated |= 1u << ci;
             }
-            q[mo] = (rf_qerr){sse, s2, (double)em};
+            q[mo] = (rf_qerr){sse, s2, em};
             if ((c->modes >> mo & 1) && !(isfinite(sse) && isfinite(q[mo].max_abs))) {
                 free(p);
                 return rf_err_set(err, RF_ERR_NONFINITE, "%s: unit %s: the %d-bit gs %d quantization error overflows "
@@ -646,17 +692,46 @@ static rf_status check_kept_finite(const rf_tensor *t, rf_dtype out, rf_err *err
     return for_pieces(t->dtype, t->data, 0, t->nelem, buf, finite_piece, &k, err);
 }
 
-static rf_status build_profile(const rf_model *m, unsigned modes, unsigned configs, rf_dtype f32_as, const ustate *us,
+/* The units of shard K of N (rf_analyse_opts.shard_*): units in catalogue order, each in the part
+ * that holds the middle of its bytes, so that parts are contiguous and about equal in bytes. FIRST
+ * gets the number of (non-empty) units before the part, TOTAL the number in all. */
+static void select_shard(ustate *us, uint64_t nunits, int k, int n, uint64_t *first, uint64_t *total)
+{
+    unsigned __int128 all = 0, before = 0;
+    *first = *total = 0;
+    for (uint64_t u = 0; u < nunits; u++)
+        if (us[u].nblk) all += us[u].bytes;
+    for (uint64_t u = 0; u < nunits; u++) {
+        if (!us[u].nblk) continue;
+        int part = all ? (int)((2 * before + us[u].bytes) * (unsigned)n / (2 * all)) : 0;
+        before += us[u].bytes;
+        if (part < k - 1) (*first)++;
+        (*total)++;
+        us[u].other_shard = part != k - 1;
+    }
+}
+
+static uint64_t opt_sample_of(const rf_analyse_opts *o)
+{
+    if (!(o->modes >> RF_QMODE_OPT & 1) || o->opt_sample == RF_ANALYSE_EXACT) return 0;
+    return o->opt_sample ? o->opt_sample : RF_ANALYSE_OPT_SAMPLE;
+}
+
+/* SHARD: first unit and units in all of a part (select_shard). */
+static rf_status build_profile(const rf_model *m, const rf_analyse_opts *o, const ustate *us, const uint64_t shard[2],
                                int complete, rf_profile **out, rf_err *err)
 {
     rf_pmodel pm;
     rf_analyse_identity(m, &pm);
+    const rf_dtype f32_as = o->f32_as;
     for (uint64_t i = 0; i < rf_model_tensor_count(m); i++) { /* the rule recorded when it applies to something */
         const rf_tinfo *ti = rf_model_tinfo(m, i);
         if (ti->t->dtype == RF_DT_F32 && !ti->fp8_scale && !ti->dropped) pm.f32_as = rf_quantize_out_dtype(RF_DT_F32, f32_as);
     }
     rf_profile *p;
-    rf_status s = rf_profile_create(&pm, modes, configs, &p, err);
+    rf_status s = rf_profile_create(&pm, o->modes, o->configs, &p, err);
+    if (!s) rf_profile_set_opt_sample(p, opt_sample_of(o));
+    if (!s && o->shard_count) s = rf_profile_set_shard(p, o->shard_index, o->shard_count, shard[0], shard[1], err);
     const rf_st *st = rf_model_st(m);
     for (uint64_t f = 0; !s && f < rf_st_file_count(st); f++)
         s = rf_profile_add_file(p, file_base(rf_st_file_path(st, f)), rf_st_file_size(st, f), err);
@@ -664,32 +739,37 @@ static rf_status build_profile(const rf_model *m, unsigned modes, unsigned confi
         if (us[u].rec) s = rf_profile_add_unit(p, us[u].rec, err);
     for (uint64_t i = 0; !s && complete && i < rf_model_tensor_count(m); i++) {
         const rf_tinfo *ti = rf_model_tinfo(m, i);
-        if ((ti->unit >= 0 && us[ti->unit].rec) || ti->fp8_scale || ti->dropped) continue; /* not in the output */
-        if (ti->unit >= 0 && ti->t->nelem) return rf_err_set(err, RF_ERR_INTERNAL, "unit of %s not analysed", ti->t->name);
+        if ((ti->unit >= 0 && (us[ti->unit].rec || us[ti->unit].other_shard)) || ti->fp8_scale || ti->dropped)
+            continue; /* not in the output, or another part's unit */
+        if (ti->unit >= 0 && ti->t->nelem) {
+            s = rf_err_set(err, RF_ERR_INTERNAL, "unit of %s not analysed", ti->t->name);
+            break;
+        }
         rf_dtype kd = rf_quantize_out_dtype(ti->t->dtype, f32_as);
         if ((s = check_kept_finite(ti->t, kd, err))) break;
-        rf_pother o = {.role = ti->role, .layer = ti->layer, .nparams = ti->t->nelem, .dtype = kd,
-                       .bytes = ti->t->nelem * rf_dtype_size(kd)};
-        snprintf(o.name, sizeof o.name, "%s", ti->t->name);
-        s = rf_profile_add_other(p, &o, err);
+        rf_pother ot = {.role = ti->role, .layer = ti->layer, .nparams = ti->t->nelem, .dtype = kd,
+                        .bytes = ti->t->nelem * rf_dtype_size(kd)};
+        snprintf(ot.name, sizeof ot.name, "%s", ti->t->name);
+        s = rf_profile_add_other(p, &ot, err);
     }
     if (s) { rf_profile_free(p); return s; }
     *out = p;
     return RF_OK;
 }
 
-static rf_status save_partial(const rf_model *m, const rf_analyse_opts *o, const ustate *us, rf_err *err)
+static rf_status save_partial(const rf_model *m, const rf_analyse_opts *o, const ustate *us, const uint64_t shard[2],
+                              rf_err *err)
 {
     if (!o->partial_path) return RF_OK;
     rf_profile *p;
-    rf_status s = build_profile(m, o->modes, o->configs, o->f32_as, us, 0, &p, err);
+    rf_status s = build_profile(m, o, us, shard, 0, &p, err);
     if (!s) s = rf_profile_save(p, o->partial_path, err);
     rf_profile_free(p);
     return s;
 }
 
 /* Take the units of an earlier partial run. */
-static rf_status load_partial(const rf_model *m, const rf_analyse_opts *o, ustate *us, rf_err *err)
+static rf_status load_partial(const rf_model *m, const rf_analyse_opts *o, ustate *us, const uint64_t shard[2], rf_err *err)
 {
     if (access(o->partial_path, F_OK) != 0) return RF_OK;
     rf_profile *p;
@@ -698,10 +778,14 @@ static rf_status load_partial(const rf_model *m, const rf_analyse_opts *o, ustat
     rf_pmodel pm;
     rf_analyse_identity(m, &pm);
     const rf_pmodel *have = rf_profile_model(p);
+    int sk, sn;
+    uint64_t sf, st_;
+    rf_profile_shard(p, &sk, &sn, &sf, &st_);
     if (have->fingerprint != pm.fingerprint || strcmp(have->ramfit_version, pm.ramfit_version) ||
-        rf_profile_modes(p) != o->modes || rf_profile_configs(p) != o->configs) {
+        rf_profile_modes(p) != o->modes || rf_profile_configs(p) != o->configs || rf_profile_opt_sample(p) != opt_sample_of(o) ||
+        sk != o->shard_index || sn != o->shard_count || (sn && (sf != shard[0] || st_ != shard[1]))) {
         s = rf_err_set(err, RF_ERR_MISMATCH, "%s: this partial analysis was made for another checkpoint, ramfit version "
-                       "or mode/candidate set (fingerprint %016llx, ramfit %s; now %016llx, ramfit %s): delete it or run "
+                       "or mode/candidate/sampling/shard set (fingerprint %016llx, ramfit %s; now %016llx, ramfit %s): delete it or run "
                        "without --resume", o->partial_path, (unsigned long long)have->fingerprint, have->ramfit_version,
                        (unsigned long long)pm.fingerprint, pm.ramfit_version);
     }
@@ -736,6 +820,8 @@ typedef struct run {
     uint64_t nfifo, fifo_cap;
     uint64_t next_unit, next_blk; /* phase A cursor */
     uint64_t units_done, bytes_done, bytes_total;
+    uint64_t nskip;       /* units of other shards */
+    uint64_t shard[2];    /* select_shard: first unit of the part, units in all */
     rf_pool *pool;
     actx c;
 } run;
@@ -830,7 +916,8 @@ static void report(run *r, const char *name)
     uint64_t done = r->units_done == r->nunits || !r->bytes_total ? r->bytes_total
                     : r->bytes_done < r->bytes_total ? r->bytes_done : r->bytes_total - 1;
     char what[200];
-    snprintf(what, sizeof what, "%llu/%llu %s", (unsigned long long)r->units_done, (unsigned long long)r->nunits,
+    snprintf(what, sizeof what, "%llu/%llu %s", (unsigned long long)(r->units_done - r->nskip),
+             (unsigned long long)(r->nunits - r->nskip),
              name ? name : "");
     p->fn(p->user, done, r->bytes_total, what);
 }
@@ -838,7 +925,10 @@ static void report(run *r, const char *name)
 static rf_status drive(run *r, rf_err *err)
 {
     const rf_analyse_opts *o = r->o;
-    uint64_t wbytes = o->block_bytes * (uint64_t)(2 * rf_pool_threads(r->pool) > 4 ? 2 * rf_pool_threads(r->pool) : 4);
+    /* Windows of 8 blocks per thread: a window ends when its slowest task does, and with more
+     * tasks per thread the idle tail is a smaller share (memory does not grow: each worker holds
+     * one block at a time). */
+    uint64_t wbytes = o->block_bytes * (uint64_t)(8 * rf_pool_threads(r->pool) > 4 ? 8 * rf_pool_threads(r->pool) : 4);
     task w[WINDOW_MAX];
     double last_save = now_s();
     report(r, NULL);
@@ -853,7 +943,7 @@ static rf_status drive(run *r, rf_err *err)
         if ((st = account(r, w, n, err))) return st;
         report(r, r->us[w[n - 1].unit].u->name);
         if (o->partial_path && now_s() - last_save >= (o->checkpoint_s > 0 ? o->checkpoint_s : 30)) {
-            if ((st = save_partial(r->m, o, r->us, err))) return st;
+            if ((st = save_partial(r->m, o, r->us, r->shard, err))) return st;
             last_save = now_s();
         }
     }
@@ -885,6 +975,10 @@ rf_status rf_analyse(const rf_model *m, const rf_analyse_opts *opts, rf_profile 
     if (o.modes & ~3u) return rf_err_set(err, RF_ERR_INVALID, "analyse: bad mode mask 0x%x", o.modes);
     if (o.configs & ~(unsigned)RF_PROFILE_ALL_CONFIGS) return rf_err_set(err, RF_ERR_INVALID, "analyse: bad config mask 0x%x", o.configs);
     if (o.resume && !o.partial_path) return rf_err_set(err, RF_ERR_INVALID, "analyse: resume needs a partial file path");
+    if (o.shard_count || o.shard_index)
+        if (o.shard_count < 1 || o.shard_count > RF_MAX_SHARDS || o.shard_index < 1 || o.shard_index > o.shard_count)
+            return rf_err_set(err, RF_ERR_INVALID, "analyse: shard %d of %d: expected 1 <= K <= N <= %d", o.shard_index,
+                              o.shard_count, RF_MAX_SHARDS);
     rf_status st = check_model(m, err);
     if (st) return st;
 
@@ -892,8 +986,13 @@ rf_status rf_analyse(const rf_model *m, const rf_analyse_opts *opts, rf_profile 
     r.us = calloc(r.nunits ? r.nunits : 1, sizeof *r.us);
     if (!r.us) return rf_err_set(err, RF_ERR_NOMEM, "out of memory");
     for (uint64_t u = 0; u < r.nunits && !st; u++) st = setup_unit(m, &o, rf_model_unit(m, u), &r.us[u], err);
-    if (!st && o.resume) st = load_partial(m, &o, r.us, err);
+    if (!st && o.shard_count) select_shard(r.us, r.nunits, o.shard_index, o.shard_count, &r.shard[0], &r.shard[1]);
+    if (!st && o.resume) st = load_partial(m, &o, r.us, r.shard, err);
     for (uint64_t u = 0; u < r.nunits && !st; u++) {
+        if (r.us[u].other_shard) { /* another machine's */
+            r.units_done++, r.nskip++, r.us[u].done = 1;
+            continue;
+        }
         r.bytes_total += r.us[u].bytes;
         if (r.us[u].done) r.units_done++, r.bytes_done += r.us[u].bytes;
         else if (r.us[u].nblk == 0) r.units_done++, r.us[u].done = 1; /* empty: reported as another tensor */
@@ -912,7 +1011,7 @@ rf_status rf_analyse(const rf_model *m, const rf_analyse_opts *opts, rf_profile 
     if (!st) st = drive(&r, err);
     if (st == RF_ERR_INTERRUPTED) {
         rf_err e2;
-        rf_status s2 = save_partial(m, &o, r.us, &e2);
+        rf_status s2 = save_partial(m, &o, r.us, r.shard, &e2);
         if (s2) { if (err) *err = e2; st = s2; }
         else if (o.partial_path)
             rf_err_set(err, RF_ERR_INTERRUPTED, "analysis interrupted after %llu of %llu units; progress saved in %s "
@@ -922,7 +1021,7 @@ rf_status rf_analyse(const rf_model *m, const rf_analyse_opts *opts, rf_profile 
             rf_err_set(err, RF_ERR_INTERRUPTED, "analysis interrupted after %llu of %llu units",
                        (unsigned long long)r.units_done, (unsigned long long)r.nunits);
     }
-    if (!st) st = build_profile(m, o.modes, o.configs, o.f32_as, r.us, 1, out, err);
+    if (!st) st = build_profile(m, &o, r.us, r.shard, 1, out, err);
     for (uint64_t u = 0; u < r.nunits; u++) {
         free(r.us[u].res);
         free(r.us[u].rec);

@@ -171,6 +171,9 @@ struct rf_profile {
     int64_t *slots;
     uint64_t nslots;
     uint64_t params, full_bytes, other_bytes;
+    uint64_t opt_sample;              /* rf_profile_set_opt_sample */
+    int shard_index, shard_count;     /* rf_profile_set_shard; count 0: a whole profile */
+    uint64_t shard_first, shard_total;
 };
 
 static uint64_t name_hash(const char *s)
@@ -365,7 +368,11 @@ static rf_status check_unit(const rf_profile *p, const rf_punit *u, rf_err *err)
             have = 1;
         }
         if (!have) return rf_err_set(err, RF_ERR_FORMAT, "unit %s: field 'c[%d]': no error measured in any mode", n, k);
+        if ((u->estimated >> ci & 1) && isnan(c->err[RF_QMODE_OPT].sse))
+            return rf_err_set(err, RF_ERR_FORMAT, "unit %s: field 'estimated': %d/%d has no opt error to estimate", n, c->bits, c->gs);
     }
+    if (u->estimated & ~seen)
+        return rf_err_set(err, RF_ERR_FORMAT, "unit %s: field 'estimated': names configs that are not candidates", n);
     return RF_OK;
 }
 
@@ -419,6 +426,35 @@ rf_status rf_profile_add_other(rf_profile *p, const rf_pother *o, rf_err *err)
     p->other_bytes += o->bytes;
     p->full_bytes += o->bytes;
     return RF_OK;
+}
+
+void rf_profile_set_opt_sample(rf_profile *p, uint64_t groups) { p->opt_sample = groups; }
+uint64_t rf_profile_opt_sample(const rf_profile *p) { return p->opt_sample; }
+
+rf_status rf_profile_set_shard(rf_profile *p, int index, int count, uint64_t first, uint64_t total, rf_err *err)
+{
+    if (count == 0 && index == 0) {
+        p->shard_index = p->shard_count = 0;
+        p->shard_first = p->shard_total = 0;
+        return RF_OK;
+    }
+    if (count < 1 || count > RF_MAX_SHARDS || index < 1 || index > count || first > total || total > (1ull << 40))
+        return rf_err_set(err, RF_ERR_FORMAT, "profile: shard %d of %d (units from %llu of %llu) is not a valid part", index,
+                          count, (unsigned long long)first, (unsigned long long)total);
+    p->shard_index = index;
+    p->shard_count = count;
+    p->shard_first = first;
+    p->shard_total = total;
+    return RF_OK;
+}
+
+int rf_profile_shard(const rf_profile *p, int *index, int *count, uint64_t *first, uint64_t *total)
+{
+    if (index) *index = p->shard_index;
+    if (count) *count = p->shard_count;
+    if (first) *first = p->shard_first;
+    if (total) *total = p->shard_total;
+    return p->shard_count > 0;
 }
 
 rf_status rf_profile_add_file(rf_profile *p, const char *name, uint64_t bytes, rf_err *err)
@@ -614,9 +650,12 @@ static rf_dtype unit_scale_dtype(const rf_punit *u)
     return RF_DT_INVALID;
 }
 
-static const char *const unit_fields[] = {"name", "role", "layer", "n_layers", "members", "rows", "cols", "dtype", "sizes", "configs", "values"};
+/* Version 3 added "estimated" (version 2 rows lack it: nothing estimated). */
+static const char *const unit_fields[] = {"name", "role", "layer", "n_layers", "members", "rows", "cols", "dtype", "sizes", "configs", "estimated", "values"};
+static const char *const unit_fields_v2[] = {"name", "role", "layer", "n_layers", "members", "rows", "cols", "dtype", "sizes", "configs", "values"};
 static const char *const other_fields[] = {"name", "role", "layer", "params", "dtype", "bytes"};
 #define NUF (sizeof unit_fields / sizeof unit_fields[0])
+#define NUF2 (sizeof unit_fields_v2 / sizeof unit_fields_v2[0])
 #define NOF (sizeof other_fields / sizeof other_fields[0])
 
 static void write_fields(rf_sb *b, const char *key, const char *const *f, size_t n)
@@ -641,7 +680,7 @@ static void write_unit(rf_sb *b, const rf_profile *p, const rf_punit *u, int inl
         rf_sb_puts(b, "]");
     }
     for (int k = 0; k < u->n_cands; k++) mask |= 1u << rf_cfg_index(u->cands[k].bits, u->cands[k].gs);
-    rf_sb_printf(b, ", %u", mask);
+    rf_sb_printf(b, ", %u, %u", mask, u->estimated);
     if (inline_values) {
         rf_sb_puts(b, ", [");
         vio v = {.text = b, .first = 1};
@@ -651,7 +690,7 @@ static void write_unit(rf_sb *b, const rf_profile *p, const rf_punit *u, int inl
     rf_sb_puts(b, "]");
 }
 
-/* Version 2 text; with DATA_NAME the numbers go to *DATA (the data file named in the text). */
+/* Version 3 text; with DATA_NAME the numbers go to *DATA (the data file named in the text). */
 static rf_status write_profile(const rf_profile *p, const char *data_name, char **out, size_t *len, void **data,
                                size_t *data_len, rf_err *err)
 {
@@ -701,6 +740,13 @@ static rf_status write_profile(const rf_profile *p, const char *data_name, char 
             first = 0;
         }
     rf_sb_puts(&b, "]");
+    rf_sb_puts(&b, ",\n  ");
+    put_u64(&b, "opt_sample", p->opt_sample, 1);
+    if (p->shard_count) {
+        rf_sb_puts(&b, ",\n  \"shard\": ");
+        rf_sb_printf(&b, "[%d, %d, %llu, %llu]", p->shard_index, p->shard_count, (unsigned long long)p->shard_first,
+                     (unsigned long long)p->shard_total);
+    }
     write_fields(&b, "unit_fields", unit_fields, data_name ? NUF - 1 : NUF);
     write_fields(&b, "other_fields", other_fields, NOF);
     rf_sb_puts(&b, ",\n  \"totals\": {");
@@ -1041,21 +1087,25 @@ static rf_status rd_row_enum(rd *r, json_t *row, size_t i, const char *k, int ro
     return *out < 0 || (!role && *out == RF_DT_INVALID) ? bad(r, k, role ? "unknown role" : "unknown dtype") : RF_OK;
 }
 
-/* [name, role, layer, n_layers, members, rows, cols, dtype, sizes, configs, values?]: params and
- * kept bytes follow from the shape, candidate bytes from "sizes" (a scale dtype, or the list). */
-static rf_status rd_unit_v2(rd *r, json_t *row, unsigned modes, vio *data, rf_punit *u)
+/* [name, role, layer, n_layers, members, rows, cols, dtype, sizes, configs, estimated (version 3),
+ * values?]: params and kept bytes follow from the shape, candidate bytes from "sizes" (a scale
+ * dtype, or the list). */
+static rf_status rd_unit_v2(rd *r, json_t *row, int ver, unsigned modes, vio *data, rf_punit *u)
 {
     memset(u, 0, sizeof *u);
-    if (!json_is_array(row) || json_array_size(row) != (data ? NUF - 1 : NUF)) return bad(r, "units", "expected a row of unit_fields");
-    long long layer, nl, mem, rows, cols, mask;
+    const size_t nf = ver >= 3 ? NUF : NUF2; /* with the inline values */
+    if (!json_is_array(row) || json_array_size(row) != (data ? nf - 1 : nf)) return bad(r, "units", "expected a row of unit_fields");
+    long long layer, nl, mem, rows, cols, mask, est = 0;
     int role, dt;
     rf_status s;
     if ((s = rd_row_str(r, row, 0, "name", u->name, sizeof u->name)) || (s = rd_row_enum(r, row, 1, "role", 1, &role)) ||
         (s = rd_row_int(r, row, 2, "layer", -1, 1 << 30, &layer)) || (s = rd_row_int(r, row, 3, "n_layers", 0, 1 << 30, &nl)) ||
         (s = rd_row_int(r, row, 4, "members", 1, 1 << 30, &mem)) || (s = rd_row_int(r, row, 5, "rows", 1, 1ll << 40, &rows)) ||
         (s = rd_row_int(r, row, 6, "cols", 1, 1ll << 40, &cols)) || (s = rd_row_enum(r, row, 7, "dtype", 0, &dt)) ||
-        (s = rd_row_int(r, row, 9, "configs", 0, RF_PROFILE_ALL_CONFIGS, &mask)))
+        (s = rd_row_int(r, row, 9, "configs", 0, RF_PROFILE_ALL_CONFIGS, &mask)) ||
+        (ver >= 3 && (s = rd_row_int(r, row, 10, "estimated", 0, RF_PROFILE_ALL_CONFIGS, &est))))
         return s;
+    u->estimated = (unsigned)est;
     u->role = (rf_role)role;
     u->layer = (int)layer;
     u->n_layers = (int)nl;
@@ -1085,7 +1135,7 @@ static rf_status rd_unit_v2(rd *r, json_t *row, unsigned modes, vio *data, rf_pu
     }
     if (!u->n_cands && !(json_is_string(sz) || (json_is_array(sz) && !json_array_size(sz))))
         return bad(r, "sizes", "expected a scale dtype or []");
-    vio v = {.arr = json_array_get(row, NUF - 1)};
+    vio v = {.arr = json_array_get(row, nf - 1)};
     if (!data && !json_is_array(v.arr)) return bad(r, "values", "expected an array");
     if (!unit_values(data ? data : &v, 0, modes, u) || (!data && v.idx != json_array_size(v.arr)))
         return data ? bad(r, "values", "data file too short") : bad(r, "values", "wrong count or not numbers");
@@ -1170,8 +1220,8 @@ static rf_status rd_profile(rd *r, json_t *root, const uint8_t *bin, size_t nbin
     json_t *jv = json_object_get(root, "version");
     if (!json_is_integer(jv)) return bad(r, "version", "expected an integer");
     long long ver = json_integer_value(jv);
-    if (ver != 1 && ver != RF_PROFILE_VERSION)
-        return rf_err_set(r->err, RF_ERR_UNSUPPORTED, "%s: profile format version %lld is not supported (this ramfit reads 1 and %d)",
+    if (ver < 1 || ver > RF_PROFILE_VERSION)
+        return rf_err_set(r->err, RF_ERR_UNSUPPORTED, "%s: profile format version %lld is not supported (this ramfit reads 1 to %d)",
                           r->label, ver, RF_PROFILE_VERSION);
     int indexed = ver >= 2 && json_object_get(root, "data") != NULL;
     if (indexed && !have_bin)
@@ -1182,15 +1232,34 @@ static rf_status rd_profile(rd *r, json_t *root, const uint8_t *bin, size_t nbin
     rf_status s;
     if ((s = rd_model(r, root, &m)) || (s = rd_modes_configs(r, root, &modes, &configs))) return s;
     if (ver == 1 && (s = rd_cand_fields_v1(r, root, modes))) return s;
+    uint64_t opt_sample = 0;
+    long long shard[4] = {0, 0, 0, 0};
+    if (ver >= 3) {
+        r->where = "header";
+        if ((s = rd_u64(r, root, "opt_sample", &opt_sample))) return s;
+        json_t *js = json_object_get(root, "shard");
+        if (js) {
+            if (!json_is_array(js) || json_array_size(js) != 4) return bad(r, "shard", "expected [index, count, first unit, units]");
+            for (size_t i = 0; i < 4; i++)
+                if ((s = rd_row_int(r, js, i, "shard", 0, 1ll << 40, &shard[i]))) return s;
+            if (shard[1] < 1) return rf_err_set(r->err, RF_ERR_FORMAT, "%s: header: field 'shard': not a valid part", r->label);
+        }
+    }
     if (ver >= 2) {
         r->where = "header";
-        if ((s = rd_fields(r, root, "unit_fields", unit_fields, indexed ? NUF - 1 : NUF)) ||
+        if ((s = rd_fields(r, root, "unit_fields", ver >= 3 ? unit_fields : unit_fields_v2,
+                           (ver >= 3 ? NUF : NUF2) - (indexed ? 1 : 0))) ||
             (s = rd_fields(r, root, "other_fields", other_fields, NOF)))
             return s;
         if (indexed && (s = rd_data(r, root, bin, nbin, &dv))) return s;
     }
     rf_profile *p;
     if ((s = rf_profile_create(&m, modes, configs, &p, r->err))) return add_failed(r, s);
+    rf_profile_set_opt_sample(p, opt_sample);
+    if (json_object_get(root, "shard") && (s = rf_profile_set_shard(p, (int)shard[0], (int)shard[1], (uint64_t)shard[2], (uint64_t)shard[3], r->err))) {
+        rf_profile_free(p);
+        return add_failed(r, s);
+    }
     json_t *files = json_object_get(json_object_get(root, "model"), "files");
     json_t *units = json_object_get(root, "units"), *others = json_object_get(root, "others");
     r->where = "model";
@@ -1216,7 +1285,7 @@ static rf_status rd_profile(rd *r, json_t *root, const uint8_t *bin, size_t nbin
         r->where = where;
         if (ver >= 2) nm = json_string_value(json_array_get(ju, 0));
         snprintf(where, sizeof where, "unit %zu (%.160s)", i, nm ? nm : "?");
-        s = ver >= 2 ? rd_unit_v2(r, ju, modes, indexed ? &dv : NULL, u) : rd_unit(r, ju, modes, u);
+        s = ver >= 2 ? rd_unit_v2(r, ju, (int)ver, modes, indexed ? &dv : NULL, u) : rd_unit(r, ju, modes, u);
         if (!s && (s = rf_profile_add_unit(p, u, r->err))) s = add_failed(r, s);
     }
     free(u);
@@ -1310,4 +1379,110 @@ rf_status rf_profile_load(const char *path, rf_profile **out, rf_err *err)
     free(text);
     free(data);
     return s;
+}
+
+/* ------------------------------------------------------------------ merging shards */
+
+static int same_model(const rf_pmodel *a, const rf_pmodel *b)
+{
+    if (a->fingerprint != b->fingerprint || strcmp(a->name, b->name) || strcmp(a->architecture, b->architecture) ||
+        strcmp(a->model_type, b->model_type) || strcmp(a->ramfit_version, b->ramfit_version))
+        return 0;
+    for (size_t i = 0; i < NCFG; i++)
+        if (*(const int *)((const char *)a + cfg_fields[i].off) != *(const int *)((const char *)b + cfg_fields[i].off)) return 0;
+    return 1;
+}
+
+static int same_others(const rf_profile *a, const rf_profile *b)
+{
+    if (a->n_others != b->n_others) return 0;
+    for (uint64_t i = 0; i < a->n_others; i++) {
+        const rf_pother *x = &a->others[i], *y = &b->others[i];
+        if (strcmp(x->name, y->name) || x->role != y->role || x->layer != y->layer || x->nparams != y->nparams ||
+            x->dtype != y->dtype || x->bytes != y->bytes)
+            return 0;
+    }
+    return 1;
+}
+
+static int same_files(const rf_profile *a, const rf_profile *b)
+{
+    if (a->n_files != b->n_files) return 0;
+    for (uint64_t i = 0; i < a->n_files; i++)
+        if (strcmp(a->files[i].name, b->files[i].name) || a->files[i].bytes != b->files[i].bytes) return 0;
+    return 1;
+}
+
+rf_status rf_profile_merge(const rf_profile *const *parts, size_t n, const char *const *labels, rf_profile **out,
+                           rf_err *err)
+{
+    *out = NULL;
+    if (!parts || !n) return rf_err_set(err, RF_ERR_INVALID, "profile merge: no parts given");
+#define LABEL(i) (labels && labels[i] ? labels[i] : "profile part")
+    for (size_t i = 0; i < n; i++)
+        if (!parts[i]) return rf_err_set(err, RF_ERR_INVALID, "profile merge: NULL part");
+    const rf_profile *a = parts[0];
+    const int count = a->shard_count;
+    for (size_t i = 0; i < n; i++)
+        if (!parts[i]->shard_count)
+            return rf_err_set(err, RF_ERR_MISMATCH, "%s is a whole profile, not a part made by 'ramfit analyse --shard K/N'",
+                              LABEL(i));
+    if ((size_t)count != n)
+        return rf_err_set(err, RF_ERR_MISMATCH, "%s is part %d of %d, but %zu part%s given: give all %d parts of the analysis",
+                          LABEL(0), a->shard_index, count, n, n == 1 ? " was" : "s were", count);
+    size_t *at = calloc(n, sizeof *at); /* shard index - 1 -> position in parts, + 1 */
+    if (!at) return rf_err_set(err, RF_ERR_NOMEM, "out of memory");
+    rf_status s = RF_OK;
+    for (size_t i = 0; i < n && !s; i++) {
+        const rf_profile *b = parts[i];
+        const char *what = b->shard_count != count                  ? "the number of parts"
+                           : !same_model(&a->model, &b->model)        ? "the checkpoint (fingerprint, model or ramfit version)"
+                           : !same_files(a, b)                        ? "the checkpoint's shard files"
+                           : b->modes != a->modes                     ? "the modes"
+                           : b->configs != a->configs                 ? "the candidate configs"
+                           : b->opt_sample != a->opt_sample           ? "the opt sampling (--opt-sample/--exact)"
+                           : b->shard_total != a->shard_total         ? "the number of units"
+                           : !same_others(a, b)                       ? "the other tensors"
+                                                                      : NULL;
+        if (what)
+            s = rf_err_set(err, RF_ERR_MISMATCH, "%s and %s are not parts of one analysis: %s differ (fingerprints %016llx, "
+                           "%016llx): analyse every part with the same ramfit and options", LABEL(0), LABEL(i), what,
+                           (unsigned long long)a->model.fingerprint, (unsigned long long)b->model.fingerprint);
+        else if (at[b->shard_index - 1])
+            s = rf_err_set(err, RF_ERR_MISMATCH, "%s and %s are both part %d of %d", LABEL(at[b->shard_index - 1] - 1),
+                           LABEL(i), b->shard_index, count);
+        else
+            at[b->shard_index - 1] = i + 1;
+    }
+    /* in shard order, each part starts where the previous one ended: every unit once, in order */
+    uint64_t next = 0;
+    for (int k = 0; k < count && !s; k++) {
+        const rf_profile *b = parts[at[k] - 1];
+        if (b->shard_first != next)
+            s = rf_err_set(err, RF_ERR_MISMATCH, "%s (part %d of %d) starts at unit %llu, but the parts before it end at unit "
+                           "%llu: the parts were cut differently (another ramfit version?)", LABEL(at[k] - 1), k + 1, count,
+                           (unsigned long long)b->shard_first, (unsigned long long)next);
+        next += b->n_units;
+    }
+    if (!s && next != a->shard_total)
+        s = rf_err_set(err, RF_ERR_MISMATCH, "the parts hold %llu units, the analysis has %llu", (unsigned long long)next,
+                       (unsigned long long)a->shard_total);
+    rf_profile *p = NULL;
+    if (!s) s = rf_profile_create(&a->model, a->modes, a->configs, &p, err);
+    if (!s) p->opt_sample = a->opt_sample;
+    for (uint64_t f = 0; !s && f < a->n_files; f++) s = rf_profile_add_file(p, a->files[f].name, a->files[f].bytes, err);
+    for (int k = 0; k < count && !s; k++) {
+        const rf_profile *b = parts[at[k] - 1];
+        for (uint64_t u = 0; u < b->n_units && !s; u++)
+            if ((s = rf_profile_add_unit(p, &b->units[u], err))) rf_err_prefix(err, "%s", LABEL(at[k] - 1));
+    }
+    for (uint64_t o = 0; o < a->n_others && !s; o++) s = rf_profile_add_other(p, &a->others[o], err);
+#undef LABEL
+    free(at);
+    if (s) {
+        rf_profile_free(p);
+        return s;
+    }
+    *out = p;
+    return RF_OK;
 }

@@ -17,6 +17,10 @@ static unsigned detect(void)
     unsigned a, b, c, d;
     __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(1), "c"(0));
     if (c & (1u << 29)) f |= RF_CPU_F16C;
+    /* libgcc also checks XCR0, so these are only set when the OS saves the zmm state */
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512bw"))
+        f |= RF_CPU_AVX512;
 #elif defined(__aarch64__)
     f |= RF_CPU_NEON;
 #endif

@@ -30,9 +30,11 @@ static inline int rf_add_u64(uint64_t a, uint64_t b, uint64_t *r) { return !__bu
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define RF_X86 1
 #define RF_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define RF_TARGET_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,f16c")))
 #else
 #define RF_X86 0
 #define RF_TARGET_AVX2
+#define RF_TARGET_AVX512
 #endif
 
 #endif

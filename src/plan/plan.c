@@ -452,6 +452,10 @@ rf_status rf_planner_create(const rf_profile *p, const rf_plan_opts *o, rf_plann
     *out = NULL;
     if (!p || !o) return rf_err_set(err, RF_ERR_INVALID, "planner: no profile or options");
     if ((unsigned)o->mode > 1) return rf_err_set(err, RF_ERR_INVALID, "planner: bad mode");
+    int shard, shards;
+    if (rf_profile_shard(p, &shard, &shards, NULL, NULL)) /* a part lacks the other parts' units */
+        return rf_err_set(err, RF_ERR_INVALID, "this profile of %s is part %d of %d of an analysis: join all parts with 'ramfit "
+                          "profile merge' first", rf_profile_model(p)->name, shard, shards);
     if (!(rf_profile_modes(p) >> o->mode & 1))
         return rf_err_set(err, RF_ERR_INVALID, "profile of %s has no '%s' measurements (it has: %s)", rf_profile_model(p)->name,
                           rf_qmode_token(o->mode), rf_profile_modes(p) & 1 ? "mlx" : "opt");

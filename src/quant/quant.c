@@ -239,6 +239,20 @@ static void cand_ref(const float *x, int gs, float n, const rfq_gstat *st, rfq_c
             }
             refit_ref(st, (double)(q1[0] + q1[1]), (double)(q2[0] + q2[1]), qw[0] + qw[1], &c[v].rs[k], &c[v].rb[k], &c[v].e[k]);
         }
+    for (int v = 0; v < nc; v++) rfq_cand_min(&c[v]);
+}
+
+/* Four interleaved chains: they overlap, where one chain would wait on each addition (and the
+ * AVX2 kernel runs them as the lanes of one vector). */
+static void gstat_ref(const float *x, int gs, rfq_gstat *st)
+{
+    double a[4] = {0, 0, 0, 0}, q[4] = {0, 0, 0, 0};
+    for (int i = 0; i < gs; i += 4)
+        for (int j = 0; j < 4; j++) {
+            a[j] += x[i + j];
+            q[j] += (double)x[i + j] * x[i + j];
+        }
+    *st = (rfq_gstat){gs, (a[0] + a[1]) + (a[2] + a[3]), (q[0] + q[1]) + (q[2] + q[3])};
 }
 
 static void deq_ref(const uint8_t *q, int gs, float ss, float bs, float *out)
@@ -246,13 +260,14 @@ static void deq_ref(const uint8_t *q, int gs, float ss, float bs, float *out)
     for (int i = 0; i < gs; i++) out[i] = fmaf(ss, (float)q[i], bs);
 }
 
-const rfq_kernels rfq_scalar = {load_ref, stats32_ref, params_ref, err_mlx_ref, qgroup_ref, cand_ref, deq_ref};
+const rfq_kernels rfq_scalar = {load_ref, stats32_ref, params_ref, err_mlx_ref, qgroup_ref, gstat_ref, cand_ref, NULL, NULL,
+                                deq_ref};
 
 const rfq_kernels *rfq_pick(void)
 {
 #if RF_X86
     unsigned f = rf_cpu_features();
-    if ((f & RF_CPU_AVX2) && (f & RF_CPU_FMA) && (f & RF_CPU_F16C)) return &rfq_avx2;
+    if ((f & RF_CPU_AVX2) && (f & RF_CPU_FMA) && (f & RF_CPU_F16C)) return f & RF_CPU_AVX512 ? &rfq_avx512 : &rfq_avx2;
 #endif
     return &rfq_scalar;
 }
@@ -351,20 +366,22 @@ rf_status rf_quant_quantize(rf_dtype src, const void *w, uint64_t rows, uint64_t
             size_t ng = len / (size_t)gs;
             const float *lo = t->lo[gs_index(gs)], *hi = t->hi[gs_index(gs)];
             uint64_t g0 = r * gpr + c0 / (uint64_t)gs;
-            if (mode == RF_QMODE_MLX) k->params(lo, hi, ng, bits, sdtype, 0, &t->p);
-            for (size_t g = 0; g < ng; g++) {
-                float ss, bs, em = 0;
-                const float *xg = t->x + g * gs;
-                uint8_t *qg = t->q + g * gs;
-                if (mode == RF_QMODE_MLX) {
-                    ss = t->p.ss[g];
-                    bs = t->p.bs[g];
-                    k->qgroup(xg, gs, n, t->p.s[g], t->p.b[g], ss, bs, qg, NULL, &em);
-                } else {
-                    rfq_opt_group(k, xg, gs, bits, sdtype, lo[g], hi[g], &ss, &bs, qg, NULL, &em);
+            if (mode == RF_QMODE_MLX) {
+                k->params(lo, hi, ng, bits, sdtype, 0, &t->p);
+                for (size_t g = 0; g < ng; g++) {
+                    float em = 0;
+                    k->qgroup(t->x + g * gs, gs, n, t->p.s[g], t->p.b[g], t->p.ss[g], t->p.bs[g], t->q + g * gs, NULL, &em);
                 }
-                store_sd(scales, g0 + g, ss, sdtype);
-                store_sd(biases, g0 + g, bs, sdtype);
+            } else {
+                const float *xs[RFQ_MAXG];
+                uint8_t *qs[RFQ_MAXG];
+                float em = 0;
+                for (size_t g = 0; g < ng; g++) xs[g] = t->x + g * gs, qs[g] = t->q + g * gs;
+                rfq_opt_groups(k, xs, (int)ng, gs, bits, sdtype, lo, hi, t->p.ss, t->p.bs, qs, NULL, &em);
+            }
+            for (size_t g = 0; g < ng; g++) {
+                store_sd(scales, g0 + g, t->p.ss[g], sdtype);
+                store_sd(biases, g0 + g, t->p.bs[g], sdtype);
                 /* F32 weights beyond float16's range give an infinite F16 scale or bias: refused,
                  * never written (the model would compute inf) */
                 if (!isfinite(load_sd(scales, g0 + g, sdtype)) || !isfinite(load_sd(biases, g0 + g, sdtype))) {
@@ -424,10 +441,9 @@ static void tile_error(const rfq_kernels *k, rfq_tile *t, size_t len, int bi, in
         k->params(lo, hi, ng, bits, sd, 1, &t->p);
         k->err_mlx(t->x, ng, gs, bits, &t->p, t->gsse[c], &acc->emax[c]);
     } else {
-        for (size_t g = 0; g < ng; g++) {
-            float ss, bs;
-            rfq_opt_group(k, t->x + g * gs, gs, bits, sd, lo[g], hi[g], &ss, &bs, NULL, &t->gsse[c][g], &acc->emax[c]);
-        }
+        const float *xs[RFQ_MAXG];
+        for (size_t g = 0; g < ng; g++) xs[g] = t->x + g * gs;
+        rfq_opt_groups(k, xs, (int)ng, gs, bits, sd, lo, hi, t->p.ss, t->p.bs, NULL, t->gsse[c], &acc->emax[c]);
     }
 }
 
@@ -543,4 +559,252 @@ rf_status rf_quant_error_all(rf_dtype src, const void *w, uint64_t rows, uint64_
         for (int c = 0; c < RF_QCFG_N; c++) fill_qerr(acc, c, mask >> c & 1, &out[c]);
     free(acc);
     return st;
+}
+
+/* ---------------------------------------------------------------- sampled opt error
+ *
+ * A large unit's opt error is estimated from a sample of its groups (docs/profile.md, "Estimated
+ * errors"). The opt search costs ~35 candidate evaluations per group and config, the per-group
+ * range r2 = (max - min)^2 nothing: it comes with the group statistics every path computes. So
+ * every group contributes its auxiliaries x = (r2, sqrt(r2 ref), ref) to exact totals, and a
+ * group is searched with probability pi = min(1, rate r2 / ref), ref being the median r2 of its
+ * neighbourhood (the tile: 1024 weights of one row, or whole rows of 1024 weights in all): groups
+ * with a large range for their neighbourhood (outlier channels) are searched more often, down to
+ * every one of them. The estimate is the regression (GREG) estimator of the total: the
+ * Horvitz-Thompson sum of the searched groups' sse / pi, corrected by beta . (T - sum x / pi), beta
+ * the sample's least squares fit of sse on x with weights 1 / (pi r2) (errors grow with r2).
+ * Where rate >= 1 every group is searched and the sum is exact, in the order error_run uses. */
+
+double rf_quant_sample_rate(uint64_t groups, uint64_t target)
+{
+    if (!target || target >= groups / 8 + (groups % 8 != 0)) return 1.0;
+    return (double)target / (double)groups;
+}
+
+uint64_t rf_quant_piece_rows(uint64_t cols) { return cols && cols < RFQ_TILE ? RFQ_TILE / cols : 1; }
+
+/* Uniform [0, 1) from a group's position: splitmix64's finaliser. */
+static double group_u(uint64_t g, int gi)
+{
+    uint64_t z = g * (uint64_t)RF_QGS_N + (uint64_t)gi + 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return (double)((z ^ (z >> 31)) >> 11) * 0x1p-53;
+}
+
+/* The (upper) median of 1 <= n <= RFQ_MAXG values: quickselect (three-way partition) on a copy. */
+static double median_of(const double *v, size_t n)
+{
+    double a[RFQ_MAXG];
+    memcpy(a, v, n * sizeof *a);
+    int lo = 0, hi = (int)n - 1;
+    const int k = (int)n / 2;
+    while (lo < hi) {
+        const double piv = a[(lo + hi) / 2];
+        int lt = lo, i = lo, gt = hi;
+        while (i <= gt) {
+            double x = a[i];
+            if (x < piv) a[i++] = a[lt], a[lt++] = x;
+            else if (x > piv) a[i] = a[gt], a[gt--] = x;
+            else i++;
+        }
+        if (k < lt) hi = lt - 1;
+        else if (k > gt) lo = gt + 1;
+        else return piv;
+    }
+    return a[k];
+}
+
+/* One tile's groups of size index gi: auxiliaries of all, the opt search on the sampled ones.
+ * Most groups are not sampled: for them only d = |max - min| is summed (sum r2 = sum d^2, sum
+ * sqrt(r2 ref) = sqrt(ref) sum d) and u < pi is tested as u ref < rate r2, without a division. */
+static void sample_tile(const rfq_kernels *k, rfq_tile *t, size_t len, int gi, uint32_t cfgmask, rf_dtype sd,
+                        const double *rate, uint64_t g0, rf_qsums *o)
+{
+    const int gs = rf_qgs[gi];
+    const size_t ng = len / (size_t)gs;
+    double r2[RFQ_MAXG], d[RFQ_MAXG];
+    for (size_t g = 0; g < ng; g++) {
+        d[g] = (double)t->hi[gi][g] - (double)t->lo[gi][g];
+        r2[g] = d[g] * d[g];
+    }
+    const double ref = median_of(r2, ng), sref = sqrt(ref);
+    double s0 = 0, s1 = 0;
+    uint64_t nz = 0;
+    for (size_t g = 0; g < ng; g++) {
+        s0 += r2[g];
+        s1 += d[g];
+        nz += r2[g] > 0;
+    }
+    o->t[gi][0] += s0;
+    o->t[gi][1] += sref * s1;
+    o->t[gi][2] += ref * (double)nz;
+    o->groups[gi] += ng;
+    /* the largest rate of this group size: a group it does not sample, no config samples */
+    double rmax = 0;
+    for (int bi = 0; bi < RF_QBITS_N; bi++) {
+        const int c = bi * RF_QGS_N + gi;
+        if ((cfgmask >> c & 1) && rate[c] > rmax) rmax = rate[c];
+    }
+    /* the candidates: groups sampled at rmax, with their uniform number (2: certain at every rate) */
+    const float *xs[RFQ_MAXG];
+    float slo[RFQ_MAXG], shi[RFQ_MAXG], e[RFQ_MAXG], ss[RFQ_MAXG], bs[RFQ_MAXG];
+    double su[RFQ_MAXG], sr2[RFQ_MAXG], sd_[RFQ_MAXG];
+    int ns = 0;
+    for (size_t g = 0; g < ng; g++) {
+        /* all weights equal: pi 0 below rate 1 (their error is 0, or nearly) */
+        if (!(rmax >= 1) && !(r2[g] > 0)) continue;
+        const double u = group_u(g0 + g, gi);
+        if (!(rmax >= 1) && !(rmax * r2[g] >= ref) && !(u * ref < rmax * r2[g])) continue;
+        xs[ns] = t->x + g * (size_t)gs;
+        slo[ns] = t->lo[gi][g];
+        shi[ns] = t->hi[gi][g];
+        su[ns] = u, sr2[ns] = r2[g], sd_[ns++] = d[g];
+    }
+    for (int bi = 0; bi < RF_QBITS_N && ns; bi++) {
+        const int c = bi * RF_QGS_N + gi;
+        if (!(cfgmask >> c & 1)) continue;
+        const float *cx[RFQ_MAXG];
+        float clo[RFQ_MAXG], chi[RFQ_MAXG];
+        double pis[RFQ_MAXG];
+        int idx[RFQ_MAXG], nc = 0;
+        for (int j = 0; j < ns; j++) {
+            /* pi = min(1, rate r2 / ref): 1 with rate >= 1, with r2 >= ref / rate, or ref 0 (r2 > 0) */
+            double pi;
+            if (rate[c] >= 1) pi = 1;
+            else if (!(sr2[j] > 0)) pi = 0;
+            else if (rate[c] * sr2[j] >= ref) pi = 1;
+            else if (su[j] * ref < rate[c] * sr2[j]) pi = rate[c] * sr2[j] / ref;
+            else pi = 0;
+            if (!(pi > 0)) continue;
+            cx[nc] = xs[j], clo[nc] = slo[j], chi[nc] = shi[j], pis[nc] = pi, idx[nc++] = j;
+        }
+        if (!nc) continue;
+        rfq_opt_groups(k, cx, nc, gs, rf_qbits[bi], sd, clo, chi, ss, bs, NULL, e, &o->emax[c]);
+        o->sampled[c] += (uint64_t)nc;
+        for (int j = 0; j < nc; j++) {
+            const double pi = pis[j], r = sr2[idx[j]], x[3] = {r, sref * sd_[idx[j]], r > 0 ? ref : 0};
+            const double w = r > 0 ? 1 / (pi * r) : 0;
+            o->sse[c] += (double)e[j];
+            o->h[c] += (double)e[j] / pi;
+            for (int i = 0, ij = 0; i < 3; i++) {
+                o->hx[c][i] += x[i] / pi;
+                if (w > 0) {
+                    o->xy[c][i] += x[i] * (double)e[j] * w;
+                    for (int m = i; m < 3; m++, ij++) o->xx[c][ij] += x[i] * x[m] * w;
+                }
+            }
+        }
+    }
+}
+
+rf_status rf_quant_error_sample(rf_dtype src, const void *w, uint64_t rows, uint64_t cols, uint32_t cfgmask,
+                                rf_dtype sdtype, const rf_qsample *s, rf_qsums *out, rf_err *err)
+{
+    rf_status st = check_common(src, w, rows, cols, sdtype, err);
+    if (st != RF_OK) return st;
+    if (!s || !out) return rf_err_set(err, RF_ERR_INVALID, "sampled error: NULL argument");
+    if (cfgmask & ~(uint32_t)((1u << RF_QCFG_N) - 1)) return rf_err_set(err, RF_ERR_INVALID, "sampled error: bad config mask");
+    for (int c = 0; c < RF_QCFG_N; c++)
+        if ((cfgmask >> c & 1) && (st = check_cfg(rf_qbits[c / RF_QGS_N], rf_qgs[c % RF_QGS_N], cols, err)) != RF_OK) return st;
+    for (int c = 0; c < RF_QCFG_N; c++)
+        if ((cfgmask >> c & 1) && !(s->rate[c] > 0)) return rf_err_set(err, RF_ERR_INVALID, "sampled error: rate must be > 0");
+    memset(out, 0, sizeof *out);
+    if (!cfgmask || !rows) return RF_OK;
+    const rfq_kernels *k = rfq_pick();
+    rfq_tile *t = calloc(1, sizeof *t); /* zeroed: SIMD reads whole vectors past the last group */
+    if (!t) return rf_err_set(err, RF_ERR_NOMEM, "sampled error: out of memory");
+    unsigned gsets = 0;
+    for (int c = 0; c < RF_QCFG_N; c++)
+        if (cfgmask >> c & 1) gsets |= 1u << (c % RF_QGS_N);
+    /* Tiles as error_run's, but aligned to the member's rows, so that a member cut into pieces at
+     * multiples of rf_quant_piece_rows rows gives the same neighbourhoods. */
+    const uint64_t tr = rf_quant_piece_rows(cols), row_g0 = (s->member * s->member_rows + s->row0) * cols;
+    for (uint64_t r = 0; r < rows && st == RF_OK;) {
+        uint64_t nr = cols < RFQ_TILE ? tr - (s->row0 + r) % tr : 1;
+        nr = nr < rows - r ? nr : rows - r;
+        for (uint64_t c0 = 0; c0 < nr * cols && st == RF_OK; c0 += RFQ_TILE) {
+            uint64_t off = r * cols + c0;
+            size_t len = (size_t)(nr * cols - c0 < RFQ_TILE ? nr * cols - c0 : RFQ_TILE);
+            if ((st = tile_load(k, t, src, w, cols, off, len, err)) != RF_OK) break;
+            for (int gi = 0; gi < RF_QGS_N; gi++)
+                if (gsets >> gi & 1)
+                    sample_tile(k, t, len, gi, cfgmask, sdtype, s->rate, (row_g0 + off) / (uint64_t)rf_qgs[gi], out);
+        }
+        r += nr;
+    }
+    free(t);
+    return st;
+}
+
+void rf_qsums_add(rf_qsums *a, const rf_qsums *x)
+{
+    for (int gi = 0; gi < RF_QGS_N; gi++) {
+        a->groups[gi] += x->groups[gi];
+        for (int i = 0; i < 3; i++) a->t[gi][i] += x->t[gi][i];
+    }
+    for (int c = 0; c < RF_QCFG_N; c++) {
+        a->sampled[c] += x->sampled[c];
+        for (int i = 0; i < 3; i++) a->hx[c][i] += x->hx[c][i];
+        for (int i = 0; i < 6; i++) a->xx[c][i] += x->xx[c][i];
+        a->sse[c] += x->sse[c];
+        a->h[c] += x->h[c];
+        for (int i = 0; i < 3; i++) a->xy[c][i] += x->xy[c][i];
+        a->emax[c] = x->emax[c] > a->emax[c] ? x->emax[c] : a->emax[c];
+    }
+}
+
+/* beta = A^-1 b for the 3 x 3 symmetric A (upper triangle), by Cholesky on the matrix scaled to
+ * unit diagonal; an auxiliary whose remaining pivot is tiny (a combination of the others, or
+ * absent from the sample) is left out (beta 0). */
+static void solve3(const double a[6], const double b[3], double beta[3])
+{
+    static const int ix[3][3] = {{0, 1, 2}, {1, 3, 4}, {2, 4, 5}};
+    double d[3], l[3][3] = {{0}}, y[3] = {0};
+    int use[3];
+    for (int i = 0; i < 3; i++) {
+        d[i] = a[ix[i][i]] > 0 ? sqrt(a[ix[i][i]]) : 0;
+        use[i] = d[i] > 0 && isfinite(d[i]);
+        beta[i] = 0;
+    }
+    for (int i = 0; i < 3; i++) {
+        if (!use[i]) continue;
+        double s = 1;
+        for (int j = 0; j < i; j++) s -= l[i][j] * l[i][j];
+        if (!(s > 1e-9)) { use[i] = 0; continue; }
+        l[i][i] = sqrt(s);
+        for (int r = i + 1; r < 3; r++) {
+            if (!use[r]) continue;
+            double v = a[ix[r][i]] / (d[r] * d[i]);
+            for (int j = 0; j < i; j++) v -= l[r][j] * l[i][j];
+            l[r][i] = v / l[i][i];
+        }
+    }
+    for (int i = 0; i < 3; i++) {
+        if (!use[i]) continue;
+        double v = b[i] / d[i];
+        for (int j = 0; j < i; j++) v -= l[i][j] * y[j];
+        y[i] = v / l[i][i];
+    }
+    for (int i = 2; i >= 0; i--) {
+        if (!use[i]) continue;
+        double v = y[i];
+        for (int j = i + 1; j < 3; j++) v -= l[j][i] * beta[j] * d[j];
+        beta[i] = v / l[i][i] / d[i];
+    }
+}
+
+void rf_qsums_error(const rf_qsums *s, int c, double *sse, double *max_abs, int *estimated)
+{
+    const int gi = c % RF_QGS_N;
+    *max_abs = (double)s->emax[c];
+    *estimated = s->sampled[c] < s->groups[gi];
+    if (!*estimated) { /* every group searched: their sum, in group order */
+        *sse = s->sse[c];
+        return;
+    }
+    double beta[3], e = s->h[c];
+    solve3(s->xx[c], s->xy[c], beta);
+    for (int i = 0; i < 3; i++) e += beta[i] * (s->t[gi][i] - s->hx[c][i]);
+    *sse = e > 0 ? e : 0;
 }

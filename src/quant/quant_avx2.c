@@ -312,7 +312,8 @@ RF_TARGET_AVX2 static void refit4(const rfq_gstat *st, __m256d q1, __m256d q2, _
     const __m256d two = _mm256_set1_pd(2.0), zero = _mm256_setzero_pd(), inf = _mm256_set1_pd(INFINITY);
     __m256d d = _mm256_sub_pd(_mm256_mul_pd(n, q2), _mm256_mul_pd(q1, q1));
     __m256d s = _mm256_div_pd(_mm256_sub_pd(_mm256_mul_pd(n, qw), _mm256_mul_pd(q1, s1)), d);
-    __m256d b = _mm256_div_pd(_mm256_sub_pd(s1, _mm256_mul_pd(s, q1)), n);
+    /* / n as * (1 / n): n is the group size, a power of two, so both give the same bits */
+    __m256d b = _mm256_mul_pd(_mm256_sub_pd(s1, _mm256_mul_pd(s, q1)), _mm256_set1_pd(1.0 / st->n));
     __m256d t = _mm256_sub_pd(s2, _mm256_mul_pd(_mm256_mul_pd(two, s), qw));
     t = _mm256_sub_pd(t, _mm256_mul_pd(_mm256_mul_pd(two, b), s1));
     t = _mm256_add_pd(t, _mm256_mul_pd(_mm256_mul_pd(s, s), q2));
@@ -367,7 +368,24 @@ RF_TARGET_AVX2 static void cand_avx2(const float *x, int gs, float n, const rfq_
                _mm256_add_pd(wla, wlb), c[v].rs, c[v].rb, c[v].e);
         refit4(st, _mm256_cvtps_pd(_mm256_extractf128_ps(a, 1)), _mm256_cvtps_pd(_mm256_extractf128_ps(b, 1)),
                _mm256_add_pd(wha, whb), c[v].rs + 4, c[v].rb + 4, c[v].e + 4);
+        rfq_cand_min(&c[v]);
     }
+}
+
+/* gstat_ref's four chains as the four lanes of a vector of doubles (exact conversions, the same
+ * additions in the same order; x * x of two floats is exact in double). */
+RF_TARGET_AVX2 static void gstat_avx2(const float *x, int gs, rfq_gstat *st)
+{
+    __m256d a = _mm256_setzero_pd(), q = a;
+    for (int i = 0; i < gs; i += 4) {
+        __m256d v = _mm256_cvtps_pd(_mm_loadu_ps(x + i));
+        a = _mm256_add_pd(a, v);
+        q = _mm256_add_pd(q, _mm256_mul_pd(v, v));
+    }
+    double la[4], lq[4];
+    _mm256_storeu_pd(la, a);
+    _mm256_storeu_pd(lq, q);
+    *st = (rfq_gstat){gs, (la[0] + la[1]) + (la[2] + la[3]), (lq[0] + lq[1]) + (lq[2] + lq[3])};
 }
 
 RF_TARGET_AVX2 static void deq_avx2(const uint8_t *q, int gs, float ss, float bs, float *out)
@@ -379,7 +397,11 @@ RF_TARGET_AVX2 static void deq_avx2(const uint8_t *q, int gs, float ss, float bs
     }
 }
 
-const rfq_kernels rfq_avx2 = {load_avx2, stats32_avx2, params_avx2, err_mlx_avx2, qgroup_avx2, cand_avx2, deq_avx2};
+const rfq_kernels rfq_avx2 = {load_avx2, stats32_avx2, params_avx2, err_mlx_avx2, qgroup_avx2, gstat_avx2, cand_avx2, NULL,
+                              NULL, deq_avx2};
+/* With AVX-512 only the opt quantizer's search and finalists differ: they are most of its time. */
+const rfq_kernels rfq_avx512 = {load_avx2, stats32_avx2, params_avx2, err_mlx_avx2, qgroup_avx2, gstat_avx2, cand_avx2,
+                                rfq_cand2_avx512, rfq_qgroup2_avx512, deq_avx2};
 
 #else
 typedef int rfq_avx2_unused; /* keep the translation unit non-empty */

@@ -1,4 +1,4 @@
-/* Internal to the quantization module (quant.c, quant_opt.c, quant_avx2.c); not shared.
+/* Internal to the quantization module (quant.c, quant_opt.c, quant_avx2.c, quant_avx512.c); not shared.
  *
  * Every per-element kernel has a scalar reference and an AVX2 version that must produce the
  * same bits. To make that possible, every float sum is defined with a fixed order:
@@ -31,7 +31,20 @@ typedef struct rfq_params {
 typedef struct rfq_cand {
     double s[8], b[8];
     double rs[8], rb[8], e[8];
+    double emin; /* the smallest e and its first lane (kernels set them: the search picks from them) */
+    int imin;
 } rfq_cand;
+
+/* emin and imin of C from its errors (errors are finite or +inf, never NaN). */
+static inline void rfq_cand_min(rfq_cand *c)
+{
+    double m = c->e[0];
+    int k = 0;
+    for (int l = 1; l < 8; l++)
+        if (c->e[l] < m) m = c->e[l], k = l;
+    c->emin = m;
+    c->imin = k;
+}
 
 /* Elements per chain whose q w the candidate kernels sum in float before adding to double
  * (2 * RFQ_QW_RUN divides every group size). */
@@ -57,15 +70,29 @@ typedef struct rfq_kernels {
     /* One group with explicit parameters: codes (q may be NULL), lane-sum sse and max |error|. */
     void (*qgroup)(const float *x, int gs, float n, float s, float b, float ss, float bs,
                    uint8_t *q, float *sse, float *emax);
+    /* Group sums the refit needs (rfq_gstat), in four interleaved chains (element i in chain
+     * i % 4) combined as (c0 + c1) + (c2 + c3). */
+    void (*gstat)(const float *x, int gs, rfq_gstat *st);
     /* Search kernel: nc vectors of 8 candidates over one group. */
     void (*cand)(const float *x, int gs, float n, const rfq_gstat *st, rfq_cand *c, int nc);
+    /* The same for two groups at once (a and b; b may be a again), or NULL: cand on each. */
+    void (*cand2)(const float *xa, const float *xb, int gs, float n, const rfq_gstat *sta, const rfq_gstat *stb,
+                  rfq_cand *ca, rfq_cand *cb, int nc);
+    /* qgroup for two parameter sets of one group (index 0 and 1 of s, b, ss, bs, sse, emax; qa, qb
+     * may be NULL), or NULL: qgroup on each. */
+    void (*qgroup2)(const float *x, int gs, float n, const float *s, const float *b, const float *ss, const float *bs,
+                    uint8_t *qa, uint8_t *qb, float *sse, float *emax);
     /* Dequantize one group from codes. */
     void (*deq)(const uint8_t *q, int gs, float ss, float bs, float *out);
 } rfq_kernels;
 
 extern const rfq_kernels rfq_scalar;
 #if RF_X86
-extern const rfq_kernels rfq_avx2;
+extern const rfq_kernels rfq_avx2, rfq_avx512;
+void rfq_cand2_avx512(const float *xa, const float *xb, int gs, float n, const rfq_gstat *sta, const rfq_gstat *stb,
+                      rfq_cand *ca, rfq_cand *cb, int nc);
+void rfq_qgroup2_avx512(const float *x, int gs, float n, const float *s, const float *b, const float *ss, const float *bs,
+                        uint8_t *qa, uint8_t *qb, float *sse, float *emax);
 #endif
 /* The kernels rf_cpu_features() allows. */
 const rfq_kernels *rfq_pick(void);
@@ -83,5 +110,10 @@ void rfq_mlx_params1(float lo, float hi, int bits, rf_dtype sd, float *s, float 
  * the group's lane-sum sse / max error; never worse than MLX on the group. */
 void rfq_opt_group(const rfq_kernels *k, const float *x, int gs, int bits, rf_dtype sd, float lo, float hi,
                    float *ss, float *bs, uint8_t *q, float *sse, float *emax);
+/* The same for groups x + j * gs * ... of a list: NG groups starting at the float pointers X[j], with
+ * extremes LO[j], HI[j], results at index j (q[j] may be NULL; q itself too); searched two at a time
+ * where the kernels can. The max |error| over all of them is folded into *emax. */
+void rfq_opt_groups(const rfq_kernels *k, const float *const *x, int ng, int gs, int bits, rf_dtype sd, const float *lo,
+                    const float *hi, float *ss, float *bs, uint8_t *const *q, float *sse, float *emax);
 
 #endif

@@ -33,18 +33,35 @@ static double shrink_base(int bits)
 /* Steps of the clipping grid (multiples of the base, per side), tuned on real tensors. */
 static const double shrink_steps[4] = {0, 1.5, 3, 5.5};
 
-/* Evaluate nc vectors of candidates and keep the best refit (first in lane order on ties). */
-static void run_round(const rfq_kernels *k, const float *x, int gs, float n, const rfq_gstat *st,
-                      rfq_cand *c, int nc, opt_best *best)
+/* One group's search: its sums, the best refit so far, its candidates. */
+typedef struct sjob {
+    const float *x;
+    rfq_gstat st;
+    opt_best best;
+    rfq_cand c[2];
+    int live;
+} sjob;
+
+/* Keep the best refit of nc vectors: the first candidate (vector, then lane order) with the
+ * smallest error, if below the best so far, from each vector's minimum (rfq_cand.emin, imin):
+ * the same as scanning every lane with '<'. */
+static void pick(sjob *j, int nc)
 {
-    k->cand(x, gs, n, st, c, nc);
-    for (int v = 0; v < nc; v++)
-        for (int l = 0; l < 8; l++)
-            if (c[v].e[l] < best->e) {
-                best->s = c[v].rs[l];
-                best->b = c[v].rb[l];
-                best->e = c[v].e[l];
-            }
+    for (int v = 0; v < nc; v++) {
+        const rfq_cand *c = &j->c[v];
+        if (c->emin < j->best.e) j->best = (opt_best){c->rs[c->imin], c->rb[c->imin], c->emin};
+    }
+}
+
+/* Evaluate nc vectors of candidates for each of the nj (1 or 2) jobs: two groups share the
+ * kernel's wide vectors where it has cand2, and so do one group's two vectors of the first round. */
+static void eval(const rfq_kernels *k, sjob **j, int nj, int gs, float n, int nc)
+{
+    if (nj == 2 && k->cand2) k->cand2(j[0]->x, j[1]->x, gs, n, &j[0]->st, &j[1]->st, j[0]->c, j[1]->c, nc);
+    else if (nj == 1 && nc == 2 && k->cand2) k->cand2(j[0]->x, j[0]->x, gs, n, &j[0]->st, &j[0]->st, &j[0]->c[0], &j[0]->c[1], 1);
+    else
+        for (int i = 0; i < nj; i++) k->cand(j[i]->x, gs, n, &j[i]->st, j[i]->c, nc);
+    for (int i = 0; i < nj; i++) pick(j[i], nc);
 }
 
 /* Candidates scaling the current best about its centre by factors f (8 per vector). */
@@ -57,59 +74,61 @@ static void around(const opt_best *b0, double n, const double *f, rfq_cand *c)
     }
 }
 
-/* Group sums in four interleaved chains (i % 4), combined as (l0 + l1) + (l2 + l3): the chains
- * overlap, where one chain would wait on each addition. */
-static rfq_gstat group_stats(const float *x, int gs)
+/* The live jobs of j[0..nj) into l; their count. */
+static int live_jobs(sjob *j, int nj, sjob **l)
 {
-    double a[4] = {0, 0, 0, 0}, q[4] = {0, 0, 0, 0};
-    for (int i = 0; i < gs; i += 4)
-        for (int j = 0; j < 4; j++) {
-            a[j] += x[i + j];
-            q[j] += (double)x[i + j] * x[i + j];
-        }
-    rfq_gstat st = {gs, (a[0] + a[1]) + (a[2] + a[3]), (q[0] + q[1]) + (q[2] + q[3])};
-    return st;
+    int n = 0;
+    for (int i = 0; i < nj; i++)
+        if (j[i].live) l[n++] = &j[i];
+    return n;
 }
 
 /* Round 1: a 4 x 4 grid of clipping ranges; rounds 2 and 3: rescale the best refit about its
- * centre, coarse then fine. */
-static int search(const rfq_kernels *k, const float *x, int gs, int bits, float lo, float hi, float *s_out, float *b_out)
+ * centre, coarse then fine. Up to two groups side by side; each job's result is its own, whatever
+ * its neighbour (every candidate's sums are computed independently). A job ends live with its
+ * best refit, or not live (no usable candidate). */
+static void search(const rfq_kernels *k, sjob *j, int nj, int gs, int bits, const float *lo, const float *hi)
 {
-    const double n = (double)((1 << bits) - 1), R = (double)hi - (double)lo;
-    if (!(R > 0) || !isfinite(R)) return 0;
-    rfq_gstat st = group_stats(x, gs);
-    opt_best best = {0, 0, INFINITY};
-    rfq_cand c[2];
-    double base = shrink_base(bits) * R, l[4], h[4], inv_n = 1 / n;
-    for (int i = 0; i < 4; i++) {
-        l[i] = lo + base * shrink_steps[i];
-        h[i] = hi - base * shrink_steps[i];
-    }
-    for (int i = 0; i < 4; i++)
-        for (int j = 0; j < 4; j++) {
-            c[i / 2].s[(i % 2) * 4 + j] = (h[j] - l[i]) * inv_n;
-            c[i / 2].b[(i % 2) * 4 + j] = l[i];
+    const double n = (double)((1 << bits) - 1), inv_n = 1 / n;
+    for (int g = 0; g < nj; g++) {
+        const double R = (double)hi[g] - (double)lo[g];
+        j[g].best = (opt_best){0, 0, INFINITY};
+        j[g].live = R > 0 && isfinite(R);
+        if (!j[g].live) continue;
+        k->gstat(j[g].x, gs, &j[g].st);
+        double base = shrink_base(bits) * R, l[4], h[4];
+        for (int i = 0; i < 4; i++) {
+            l[i] = lo[g] + base * shrink_steps[i];
+            h[i] = hi[g] - base * shrink_steps[i];
         }
-    run_round(k, x, gs, (float)n, &st, c, 2, &best);
-    if (!isfinite(best.e)) return 0;
+        for (int i = 0; i < 4; i++)
+            for (int m = 0; m < 4; m++) {
+                j[g].c[i / 2].s[(i % 2) * 4 + m] = (h[m] - l[i]) * inv_n;
+                j[g].c[i / 2].b[(i % 2) * 4 + m] = l[i];
+            }
+    }
+    sjob *l[2];
+    int nl = live_jobs(j, nj, l);
+    if (nl) eval(k, l, nl, gs, (float)n, 2);
+    for (int g = 0; g < nj; g++) j[g].live = j[g].live && isfinite(j[g].best.e);
     static const double f2[8] = {1, .95, .97, .985, .995, 1.005, 1.015, 1.03};
     static const double f3[8] = {1, .992, .995, .998, 1.002, 1.005, 1.008, .999};
-    around(&best, n, f2, c);
-    run_round(k, x, gs, (float)n, &st, c, 1, &best);
-    around(&best, n, f3, c);
-    run_round(k, x, gs, (float)n, &st, c, 1, &best);
-    *s_out = (float)best.s;
-    *b_out = (float)best.b;
-    return 1;
+    nl = live_jobs(j, nj, l);
+    for (int g = 0; g < nl; g++) around(&l[g]->best, n, f2, &l[g]->c[0]);
+    if (nl) eval(k, l, nl, gs, (float)n, 1);
+    for (int g = 0; g < nl; g++) around(&l[g]->best, n, f3, &l[g]->c[0]);
+    if (nl) eval(k, l, nl, gs, (float)n, 1);
 }
 
 static int storable(float ss, float bs) { return isfinite(ss) && ss != 0.0f && isfinite(bs); }
 
-void rfq_opt_group(const rfq_kernels *k, const float *x, int gs, int bits, rf_dtype sd, float lo, float hi,
+/* After the search: the winner rounded to the storage dtype, MLX's own choice and MLX's stored
+ * parameters re-coded, compared by their exact stored-format error. */
+static void finish(const rfq_kernels *k, const float *x, int gs, int bits, rf_dtype sd, float lo, float hi, const sjob *j,
                    float *ss, float *bs, uint8_t *q, float *sse, float *emax)
 {
     const float n = (float)((1 << bits) - 1);
-    float s, b, sA, bA;
+    float sA, bA;
     /* finalists: division parameters, stored parameters, exact error */
     float ps[3], pb[3], pss[3], pbs[3], e[3], m[3];
     int cnt = 1, win = 0;
@@ -121,25 +140,47 @@ void rfq_opt_group(const rfq_kernels *k, const float *x, int gs, int bits, rf_dt
         pb[cnt] = pbs[cnt] = bA;
         cnt++;
     }
-    if (search(k, x, gs, bits, lo, hi, &s, &b)) {
-        float s2 = rfq_store_round(s, sd), b2 = rfq_store_round(b, sd);
+    if (j->live) {
+        float s2 = rfq_store_round((float)j->best.s, sd), b2 = rfq_store_round((float)j->best.b, sd);
         if (storable(s2, b2)) {
             ps[cnt] = pss[cnt] = s2;
             pb[cnt] = pbs[cnt] = b2;
             cnt++;
         }
     }
-    for (int i = 0; i < cnt; i++) {
-        m[i] = 0.0f;
-        k->qgroup(x, gs, n, ps[i], pb[i], pss[i], pbs[i], NULL, &e[i], &m[i]);
-        if (e[i] < e[win]) win = i;
+    uint8_t codes[3][128]; /* each finalist's codes, when they are wanted: no pass for the winner's */
+    int i = 0;
+    for (; i < cnt; i++) m[i] = 0.0f;
+    i = 0;
+    if (k->qgroup2 && cnt >= 2) { /* two finalists per pass */
+        k->qgroup2(x, gs, n, ps, pb, pss, pbs, q ? codes[0] : NULL, q ? codes[1] : NULL, e, m);
+        i = 2;
     }
-    if (q) {
-        float dummy = 0.0f;
-        k->qgroup(x, gs, n, ps[win], pb[win], pss[win], pbs[win], q, NULL, &dummy);
-    }
+    for (; i < cnt; i++) k->qgroup(x, gs, n, ps[i], pb[i], pss[i], pbs[i], q ? codes[i] : NULL, &e[i], &m[i]);
+    for (i = 1; i < cnt; i++) win = e[i] < e[win] ? i : win;
+    if (q) memcpy(q, codes[win], (size_t)gs);
     *ss = pss[win];
     *bs = pbs[win];
     if (sse) *sse = e[win];
     *emax = m[win] > *emax ? m[win] : *emax;
+}
+
+void rfq_opt_groups(const rfq_kernels *k, const float *const *x, int ng, int gs, int bits, rf_dtype sd, const float *lo,
+                    const float *hi, float *ss, float *bs, uint8_t *const *q, float *sse, float *emax)
+{
+    for (int g = 0; g < ng; g += 2) {
+        const int nj = ng - g < 2 ? 1 : 2;
+        sjob j[2];
+        for (int i = 0; i < nj; i++) j[i].x = x[g + i];
+        search(k, j, nj, gs, bits, lo + g, hi + g);
+        for (int i = 0; i < nj; i++)
+            finish(k, x[g + i], gs, bits, sd, lo[g + i], hi[g + i], &j[i], &ss[g + i], &bs[g + i], q ? q[g + i] : NULL,
+                   sse ? &sse[g + i] : NULL, emax);
+    }
+}
+
+void rfq_opt_group(const rfq_kernels *k, const float *x, int gs, int bits, rf_dtype sd, float lo, float hi,
+                   float *ss, float *bs, uint8_t *q, float *sse, float *emax)
+{
+    rfq_opt_groups(k, &x, 1, gs, bits, sd, &lo, &hi, ss, bs, q ? &q : NULL, sse, emax);
 }
