@@ -422,6 +422,31 @@ rf_status rf_quant_error(rf_dtype src, const void *w, uint64_t rows, uint64_t co
 rf_status rf_quant_error_all(rf_dtype src, const void *w, uint64_t rows, uint64_t cols,
                              rf_qmode mode, rf_dtype sdtype, rf_qerr out[RF_QCFG_N], rf_err *err);
 
+/* ===================================================================== GPTQ (quant/gptq.c) */
+
+/* GPTQ (Frantar et al. 2022) in MLX's affine format: columns are quantized in order, each one's
+ * rounding error fed back into the columns not yet quantized through the Cholesky factor of the
+ * damped Hessian H + lambda I (H = E[x x^T] of the layer's inputs, lambda = damp x mean diag H),
+ * in blocks of 128 columns (lazy batch updates); group scale and bias are chosen when the sweep
+ * reaches a group's first column, from the weights as updated so far, by the GRID quantizer
+ * (RF_QMODE_MLX: MLX's min/max rule, what mlx-lm's gptq does; RF_QMODE_OPT: the error-minimising
+ * search). The output is ordinary MLX affine data (packed, scales, biases as rf_quant_quantize).
+ * Rows are independent: any split of the rows gives the same bytes. */
+typedef struct rf_gptq rf_gptq;
+/* Factor a Hessian: H is the packed upper triangle by rows (n (n + 1) / 2 floats: row i holds
+ * H[i][i..n-1], the statistics file's layout). Damping is raised tenfold (up to 6 times) until
+ * the factorisation succeeds. POOL (may be NULL) splits the work; the factor does not depend on it.
+ * Memory while preparing: rf_gptq_prepare_bytes(n); the factor keeps rf_gptq_factor_bytes(n). */
+rf_status rf_gptq_prepare(const float *h, uint64_t n, double damp, rf_pool *pool, rf_gptq **out, rf_err *err);
+void rf_gptq_free(rf_gptq *g);
+uint64_t rf_gptq_prepare_bytes(uint64_t n);
+uint64_t rf_gptq_factor_bytes(uint64_t n);
+uint64_t rf_gptq_cols(const rf_gptq *g);
+double rf_gptq_lambda(const rf_gptq *g);   /* the damping added to the diagonal */
+/* Quantize ROWS x COLS weights (COLS = the factor's n) as rf_quant_quantize does, with GPTQ. */
+rf_status rf_gptq_quantize(const rf_gptq *g, rf_dtype src, const void *w, uint64_t rows, uint64_t cols, int bits, int gs,
+                           rf_qmode grid, rf_dtype sdtype, uint32_t *packed, void *scales, void *biases, rf_err *err);
+
 /* ===================================================================== profile (analyse/profile.c) */
 
 /* A profile: for every quantization unit of a model, each candidate config with its exact MLX

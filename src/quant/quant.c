@@ -532,3 +532,12 @@ rf_status rf_quant_error_all(rf_dtype src, const void *w, uint64_t rows, uint64_
     free(acc);
     return st;
 }
+
+/* ---------------------------------------------------------------- shared with gptq.c */
+
+void rfq_pack(const uint8_t *q, uint64_t n, int bits, uint32_t *out)
+{
+    for (uint64_t c = 0; c < n; c += 128, q += 128, out += 4 * bits) pack_group(q, n - c < 128 ? (int)(n - c) : 128, bits, out);
+}
+
+void rfq_store(void *dst, uint64_t i, float v, rf_dtype sd) { store_sd(dst, i, v, sd); }

@@ -65,7 +65,10 @@ typedef struct rfq_kernels {
 
 extern const rfq_kernels rfq_scalar;
 #if RF_X86
-extern const rfq_kernels rfq_avx2;
+extern const rfq_kernels rfq_avx2;/* Pack n codes (a multiple of 32) of BITS bits into MLX's words; store one scale or bias. */
+void rfq_pack(const uint8_t *q, uint64_t n, int bits, uint32_t *out);
+void rfq_store(void *dst, uint64_t i, float v, rf_dtype sd);
+
 #endif
 /* The kernels rf_cpu_features() allows. */
 const rfq_kernels *rfq_pick(void);
@@ -83,5 +86,8 @@ void rfq_mlx_params1(float lo, float hi, int bits, rf_dtype sd, float *s, float 
  * the group's lane-sum sse / max error; never worse than MLX on the group. */
 void rfq_opt_group(const rfq_kernels *k, const float *x, int gs, int bits, rf_dtype sd, float lo, float hi,
                    float *ss, float *bs, uint8_t *q, float *sse, float *emax);
+/* Pack n codes (a multiple of 32) of BITS bits into MLX's words; store one scale or bias. */
+void rfq_pack(const uint8_t *q, uint64_t n, int bits, uint32_t *out);
+void rfq_store(void *dst, uint64_t i, float v, rf_dtype sd);
 
 #endif
