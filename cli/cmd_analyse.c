@@ -9,7 +9,7 @@
 
 static const char *const usage_text =
     "usage: ramfit analyse MODEL_DIR [-o PROFILE] [--threads N] [--mode mlx|opt|both]\n"
-    "                      [--candidates LIST] [--resume] [--quiet] [--json]\n"
+    "                      [--candidates LIST] [--stats STATS] [--resume] [--quiet] [--json]\n"
     "\n"
     "Measure every quantization unit of a checkpoint at every candidate config (bits 2/3/4/5/6/8\n"
     "x group size 32/64/128 where the group size divides the input dimension, plus keep): exact\n"
@@ -23,6 +23,9 @@ static const char *const usage_text =
     "                     (error-minimising scale/bias, slower) or both\n"
     "  --candidates LIST  all (default), or e.g. 4/64,8/64 or 3,4 (every group size); keep is\n"
     "                     always a choice\n"
+    "  --stats STATS      weight every error by the input statistics of 'ramfit calibrate' (E[x_j^2]\n"
+    "                     of each input column, llama.cpp's importance matrix idea): the planner then\n"
+    "                     minimises the error of the layers' outputs on that text (default: data-free)\n"
     "  --resume           continue an interrupted run from PROFILE.partial (Ctrl-C saves it)\n"
     "  --quiet            no progress display\n"
     "  --json             print a JSON summary on stdout\n";
@@ -47,7 +50,7 @@ static void on_progress(void *user, uint64_t done, uint64_t total, const char *w
 int rf_cmd_analyse(int argc, char **argv)
 {
     if (cli_wants_help(argc, argv)) { fputs(usage_text, stdout); return 0; }
-    const char *dir = NULL, *out = NULL;
+    const char *dir = NULL, *out = NULL, *stats_path = NULL;
     int quiet = 0, json = 0;
     rf_analyse_opts o;
     rf_analyse_opts_default(&o);
@@ -72,6 +75,9 @@ int rf_cmd_analyse(int argc, char **argv)
             if (!more || rf_analyse_parse_candidates(argv[i + 1], &o.configs, &err))
                 return cli_usage_error("analyse", "%s", more ? err.msg : "--candidates needs a list");
             i++;
+        } else if (!strcmp(a, "--stats")) {
+            if (!more) return cli_usage_error("analyse", "--stats needs a statistics file (ramfit calibrate -o)");
+            stats_path = argv[++i];
         } else if (!strcmp(a, "--resume")) {
             o.resume = 1;
         } else if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) {
@@ -108,7 +114,13 @@ int rf_cmd_analyse(int argc, char **argv)
     o.partial_path = partial;
 
     rf_model *m = NULL;
-    if (rf_model_open(dir, &m, &err)) return cli_fail(&err);
+    rf_stats *stats = NULL;
+    if (stats_path && rf_stats_open(stats_path, &stats, &err)) return cli_fail(&err);
+    o.stats = stats;
+    if (rf_model_open(dir, &m, &err)) {
+        rf_stats_close(stats);
+        return cli_fail(&err);
+    }
     if (o.resume && access(partial, F_OK) != 0 && !quiet)
         fprintf(stderr, "ramfit analyse: no partial analysis at %s: starting from the beginning\n", partial);
     cli_install_sigint();
@@ -121,6 +133,7 @@ int rf_cmd_analyse(int argc, char **argv)
     cli_progress_end(&p.bar);
     double secs = cli_now() - p.t0;
     if (!s) s = rf_profile_save(prof, out, &err);
+    rf_stats_close(stats);
     if (s) {
         rf_profile_free(prof);
         rf_model_free(m);

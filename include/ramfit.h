@@ -551,6 +551,17 @@ uint64_t rf_profile_other_bytes(const rf_profile *p);
  * and sse is 0), and SQNR in dB (+inf for D = 0). */
 double rf_pcand_d(const rf_punit *u, const rf_pcand *c, rf_qmode mode);
 double rf_d_to_sqnr_db(double d);
+/* Activation-weighted errors (rf_analyse with statistics): every candidate's sse and the unit's ssq
+ * are sums over the weights of (error or weight)^2 x E[x_j^2] of its input column (docs/calibration.md).
+ * Recorded in the profile's optional "calibration" object; weighted == 0: data-free. */
+typedef struct rf_pcalib {
+    int weighted;
+    char text[256];             /* the calibration text's name */
+    uint64_t tokens;
+    uint64_t stats_checksum;    /* rf_stats_checksum of the statistics used */
+} rf_pcalib;
+void rf_profile_set_calibration(rf_profile *p, const rf_pcalib *c);
+const rf_pcalib *rf_profile_calibration(const rf_profile *p);
 /* Spelling of roles and modes in profile and plan files ("attn_q", "mlx", ...). */
 const char *rf_profile_role_token(rf_role r);
 const char *rf_qmode_token(rf_qmode m);
@@ -842,6 +853,69 @@ rf_status rf_tok_stream_create(const rf_tok *tok, rf_tok_stream **out, rf_err *e
 void rf_tok_stream_free(rf_tok_stream *s);
 rf_status rf_tok_stream_push(rf_tok_stream *s, int32_t id, const char **text, uint64_t *len, rf_err *err);
 
+/* ===================================================================== calibration statistics (calib/stats.c, calib/collect.c) */
+
+/* What a little text says about a model's inputs, for the calibrated methods (docs/calibration.md):
+ * the engine runs the unquantized model over the text and, for every quantization unit and member
+ * (an expert bank's experts one by one, over the tokens routed to each; a tied lm_head is the
+ * embedding unit), the inputs x of its matrix product are summed into E[x_j^2] per input column
+ * (activation-weighted analysis) and, optionally, H = E[x x^T] (GPTQ). Units that always receive
+ * the same input (q/k/v, gate/up) share one record. A statistics file is a JSON index plus a
+ * binary data file (PATH less ".json" plus ".bin"). */
+typedef struct rf_stats rf_stats;
+
+typedef struct rf_calib_opts {
+    int threads;              /* engine and accumulation threads; <= 0: 2 */
+    int ctx;                  /* window tokens (ppl's full protocol); <= 0: 512 */
+    uint64_t max_tokens;      /* use only the first max_tokens ids; 0: all */
+    int hessian;              /* collect H too (GPTQ needs it; analysis needs only E[x^2]) */
+    uint64_t memory;          /* bytes of H accumulators per pass over the text; 0: 4 GiB. When the
+                               * model's Hessians do not fit, the text is run again for the rest
+                               * (one pass per group of units), so memory stays bounded */
+    const char *text_label;   /* the text's name, recorded in the file */
+    rf_progress progress;     /* units: windows, over all passes */
+} rf_calib_opts;
+void rf_calib_opts_default(rf_calib_opts *o);
+
+typedef struct rf_calib_result {
+    uint64_t tokens, windows; /* fed per pass */
+    int passes;
+    uint64_t units, records;  /* units with input; distinct inputs (records) */
+    uint64_t accum_bytes;     /* H accumulators of the largest pass */
+    uint64_t hessian_bytes;   /* all H records (the data file holds them once) */
+    uint64_t file_bytes;      /* data file */
+    double ppl;               /* the model's perplexity on those windows */
+    double seconds;
+} rf_calib_result;
+
+/* Run the unquantized checkpoint MODEL_DIR over IDS (the text without BOS; BOS_ID >= 0: every
+ * window starts with it) and write the statistics to OUT_PATH (a ".json" index and its data file,
+ * both via .tmp + rename). The file does not depend on the thread count. RES may be NULL. */
+rf_status rf_calibrate(const char *model_dir, const int32_t *ids, uint64_t n, int bos_id, const rf_calib_opts *o,
+                       const char *out_path, rf_calib_result *res, rf_err *err);
+
+/* Open a statistics file (index checked, data file mapped; RF_ERR_FORMAT naming the field for a
+ * malformed or mismatched one). Readers may be called from several threads. */
+rf_status rf_stats_open(const char *path, rf_stats **out, rf_err *err);
+void rf_stats_close(rf_stats *s);
+int rf_stats_has_hessian(const rf_stats *s);
+uint64_t rf_stats_tokens(const rf_stats *s);        /* tokens fed */
+const char *rf_stats_text(const rf_stats *s);       /* the text's recorded name */
+const char *rf_stats_model_name(const rf_stats *s);
+uint64_t rf_stats_fingerprint(const rf_stats *s);   /* of the model's checkpoint (rf_st_fingerprint) */
+uint64_t rf_stats_checksum(const rf_stats *s);      /* identifies the statistics (FNV-1a of the data file) */
+/* RF_ERR_MISMATCH unless S was collected on M's checkpoint and its units have M's shapes. */
+rf_status rf_stats_check_model(const rf_stats *s, const rf_model *m, rf_err *err);
+/* Member MEMBER of unit UNIT: E[x_j^2] of its COLS input columns (valid while S is open), the
+ * tokens it saw and its record (equal records: the same inputs). RF_ERR_NOT_FOUND when the unit is
+ * not in S or that member never had input (an expert no token was routed to). */
+rf_status rf_stats_moments(const rf_stats *s, const char *unit, int member, const double **sq, uint64_t *tokens,
+                           int64_t *record, rf_err *err);
+/* The same member's H = E[x x^T] as the packed upper triangle by rows (cols (cols + 1) / 2 floats,
+ * valid while S is open; checked against its checksum on first use). */
+rf_status rf_stats_hessian(const rf_stats *s, const char *unit, int member, const float **h, uint64_t *cols,
+                           rf_err *err);
+
 /* ===================================================================== analysis (analyse/analyse.c) */
 
 /* The data-free analysis pass: measures every quantization unit of a model at every candidate
@@ -874,6 +948,9 @@ typedef struct rf_analyse_opts {
     double checkpoint_s;      /* <= 0: 30 s */
     rf_progress progress;     /* units: input bytes; what: "k/N unit-name"; called on the caller's thread */
     rf_dtype f32_as;          /* dtype F32 tensors are kept in: RF_DT_BF16 (default, also for 0), F16 or F32 */
+    const rf_stats *stats;    /* calibration statistics of this model: every error weighted by E[x_j^2] of its
+                               * input column (src/calib/weighted.c); units without statistics (an untied
+                               * embedding) stay data-free. NULL: data-free (the default) */
 } rf_analyse_opts;
 void rf_analyse_opts_default(rf_analyse_opts *o);
 /* "mlx", "opt" or "both" -> mode mask. */
@@ -948,6 +1025,13 @@ typedef struct rf_quantize_opts {
     uint64_t max_shard_bytes; /* 0: 5 GiB (mlx-lm) */
     int force;                /* replace an existing OUT_DIR (old one renamed away, then deleted) */
     const char *profile_path; /* recorded in ramfit.json when not NULL */
+    /* GPTQ (quant/gptq.c) with these calibration statistics (they need Hessians): every quantized
+     * linear unit whose member has one is quantized by GPTQ on the plan's grid (mode mlx: MLX's
+     * min/max, as mlx-lm's gptq; opt: the error-minimising scale/bias); the embedding and members the
+     * calibration never reached are rounded to nearest. Same bytes as without; NULL: round to nearest. */
+    const rf_stats *gptq;
+    double gptq_damp;         /* lambda / mean diag H; <= 0: 0.01 */
+    uint64_t gptq_memory;     /* factors held at once (at least one); 0: 1 GiB */
 } rf_quantize_opts;
 void rf_quantize_opts_default(rf_quantize_opts *o);
 /* The output dtype of a tensor of dtype SRC when F32 becomes F32_AS (16-bit and non-float dtypes
@@ -962,6 +1046,8 @@ typedef struct rf_quantize_result {
     uint64_t units_quantized, units_kept;
     double seconds;
     rf_dtype f32_kept_as, f32_scales_as; /* the rule used for F32 tensors */
+    uint64_t gptq_factors;    /* GPTQ: Hessians factored */
+    uint64_t gptq_peak_bytes; /* GPTQ: factors held plus one being made, at most */
 } rf_quantize_result;
 /* Errors: RF_ERR_MISMATCH (plan for another checkpoint, unit shapes, mode, bytes), RF_ERR_EXISTS
  * (OUT_DIR exists, no force), RF_ERR_INVALID (OUT_DIR is MODEL_DIR, inside it, or contains it),
