@@ -435,8 +435,22 @@ static void test_weighted_analysis(void **state)
     rf_analyse_opts_default(&o);
     o.modes = 1u << RF_QMODE_MLX | 1u << RF_QMODE_OPT;
     o.stats = s;
-    rf_profile *p, *p0;
+    rf_profile *p, *p0, *p3;
+    o.threads = 1;
+    o.block_bytes = 4096; /* many blocks per unit: their sums are combined in block order */
     TU_OK(rf_analyse(m, &o, &p, &err), &err);
+    o.threads = 3;
+    TU_OK(rf_analyse(m, &o, &p3, &err), &err);
+    char *j1, *j3;
+    size_t l1, l3;
+    TU_OK(rf_profile_to_json(p, &j1, &l1, &err), &err);
+    TU_OK(rf_profile_to_json(p3, &j3, &l3, &err), &err);
+    assert_int_equal(l1, l3);
+    assert_memory_equal(j1, j3, l1);
+    free(j1);
+    free(j3);
+    rf_profile_free(p3);
+    o.block_bytes = 0;
     o.stats = NULL;
     TU_OK(rf_analyse(m, &o, &p0, &err), &err);
     assert_true(rf_profile_calibration(p)->weighted && !rf_profile_calibration(p0)->weighted);

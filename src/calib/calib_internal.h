@@ -49,6 +49,15 @@ rf_status calib_data_finish(calib_data *d, const calib_index *ix, rf_err *err);
 /* Remove the temporary files. Frees D (NULL is fine). */
 void calib_data_abort(calib_data *d);
 
+/* A statistics file in memory (fuzzing, tests): the index text and the data file's bytes, borrowed
+ * (they must outlive the handle). LABEL names it in messages. */
+rf_status calib_stats_from_parts(const char *json, size_t json_len, const void *data, uint64_t data_len, const char *label,
+                                 rf_stats **out, rf_err *err);
+
+/* The units a statistics file names (tests, fuzzing). */
+uint64_t calib_stats_unit_count(const rf_stats *s);
+const char *calib_stats_unit(const rf_stats *s, uint64_t i, int *members);
+
 /* Activation weights (weighted.c): per member of U, the column weights sum_t x_j^2 over its tokens
  * (members without statistics: the unit's mean), scaled to mean 1: n_members x cols doubles, or
  * *OUT = NULL when S has no statistics for U (it stays data-free). */

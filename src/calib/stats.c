@@ -220,6 +220,7 @@ struct rf_stats {
     uint64_t hcap;
     void *map;
     uint64_t map_bytes;
+    int borrowed;         /* map is the caller's memory (calib_stats_from_parts), not mmapped */
     pthread_mutex_t mu;   /* h_ok */
 };
 
@@ -245,7 +246,7 @@ void rf_stats_close(rf_stats *s)
     free(s->units);
     free(s->recs);
     free(s->hash);
-    if (s->map && s->map != MAP_FAILED) munmap(s->map, s->map_bytes);
+    if (s->map && !s->borrowed) munmap(s->map, s->map_bytes);
     pthread_mutex_destroy(&s->mu);
     free(s->path);
     free(s);
@@ -366,32 +367,91 @@ static rf_status parse_index(rf_stats *s, json_t *r, uint64_t *data_bytes, char 
     return RF_OK;
 }
 
-rf_status rf_stats_open(const char *path, rf_stats **out, rf_err *err)
+static rf_status stats_new(const char *label, rf_stats **out, rf_err *err)
 {
-    if (!path || !out) return rf_err_set(err, RF_ERR_INVALID, "rf_stats_open: NULL argument");
-    *out = NULL;
     rf_stats *s = calloc(1, sizeof *s);
-    if (!s || !(s->path = strdup(path))) {
+    if (!s || !(s->path = strdup(label))) {
         free(s);
         return rf_err_set(err, RF_ERR_NOMEM, "out of memory");
     }
     pthread_mutex_init(&s->mu, NULL);
-    char *text = NULL;
-    size_t len = 0;
-    rf_status st = rf_read_text_file(path, &text, &len, err);
-    json_t *r = NULL;
-    if (!st) {
-        json_error_t je;
-        r = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
-        if (!r || !json_is_object(r))
-            st = rf_err_set(err, RF_ERR_FORMAT, "%s: not a statistics file: %s (line %d)", path, r ? "not an object" : je.text,
-                            je.line);
+    *out = s;
+    return RF_OK;
+}
+
+static rf_status parse_text(rf_stats *s, const char *text, size_t len, uint64_t *data_bytes, char *bin_name, size_t cap,
+                            uint64_t *mom_off, uint64_t *mom_fnv, rf_err *err)
+{
+    json_error_t je;
+    json_t *r = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
+    rf_status st = RF_OK;
+    if (!r || !json_is_object(r))
+        st = rf_err_set(err, RF_ERR_FORMAT, "%s: not a statistics file: %s (line %d)", s->path, r ? "not an object" : je.text,
+                        je.line);
+    if (!st) st = parse_index(s, r, data_bytes, bin_name, cap, mom_off, mom_fnv, err);
+    json_decref(r);
+    return st;
+}
+
+/* The data file is in s->map: its moments against their checksum, then each record's pointer. */
+static rf_status check_data(rf_stats *s, const char *bin, uint64_t data_bytes, uint64_t mom_off, uint64_t mom_fnv, rf_err *err)
+{
+    if (calib_fnv(RF_FNV_INIT, (const uint8_t *)s->map + mom_off, data_bytes - mom_off) != mom_fnv)
+        return rf_err_set(err, RF_ERR_FORMAT, "%s: the moments do not match their checksum in %s: the file is damaged or "
+                          "from another run", bin, s->path);
+    const double *m = (const double *)(const void *)((const uint8_t *)s->map + mom_off);
+    for (uint64_t i = 0; i < s->nrec; i++) {
+        s->recs[i].sq = m;
+        for (uint64_t j = 0; j < s->recs[i].cols; j++)
+            if (!(m[j] >= 0) || !isfinite(m[j]))
+                return rf_err_set(err, RF_ERR_FORMAT, "%s: record %llu: E[x^2] of column %llu is %g", bin,
+                                  (unsigned long long)i, (unsigned long long)j, m[j]);
+        m += s->recs[i].cols;
     }
-    free(text);
+    return RF_OK;
+}
+
+rf_status calib_stats_from_parts(const char *json, size_t json_len, const void *data, uint64_t data_len, const char *label,
+                                 rf_stats **out, rf_err *err)
+{
+    *out = NULL;
+    rf_stats *s;
+    rf_status st = stats_new(label, &s, err);
+    if (st) return st;
     uint64_t data_bytes = 0, mom_off = 0, mom_fnv = 0;
     char bin_name[256];
-    if (!st) st = parse_index(s, r, &data_bytes, bin_name, sizeof bin_name, &mom_off, &mom_fnv, err);
-    json_decref(r);
+    st = parse_text(s, json, json_len, &data_bytes, bin_name, sizeof bin_name, &mom_off, &mom_fnv, err);
+    if (!st && data_len != data_bytes)
+        st = rf_err_set(err, RF_ERR_FORMAT, "%s: %llu bytes of data, the index says %llu", label,
+                        (unsigned long long)data_len, (unsigned long long)data_bytes);
+    if (!st) {
+        s->map = (void *)(uintptr_t)data;
+        s->map_bytes = data_len;
+        s->borrowed = 1;
+        st = check_data(s, label, data_bytes, mom_off, mom_fnv, err);
+    }
+    if (st) {
+        rf_stats_close(s);
+        return st;
+    }
+    *out = s;
+    return RF_OK;
+}
+
+rf_status rf_stats_open(const char *path, rf_stats **out, rf_err *err)
+{
+    if (!path || !out) return rf_err_set(err, RF_ERR_INVALID, "rf_stats_open: NULL argument");
+    *out = NULL;
+    rf_stats *s;
+    rf_status st = stats_new(path, &s, err);
+    if (st) return st;
+    char *text = NULL;
+    size_t len = 0;
+    uint64_t data_bytes = 0, mom_off = 0, mom_fnv = 0;
+    char bin_name[256];
+    st = rf_read_text_file(path, &text, &len, err);
+    if (!st) st = parse_text(s, text, len, &data_bytes, bin_name, sizeof bin_name, &mom_off, &mom_fnv, err);
+    free(text);
     char *bin = NULL;
     if (!st) {
         const char *slash = strrchr(path, '/');
@@ -421,23 +481,7 @@ rf_status rf_stats_open(const char *path, rf_stats **out, rf_err *err)
         }
         if (fd >= 0) close(fd);
     }
-    if (!st && s->map && calib_fnv(RF_FNV_INIT, (const uint8_t *)s->map + mom_off, data_bytes - mom_off) != mom_fnv)
-        st = rf_err_set(err, RF_ERR_FORMAT, "%s: the moments do not match their checksum in %s: the file is damaged or "
-                        "from another run", bin, path);
-    if (!st) {
-        const double *m = (const double *)(const void *)((const uint8_t *)s->map + mom_off);
-        for (uint64_t i = 0; i < s->nrec; i++) {
-            s->recs[i].sq = m;
-            for (uint64_t j = 0; j < s->recs[i].cols; j++)
-                if (!(m[j] >= 0) || !isfinite(m[j])) {
-                    st = rf_err_set(err, RF_ERR_FORMAT, "%s: record %llu: E[x^2] of column %llu is %g", bin,
-                                    (unsigned long long)i, (unsigned long long)j, m[j]);
-                    break;
-                }
-            m += s->recs[i].cols;
-            if (st) break;
-        }
-    }
+    if (!st && s->map) st = check_data(s, bin, data_bytes, mom_off, mom_fnv, err);
     free(bin);
     if (st) {
         rf_stats_close(s);
@@ -445,6 +489,15 @@ rf_status rf_stats_open(const char *path, rf_stats **out, rf_err *err)
     }
     *out = s;
     return RF_OK;
+}
+
+uint64_t calib_stats_unit_count(const rf_stats *s) { return s ? s->nunits : 0; }
+
+const char *calib_stats_unit(const rf_stats *s, uint64_t i, int *members)
+{
+    if (!s || i >= s->nunits) return NULL;
+    if (members) *members = s->units[i].members;
+    return s->units[i].name;
 }
 
 int rf_stats_has_hessian(const rf_stats *s) { return s && s->hessian; }
