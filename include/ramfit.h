@@ -270,6 +270,7 @@ typedef struct rf_config {
     double embed_scale;          /* embeddings times this (gemma: sqrt(hidden)); 0: none */
     /* multi-head latent attention (deepseek_v3, glm4_moe_lite; 0 when not) */
     int kv_lora_rank, q_lora_rank, qk_nope_head_dim, qk_rope_head_dim, v_head_dim;
+    double latent_norm_eps;      /* eps of q_a_layernorm and kv_a_layernorm (1e-6 in transformers and mlx-lm) */
     /* MoE (0 when dense) */
     int num_experts, experts_per_tok, moe_intermediate_size, norm_topk_prob, decoder_sparse_step;
     int router;                  /* routing convention (src/arch/family.h rf_router) */

@@ -158,6 +158,9 @@ FIXTURE(gemma3_mm)
 FIXTURE(phi3)
 FIXTURE(phi3_longrope)
 FIXTURE(phi3_longrope_short)
+FIXTURE(deepseek_v3_bias)
+FIXTURE(gemma3_softcap)
+FIXTURE(llama4_scout_style)
 
 int main(void)
 {
@@ -169,6 +172,7 @@ int main(void)
         cmocka_unit_test(test_deepseek_v3),   cmocka_unit_test(test_deepseek_v3_noqlora),
         cmocka_unit_test(test_deepseek_v3_fp8), cmocka_unit_test(test_gemma3_text), cmocka_unit_test(test_gemma3_mm),
         cmocka_unit_test(test_phi3),          cmocka_unit_test(test_phi3_longrope), cmocka_unit_test(test_phi3_longrope_short),
+        cmocka_unit_test(test_deepseek_v3_bias), cmocka_unit_test(test_gemma3_softcap), cmocka_unit_test(test_llama4_scout_style),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

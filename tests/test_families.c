@@ -225,7 +225,9 @@ static void test_generic(void **state)
     assert_int_equal(rf_model_unit(m, (uint64_t)q)->quantizable, 1);
     int64_t r = rf_model_unit_find(m, "model.layers.1.mlp.router");
     assert_true(r >= 0);
-    assert_int_equal(rf_model_unit(m, (uint64_t)r)->role, RF_ROLE_OTHER); /* unknown role: neutral */
+    assert_int_equal(rf_model_unit(m, (uint64_t)r)->role, RF_ROLE_ROUTER); /* kept at 8 bits or more */
+    int64_t k = rf_model_unit_find(m, "model.layers.0.input_layernorm");
+    assert_true(k < 0); /* 1-D: not a unit */
     rf_model_free(m);
     char *tmp = tu_mkdtemp();
     snprintf(out, sizeof out, "%s/q", tmp);

@@ -78,6 +78,7 @@ rf_status rf_deepseek_mla(const rf_cfgp *p, rf_config *c)
     /* transformers sets head_dim = qk_rope_head_dim: the rotary embedding's dimension */
     c->head_dim = c->qk_rope_head_dim;
     c->partial_rotary = 1;
+    c->latent_norm_eps = 1e-6; /* q_a_layernorm and kv_a_layernorm: transformers' default, whatever rms_norm_eps says */
     double scale = 1.0 / sqrt((double)(c->qk_nope_head_dim + c->qk_rope_head_dim));
     if (c->rope.type[0] && c->rope.mscale_all_dim != 0 && c->rope.factor > 1) {
         double m = 0.1 * c->rope.mscale_all_dim * log(c->rope.factor) + 1.0;

@@ -213,6 +213,14 @@ rf_status rf_deepseek_moe(const rf_cfgp *p, rf_config *c, int first_dense_defaul
 /* Multi-head latent attention keys (q/kv LoRA ranks, head parts, yarn mscale in the softmax scale). */
 rf_status rf_deepseek_mla(const rf_cfgp *p, rf_config *c);
 
+/* The config.json of an MLX checkpoint (mlx_config.c): keys mlx-lm's ModelArgs need added from the
+ * parsed config where the source spells them the transformers-5 way; a config mlx-lm cannot load is
+ * RF_ERR_UNSUPPORTED (naming why). ROOT is the source config.json object, changed in place. */
+rf_status rf_mlx_config(const rf_config *c, json_t *root, rf_err *err);
+/* The prefix of every tensor name (and quantization key) in the MLX output: "language_model." when
+ * a llama4_text checkpoint is written as mlx-lm's llama4 wrapper, else "". */
+const char *rf_mlx_tensor_prefix(const rf_config *c);
+
 /* The families. */
 extern const rf_family rf_family_llama, rf_family_mistral, rf_family_qwen2, rf_family_qwen3, rf_family_mixtral,
     rf_family_qwen3_moe, rf_family_llama4, rf_family_qwen2_moe, rf_family_glm4_moe, rf_family_glm4_moe_lite,

@@ -8,8 +8,10 @@
  *  - sliding-window layers (layer_types, or every layer but each sliding_window_pattern-th) use
  *    the local rope (rope_local_base_freq, no scaling), the others the global one (rope_theta and
  *    rope_scaling); transformers 5 writes both under rope_parameters per layer type;
- *  - the softmax scale is query_pre_attn_scalar^-0.5; optional tanh soft-capping of attention
- *    scores and final logits; activation gelu_pytorch_tanh. */
+ *  - the softmax scale is query_pre_attn_scalar^-0.5; tanh soft-capping of the final logits
+ *    (final_logit_softcapping, text model only); attn_logit_softcapping is not applied (transformers
+ *    and mlx-lm ignore it for Gemma 3); activation gelu_pytorch_tanh;
+ *  - the embedding scale is cast to the embedding's dtype before use (73.5 for 5376 in BF16). */
 #include "arch/family.h"
 
 #include <math.h>
@@ -45,7 +47,6 @@ static rf_status parse(const rf_cfgp *p, rf_config *c)
     double qscale = 256, local = c->rope_local.theta;
     int pattern = 6, found = 0, bidir = 0;
     if ((st = rf_cfg_num(p, p->root, "query_pre_attn_scalar", 0, &qscale)) ||
-        (st = rf_cfg_num(p, p->root, "attn_logit_softcapping", 0, &c->attn_softcap)) ||
         (st = rf_cfg_num(p, p->root, "final_logit_softcapping", 0, &c->final_softcap)) ||
         (st = rf_cfg_int(p, "sliding_window", 0, 1, &c->sliding_window)) ||
         (st = rf_cfg_int(p, "sliding_window_pattern", 0, 1, &pattern)) ||
@@ -58,6 +59,10 @@ static rf_status parse(const rf_cfgp *p, rf_config *c)
                           p->label);
     if (!(qscale > 0)) return rf_cfg_bad(p, "query_pre_attn_scalar", "must be positive");
     c->attn_scale = 1.0 / sqrt(qscale);
+    /* transformers 5.17 keeps attn_logit_softcapping in the config but Gemma 3's attention never
+     * applies it (nor does mlx-lm); the final soft-capping is Gemma3ForCausalLM's, not the
+     * multimodal wrapper's */
+    if (c->tensor_prefix[0]) c->final_softcap = 0;
     c->norm_plus_one = 1;
     c->sandwich_norm = 1;
     c->qk_norm = RF_QKNORM_RMS;

@@ -69,12 +69,17 @@ static rf_status parse(const rf_cfgp *p, rf_config *c)
         (st = rf_cfg_int(p, "intermediate_size_mlp", 0, 1, &inter_mlp)) ||
         (st = rf_cfg_int(p, "interleave_moe_layer_step", 0, 1, &step)) ||
         (st = rf_cfg_int(p, "attention_chunk_size", 0, 1, &c->attention_chunk)) ||
-        (st = rf_cfg_bool(p, "use_qk_norm", &qk)) || (st = rf_cfg_bool(p, "attn_temperature_tuning", &c->temp_tuning)) ||
+        (st = rf_cfg_bool(p, "use_qk_norm", &qk)) ||
         (st = rf_cfg_num(p, p->root, "floor_scale", 0, &c->floor_scale)) ||
         (st = rf_cfg_num(p, p->root, "attn_scale", 0, &c->temp_scale)) ||
         (st = rf_cfg_int(p, "no_rope_layer_interval", 0, 1, &interval)))
         return st;
     if (!(c->floor_scale > 0)) return rf_cfg_bad(p, "floor_scale", "must be positive");
+    /* published Scout/Maverick configs say "attn_temperature_tuning": 4 (an integer): non-zero is on */
+    json_t *tt = rf_cfg_get(p, "attn_temperature_tuning");
+    if (tt && !json_is_boolean(tt) && !json_is_integer(tt))
+        return rf_cfg_bad(p, "attn_temperature_tuning", "must be true, false or an integer");
+    if (tt) c->temp_tuning = json_is_boolean(tt) ? json_is_true(tt) : json_integer_value(tt) != 0;
     if (json_is_null(json_object_get(p->root, "attention_chunk_size"))) c->attention_chunk = 0; /* no chunking */
     c->intermediate_size = inter_mlp ? inter_mlp : c->intermediate_size;
     c->router = RF_ROUTER_LLAMA4;

@@ -148,6 +148,9 @@ static rf_role generic_role(const char *module)
     };
     const char *last = strrchr(module, '.');
     last = last ? last + 1 : module;
+    /* a MoE router: quantized at 8 bits at least, as every known family's is */
+    if (!strcmp(last, "router") || (!strcmp(last, "gate") && (strstr(module, ".mlp.") || strstr(module, "moe"))))
+        return RF_ROLE_ROUTER;
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
         if (strstr(last, parts[i].part)) {
             if (strstr(module, "experts") && parts[i].role >= RF_ROLE_MLP_GATE && parts[i].role <= RF_ROLE_MLP_DOWN)

@@ -73,6 +73,7 @@ struct rf_engine {
     int *ri, *etok;
     float *att_scratch;        /* [threads][max_ctx] */
     int nthreads;
+    float embed_scale;         /* cfg.embed_scale cast to the embedding's dtype (as transformers does), 0: none */
 };
 
 /* ------------------------------------------------------------------ loading */
@@ -541,6 +542,12 @@ rf_status rf_engine_open(const char *model_dir, const rf_engine_opts *opts, rf_e
         goto fail;
     }
     if ((s = load_vec(e, -1, RF_SLOT_FINAL_NORM, dim, 1, &e->final_norm, err))) goto fail;
+    /* gemma multiplies embeddings by sqrt(hidden) cast to the weights' dtype first */
+    if (e->cfg.embed_scale != 0) {
+        rf_dtype edt = e->embed.w.dtype == RF_DT_U32 ? e->embed.w.sdtype : e->embed.w.dtype;
+        float f = (float)e->cfg.embed_scale;
+        e->embed_scale = edt == RF_DT_BF16 ? rf_bf16_to_f32(rf_f32_to_bf16(f)) : edt == RF_DT_F16 ? rf_f16_to_f32(rf_f32_to_f16(f)) : f;
+    }
     e->layers = calloc((size_t)e->cfg.num_layers, sizeof *e->layers);
     if (!e->layers) { s = rf_err_set(err, RF_ERR_NOMEM, "out of memory"); goto fail; }
     for (int l = 0; l < e->cfg.num_layers; l++)
@@ -772,7 +779,7 @@ static void mla_attention(rf_engine *e, eng_layer *L, int li, int p0, int T)
     if (L->q_a.w.rows) {
         uint64_t qa = L->q_a.w.rows;
         linear(e, &L->q_a, e->h, T, e->big);
-        for (int t = 0; t < T; t++) rf_op_rmsnorm(e->big + t * qa, L->q_a_norm, (int)qa, e->eps, e->big + t * qa);
+        for (int t = 0; t < T; t++) rf_op_rmsnorm(e->big + t * qa, L->q_a_norm, (int)qa, (float)c->latent_norm_eps, e->big + t * qa);
         linear(e, &L->q_b, e->big, T, e->q);
     } else {
         linear(e, &L->q, e->h, T, e->q);
@@ -785,7 +792,7 @@ static void mla_attention(rf_engine *e, eng_layer *L, int li, int p0, int T)
         uint64_t pos = (uint64_t)(p0 + t);
         const float *cs = cs0 + pos * h2, *sn = sn0 + pos * h2;
         float *ckv = e->big + t * kva;
-        rf_op_rmsnorm(ckv, L->kv_a_norm, (int)kvl, e->eps, e->kcache + ((uint64_t)li * C + pos) * kvl);
+        rf_op_rmsnorm(ckv, L->kv_a_norm, (int)kvl, (float)c->latent_norm_eps, e->kcache + ((uint64_t)li * C + pos) * kvl);
         float *kr = e->vcache + ((uint64_t)li * C + pos) * rdim;
         memcpy(kr, ckv + kvl, rdim * sizeof(float));
         rf_op_rope_ex(kr, (int)rdim, cs, sn, c->rope_interleaved);
@@ -890,7 +897,7 @@ static void residual(rf_engine *e, const float *post, int T)
 static void forward_batch(rf_engine *e, const int32_t *tok, int T, float *logits, int nlog)
 {
     uint64_t dim = (uint64_t)e->dim;
-    float es = (float)e->cfg.embed_scale;
+    float es = e->embed_scale;
     for (int t = 0; t < T; t++) {
         rf_wmat_row(&e->embed.w, (uint64_t)tok[t], e->x + t * dim);
         if (es != 0)
