@@ -18,6 +18,7 @@ int rf_cmd_kld(int argc, char **argv);
 int rf_cmd_generate(int argc, char **argv);
 int rf_cmd_quantize(int argc, char **argv);
 int rf_cmd_profile(int argc, char **argv);
+int rf_cmd_calibrate(int argc, char **argv);
 
 /* Print "ramfit: <status>: <message>" to stderr and return 1. */
 int cli_fail(const rf_err *err);

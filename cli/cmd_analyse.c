@@ -10,7 +10,7 @@
 static const char *const usage_text =
     "usage: ramfit analyse MODEL_DIR [-o PROFILE] [--threads N] [--mode mlx|opt|both]\n"
     "                      [--candidates LIST] [--dtype bf16|f16|f32] [--exact | --opt-sample N]\n"
-    "                      [--shard K/N] [--resume] [--quiet] [--json]\n"
+    "                      [--shard K/N] [--stats STATS] [--resume] [--quiet] [--json]\n"
     "\n"
     "Measure every quantization unit of a checkpoint at every candidate config (bits 2/3/4/5/6/8\n"
     "x group size 32/64/128 where the group size divides the input dimension, plus keep): exact\n"
@@ -34,6 +34,9 @@ static const char *const usage_text =
     "  --dtype D          the dtype F32 tensors will be written in (kept weights, norms,\n"
     "                     scales/biases): bf16 (default), f16 or f32 (mlx-lm's output for a float32\n"
     "                     checkpoint); the profile counts and measures them so; F32 models only\n"
+    "  --stats STATS      weight every error by the input statistics of 'ramfit calibrate' (E[x_j^2]\n"
+    "                     of each input column, llama.cpp's importance matrix idea): the planner then\n"
+    "                     minimises the error of the layers' outputs on that text (default: data-free)\n"
     "  --resume           continue an interrupted run from PROFILE.partial (Ctrl-C saves it)\n"
     "  --quiet            no progress display\n"
     "  --json             print a JSON summary on stdout\n";
@@ -58,7 +61,7 @@ static void on_progress(void *user, uint64_t done, uint64_t total, const char *w
 int rf_cmd_analyse(int argc, char **argv)
 {
     if (cli_wants_help(argc, argv)) { fputs(usage_text, stdout); return 0; }
-    const char *dir = NULL, *out = NULL;
+    const char *dir = NULL, *out = NULL, *stats_path = NULL;
     int quiet = 0, json = 0;
     rf_dtype dtype = RF_DT_INVALID;
     rf_analyse_opts o;
@@ -101,6 +104,9 @@ int rf_cmd_analyse(int argc, char **argv)
             if (!more || rf_analyse_parse_shard(argv[i + 1], &o.shard_index, &o.shard_count, &err))
                 return cli_usage_error("analyse", "%s", more ? err.msg : "--shard needs K/N");
             i++;
+        } else if (!strcmp(a, "--stats")) {
+            if (!more) return cli_usage_error("analyse", "--stats needs a statistics file (ramfit calibrate -o)");
+            stats_path = argv[++i];
         } else if (!strcmp(a, "--resume")) {
             o.resume = 1;
         } else if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) {
@@ -143,9 +149,16 @@ int rf_cmd_analyse(int argc, char **argv)
     o.partial_path = partial;
 
     rf_model *m = NULL;
-    if (rf_model_open(dir, &m, &err)) return cli_fail(&err);
+    rf_stats *stats = NULL;
+    if (stats_path && rf_stats_open(stats_path, &stats, &err)) return cli_fail(&err);
+    o.stats = stats;
+    if (rf_model_open(dir, &m, &err)) {
+        rf_stats_close(stats);
+        return cli_fail(&err);
+    }
     if (rf_quantize_check_dtype(m, dtype, &err)) {
         rf_model_free(m);
+        rf_stats_close(stats);
         return cli_fail(&err);
     }
     if (dtype != RF_DT_INVALID) o.f32_as = dtype;
@@ -161,6 +174,7 @@ int rf_cmd_analyse(int argc, char **argv)
     cli_progress_end(&p.bar);
     double secs = cli_now() - p.t0;
     if (!s) s = rf_profile_save(prof, out, &err);
+    rf_stats_close(stats);
     if (s) {
         rf_profile_free(prof);
         rf_model_free(m);

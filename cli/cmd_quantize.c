@@ -30,9 +30,12 @@ static void usage(FILE *f)
             "                         with --plan: check the plan against it\n"
             "  -o, --output OUT_DIR   output directory (must not exist unless --force)\n"
             "  --force                replace an existing OUT_DIR\n"
-            "  --mode mlx|opt         quantizer: must be the plan's (default: the plan's). One-shot: opt,\n"
+            "  --mode mlx|opt|gptq    quantizer: must be the plan's (default: the plan's). One-shot: opt,\n"
             "                         the error-minimising quantizer that wins in docs/quality.md, unless\n"
-            "                         a reused profile has only mlx measurements (mlx analyses ~20x faster)\n"
+            "                         a reused profile has only mlx measurements (mlx analyses ~20x faster).\n"
+            "                         gptq: GPTQ with --stats on the plan's grid (mlx: MLX's min/max scale\n"
+            "                         and bias per group, as mlx-lm's gptq; opt: the error-minimising ones)\n"
+            "  --stats STATS          with --mode gptq: the statistics of 'ramfit calibrate' (with Hessians)\n"
             "  --dtype bf16|f16|f32   F32 source tensors (kept weights, norms, scales/biases) in this dtype\n"
             "                         (16-bit tensors are written as they are); default: as the plan\n"
             "                         counted them (bf16 unless analysed with --dtype). f32 gives mlx-lm's\n"
@@ -45,7 +48,7 @@ static void usage(FILE *f)
 }
 
 typedef struct args {
-    const char *model, *plan, *budget, *profile, *out, *mode, *dtype, *shard, *threads;
+    const char *model, *plan, *budget, *profile, *out, *mode, *dtype, *shard, *threads, *stats;
     int force, quiet, json;
 } args;
 
@@ -66,6 +69,7 @@ static int parse_args(int argc, char **argv, args *a)
         else if (!strcmp(s, "--dtype")) one = &a->dtype;
         else if (!strcmp(s, "--max-shard-size")) one = &a->shard;
         else if (!strcmp(s, "--threads")) one = &a->threads;
+        else if (!strcmp(s, "--stats")) one = &a->stats;
         else if (s[0] == '-' && s[1]) return cli_usage_error("quantize", "unknown option '%s'", s);
         else if (!a->model) { a->model = s; continue; }
         else return cli_usage_error("quantize", "unexpected argument '%s' (one MODEL_DIR only)", s);
@@ -86,8 +90,11 @@ static int parse_opts(const args *a, rf_quantize_opts *o, uint64_t *budget)
     if (a->mode) {
         if (!strcmp(a->mode, "mlx")) o->mode = RF_QMODE_MLX;
         else if (!strcmp(a->mode, "opt")) o->mode = RF_QMODE_OPT;
-        else return cli_usage_error("quantize", "--mode must be mlx or opt, not '%s'", a->mode);
+        else if (strcmp(a->mode, "gptq")) return cli_usage_error("quantize", "--mode must be mlx, opt or gptq, not '%s'", a->mode);
     }
+    int gptq = a->mode && !strcmp(a->mode, "gptq");
+    if (gptq && !a->stats) return cli_usage_error("quantize", "--mode gptq needs --stats STATS (ramfit calibrate)");
+    if (!gptq && a->stats) return cli_usage_error("quantize", "--stats is for --mode gptq");
     int rc;
     if (a->dtype && (rc = cli_parse_dtype("quantize", a->dtype, &o->f32_as))) return rc;
     long long t;
@@ -188,7 +195,8 @@ static void print_summary(const args *a, const rf_quantize_result *r, uint64_t b
                               "params", (json_int_t)r->params, "bpw", bpw, "budget", (json_int_t)budget, "files",
                               (json_int_t)r->files, "tensors", (json_int_t)r->tensors, "units_quantized",
                               (json_int_t)r->units_quantized, "units_kept", (json_int_t)r->units_kept, "mode",
-                              rf_plan_mode(plan) == RF_QMODE_OPT ? "opt" : "mlx", "f32_kept_as",
+                              r->gptq_factors ? (rf_plan_mode(plan) == RF_QMODE_OPT ? "gptq+opt" : "gptq+mlx")
+                              : rf_plan_mode(plan) == RF_QMODE_OPT ? "opt" : "mlx", "f32_kept_as",
                               r->f32_kept_as ? rf_dtype_name(r->f32_kept_as) : NULL, "f32_scales_as",
                               r->f32_scales_as ? rf_dtype_name(r->f32_scales_as) : NULL, "seconds", r->seconds);
         if (j) json_object_set_new(j, "left_out", cli_json_str(r->skipped));
@@ -226,7 +234,10 @@ int rf_cmd_quantize(int argc, char **argv)
     rf_model *m = NULL;
     rf_plan *plan = NULL;
     rf_profile *prof = NULL;
-    rf_status s = rf_model_open(a.model, &m, &err);
+    rf_stats *stats = NULL;
+    rf_status s = a.stats ? rf_stats_open(a.stats, &stats, &err) : RF_OK;
+    o.gptq = stats;
+    if (!s) s = rf_model_open(a.model, &m, &err);
     if (!s) s = rf_quantize_check_dtype(m, o.f32_as, &err); /* before any analysis */
     if (!s && a.plan) {
         s = rf_plan_load(a.plan, &plan, &err);
@@ -249,6 +260,7 @@ int rf_cmd_quantize(int argc, char **argv)
     rf_profile_free(prof);
     rf_plan_free(plan);
     rf_model_free(m);
+    rf_stats_close(stats);
     if (!s) return 0;
     cli_fail(&err);
     if (s == RF_ERR_NONFINITE && o.f32_as == RF_DT_F16)

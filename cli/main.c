@@ -10,6 +10,7 @@ static const struct {
     const char *summary;
 } commands[] = {
     {"inspect", rf_cmd_inspect, "summarise a checkpoint: architecture, parameters, bytes by dtype and role"},
+    {"calibrate", rf_cmd_calibrate, "input statistics of every layer on a text: for analyse --stats and GPTQ"},
     {"analyse", rf_cmd_analyse, "measure every unit at every quantization config: the profile the planner reads"},
     {"synth", rf_cmd_synth, "write a synthetic checkpoint shaped like a real architecture (tests, benchmarks)"},
     {"profile", rf_cmd_profile, "profile files: merge the parts of an analysis run on several machines"},

@@ -472,6 +472,30 @@ void rf_qsums_add(rf_qsums *acc, const rf_qsums *x);
 /* Config C's error from a unit's sums: sse (exact when every group of its size was sampled,
  * else the estimate), max_abs (of the sample), and whether it is an estimate. */
 void rf_qsums_error(const rf_qsums *s, int c, double *sse, double *max_abs, int *estimated);
+/* ===================================================================== GPTQ (quant/gptq.c) */
+
+/* GPTQ (Frantar et al. 2022) in MLX's affine format: columns are quantized in order, each one's
+ * rounding error fed back into the columns not yet quantized through the Cholesky factor of the
+ * damped Hessian H + lambda I (H = E[x x^T] of the layer's inputs, lambda = damp x mean diag H),
+ * in blocks of 128 columns (lazy batch updates); group scale and bias are chosen when the sweep
+ * reaches a group's first column, from the weights as updated so far, by the GRID quantizer
+ * (RF_QMODE_MLX: MLX's min/max rule, what mlx-lm's gptq does; RF_QMODE_OPT: the error-minimising
+ * search). The output is ordinary MLX affine data (packed, scales, biases as rf_quant_quantize).
+ * Rows are independent: any split of the rows gives the same bytes. */
+typedef struct rf_gptq rf_gptq;
+/* Factor a Hessian: H is the packed upper triangle by rows (n (n + 1) / 2 floats: row i holds
+ * H[i][i..n-1], the statistics file's layout). Damping is raised tenfold (up to 6 times) until
+ * the factorisation succeeds. POOL (may be NULL) splits the work; the factor does not depend on it.
+ * Memory while preparing: rf_gptq_prepare_bytes(n); the factor keeps rf_gptq_factor_bytes(n). */
+rf_status rf_gptq_prepare(const float *h, uint64_t n, double damp, rf_pool *pool, rf_gptq **out, rf_err *err);
+void rf_gptq_free(rf_gptq *g);
+uint64_t rf_gptq_prepare_bytes(uint64_t n);
+uint64_t rf_gptq_factor_bytes(uint64_t n);
+uint64_t rf_gptq_cols(const rf_gptq *g);
+double rf_gptq_lambda(const rf_gptq *g);   /* the damping added to the diagonal */
+/* Quantize ROWS x COLS weights (COLS = the factor's n) as rf_quant_quantize does, with GPTQ. */
+rf_status rf_gptq_quantize(const rf_gptq *g, rf_dtype src, const void *w, uint64_t rows, uint64_t cols, int bits, int gs,
+                           rf_qmode grid, rf_dtype sdtype, uint32_t *packed, void *scales, void *biases, rf_err *err);
 
 /* ===================================================================== profile (analyse/profile.c) */
 
@@ -599,6 +623,17 @@ uint64_t rf_profile_other_bytes(const rf_profile *p);
  * and sse is 0), and SQNR in dB (+inf for D = 0). */
 double rf_pcand_d(const rf_punit *u, const rf_pcand *c, rf_qmode mode);
 double rf_d_to_sqnr_db(double d);
+/* Activation-weighted errors (rf_analyse with statistics): every candidate's sse and the unit's ssq
+ * are sums over the weights of (error or weight)^2 x E[x_j^2] of its input column (docs/calibration.md).
+ * Recorded in the profile's optional "calibration" object; weighted == 0: data-free. */
+typedef struct rf_pcalib {
+    int weighted;
+    char text[256];             /* the calibration text's name */
+    uint64_t tokens;
+    uint64_t stats_checksum;    /* rf_stats_checksum of the statistics used */
+} rf_pcalib;
+void rf_profile_set_calibration(rf_profile *p, const rf_pcalib *c);
+const rf_pcalib *rf_profile_calibration(const rf_profile *p);
 /* Spelling of roles and modes in profile and plan files ("attn_q", "mlx", ...). */
 const char *rf_profile_role_token(rf_role r);
 const char *rf_qmode_token(rf_qmode m);
@@ -901,6 +936,69 @@ rf_status rf_tok_stream_create(const rf_tok *tok, rf_tok_stream **out, rf_err *e
 void rf_tok_stream_free(rf_tok_stream *s);
 rf_status rf_tok_stream_push(rf_tok_stream *s, int32_t id, const char **text, uint64_t *len, rf_err *err);
 
+/* ===================================================================== calibration statistics (calib/stats.c, calib/collect.c) */
+
+/* What a little text says about a model's inputs, for the calibrated methods (docs/calibration.md):
+ * the engine runs the unquantized model over the text and, for every quantization unit and member
+ * (an expert bank's experts one by one, over the tokens routed to each; a tied lm_head is the
+ * embedding unit), the inputs x of its matrix product are summed into E[x_j^2] per input column
+ * (activation-weighted analysis) and, optionally, H = E[x x^T] (GPTQ). Units that always receive
+ * the same input (q/k/v, gate/up) share one record. A statistics file is a JSON index plus a
+ * binary data file (PATH less ".json" plus ".bin"). */
+typedef struct rf_stats rf_stats;
+
+typedef struct rf_calib_opts {
+    int threads;              /* engine and accumulation threads; <= 0: 2 */
+    int ctx;                  /* window tokens (ppl's full protocol); <= 0: 512 */
+    uint64_t max_tokens;      /* use only the first max_tokens ids; 0: all */
+    int hessian;              /* collect H too (GPTQ needs it; analysis needs only E[x^2]) */
+    uint64_t memory;          /* bytes of H accumulators per pass over the text; 0: 4 GiB. When the
+                               * model's Hessians do not fit, the text is run again for the rest
+                               * (one pass per group of units), so memory stays bounded */
+    const char *text_label;   /* the text's name, recorded in the file */
+    rf_progress progress;     /* units: windows, over all passes */
+} rf_calib_opts;
+void rf_calib_opts_default(rf_calib_opts *o);
+
+typedef struct rf_calib_result {
+    uint64_t tokens, windows; /* fed per pass */
+    int passes;
+    uint64_t units, records;  /* units with input; distinct inputs (records) */
+    uint64_t accum_bytes;     /* H accumulators of the largest pass */
+    uint64_t hessian_bytes;   /* all H records (the data file holds them once) */
+    uint64_t file_bytes;      /* data file */
+    double ppl;               /* the model's perplexity on those windows */
+    double seconds;
+} rf_calib_result;
+
+/* Run the unquantized checkpoint MODEL_DIR over IDS (the text without BOS; BOS_ID >= 0: every
+ * window starts with it) and write the statistics to OUT_PATH (a ".json" index and its data file,
+ * both via .tmp + rename). The file does not depend on the thread count. RES may be NULL. */
+rf_status rf_calibrate(const char *model_dir, const int32_t *ids, uint64_t n, int bos_id, const rf_calib_opts *o,
+                       const char *out_path, rf_calib_result *res, rf_err *err);
+
+/* Open a statistics file (index checked, data file mapped; RF_ERR_FORMAT naming the field for a
+ * malformed or mismatched one). Readers may be called from several threads. */
+rf_status rf_stats_open(const char *path, rf_stats **out, rf_err *err);
+void rf_stats_close(rf_stats *s);
+int rf_stats_has_hessian(const rf_stats *s);
+uint64_t rf_stats_tokens(const rf_stats *s);        /* tokens fed */
+const char *rf_stats_text(const rf_stats *s);       /* the text's recorded name */
+const char *rf_stats_model_name(const rf_stats *s);
+uint64_t rf_stats_fingerprint(const rf_stats *s);   /* of the model's checkpoint (rf_st_fingerprint) */
+uint64_t rf_stats_checksum(const rf_stats *s);      /* identifies the statistics (FNV-1a of the data file) */
+/* RF_ERR_MISMATCH unless S was collected on M's checkpoint and its units have M's shapes. */
+rf_status rf_stats_check_model(const rf_stats *s, const rf_model *m, rf_err *err);
+/* Member MEMBER of unit UNIT: E[x_j^2] of its COLS input columns (valid while S is open), the
+ * tokens it saw and its record (equal records: the same inputs). RF_ERR_NOT_FOUND when the unit is
+ * not in S or that member never had input (an expert no token was routed to). */
+rf_status rf_stats_moments(const rf_stats *s, const char *unit, int member, const double **sq, uint64_t *tokens,
+                           int64_t *record, rf_err *err);
+/* The same member's H = E[x x^T] as the packed upper triangle by rows (cols (cols + 1) / 2 floats,
+ * valid while S is open; checked against its checksum on first use). */
+rf_status rf_stats_hessian(const rf_stats *s, const char *unit, int member, const float **h, uint64_t *cols,
+                           rf_err *err);
+
 /* ===================================================================== analysis (analyse/analyse.c) */
 
 /* The data-free analysis pass: measures every quantization unit of a model at every candidate
@@ -940,6 +1038,9 @@ typedef struct rf_analyse_opts {
     /* Analyse only shard shard_index (1-based) of shard_count: a deterministic share of the units,
      * contiguous and balanced by bytes; the result is a part for rf_profile_merge. 0: all units. */
     int shard_index, shard_count;
+    const rf_stats *stats;    /* calibration statistics of this model: every error weighted by E[x_j^2] of its
+                               * input column (src/calib/weighted.c); units without statistics (an untied
+                               * embedding) stay data-free. NULL: data-free (the default) */
 } rf_analyse_opts;
 #define RF_ANALYSE_OPT_SAMPLE 4096
 #define RF_ANALYSE_EXACT UINT64_MAX
@@ -1023,6 +1124,13 @@ typedef struct rf_quantize_opts {
     uint64_t max_shard_bytes; /* 0: 5 GiB (mlx-lm) */
     int force;                /* replace an existing OUT_DIR (old one renamed away, then deleted) */
     const char *profile_path; /* recorded in ramfit.json when not NULL */
+    /* GPTQ (quant/gptq.c) with these calibration statistics (they need Hessians): every quantized
+     * linear unit whose member has one is quantized by GPTQ on the plan's grid (mode mlx: MLX's
+     * min/max, as mlx-lm's gptq; opt: the error-minimising scale/bias); the embedding and members the
+     * calibration never reached are rounded to nearest. Same bytes as without; NULL: round to nearest. */
+    const rf_stats *gptq;
+    double gptq_damp;         /* lambda / mean diag H; <= 0: 0.01 */
+    uint64_t gptq_memory;     /* factors held at once (at least one); 0: 1 GiB */
 } rf_quantize_opts;
 void rf_quantize_opts_default(rf_quantize_opts *o);
 /* The output dtype of a tensor of dtype SRC when F32 becomes F32_AS (16-bit and non-float dtypes
@@ -1043,6 +1151,8 @@ typedef struct rf_quantize_result {
     rf_dtype f32_kept_as, f32_scales_as; /* the rule used for F32 tensors (RF_DT_INVALID: the model has none) */
     uint64_t files_skipped;   /* files and folders of MODEL_DIR not copied (not needed by a loader) */
     char skipped[1024];       /* their names, comma-separated (folders end in "/"; "..." when cut) */
+    uint64_t gptq_factors;    /* GPTQ: Hessians factored */
+    uint64_t gptq_peak_bytes; /* GPTQ: factors held plus one being made, at most */
 } rf_quantize_result;
 /* Errors: RF_ERR_MISMATCH (plan for another checkpoint, unit shapes, mode, bytes), RF_ERR_EXISTS
  * (OUT_DIR exists, no force), RF_ERR_INVALID (OUT_DIR is MODEL_DIR, inside it, or contains it),

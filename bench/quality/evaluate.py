@@ -31,16 +31,20 @@ class Evaluator:
         # cache, so separate copies dropped each other's results
         self.cache = _CACHES.setdefault(self.cache_path, load_json(self.cache_path, {}))
 
-    def measure(self, plan_path, texts, mode=None):
-        """{text name: {kld, kld_stderr, kld_p99, top1, ppl, ppl_base, nll, nll_base, tokens}} for PLAN_PATH."""
+    def measure(self, plan_path, texts, quant=None):
+        """{text name: {kld, kld_stderr, kld_p99, top1, ppl, ppl_base, nll, nll_base, tokens}} for PLAN_PATH.
+        QUANT: (extra quantize arguments, what they depend on beyond the plan): GPTQ's --mode gptq --stats S with
+        S's checksum, so a checkpoint made with other statistics is measured anew."""
         key = plan_key(plan_path)
+        if quant:
+            key += "-" + hashlib.sha256(json.dumps(quant[1]).encode()).hexdigest()[:8]
         todo = [t for t in texts if "%s|%s|%d|%d" % (key, os.path.basename(t), self.max_tokens, self.ctx) not in self.cache]
         if todo:
             out = os.path.join(self.work, "q-" + key)
             if os.path.exists(out):
                 shutil.rmtree(out)
             args = ["quantize", self.model_dir, "--plan", plan_path, "-o", out, "--quiet", "--json",
-                    "--threads", self.cli.threads]
+                    "--threads", self.cli.threads] + (list(quant[0]) if quant else [])
             self.cli.run(args)
             try:
                 for t in todo:

@@ -5,7 +5,9 @@ For each model and evaluation text: ramfit (opt and mlx quantizer) and the basel
 quantization at every bits/gs, mlx-lm's mixed_X_Y recipes, llama.cpp-style _K_M presets, RAM/MINT) are
 planned, quantized and measured with the built-in engine (perplexity and KL-divergence against the
 unquantized model). ramfit and RAM are solved at the size of every rule baseline, so every baseline has a
-matched-size comparison. Per-unit ground-truth damage (one unit quantized at a time) checks and
+matched-size comparison. With a calibration text (the second half of each model's first text, disjoint from
+every evaluated token), the calibrated methods too: GPTQ on every uniform baseline (what a GPTQ user gets), ramfit
+with activation-weighted errors (analyse --stats) and ramfit + GPTQ, at the same sizes. Per-unit ground-truth damage (one unit quantized at a time) checks and
 calibrates the planner's data-free weights. Writes docs/quality.md and docs/quality-*.svg.
 
 Run through bench/quality.sh; --help lists the options."""
@@ -57,6 +59,9 @@ def parse_args():
                     help="weights of the ramfit rows: 'calibrated' (bench/quality/weights.json as the calibrate phase "
                          "writes it), 'builtin' (the planner's defaults) or a weights file (docs/plan.md)")
     ap.add_argument("--quick-models", default="", help="models that get the quick baseline set in a full run")
+    ap.add_argument("--calib-tokens", type=int, default=32768,
+                    help="tokens of the calibration text (the second half of each model's first text); 0: no calibrated "
+                         "methods")
     ap.add_argument("--bin", default=os.path.join(root, "build", "ramfit"), help="the ramfit CLI")
     ap.add_argument("--shared", default=os.path.join(os.path.dirname(root), "shared"))
     ap.add_argument("--work", default=os.path.join(root, "build", "quality-work"), help="profiles, plans and result caches")
@@ -112,8 +117,49 @@ class ModelRun:
         self.texts = [os.path.join(a.shared, "evaltext", t) for t in texts]
         self.ev = Evaluator(cli, self.work, self.dir, a.max_tokens, a.ctx)
         self.template = self.plan("uniform-4-64", ["--method", "uniform:4:64"])[1]
+        self.calib = None
 
-    def plan(self, label, args):
+    def calibrate(self):
+        """Statistics (ramfit calibrate) on the second half of the first text, and the activation-weighted profile:
+        {stats, checksum, profile, text, from_byte, tokens, head_tokens}. Every evaluated token lies in the first
+        half (checked by counting its tokens), so no text is both calibrated on and evaluated."""
+        if self.calib:
+            return self.calib
+        a, cli = self.a, self.cli
+        src = self.texts[0]
+        with open(src, "rb") as f:
+            data = f.read()
+        cut = data.index(b"\n", len(data) // 2) + 1
+        head = os.path.join(self.work, "calib-head.txt")
+        text = os.path.join(self.work, "calib-text.txt")
+        for path, part in ((head, data[:cut]), (text, data[cut:])):
+            with open(path, "wb") as f:
+                f.write(part)
+        head_tokens = cli.run(["tokenize", self.dir, "--file", head, "--count", "--no-special", "--json"])["tokens"]
+        if head_tokens < max(a.max_tokens, a.damage_tokens) + 1024:
+            raise RuntimeError("%s: the first half of %s has %d tokens: the evaluated %d would reach the calibration "
+                               "text" % (self.name, src, head_tokens, a.max_tokens))
+        stats = os.path.join(self.work, "calib.stats.json")
+        if not os.path.exists(stats):
+            log("%s: calibrate on %s from byte %d" % (self.name, os.path.basename(src), cut))
+            cli.run(["calibrate", self.dir, "--file", text, "-o", stats, "--max-tokens", a.calib_tokens, "--quiet", "--json",
+                     "--threads", a.threads])
+        info = load_json(stats)
+        prof = os.path.join(self.work, "profile-act.json")
+        if not os.path.exists(prof):
+            log("%s: analyse --stats" % self.name)
+            cli.run(["analyse", self.dir, "-o", prof, "--mode", "opt", "--stats", stats, "--quiet", "--json", "--threads",
+                     a.threads])
+        self.calib = {"stats": stats, "checksum": info["data"]["fnv1a64"], "profile": prof, "text": os.path.basename(src),
+                      "from_byte": cut, "bytes": len(data), "tokens": info["text"]["tokens"], "head_tokens": head_tokens}
+        return self.calib
+
+    def gptq(self):
+        """What ramfit quantize gets for GPTQ, and what the checkpoint depends on beyond the plan."""
+        c = self.calibrate()
+        return (["--mode", "gptq", "--stats", c["stats"]], ["gptq", c["checksum"]])
+
+    def plan(self, label, args, profile=None):
         """(report, plan file contents) of one `ramfit plan` call, or (None, None) when it fails."""
         path = os.path.join(self.work, "plan-%s.json" % label.replace("/", "-").replace(" ", "_"))
         extra = []
@@ -121,7 +167,7 @@ class ModelRun:
             extra = ["--weights", self.a.prior_file]
         elif self.a.weights_file and "--method" not in args:
             extra = ["--weights", self.a.weights_file]
-        r = self.cli.run(["plan", self.profile_path, "--json", "-o", path] + args + extra, ok_fail=True)
+        r = self.cli.run(["plan", profile or self.profile_path, "--json", "-o", path] + args + extra, ok_fail=True)
         if r is None:
             return None, None
         r["plan_path"] = path
@@ -148,6 +194,10 @@ def sweep(a, cli, m):
                 cap = total  # the 8.5 bpw end of the sweep (8/64 is 8.5 bpw on a BF16 model)
         rows.append({"label": label, "family": family, "mode": "mlx", "bytes": total, "plan": path})
     rows = [r for r in rows if cap is None or r["bytes"] <= cap]
+    calibrated = a.calib_tokens > 0
+    if calibrated:  # GPTQ on every uniform baseline: what a GPTQ user gets at that size (mlx-lm's gptq: MLX's grid)
+        rows += [{"label": "GPTQ " + r["label"], "family": "gptq", "mode": "gptq+mlx", "bytes": r["bytes"], "plan": r["plan"],
+                  "quant": m.gptq(), "target": r["bytes"]} for r in rows if r["family"] == "uniform"]
     r, _ = m.plan("min-safe", ["--budget", m.profile["totals"]["bytes"], "--mode", "opt"])
     min_safe = r["min_safe"] if r else None  # the default (opt) quantizer's min-safe at the 9 dB veto
     sizes = sorted({r["bytes"] for r in rows} | ({min_safe} if min_safe else set()))
@@ -157,12 +207,17 @@ def sweep(a, cli, m):
                    ("RAM", "ram", ["--method", "ram"])]
         # the priors before calibration, to show what the calibration changes
         methods.append(("ramfit opt, uncalibrated priors", "uncalibrated", ["--mode", "opt"]))
+        if calibrated:  # the activation-weighted profile's plan, quantized as it is and with GPTQ
+            methods += [("ramfit opt, activation-weighted", "ramfit-act", ["--mode", "opt"]),
+                        ("ramfit opt + GPTQ, activation-weighted", "ramfit-gptq", ["--mode", "opt"])]
         for label, family, args in methods:
             unsafe = below  # per method: the MLX quantizer's min-safe is higher than opt's
             extra = ["--unsafe"] if unsafe else []
-            r, _ = m.plan("%s-%d" % (family, size), ["--budget", size] + args + extra)
+            prof = m.calibrate()["profile"] if family in ("ramfit-act", "ramfit-gptq") else None
+            pfam = "ramfit-act" if family == "ramfit-gptq" else family  # one plan for both
+            r, _ = m.plan("%s-%d" % (pfam, size), ["--budget", size] + args + extra, prof)
             if r is None and not unsafe:
-                r, _ = m.plan("%s-%d" % (family, size), ["--budget", size] + args + ["--unsafe"])
+                r, _ = m.plan("%s-%d" % (pfam, size), ["--budget", size] + args + ["--unsafe"], prof)
                 unsafe = True
             if r is None:
                 log("  %s at %d B: no plan" % (label, size))
@@ -170,15 +225,19 @@ def sweep(a, cli, m):
             p = r["plans"][0]
             rows.append({"label": label, "family": family, "mode": p["mode"], "bytes": p["total_bytes"], "plan": r["plan_path"],
                          "target": size, "unsafe": bool(unsafe), "status": p["status"]})
+            if family == "ramfit-gptq":
+                rows[-1]["quant"] = m.gptq()
+                rows[-1]["mode"] = "gptq+" + p["mode"]
     t0 = time.time()
     for i, r in enumerate(rows):
         r["bpw"] = 8.0 * r["bytes"] / params
-        r["texts"] = m.ev.measure(r["plan"], m.texts)
+        r["texts"] = m.ev.measure(r["plan"], m.texts, r.get("quant"))
         first = r["texts"][os.path.basename(m.texts[0])]
         log("  %s [%d/%d %.0fs] %-22s %9d B %6.3f bpw  PPL %.4f  KLD %.5f" % (m.name, i + 1, len(rows), time.time() - t0, r["label"],
                                                                        r["bytes"], r["bpw"], first["ppl"], first["kld"]))
     return {"model": m.name, "source": a.source, "params": params, "unquantized_bytes": m.profile["totals"]["bytes"], "min_safe": min_safe,
-            "texts": [os.path.basename(t) for t in m.texts], "max_tokens": a.max_tokens, "ctx": a.ctx, "rows": rows}
+            "texts": [os.path.basename(t) for t in m.texts], "max_tokens": a.max_tokens, "ctx": a.ctx, "rows": rows,
+            "calib": m.calib}
 
 
 def run_damage(a, cli, m):

@@ -97,12 +97,21 @@ def write(a, state, profiles):
            "Q6_K->6/64; routers kept; the plan file is written by the benchmark). ramfit and RAM are planned at "
            "the exact size of every rule baseline (budget = its bytes), so every baseline has a matched-size "
            "comparison; sizes below min-safe are planned with `--unsafe` (marked u).", ""]
+    if any(state["sweeps"].get(n, {}).get("calib") for n in state["models"]):
+        md += ["Calibrated methods (they read a calibration text; everything above is data-free): **GPTQ uniform b/gs** "
+               "(the uniform plan quantized by `ramfit quantize --mode gptq` on MLX's min/max grid, as mlx-lm's gptq: "
+               "what a GPTQ user gets at that size), **ramfit opt, activation-weighted** (`ramfit analyse --stats`: every "
+               "candidate's error weighted by E[x_j^2] of its input column; planned with the same weights, quantized "
+               "by opt) and **ramfit opt + GPTQ, activation-weighted** (that plan quantized by GPTQ on the opt grid). "
+               "The statistics come from `ramfit calibrate` on the second half of each model's first text; every "
+               "evaluated token lies in the first half (section 'Calibrated methods').", ""]
     summary = []
     for name in state["models"]:
         sw = state["sweeps"].get(name)
         if sw:
             summary += model_section(md, sw, out)
     targets_section(md, summary)
+    calibrated_section(md, state)
     family_ratio(md, state, "ramfit", "uncalibrated", "What the calibration changes",
                  "KLD of ramfit opt with the calibrated weights divided by its KLD with the uncalibrated priors "
                  "(lm_head, v_proj, down_proj 2, router 4, first and last layer 2, exponent 1) at the same sizes: below "
@@ -186,6 +195,8 @@ def model_section(md, sw, out):
 def plot_model(sw, text, ppl0, out):
     fam_order = [("ramfit opt", "ramfit", True), ("ramfit mlx", "ramfit-mlx", True), ("RAM", "ram", True),
                  ("ramfit opt, uncalibrated priors", "uncalibrated", True),
+                 ("ramfit act-weighted", "ramfit-act", True), ("ramfit + GPTQ", "ramfit-gptq", True),
+                 ("GPTQ uniform", "gptq", False),
                  ("uniform", "uniform", False), ("mlx-lm mixed", "mixed", False), ("llama.cpp-like", "llama.cpp", False)]
     panels = []
     for metric, ylabel, logy in (("ppl", "perplexity", True), ("kld", "KLD vs unquantized (nats)", True)):
@@ -246,6 +257,107 @@ def targets_section(md, results):
             r = next((r for r in results if (r["model"], r["text"]) == key and r["baseline"] == c), None)
             cells.append("%s (%s)" % (fnum(r["gap"], 2), fnum(r["cut"], 2)) if r else "-")
         md.append("| %s | %s | %s |" % (key[0], key[1], " | ".join(cells)))
+    md.append("")
+
+
+CAL_METHODS = (("GPTQ uniform", "gptq"), ("ramfit data-free", "ramfit"), ("ramfit act-weighted", "ramfit-act"),
+               ("ramfit + GPTQ", "ramfit-gptq"))
+
+
+def geo(pairs):
+    return math.exp(sum(math.log(x / y) for x, y in pairs) / len(pairs)) if pairs else float("nan")
+
+
+def calibrated_section(md, state):
+    """The four methods at every matched size, and the plain answers: does data-free ramfit beat GPTQ uniform,
+    and is ramfit + calibration the lowest KLD of all."""
+    sweeps = [state["sweeps"][n] for n in state["models"] if state["sweeps"].get(n, {}).get("calib")]
+    if not sweeps:
+        return
+    md += ["## Calibrated methods: GPTQ and activation-weighted error", "",
+           "At every matched size (the sizes of the rule baselines): GPTQ uniform (only where the baseline is uniform), "
+           "data-free ramfit (ramfit opt above), ramfit with activation-weighted errors, and ramfit + GPTQ (the "
+           "activation-weighted plan quantized by GPTQ). 'lowest' names the method with the lowest KLD among all measured "
+           "at that size (these four, the rule baseline, ramfit mlx and RAM). Calibration:", ""]
+    for sw in sweeps:
+        c = sw["calib"]
+        md.append("- %s: `ramfit calibrate --max-tokens` on bytes %d..%d of %s (its second half, from a line start): %d "
+                  "tokens; the first half holds %d tokens, so the evaluated first %d tokens of it (and the per-unit damage "
+                  "and headroom slices) are not calibrated on, and %s is another text altogether." % (
+                      sw["model"], c["from_byte"], c["bytes"], c["text"], c["tokens"], c["head_tokens"], sw["max_tokens"],
+                      " and ".join(t for t in sw["texts"] if t != c["text"]) or "-"))
+    md.append("")
+    vs_gptq, lowest, act_vs_free, gptq_vs_rtn, gu_vs_u = [], [], [], [], []
+    for sw in sweeps:
+        rows = sw["rows"]
+        fams = {f: by_target(rows, f) for _, f in CAL_METHODS if f != "gptq"}
+        gptq = by_target(rows, "gptq")
+        others = {f: by_target(rows, f) for f in ("ramfit-mlx", "ram")}
+        for text in sw["texts"]:
+            c = ppl_noise(rows, text)
+            md += ["### %s on %s (calibrated methods)" % (sw["model"], text), "",
+                   "| size of | bytes | " + " | ".join("%s PPL | KLD" % n for n, _ in CAL_METHODS) + " | lowest KLD |",
+                   "|---|---:|" + "---:|---:|" * len(CAL_METHODS) + "---|"]
+            for b in sorted((r for r in rows if r["family"] in RULE_FAMILIES), key=lambda r: (r["bytes"], r["label"])):
+                size = b["bytes"]
+                got = {"gptq": gptq.get(size) if b["family"] == "uniform" else None}
+                got.update({f: fams[f].get(size) for f in fams})
+                if not got["ramfit"]:
+                    continue
+                cells = []
+                for _, f in CAL_METHODS:
+                    r = got.get(f)
+                    cells += ["%.4f" % r["texts"][text]["ppl"], fnum(r["texts"][text]["kld"], 5)] if r else ["-", "-"]
+                every = [(b["label"], b)] + [(n, got[f]) for n, f in CAL_METHODS if got.get(f)]
+                every += [(n, others[f].get(size)) for n, f in (("ramfit mlx", "ramfit-mlx"), ("RAM", "ram")) if others[f].get(size)]
+                best = min(every, key=lambda e: e[1]["texts"][text]["kld"])
+                md.append("| %s | %d | %s | %s |" % (b["label"], size, " | ".join(cells), best[0]))
+                t = {f: got[f]["texts"][text] for f in got if got[f]}
+                key = (sw["model"], text, b["label"], size)
+                if "gptq" in t:
+                    vs_gptq.append((key, t["ramfit"], t["gptq"], compare_ppl(t["ramfit"], t["gptq"], c)))
+                    gu_vs_u.append((t["gptq"]["kld"], b["texts"][text]["kld"]))
+                if "ramfit-gptq" in t:
+                    lowest.append((key, best[0], best[0] == "ramfit + GPTQ"))
+                if "ramfit-act" in t:
+                    act_vs_free.append((t["ramfit-act"]["kld"], t["ramfit"]["kld"]))
+                if "ramfit-gptq" in t and "ramfit-act" in t:
+                    gptq_vs_rtn.append((t["ramfit-gptq"]["kld"], t["ramfit-act"]["kld"]))
+            md.append("")
+    md += ["Summary over every model, text and size:", ""]
+    if vs_gptq:
+        n = len(vs_gptq)
+        le = sum(1 for _, x, y, _ in vs_gptq if x["kld"] <= y["kld"])
+        ppl_ok = sum(1 for *_, v in vs_gptq if v >= 0)
+        g = geo([(x["kld"], y["kld"]) for _, x, y, _ in vs_gptq])
+        verdict = ("yes: data-free ramfit's KLD is at or below GPTQ uniform's at every matched size" if le == n else
+                   "mostly: data-free ramfit's KLD is at or below GPTQ uniform's in %d of %d comparisons" % (le, n) if le > n / 2
+                   else "no: data-free ramfit's KLD is above GPTQ uniform's in %d of %d comparisons" % (n - le, n))
+        md.append("- **Does data-free ramfit beat GPTQ uniform at matched size? %s.** Geometric mean KLD ratio (ramfit "
+                  "data-free / GPTQ uniform) %.3f, i.e. %.1f%% %s KLD; PPL at or below or within the noise in %d of %d." % (
+                      verdict, g, abs(1 - g) * 100, "lower" if g <= 1 else "higher", ppl_ok, n))
+        worse = [(k, x, y) for k, x, y, _ in vs_gptq if x["kld"] > y["kld"]]
+        for k, x, y in worse:
+            md.append("  - GPTQ uniform lower: %s / %s at the size of %s (%d B): ramfit KLD %s, GPTQ %s" % (
+                k[0], k[1], k[2], k[3], fnum(x["kld"], 5), fnum(y["kld"], 5)))
+    if lowest:
+        n = len(lowest)
+        hit = sum(1 for *_, ok in lowest if ok)
+        md.append("- **ramfit + calibration (ramfit + GPTQ) has the lowest KLD of all methods at %d of %d sizes** (target: "
+                  "every size)." % (hit, n))
+        for k, who, ok in lowest:
+            if not ok:
+                md.append("  - not met: %s / %s at the size of %s (%d B): lowest is %s" % (k[0], k[1], k[2], k[3], who))
+    if act_vs_free:
+        md.append("- Activation-weighted against data-free planning (both quantized by opt): geometric mean KLD ratio %.3f, "
+                  "at or below in %d of %d." % (geo(act_vs_free), sum(1 for x, y in act_vs_free if x <= y), len(act_vs_free)))
+    if gptq_vs_rtn:
+        md.append("- GPTQ against round-to-nearest under the same activation-weighted plan (opt grid): geometric mean KLD "
+                  "ratio %.3f, at or below in %d of %d." % (geo(gptq_vs_rtn), sum(1 for x, y in gptq_vs_rtn if x <= y),
+                                                             len(gptq_vs_rtn)))
+    if gu_vs_u:
+        md.append("- GPTQ uniform against uniform (MLX's round-to-nearest, the same grid and bytes): geometric mean KLD "
+                  "ratio %.3f, at or below in %d of %d." % (geo(gu_vs_u), sum(1 for x, y in gu_vs_u if x <= y), len(gu_vs_u)))
     md.append("")
 
 

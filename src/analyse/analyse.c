@@ -13,6 +13,7 @@
  * about threads x block size whatever the model's size; the page cache keeps the data for
  * phase B. */
 #include "arch/model_internal.h"
+#include "calib/calib_internal.h"
 #include "plan/plan_internal.h"
 
 #include <errno.h>
@@ -173,6 +174,7 @@ typedef struct blk {
     double sse[RF_QCFG_N]; /* mlx mode */
     float emax[RF_QCFG_N];
     rf_qsums opt;          /* opt mode: the sums rf_qsums_error turns into errors (exact or estimated) */
+    double wssq;           /* activation-weighted: sum of w^2 x E[x_j^2] */
 } blk;
 
 typedef struct ustate {
@@ -191,6 +193,7 @@ typedef struct ustate {
     double mean, sd;
     int done;
     rf_punit *rec;
+    double *colw;      /* activation weights (analyse --stats), n_members x cols; NULL: data-free */
 } ustate;
 
 typedef struct task {
@@ -404,11 +407,41 @@ static rf_status out_piece(void *u, const float *x, size_t n, uint64_t e0, rf_er
     return RF_OK;
 }
 
-/* Errors of NR rows at W (dtype DT; rows R0.. of member K) for every measured config and mode, added to B. */
+/* Errors of NR rows at W (dtype DT; rows R0.. of member K) for every measured config and mode,
+ * added to B; weighted by COLW per input column when given (src/calib/weighted.c: every group is
+ * measured then, the opt errors too, so they go into B's opt sums as exact ones). */
 static rf_status sub_errors(const actx *c, const ustate *s, rf_dtype dt, const void *w, uint64_t k, uint64_t r0, uint64_t nr,
-                            blk *b, rf_err *err)
+                            const double *colw, blk *b, rf_err *err)
 {
     const uint64_t cols = s->u->cols;
+    if (colw) {
+        rf_qerr q[RF_QCFG_N];
+        double wssq = 0;
+        for (int mo = 0; mo < 2; mo++) {
+            if (!(c->modes >> mo & 1)) continue;
+            rf_status st = calib_weighted_errors(dt, w, nr, cols, s->cfgs, (rf_qmode)mo, s->sdt, colw, q, &wssq, err);
+            if (st) return st;
+            unsigned gsets = 0;
+            for (int ci = 0; ci < RF_QCFG_N; ci++) {
+                if (!(s->cfgs >> ci & 1)) continue;
+                float e = (float)q[ci].max_abs;
+                if (mo == RF_QMODE_MLX) {
+                    b->sse[ci] += q[ci].sse;
+                    b->emax[ci] = e > b->emax[ci] ? e : b->emax[ci];
+                } else {
+                    const uint64_t ng = nr * cols / (uint64_t)rf_cfg_gs(ci);
+                    b->opt.sse[ci] += q[ci].sse;
+                    b->opt.sampled[ci] += ng;
+                    b->opt.emax[ci] = e > b->opt.emax[ci] ? e : b->opt.emax[ci];
+                    if (!(gsets >> (ci % RF_QGS_N) & 1)) b->opt.groups[ci % RF_QGS_N] += ng;
+                    gsets |= 1u << (ci % RF_QGS_N);
+                }
+            }
+        }
+        b->wssq += wssq; /* the same for every mode (set, not added, by each call) */
+        return RF_OK;
+    }
+    (void)k, (void)r0;
     if (c->modes >> RF_QMODE_OPT & 1) {
         rf_qsample sp = {.member = k, .member_rows = s->rows_m, .row0 = r0};
         memcpy(sp.rate, s->rate, sizeof sp.rate);
@@ -453,7 +486,8 @@ static rf_status run_phase_a(const actx *c, const ustate *s, uint64_t bi, float 
         const void *w;
         rf_status st = member_rows(v, r, nr, gather, &dt, &w, err);
         if (!st) st = for_pieces(dt, w, r * cols, nr * cols, conv, stat_piece, &sj, err);
-        if (!st && s->cfgs) st = sub_errors(c, s, dt, w, bi / s->nb_m, r, nr, b, err);
+        if (!st && s->cfgs)
+            st = sub_errors(c, s, dt, w, bi / s->nb_m, r, nr, s->colw ? s->colw + bi / s->nb_m * cols : NULL, b, err);
         if (st) {
             if (st != RF_ERR_NONFINITE) rf_err_prefix(err, "%s: tensor %s: ", file_base(v->t->file), v->t->name);
             return st;
@@ -596,6 +630,10 @@ static rf_status finish_unit(const actx *c, ustate *s, rf_err *err)
     double var = e2 - mu * mu;
     var = var > 0 ? var : 0;
     double m4 = e4 - 4 * mu * e3 + 6 * mu * mu * e2 - 3 * mu * mu * mu * mu;
+    if (s->colw) { /* activation-weighted: the denominator of D is the output's energy */
+        s2 = 0;
+        for (uint64_t b = 0; b < s->nblk; b++) s2 += s->res[b].wssq;
+    }
     p->ssq = s2;
     p->stats.mean = mu;
     p->stats.rms = sqrt(e2);
@@ -642,6 +680,8 @@ static rf_status finish_unit(const actx *c, ustate *s, rf_err *err)
     s->done = 1;
     free(s->res);
     s->res = NULL;
+    free(s->colw);
+    s->colw = NULL;
     return RF_OK;
 }
 
@@ -757,12 +797,26 @@ static rf_status build_profile(const rf_model *m, const rf_analyse_opts *o, cons
     return RF_OK;
 }
 
+/* The statistics that weighted the errors, recorded in the profile. */
+static void set_calibration(rf_profile *p, const rf_analyse_opts *o)
+{
+    rf_pcalib c = {0};
+    if (o->stats) {
+        c.weighted = 1;
+        snprintf(c.text, sizeof c.text, "%s", rf_stats_text(o->stats));
+        c.tokens = rf_stats_tokens(o->stats);
+        c.stats_checksum = rf_stats_checksum(o->stats);
+    }
+    rf_profile_set_calibration(p, &c);
+}
+
 static rf_status save_partial(const rf_model *m, const rf_analyse_opts *o, const ustate *us, const uint64_t shard[2],
                               rf_err *err)
 {
     if (!o->partial_path) return RF_OK;
     rf_profile *p;
     rf_status s = build_profile(m, o, us, shard, 0, &p, err);
+    if (!s) set_calibration(p, o);
     if (!s) s = rf_profile_save(p, o->partial_path, err);
     rf_profile_free(p);
     return s;
@@ -783,9 +837,11 @@ static rf_status load_partial(const rf_model *m, const rf_analyse_opts *o, ustat
     rf_profile_shard(p, &sk, &sn, &sf, &st_);
     if (have->fingerprint != pm.fingerprint || strcmp(have->ramfit_version, pm.ramfit_version) ||
         rf_profile_modes(p) != o->modes || rf_profile_configs(p) != o->configs || rf_profile_opt_sample(p) != opt_sample_of(o) ||
-        sk != o->shard_index || sn != o->shard_count || (sn && (sf != shard[0] || st_ != shard[1]))) {
+        sk != o->shard_index || sn != o->shard_count || (sn && (sf != shard[0] || st_ != shard[1])) ||
+        rf_profile_calibration(p)->weighted != (o->stats != NULL) ||
+        (o->stats && rf_profile_calibration(p)->stats_checksum != rf_stats_checksum(o->stats))) {
         s = rf_err_set(err, RF_ERR_MISMATCH, "%s: this partial analysis was made for another checkpoint, ramfit version "
-                       "or mode/candidate/sampling/shard set (fingerprint %016llx, ramfit %s; now %016llx, ramfit %s): delete it or run "
+                       "or mode/candidate/sampling/shard set or statistics (fingerprint %016llx, ramfit %s; now %016llx, ramfit %s): delete it or run "
                        "without --resume", o->partial_path, (unsigned long long)have->fingerprint, have->ramfit_version,
                        (unsigned long long)pm.fingerprint, pm.ramfit_version);
     }
@@ -864,6 +920,7 @@ static uint64_t fill_window(run *r, task *w, uint64_t wbytes, rf_err *err, rf_st
         ustate *s = &r->us[r->next_unit];
         if (r->next_blk == 0) {
             if (!(s->res = calloc(s->nblk, sizeof *s->res))) { *st = rf_err_set(err, RF_ERR_NOMEM, "out of memory"); return 0; }
+            if (r->o->stats && s->cfgs && (*st = calib_unit_weights(r->o->stats, s->u, &s->colw, err))) return 0;
             s->a_left = s->nblk;
             /* read ahead this unit and the next, so the disk works while the CPUs do */
             for (uint64_t a = r->next_unit; a < r->nunits && a <= r->next_unit + 1; a++)
@@ -980,6 +1037,7 @@ rf_status rf_analyse(const rf_model *m, const rf_analyse_opts *opts, rf_profile 
             return rf_err_set(err, RF_ERR_INVALID, "analyse: shard %d of %d: expected 1 <= K <= N <= %d", o.shard_index,
                               o.shard_count, RF_MAX_SHARDS);
     rf_status st = check_model(m, err);
+    if (!st && o.stats) st = rf_stats_check_model(o.stats, m, err);
     if (st) return st;
 
     run r = {.m = m, .o = &o, .nunits = rf_model_unit_count(m)};
@@ -1022,9 +1080,11 @@ rf_status rf_analyse(const rf_model *m, const rf_analyse_opts *opts, rf_profile 
                        (unsigned long long)r.units_done, (unsigned long long)r.nunits);
     }
     if (!st) st = build_profile(m, &o, r.us, r.shard, 1, out, err);
+    if (!st) set_calibration(*out, &o);
     for (uint64_t u = 0; u < r.nunits; u++) {
         free(r.us[u].res);
         free(r.us[u].rec);
+        free(r.us[u].colw);
     }
     free(r.us);
     free(r.fifo);

@@ -156,6 +156,7 @@ double rf_pcand_d(const rf_punit *u, const rf_pcand *c, rf_qmode mode)
 
 double rf_d_to_sqnr_db(double d) { return d <= 0 ? INFINITY : -10.0 * log10(d); }
 
+
 /* ------------------------------------------------------------------ the profile object */
 
 struct rf_profile {
@@ -174,7 +175,15 @@ struct rf_profile {
     uint64_t opt_sample;              /* rf_profile_set_opt_sample */
     int shard_index, shard_count;     /* rf_profile_set_shard; count 0: a whole profile */
     uint64_t shard_first, shard_total;
+    rf_pcalib calib;            /* activation-weighted errors (analyse --stats): optional "calibration" key */
 };
+
+void rf_profile_set_calibration(rf_profile *p, const rf_pcalib *c)
+{
+    if (p && c) p->calib = *c;
+}
+
+const rf_pcalib *rf_profile_calibration(const rf_profile *p) { return p ? &p->calib : NULL; }
 
 static uint64_t name_hash(const char *s)
 {
@@ -747,6 +756,15 @@ static rf_status write_profile(const rf_profile *p, const char *data_name, char 
         rf_sb_printf(&b, "[%d, %d, %llu, %llu]", p->shard_index, p->shard_count, (unsigned long long)p->shard_first,
                      (unsigned long long)p->shard_total);
     }
+    if (p->calib.weighted) { /* optional (a data-free profile has none): readers that do not know it ignore it */
+        rf_sb_puts(&b, ",\n  \"calibration\": {");
+        put_str(&b, "weighting", "activation", 1);
+        put_str(&b, "text", p->calib.text, 0);
+        put_u64(&b, "tokens", p->calib.tokens, 0);
+        put_key(&b, "stats_fnv1a64", 0);
+        rf_sb_printf(&b, "\"%016llx\"", (unsigned long long)p->calib.stats_checksum);
+        rf_sb_puts(&b, "}");
+    }
     write_fields(&b, "unit_fields", unit_fields, data_name ? NUF - 1 : NUF);
     write_fields(&b, "other_fields", other_fields, NOF);
     rf_sb_puts(&b, ",\n  \"totals\": {");
@@ -1210,6 +1228,28 @@ static rf_status add_failed(rd *r, rf_status s)
     return s;
 }
 
+/* The optional "calibration" object: errors weighted by a statistics file's E[x_j^2]. */
+static rf_status rd_calibration(rd *r, json_t *root, rf_pcalib *c)
+{
+    json_t *jc = json_object_get(root, "calibration");
+    memset(c, 0, sizeof *c);
+    if (!jc) return RF_OK;
+    r->where = "calibration";
+    const char *w = json_string_value(json_object_get(jc, "weighting")), *t = json_string_value(json_object_get(jc, "text"));
+    const char *x = json_string_value(json_object_get(jc, "stats_fnv1a64"));
+    json_t *jt = json_object_get(jc, "tokens");
+    char *end = NULL;
+    if (!json_is_object(jc) || !w || strcmp(w, "activation") || !t || strlen(t) >= sizeof c->text || !json_is_integer(jt) ||
+        json_integer_value(jt) < 0 || !x || strlen(x) != 16)
+        return bad(r, "calibration", "expected {weighting: \"activation\", text, tokens, stats_fnv1a64}");
+    c->stats_checksum = strtoull(x, &end, 16);
+    if (*end) return bad(r, "calibration", "stats_fnv1a64 is not 16 hex digits");
+    c->weighted = 1;
+    snprintf(c->text, sizeof c->text, "%s", t);
+    c->tokens = (uint64_t)json_integer_value(jt);
+    return RF_OK;
+}
+
 /* HAVE_BIN: BIN holds the data file a version 2 index needs (absent: the numbers must be inline). */
 static rf_status rd_profile(rd *r, json_t *root, const uint8_t *bin, size_t nbin, int have_bin, rf_profile **out)
 {
@@ -1259,6 +1299,10 @@ static rf_status rd_profile(rd *r, json_t *root, const uint8_t *bin, size_t nbin
     if (json_object_get(root, "shard") && (s = rf_profile_set_shard(p, (int)shard[0], (int)shard[1], (uint64_t)shard[2], (uint64_t)shard[3], r->err))) {
         rf_profile_free(p);
         return add_failed(r, s);
+    }
+    if ((s = rd_calibration(r, root, &p->calib))) {
+        rf_profile_free(p);
+        return s;
     }
     json_t *files = json_object_get(json_object_get(root, "model"), "files");
     json_t *units = json_object_get(root, "units"), *others = json_object_get(root, "others");

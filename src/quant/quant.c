@@ -808,3 +808,11 @@ void rf_qsums_error(const rf_qsums *s, int c, double *sse, double *max_abs, int 
     for (int i = 0; i < 3; i++) e += beta[i] * (s->t[gi][i] - s->hx[c][i]);
     *sse = e > 0 ? e : 0;
 }
+/* ---------------------------------------------------------------- shared with gptq.c */
+
+void rfq_pack(const uint8_t *q, uint64_t n, int bits, uint32_t *out)
+{
+    for (uint64_t c = 0; c < n; c += 128, q += 128, out += 4 * bits) pack_group(q, n - c < 128 ? (int)(n - c) : 128, bits, out);
+}
+
+void rfq_store(void *dst, uint64_t i, float v, rf_dtype sd) { store_sd(dst, i, v, sd); }

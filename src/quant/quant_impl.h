@@ -115,5 +115,8 @@ void rfq_opt_group(const rfq_kernels *k, const float *x, int gs, int bits, rf_dt
  * where the kernels can. The max |error| over all of them is folded into *emax. */
 void rfq_opt_groups(const rfq_kernels *k, const float *const *x, int ng, int gs, int bits, rf_dtype sd, const float *lo,
                     const float *hi, float *ss, float *bs, uint8_t *const *q, float *sse, float *emax);
+/* Pack n codes (a multiple of 32) of BITS bits into MLX's words; store one scale or bias. */
+void rfq_pack(const uint8_t *q, uint64_t n, int bits, uint32_t *out);
+void rfq_store(void *dst, uint64_t i, float v, rf_dtype sd);
 
 #endif

@@ -13,6 +13,7 @@
 #include "io/json_internal.h"
 #include "io/mlx_internal.h"
 #include "plan/plan_internal.h"
+#include "quantize/qz_gptq.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -73,6 +74,7 @@ typedef struct qz_item {
 
 typedef struct qz_job {
     uint32_t item, member;
+    int64_t gptq_rec;        /* GPTQ with this statistics record's factor; -1: round to nearest */
     uint64_t row0, nrows;    /* rows of the member matrix */
     uint64_t grow0;          /* row of the item (members stacked) */
     uint64_t out_off, out_len;
@@ -98,6 +100,7 @@ typedef struct qz {
     uint64_t written, skipped_plan_bytes, dropped_bytes, input_bytes, params;
     uint64_t nquant, nkept;
     int converted;           /* some F32 tensor changed dtype: config.json torch_dtype follows */
+    qz_gptq *gptq;           /* quantize --mode gptq (qz_gptq.c); NULL: round to nearest */
 } qz;
 
 static int has_f32(const rf_model *m);
@@ -279,6 +282,7 @@ static rf_status build_jobs(qz *q, rf_err *err)
                     j->nrows = rows - r < per ? rows - r : per;
                     j->grow0 = grow + r;
                     j->out_len = j->nrows * out_row_bytes(it);
+                    j->gptq_rec = it->kind == QZ_QUANT ? qz_gptq_record(q->gptq, it->unit, k) : -1;
                 }
                 grow += rows;
             }
@@ -382,8 +386,12 @@ static void run_job(void *ctx, uint64_t task, int worker)
     rf_status s = job_src(q, it, j, worker, &src, e);
     if (!s && it->kind == QZ_QUANT) {
         uint64_t sg = it->cols / (uint64_t)it->gs * rf_dtype_size(it->out_dt), off = j->grow0 * sg;
-        s = rf_quant_quantize(it->src_dt, src, j->nrows, it->cols, it->bits, it->gs, q->mode, it->out_dt,
-                              (uint32_t *)(void *)out, it->scales + off, it->biases + off, e);
+        if (j->gptq_rec >= 0)
+            s = rf_gptq_quantize(qz_gptq_factor(q->gptq, j->gptq_rec), it->src_dt, src, j->nrows, it->cols, it->bits, it->gs,
+                                 q->mode, it->out_dt, (uint32_t *)(void *)out, it->scales + off, it->biases + off, e);
+        else
+            s = rf_quant_quantize(it->src_dt, src, j->nrows, it->cols, it->bits, it->gs, q->mode, it->out_dt,
+                                  (uint32_t *)(void *)out, it->scales + off, it->biases + off, e);
     } else if (!s) {
         s = check_finite(it->src_dt, src, j->nrows * it->cols, it->cols, j->row0, e);
         if (!s && it->kind == QZ_CONVERT) s = convert_run(it->src_dt, src, it->out_dt, out, j->nrows * it->cols, e);
@@ -465,10 +473,12 @@ static rf_status write_job(rf_stw *w, qz *q, const uint8_t *arena, const qz_job 
 static rf_status plan_wave(qz *q, int a, uint64_t from, uint64_t *end, rf_err *err)
 {
     uint64_t used = 0, k = from;
+    qz_gptq_wave_begin(q->gptq);
     while (k < q->njobs && k - from < QZ_WAVE_JOBS) {
         qz_job *j = &q->jobs[k];
         uint64_t len = (j->out_len + 7) & ~7ull;
         if (k > from && used + len > rf_qz_wave_bytes) break;
+        if (!qz_gptq_wave_add(q->gptq, q->items[j->item].unit, (int)j->member, j->gptq_rec) && k > from) break;
         rf_status s = item_begin(&q->items[j->item], err);
         if (s) return s;
         j->out_off = used;
@@ -534,6 +544,7 @@ static void writer_join(qz_writer *wr)
 static rf_status compute_wave(qz *q, rf_pool *pool, int a, uint64_t from, uint64_t *end, rf_err *err)
 {
     rf_status s = plan_wave(q, a, from, end, err);
+    if (!s) s = qz_gptq_wave_prepare(q->gptq, pool, err); /* the wave's GPTQ factors (none without --mode gptq) */
     if (s) return s;
     q->wave0 = from;
     q->cur_arena = q->arena[a];
@@ -883,6 +894,15 @@ static rf_status write_ramfit_json(const qz *q, const rf_quantize_opts *o, const
         bad |= json_object_set_new(r, "tensor_bytes", json_integer((json_int_t)q->written)) != 0;
         bad |= json_object_set_new(r, "params", json_integer((json_int_t)q->params)) != 0;
         bad |= json_object_set_new(r, "profile", o->profile_path ? json_string(o->profile_path) : json_null()) != 0;
+        if (o->gptq) {
+            char sum[24];
+            snprintf(sum, sizeof sum, "%016llx", (ull)rf_stats_checksum(o->gptq));
+            bad |= json_object_set_new(r, "gptq", json_pack("{s:s, s:s, s:I, s:f, s:I}", "grid", rf_qmode_token(q->mode),
+                                                            "stats_text", rf_stats_text(o->gptq), "stats_tokens",
+                                                            (json_int_t)rf_stats_tokens(o->gptq), "damp", o->gptq_damp,
+                                                            "factors", (json_int_t)qz_gptq_factors_made(q->gptq))) != 0;
+            bad |= json_object_set_new(json_object_get(r, "gptq"), "stats_fnv1a64", json_string(sum)) != 0;
+        }
         bad |= json_object_set_new(r, "plan", pj) != 0;
         pj = NULL;
     }
@@ -974,6 +994,7 @@ static void qz_free(qz *q)
     free(q->jerr);
     free(q->jst);
     free(q->gather);
+    qz_gptq_free(q->gptq);
 }
 
 /* Items under the current dtype rule, with totals; RF_ERR_MISMATCH unless the plan counted the
@@ -1139,6 +1160,14 @@ rf_status rf_quantize_write(const rf_model *m, const rf_plan *plan, const rf_qua
     qz q = {.m = m, .plan = plan, .mode = rf_plan_mode(plan)};
     int exists = 0;
     rf_status s = check_plan(&q, &o, err);
+    if (!s && o.gptq) {
+        if (o.gptq_damp <= 0) o.gptq_damp = 0.01;
+        if (!rf_stats_has_hessian(o.gptq))
+            s = rf_err_set(err, RF_ERR_INVALID, "the statistics were collected without Hessians (calibrate --no-hessian): "
+                           "GPTQ needs them");
+        if (!s) s = rf_stats_check_model(o.gptq, m, err);
+        if (!s) s = qz_gptq_create(o.gptq, o.gptq_damp, o.gptq_memory ? o.gptq_memory : 1ull << 30, &q.gptq, err);
+    }
     if (!s) s = check_out_dir(rf_model_dir(m), out_dir, o.force, &exists, err);
     if (!s) s = choose_rule(&q, o.f32_as, err);
     if (!s) s = build_jobs(&q, err);
@@ -1186,6 +1215,8 @@ rf_status rf_quantize_write(const rf_model *m, const rf_plan *plan, const rf_qua
         res->seconds = now_s() - t0;
         res->f32_kept_as = has_f32(m) ? q.kept_f32 : RF_DT_INVALID;
         res->f32_scales_as = has_f32(m) ? q.scale_f32 : RF_DT_INVALID;
+        res->gptq_factors = qz_gptq_factors_made(q.gptq);
+        res->gptq_peak_bytes = qz_gptq_peak_bytes(q.gptq);
     }
     qz_free(&q);
     return s;
