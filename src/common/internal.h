@@ -26,9 +26,15 @@ static inline int rf_add_u64(uint64_t a, uint64_t b, uint64_t *r) { return !__bu
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define RF_X86 1
 #define RF_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
+/* AVX-512 with 8-bit dot products and byte permutes (Ice Lake, Zen 4 and later) */
+#define RF_TARGET_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi")))
+/* 256-bit 8-bit dot products without AVX-512 (Alder Lake and later) */
+#define RF_TARGET_AVXVNNI __attribute__((target("avx2,fma,f16c,avxvnni")))
 #else
 #define RF_X86 0
 #define RF_TARGET_AVX2
+#define RF_TARGET_AVX512
+#define RF_TARGET_AVXVNNI
 #endif
 
 #endif

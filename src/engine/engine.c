@@ -38,6 +38,7 @@ struct rf_engine {
     float *final_norm;
     layer *layers;
     int max_ctx, max_batch, pos;
+    int fast;                            /* 8-bit activations (rf_matmul_q8) */
     float *rope_cos, *rope_sin;          /* [max_ctx][hd/2] */
     float *kcache, *vcache;              /* [layers][max_ctx][nkv*hd] */
     /* per-batch scratch */
@@ -425,6 +426,7 @@ int rf_engine_vocab(const rf_engine *e) { return e->vocab; }
 int rf_engine_max_ctx(const rf_engine *e) { return e->max_ctx; }
 int rf_engine_pos(const rf_engine *e) { return e->pos; }
 void rf_engine_reset(rf_engine *e) { e->pos = 0; }
+void rf_engine_set_fast(rf_engine *e, int fast) { e->fast = fast != 0; }
 
 rf_status rf_engine_set_pos(rf_engine *e, int pos, rf_err *err)
 {
@@ -467,9 +469,16 @@ void rf_engine_weight_bytes(const rf_engine *e, uint64_t *total, uint64_t *per_t
 
 /* ------------------------------------------------------------------ forward pass */
 
+/* Every weight product of the forward pass except the MoE router (routing stays exact). */
+static void mm(rf_engine *e, const rf_wmat *w, const float *x, int T, float *y)
+{
+    if (e->fast) rf_matmul_q8(w, x, T, y, e->pool);
+    else rf_matmul(w, x, T, y, e->pool);
+}
+
 static void linear(rf_engine *e, const lin *l, const float *x, int T, float *y)
 {
-    rf_matmul(&l->w, x, T, y, e->pool);
+    mm(e, &l->w, x, T, y);
     if (!l->bias) return;
     uint64_t n = l->w.rows;
     for (int t = 0; t < T; t++)
@@ -534,10 +543,10 @@ static void swiglu_mlp(rf_engine *e, const rf_wmat *g, const rf_wmat *u, const r
                        float *y)
 {
     uint64_t f = g->rows;
-    rf_matmul(g, x, T, e->g, e->pool);
-    rf_matmul(u, x, T, e->u, e->pool);
+    mm(e, g, x, T, e->g);
+    mm(e, u, x, T, e->u);
     rf_op_swiglu(e->g, e->u, (int)(f * (uint64_t)T), e->g);
-    rf_matmul(d, e->g, T, y, e->pool);
+    mm(e, d, e->g, T, y);
 }
 
 /* Sparse MoE on the normed batch e->h: route each token, then run every expert that got any
@@ -594,7 +603,7 @@ static void forward_batch(rf_engine *e, const int32_t *tok, int T, float *logits
     if (!logits || nlog <= 0) return;
     for (int t = T - nlog; t < T; t++)
         rf_op_rmsnorm(e->x + t * dim, e->final_norm, e->dim, e->eps, e->h + (uint64_t)(t - (T - nlog)) * dim);
-    rf_matmul(&e->lm_head, e->h, nlog, logits, e->pool);
+    mm(e, &e->lm_head, e->h, nlog, logits);
 }
 
 rf_status rf_engine_forward(rf_engine *e, const int32_t *tokens, int n, float *logits, int all_logits, rf_err *err)

@@ -184,8 +184,20 @@ RF_TARGET_AVX2 static void attend_avx2(const float *q, const float *kc, const fl
 }
 #endif
 
+static void attend(const float *q, const float *kc, const float *vc, int npos, int d, int ld, float scale,
+                   float *scratch, float *out);
+
 void rf_op_attend(const float *q, const float *kc, const float *vc, int npos, int d, int ld, float scale,
                   float *scratch, float *out)
+{
+    if (!rf_prof_on) { attend(q, kc, vc, npos, d, ld, scale, scratch, out); return; }
+    uint64_t t0 = rf_prof_now();
+    attend(q, kc, vc, npos, d, ld, scale, scratch, out);
+    rf_prof_add(RF_PROF_ATTEND, t0);
+}
+
+static void attend(const float *q, const float *kc, const float *vc, int npos, int d, int ld, float scale,
+                   float *scratch, float *out)
 {
 #if RF_X86
     unsigned f = rf_cpu_features();

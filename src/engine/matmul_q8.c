@@ -1,0 +1,521 @@
+/* The fast matrix product: activations quantized to 8 bits, integer dot products with the packed
+ * MLX codes (AVX-512 VNNI). What llama.cpp does with its k-quants, for MLX's affine format:
+ *
+ *   x is cut into blocks of 32 per token, d_b = max|x_b| / 127, q_b = round(x_b / d_b) (int8);
+ *   w = s_g * c + b_g per group g of gs (>= 32) columns, c the unsigned code, so
+ *   y = sum_g s_g * sum_{b in g} d_b * (c_b . q_b)  +  b_g * sum(x_g)
+ *   where c_b . q_b is exact in 32-bit integers (vpdpbusd: unsigned codes x signed activations)
+ *   and sum(x_g) is the exact float sum, so only the rounding of x to 8 bits differs from the
+ *   float product.
+ *
+ * Not exact: `ppl` and `kld` keep rf_matmul by default; generate and `ppl --fast` use this.
+ * Two kernels:
+ *  - few tokens (decode, small MoE batches): each row's 64-code chunks are unpacked in registers
+ *    (vpermb + vpmultishiftqb place any 2..8-bit codes in bytes, in order) and dotted with up to
+ *    4 tokens; the row is streamed once with a software prefetch ahead.
+ *  - batches: a 32-row x 512-column tile is unpacked once into a panel of [k/4][32 rows][4]
+ *    bytes (a 16x16 transpose of 32-bit words), then a register-blocked kernel runs 2 row
+ *    vectors x 4 tokens, the 4 activation bytes of a token broadcast from memory into vpdpbusd.
+ * Every output is computed by one task in a fixed order: results do not depend on the thread
+ * count. Float weights, and CPUs without AVX-512 VNNI/VBMI, take rf_matmul. */
+#include "engine/engine_internal.h"
+#include "engine/simd512.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#if RF_X86
+#include <immintrin.h>
+#endif
+
+enum { QB = 32 };          /* activation block */
+
+static float scalar_at(rf_dtype dt, const void *p, uint64_t i)
+{
+    switch (dt) {
+    case RF_DT_F32: return ((const float *)p)[i];
+    case RF_DT_F16: return rf_f16_to_f32(((const uint16_t *)p)[i]);
+    default: return rf_bf16_to_f32(((const uint16_t *)p)[i]);
+    }
+}
+
+static uint32_t code_at(const uint8_t *row, uint64_t i, int bits)
+{
+    uint64_t bit = i * (uint64_t)bits;
+    const uint8_t *p = row + (bit >> 3);
+    unsigned off = (unsigned)(bit & 7);
+    uint32_t v = (uint32_t)p[0] >> off;
+    if (off + (unsigned)bits > 8) v |= (uint32_t)p[1] << (8 - off);
+    return v & ((1u << bits) - 1);
+}
+
+void rf_q8_quantize_ref(const float *x, uint64_t cols, int8_t *q, float *d, float *sum)
+{
+    for (uint64_t b = 0; b < cols / QB; b++) {
+        const float *xb = x + b * QB;
+        float amax = 0, s = 0;
+        for (int i = 0; i < QB; i++) {
+            float a = fabsf(xb[i]);
+            if (a > amax) amax = a;
+            s += xb[i];
+        }
+        /* the same float operations as the SIMD quantizer: identical codes and scales */
+        float id = amax > 0 ? 127.0f / amax : 0.0f;
+        for (int i = 0; i < QB; i++) q[b * QB + (uint64_t)i] = (int8_t)lrintf(xb[i] * id);
+        d[b] = amax / 127.0f;
+        if (sum) sum[b] = s;
+    }
+}
+
+void rf_matmul_q8_ref(const rf_wmat *w, const float *x, int ntok, float *y)
+{
+    if (w->dtype != RF_DT_U32) { rf_matmul_ref(w, x, ntok, y); return; }
+    uint64_t cols = w->cols, nb = cols / QB, gs = (uint64_t)w->gs, ng = cols / gs;
+    uint64_t rb = cols * (uint64_t)w->bits / 8;
+    int8_t *q = malloc(cols);
+    float *d = malloc(nb * sizeof(float)), *sm = malloc(nb * sizeof(float));
+    if (!q || !d || !sm) abort();
+    for (int t = 0; t < ntok; t++) {
+        rf_q8_quantize_ref(x + (uint64_t)t * cols, cols, q, d, sm);
+        for (uint64_t r = 0; r < w->rows; r++) {
+            const uint8_t *row = (const uint8_t *)w->data + r * rb;
+            double acc = 0;
+            for (uint64_t g = 0; g < ng; g++) {
+                double sc = scalar_at(w->sdtype, w->scales, r * ng + g), bi = scalar_at(w->sdtype, w->biases, r * ng + g);
+                double part = 0, xs = 0;
+                for (uint64_t b = g * gs / QB; b < (g + 1) * gs / QB; b++) {
+                    int64_t dot = 0;
+                    for (uint64_t k = b * QB; k < (b + 1) * QB; k++) dot += (int64_t)code_at(row, k, w->bits) * q[k];
+                    part += (double)d[b] * (double)dot;
+                    xs += sm[b];
+                }
+                acc += sc * part + bi * xs;
+            }
+            y[(uint64_t)t * w->rows + r] = (float)acc;
+        }
+    }
+    free(q);
+    free(d);
+    free(sm);
+}
+
+#if RF_X86
+/* ------------------------------------------------------------------ AVX-512 VNNI + VBMI */
+
+/* Activations of the call: codes [ntok][ld] (zero-padded to a multiple of 64), block scales
+ * and sums [ntok][nb], group sums [ntok][ng] for the bias terms, and for the few-token kernel
+ * the block scale of every 32-bit lane position [ntok][ld/4]. */
+typedef struct {
+    int ntok;
+    uint64_t cols, ld, nb, ng;
+    int8_t *q;
+    float *d, *bsum, *gsum, *dl;
+} qx;
+
+RF_TARGET_AVX512 static void quantize_512(const float *x, uint64_t cols, int8_t *q, float *d, float *bsum)
+{
+    const __m512 sign = _mm512_set1_ps(-0.0f);
+    for (uint64_t b = 0; b < cols / QB; b++) {
+        __m512 v0 = _mm512_loadu_ps(x + b * QB), v1 = _mm512_loadu_ps(x + b * QB + 16);
+        float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_andnot_ps(sign, v0), _mm512_andnot_ps(sign, v1)));
+        float id = amax > 0 ? 127.0f / amax : 0.0f;
+        __m512 vid = _mm512_set1_ps(id);
+        __m128i q0 = _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v0, vid)));
+        __m128i q1 = _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v1, vid)));
+        _mm_storeu_si128((__m128i *)(q + b * QB), q0);
+        _mm_storeu_si128((__m128i *)(q + b * QB + 16), q1);
+        d[b] = amax / 127.0f;
+        bsum[b] = _mm512_reduce_add_ps(_mm512_add_ps(v0, v1));
+    }
+}
+
+/* ---- few tokens: rows streamed once, NT (1..4) tokens per row */
+enum { PREFETCH_AHEAD = 8192, MAX_GROUPS = 4096 };
+
+/* sum_g b_g * sum(x_g) of a row. */
+RF_TARGET_AVX512 static inline __attribute__((always_inline)) float bias_dot(const float *bf, const float *gsum, uint64_t ng)
+{
+    __m512 acc = _mm512_setzero_ps();
+    uint64_t g = 0;
+    for (; g + 16 <= ng; g += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(bf + g), _mm512_loadu_ps(gsum + g), acc);
+    if (g < ng) {
+        __mmask16 m = (__mmask16)((1u << (ng - g)) - 1);
+        acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, bf + g), _mm512_maskz_loadu_ps(m, gsum + g), acc);
+    }
+    return _mm512_reduce_add_ps(acc);
+}
+
+/* Chunk c of a row (64 codes, or the first 32 with the half mask) into NT accumulators. */
+RF_TARGET_AVX512 static inline __attribute__((always_inline)) void gemv_chunk(const uint8_t *row, uint64_t c,
+                                                                             __mmask64 m, const float *sf, int g32,
+                                                                             int gshift, const qx *a, int t0, int NT,
+                                                                             __m512 *acc, const unpack512 *u)
+{
+    const __m512i lane_grp = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    const uint64_t cb = 8 * (uint64_t)u->bits;
+    _mm_prefetch((const char *)row + c * cb + PREFETCH_AHEAD, _MM_HINT_T0);
+    __m512i v = unpack64(row + c * cb, m, u);
+    /* the scale of each 32-bit lane (4 codes): one group per chunk, or two of 32 */
+    __m512 sl = g32 ? _mm512_permutexvar_ps(lane_grp, _mm512_maskz_loadu_ps(3, sf + 2 * c))
+                    : _mm512_set1_ps(sf[(c * 64) >> gshift]);
+    _Pragma("GCC unroll 4")
+    for (int t = 0; t < NT; t++) {
+        const int8_t *xq = a->q + (uint64_t)(t0 + t) * a->ld + c * 64;
+        __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v, _mm512_loadu_si512(xq));
+        __m512 sc = _mm512_mul_ps(sl, _mm512_loadu_ps(a->dl + (uint64_t)(t0 + t) * (a->ld / 4) + c * 16));
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), sc, acc[t]);
+    }
+}
+
+RF_TARGET_AVX512 static inline __attribute__((always_inline)) void gemv_rows(const rf_wmat *w, const qx *a, int t0,
+                                                                            int NT, int g32, float *y, uint64_t r0,
+                                                                            uint64_t r1, const unpack512 *u)
+{
+    const uint64_t cols = w->cols, rb = cols * (uint64_t)u->bits / 8;
+    const uint64_t ng = cols / (uint64_t)w->gs, nfull = cols / 64;
+    const int gshift = __builtin_ctzll((uint64_t)w->gs);
+    float sf[MAX_GROUPS + 16], bf[MAX_GROUPS + 16];
+    for (uint64_t r = r0; r < r1; r++) {
+        const uint8_t *row = (const uint8_t *)w->data + r * rb;
+        load_row_floats(w->sdtype, w->scales, r * ng, ng, sf);
+        load_row_floats(w->sdtype, w->biases, r * ng, ng, bf);
+        /* two accumulators per token: consecutive chunks do not wait on each other's FMA */
+        __m512 acc0[4], acc1[4];
+        _Pragma("GCC unroll 4")
+        for (int t = 0; t < NT; t++) acc0[t] = acc1[t] = _mm512_setzero_ps();
+        uint64_t c = 0;
+        for (; c + 2 <= nfull; c += 2) {
+            gemv_chunk(row, c, u->full, sf, g32, gshift, a, t0, NT, acc0, u);
+            gemv_chunk(row, c + 1, u->full, sf, g32, gshift, a, t0, NT, acc1, u);
+        }
+        if (c < nfull) gemv_chunk(row, c++, u->full, sf, g32, gshift, a, t0, NT, acc0, u);
+        if (cols % 64) gemv_chunk(row, c, u->half, sf, g32, gshift, a, t0, NT, acc1, u);
+        _Pragma("GCC unroll 4")
+        for (int t = 0; t < NT; t++)
+            y[(uint64_t)(t0 + t) * w->rows + r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[t], acc1[t])) +
+                                                  bias_dot(bf, a->gsum + (uint64_t)(t0 + t) * a->ng, ng);
+    }
+}
+
+RF_TARGET_AVX512 static inline __attribute__((always_inline)) void gemv_phase_rows(const rf_wmat *w, const qx *a,
+                                                                                  int t0, int NT, int bits, float *y,
+                                                                                  uint64_t r0, uint64_t r1)
+{
+    const int nph = 8 / bits;
+    const uint64_t cols = w->cols, rb = cols * (uint64_t)bits / 8, S = 512 / (uint64_t)bits;
+    const uint64_t gs = (uint64_t)w->gs, ng = cols / gs, nsteps = (cols + S - 1) / S;
+    const int gshift = __builtin_ctzll(gs), one_group = S <= gs;
+    const __m512i mask = _mm512_set1_epi8((char)((1 << bits) - 1));
+    int32_t gi[16];
+    for (int l = 0; l < 16; l++) gi[l] = (int32_t)((4 * (uint64_t)nph * (uint64_t)l) >> gshift);
+    const __m512i gidx = _mm512_loadu_si512(gi);
+    float sf[MAX_GROUPS + 16], bf[MAX_GROUPS + 16];
+    for (uint64_t r = r0; r < r1; r++) {
+        const uint8_t *row = (const uint8_t *)w->data + r * rb;
+        load_row_floats(w->sdtype, w->scales, r * ng, ng, sf);
+        load_row_floats(w->sdtype, w->biases, r * ng, ng, bf);
+        __m512 acc0[4], acc1[4];
+        _Pragma("GCC unroll 4")
+        for (int t = 0; t < NT; t++) acc0[t] = acc1[t] = _mm512_setzero_ps();
+        for (uint64_t st = 0; st < nsteps; st++) {
+            _mm_prefetch((const char *)row + st * 64 + PREFETCH_AHEAD, _MM_HINT_T0);
+            uint64_t nb = (st + 1) * S <= cols ? 64 : (cols - st * S) * (uint64_t)bits / 8;
+            __m512i v = _mm512_maskz_loadu_epi8(nb == 64 ? ~(__mmask64)0 : ((__mmask64)1 << nb) - 1, row + st * 64);
+            uint64_t g0 = (st * S) >> gshift;
+            __m512 sl = one_group ? _mm512_set1_ps(sf[g0]) : _mm512_permutexvar_ps(gidx, _mm512_loadu_ps(sf + g0));
+            __m512i dot[4];
+            _Pragma("GCC unroll 4")
+            for (int t = 0; t < NT; t++) dot[t] = _mm512_setzero_si512();
+            _Pragma("GCC unroll 4")
+            for (int p = 0; p < nph; p++) {
+                __m512i c = bits == 8 ? v : _mm512_and_si512(p ? _mm512_srli_epi16(v, p * bits) : v, mask);
+                _Pragma("GCC unroll 4")
+                for (int t = 0; t < NT; t++)
+                    dot[t] = _mm512_dpbusd_epi32(dot[t], c,
+                                                 _mm512_loadu_si512(a->q + (uint64_t)(t0 + t) * a->ld + st * S + 64 * (uint64_t)p));
+            }
+            _Pragma("GCC unroll 4")
+            for (int t = 0; t < NT; t++) {
+                __m512 sc = _mm512_mul_ps(sl, _mm512_loadu_ps(a->dl + (uint64_t)(t0 + t) * (a->ld / 4) + st * 16));
+                if (st & 1) acc1[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[t]), sc, acc1[t]);
+                else acc0[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[t]), sc, acc0[t]);
+            }
+        }
+        _Pragma("GCC unroll 4")
+        for (int t = 0; t < NT; t++)
+            y[(uint64_t)(t0 + t) * w->rows + r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[t], acc1[t])) +
+                                                  bias_dot(bf, a->gsum + (uint64_t)(t0 + t) * a->ng, ng);
+    }
+}
+
+static int phase_bits(int bits) { return bits == 2 || bits == 4 || bits == 8; }
+
+RF_TARGET_AVX512 static void gemv_span(const rf_wmat *w, const qx *a, float *y, uint64_t r0, uint64_t r1)
+{
+    unpack512 u = make_unpack512(w->bits);
+    int g32 = w->gs == 32;
+    for (int t = 0; t < a->ntok; t += 4) {
+        int nt = a->ntok - t < 4 ? a->ntok - t : 4;
+        if (phase_bits(w->bits)) {
+            switch (nt * 16 + w->bits) {
+#define PH(n, b) case n * 16 + b: gemv_phase_rows(w, a, t, n, b, y, r0, r1); break;
+            PH(1, 2) PH(1, 4) PH(1, 8) PH(2, 2) PH(2, 4) PH(2, 8) PH(3, 2) PH(3, 4) PH(3, 8) PH(4, 2) PH(4, 4)
+            default: gemv_phase_rows(w, a, t, 4, 8, y, r0, r1); break;
+#undef PH
+            }
+            continue;
+        }
+        switch (nt * 2 + g32) {
+        case 2: gemv_rows(w, a, t, 1, 0, y, r0, r1, &u); break;
+        case 3: gemv_rows(w, a, t, 1, 1, y, r0, r1, &u); break;
+        case 4: gemv_rows(w, a, t, 2, 0, y, r0, r1, &u); break;
+        case 5: gemv_rows(w, a, t, 2, 1, y, r0, r1, &u); break;
+        case 6: gemv_rows(w, a, t, 3, 0, y, r0, r1, &u); break;
+        case 7: gemv_rows(w, a, t, 3, 1, y, r0, r1, &u); break;
+        case 8: gemv_rows(w, a, t, 4, 0, y, r0, r1, &u); break;
+        default: gemv_rows(w, a, t, 4, 1, y, r0, r1, &u); break;
+        }
+    }
+}
+
+/* ---- batches: packed panels and a 2x4 register-blocked kernel */
+enum { GR = 32, KT = 512 };
+
+typedef struct {
+    uint32_t codes[KT / 4][GR];         /* 4 consecutive codes of a row per word */
+    float sc[KT / QB][GR], bi[KT / QB][GR];
+} panel;
+
+/* Rows [r0, r0 + nr) (nr <= 32), columns [k0, k0 + kn) into the panel; missing rows are zero. */
+RF_TARGET_AVX512 static void pack_panel(const rf_wmat *w, uint64_t r0, int nr, uint64_t k0, uint64_t kn, panel *P,
+                                        const unpack512 *u)
+{
+    const uint64_t rb = w->cols * (uint64_t)w->bits / 8, gs = (uint64_t)w->gs, ng = w->cols / gs;
+    for (int h = 0; h < GR / 16; h++)
+        for (uint64_t c = 0; c * 64 < kn; c++) {
+            __m512i r[16];
+            __mmask64 m = (c + 1) * 64 <= kn ? u->full : u->half;
+            for (int i = 0; i < 16; i++) {
+                int ri = 16 * h + i;
+                r[i] = ri < nr ? unpack64((const uint8_t *)w->data + (r0 + (uint64_t)ri) * rb +
+                                              (k0 + c * 64) * (uint64_t)w->bits / 8, m, u)
+                               : _mm512_setzero_si512();
+            }
+            transpose16(r);
+            int nw = (c + 1) * 64 <= kn ? 16 : 8;
+            for (int j = 0; j < nw; j++) _mm512_storeu_si512(&P->codes[c * 16 + (uint64_t)j][16 * h], r[j]);
+        }
+    /* scales and biases per group, one row vector each: group index (k0 + g*gs) / gs */
+    uint64_t g0 = k0 / gs, gn = kn / gs;
+    for (int ri = 0; ri < GR; ri++)
+        for (uint64_t g = 0; g < gn; g++) {
+            int ok = ri < nr;
+            uint64_t i = (r0 + (uint64_t)ri) * ng + g0 + g;
+            P->sc[g][ri] = ok ? scalar_at(w->sdtype, w->scales, i) : 0.0f;
+            P->bi[g][ri] = ok ? scalar_at(w->sdtype, w->biases, i) : 0.0f;
+        }
+}
+
+/* y[t][r0 .. r0+32) (+)= the tile's product for tokens t0 .. t0+NT. */
+RF_TARGET_AVX512 static inline __attribute__((always_inline)) void gemm_tile(const panel *P, uint64_t k0, uint64_t kn,
+                                                                            uint64_t gs, const qx *a, int t0, int NT,
+                                                                            float *y, uint64_t ldy, uint64_t r0,
+                                                                            __mmask16 m0, __mmask16 m1, int first)
+{
+    __m512 f0[4], f1[4];
+    _Pragma("GCC unroll 4")
+    for (int t = 0; t < NT; t++) {
+        float *yt = y + (uint64_t)(t0 + t) * ldy + r0;
+        f0[t] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m0, yt);
+        f1[t] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m1, yt + 16);
+    }
+    const int8_t *xq[4];
+    const float *xd[4], *xg[4];
+    _Pragma("GCC unroll 4")
+    for (int t = 0; t < NT; t++) {
+        xq[t] = a->q + (uint64_t)(t0 + t) * a->ld + k0;
+        xd[t] = a->d + (uint64_t)(t0 + t) * a->nb + k0 / QB;
+        xg[t] = a->gsum + (uint64_t)(t0 + t) * a->ng + k0 / gs;
+    }
+    for (uint64_t g = 0; g < kn / gs; g++) {
+        __m512 g0[4], g1[4];
+        _Pragma("GCC unroll 4")
+        for (int t = 0; t < NT; t++) g0[t] = g1[t] = _mm512_setzero_ps();
+        for (uint64_t b = g * gs / QB; b < (g + 1) * gs / QB; b++) {
+            __m512i i0[4], i1[4];
+            _Pragma("GCC unroll 4")
+            for (int t = 0; t < NT; t++) i0[t] = i1[t] = _mm512_setzero_si512();
+            _Pragma("GCC unroll 8")
+            for (uint64_t j = 0; j < QB / 4; j++) {
+                uint64_t k4 = b * (QB / 4) + j;
+                __m512i w0 = _mm512_load_si512(&P->codes[k4][0]), w1 = _mm512_load_si512(&P->codes[k4][16]);
+                _Pragma("GCC unroll 4")
+                for (int t = 0; t < NT; t++) {
+                    int32_t xw;
+                    memcpy(&xw, xq[t] + 4 * k4, 4);
+                    __m512i xb = _mm512_set1_epi32(xw);
+                    i0[t] = _mm512_dpbusd_epi32(i0[t], w0, xb);
+                    i1[t] = _mm512_dpbusd_epi32(i1[t], w1, xb);
+                }
+            }
+            _Pragma("GCC unroll 4")
+            for (int t = 0; t < NT; t++) {
+                __m512 dx = _mm512_set1_ps(xd[t][b]);
+                g0[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i0[t]), dx, g0[t]);
+                g1[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i1[t]), dx, g1[t]);
+            }
+        }
+        __m512 s0 = _mm512_load_ps(P->sc[g]), s1 = _mm512_load_ps(P->sc[g] + 16);
+        __m512 b0 = _mm512_load_ps(P->bi[g]), b1 = _mm512_load_ps(P->bi[g] + 16);
+        _Pragma("GCC unroll 4")
+        for (int t = 0; t < NT; t++) {
+            __m512 xs = _mm512_set1_ps(xg[t][g]);
+            f0[t] = _mm512_fmadd_ps(b0, xs, _mm512_fmadd_ps(g0[t], s0, f0[t]));
+            f1[t] = _mm512_fmadd_ps(b1, xs, _mm512_fmadd_ps(g1[t], s1, f1[t]));
+        }
+    }
+    _Pragma("GCC unroll 4")
+    for (int t = 0; t < NT; t++) {
+        float *yt = y + (uint64_t)(t0 + t) * ldy + r0;
+        _mm512_mask_storeu_ps(yt, m0, f0[t]);
+        _mm512_mask_storeu_ps(yt + 16, m1, f1[t]);
+    }
+}
+
+RF_TARGET_AVX512 static void gemm_block(const rf_wmat *w, const qx *a, float *y, uint64_t r0, panel *P)
+{
+    unpack512 u = make_unpack512(w->bits);
+    uint64_t rows = w->rows, cols = w->cols, gs = (uint64_t)w->gs;
+    int nr = rows - r0 < GR ? (int)(rows - r0) : GR;
+    __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xFFFF : (1u << nr) - 1);
+    __mmask16 m1 = (__mmask16)(nr >= 32 ? 0xFFFF : nr > 16 ? (1u << (nr - 16)) - 1 : 0);
+    for (uint64_t k0 = 0; k0 < cols; k0 += KT) {
+        uint64_t kn = cols - k0 < KT ? cols - k0 : KT;
+        pack_panel(w, r0, nr, k0, kn, P, &u);
+        int first = k0 == 0, t = 0;
+        for (; t + 4 <= a->ntok; t += 4) gemm_tile(P, k0, kn, gs, a, t, 4, y, rows, r0, m0, m1, first);
+        switch (a->ntok - t) {
+        case 1: gemm_tile(P, k0, kn, gs, a, t, 1, y, rows, r0, m0, m1, first); break;
+        case 2: gemm_tile(P, k0, kn, gs, a, t, 2, y, rows, r0, m0, m1, first); break;
+        case 3: gemm_tile(P, k0, kn, gs, a, t, 3, y, rows, r0, m0, m1, first); break;
+        default: break;
+        }
+    }
+}
+
+/* Quantize all tokens (the calling thread: a few microseconds next to the product). Layouts of
+ * the codes: natural order (panels, and rows of 3/5/6 bits), or per 64-byte step and phase for
+ * rows of 2/4/8 bits (gemv_phase_rows); dl holds the block scale of each 32-bit lane position
+ * of the row kernels. */
+enum { LAYOUT_PANEL, LAYOUT_CHUNKS, LAYOUT_PHASES };
+
+RF_TARGET_AVX512 static void prepare_qx(const rf_wmat *w, const float *x, int ntok, qx *a, int layout, int8_t *tmp)
+{
+    uint64_t gpb = (uint64_t)w->gs / QB;
+    int bits = w->bits, nph = 8 / bits;
+    uint64_t S = 512 / (uint64_t)bits;
+    for (int t = 0; t < ntok; t++) {
+        int8_t *q = a->q + (uint64_t)t * a->ld, *nat = layout == LAYOUT_PHASES ? tmp : q;
+        float *d = a->d + (uint64_t)t * a->nb, *bs = a->bsum + (uint64_t)t * a->nb, *gsum = a->gsum + (uint64_t)t * a->ng;
+        quantize_512(x + (uint64_t)t * a->cols, a->cols, nat, d, bs);
+        memset(nat + a->cols, 0, a->ld - a->cols);
+        for (uint64_t g = 0; g < a->ng; g++) {
+            float s = 0;
+            for (uint64_t b = 0; b < gpb; b++) s += bs[g * gpb + b];
+            gsum[g] = s;
+        }
+        if (layout == LAYOUT_PANEL) continue;
+        float *dl = a->dl + (uint64_t)t * (a->ld / 4);
+        if (layout == LAYOUT_CHUNKS) {
+            /* lane l of chunk c covers codes 64c + 4l .. +3 */
+            for (uint64_t i = 0; i < a->ld / 4; i++) dl[i] = i * 4 < a->cols ? d[i * 4 / QB] : 0.0f;
+            continue;
+        }
+        for (uint64_t st = 0; st * S < a->ld; st++) {
+            for (int p = 0; p < nph; p++)
+                for (int i = 0; i < 64; i++) q[st * S + 64 * (uint64_t)p + (uint64_t)i] = nat[st * S + (uint64_t)(nph * i + p)];
+            for (int l = 0; l < 16; l++) {
+                uint64_t c = st * S + 4 * (uint64_t)nph * (uint64_t)l;
+                dl[st * 16 + (uint64_t)l] = c < a->cols ? d[c / QB] : 0.0f;
+            }
+        }
+    }
+}
+
+typedef struct {
+    const rf_wmat *w;
+    const qx *a;
+    float *y;
+    int gemm;
+    uint64_t rows_per_task;
+} q8_job;
+
+static void q8_task(void *ctx, uint64_t task, int worker)
+{
+    (void)worker;
+    const q8_job *j = ctx;
+    uint64_t r0 = task * j->rows_per_task;
+    uint64_t r1 = r0 + j->rows_per_task < j->w->rows ? r0 + j->rows_per_task : j->w->rows;
+    if (!j->gemm) { gemv_span(j->w, j->a, j->y, r0, r1); return; }
+    panel *P = aligned_alloc(64, sizeof(panel));
+    if (!P) abort();
+    for (uint64_t r = r0; r < r1; r += GR) gemm_block(j->w, j->a, j->y, r, P);
+    free(P);
+}
+#endif
+
+/* Tokens from which a batch is packed into panels rather than streamed row by row. */
+enum { GEMM_MIN_TOKENS = 5, POOL_MIN = 262144 };
+
+int rf_matmul_q8_supported(const rf_wmat *w)
+{
+#if RF_X86
+    unsigned need = RF_CPU_AVX512 | RF_CPU_AVX512VNNI | RF_CPU_AVX512VBMI;
+    return w->dtype == RF_DT_U32 && (rf_cpu_features() & need) == need && w->cols / (uint64_t)w->gs <= MAX_GROUPS &&
+           w->gs % QB == 0 && KT % w->gs == 0;
+#else
+    (void)w;
+    return 0;
+#endif
+}
+
+static void matmul_q8(const rf_wmat *w, const float *x, int ntok, float *y, rf_pool *pool);
+
+void rf_matmul_q8(const rf_wmat *w, const float *x, int ntok, float *y, rf_pool *pool)
+{
+    if (!rf_matmul_q8_supported(w)) { rf_matmul(w, x, ntok, y, pool); return; }
+    if (!rf_prof_on) { matmul_q8(w, x, ntok, y, pool); return; }
+    uint64_t t0 = rf_prof_now();
+    matmul_q8(w, x, ntok, y, pool);
+    rf_prof_add(RF_PROF_MATMUL_Q8, t0);
+}
+
+static void matmul_q8(const rf_wmat *w, const float *x, int ntok, float *y, rf_pool *pool)
+{
+    if (ntok <= 0) return;
+#if RF_X86
+    qx a;
+    a.ntok = ntok;
+    a.cols = w->cols;
+    /* padded to whole 64-byte steps of 2-bit codes (256), so every kernel reads zeros past cols */
+    a.ld = (w->cols + 255) / 256 * 256;
+    a.nb = w->cols / QB;
+    a.ng = w->cols / (uint64_t)w->gs;
+    int gemm = ntok >= GEMM_MIN_TOKENS;
+    int layout = gemm ? LAYOUT_PANEL : phase_bits(w->bits) ? LAYOUT_PHASES : LAYOUT_CHUNKS;
+    uint64_t T = (uint64_t)ntok;
+    size_t nq = T * a.ld + (layout == LAYOUT_PHASES ? a.ld : 0), nf = T * (2 * a.nb + a.ng + (gemm ? 0 : a.ld / 4));
+    void *buf = malloc(nq + nf * sizeof(float) + 64);
+    if (!buf) { rf_matmul(w, x, ntok, y, pool); return; }
+    a.d = (float *)buf;
+    a.bsum = a.d + T * a.nb;
+    a.gsum = a.bsum + T * a.nb;
+    a.dl = gemm ? NULL : a.gsum + T * a.ng;
+    a.q = (int8_t *)(a.d + nf);
+    prepare_qx(w, x, ntok, &a, layout, a.q + T * a.ld);
+    q8_job j = {w, &a, y, gemm, gemm ? 2 * GR : 64};
+    if (w->rows * w->cols * T < POOL_MIN) pool = NULL;
+    rf_pool_run(pool, (w->rows + j.rows_per_task - 1) / j.rows_per_task, q8_task, &j);
+    free(buf);
+#endif
+}
