@@ -7,7 +7,7 @@
 
 static const char *const usage_text =
     "usage: ramfit kld BASE_DIR QUANT_DIR --file TEXT [--ctx N] [--protocol full|llama.cpp]\n"
-    "                  [--max-tokens N] [--threads N] [--json] [--quiet]\n"
+    "                  [--max-tokens N] [--threads N] [--fast] [--json] [--quiet]\n"
     "\n"
     "KL-divergence KL(base || quant) of the next-token distributions of QUANT_DIR (e.g. an MLX\n"
     "checkpoint written by ramfit quantize) from BASE_DIR's, on the same windows of TEXT (tokenized\n"
@@ -19,6 +19,7 @@ static const char *const usage_text =
     "  --protocol P      full (default) | llama.cpp\n"
     "  --max-tokens N    use only the first N tokens of the text\n"
     "  --threads N       threads per model (default 2)\n"
+    "  --fast            run QUANT_DIR with 8-bit activations (as generate does); BASE_DIR stays exact\n"
     "  --json            one JSON object: kld_mean, kld_stderr, kld_p99, kld_max, top1_agree,\n"
     "                    tokens, base {ppl, ...}, quant {ppl, ...}\n"
     "  --quiet           no progress bar\n";
@@ -42,6 +43,7 @@ int rf_cmd_kld(int argc, char **argv)
         free(ids);
         return cli_fail(&err);
     }
+    rf_engine_set_fast(quant, a.fast);
     cli_progress pg;
     cli_progress_init(&pg, "kld", a.quiet);
     cli_install_sigint();
@@ -54,9 +56,10 @@ int rf_cmd_kld(int argc, char **argv)
     free(ids);
     if (s) return cli_fail(&err);
     if (a.json) {
-        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:i, s:f, s:f, s:f, s:f, s:f, s:I, s:o, s:o}", "base_model", dirs[0],
-                              "quant_model", dirs[1], "file", a.file, "protocol",
-                              a.protocol == RF_PPL_FULL ? "full" : "llama.cpp", "ctx", a.ctx, "kld_mean", r.kld_mean,
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:i, s:b, s:f, s:f, s:f, s:f, s:f, s:I, s:o, s:o}", "base_model",
+                              dirs[0], "quant_model", dirs[1], "file", a.file, "protocol",
+                              a.protocol == RF_PPL_FULL ? "full" : "llama.cpp", "ctx", a.ctx, "fast", a.fast,
+                              "kld_mean", r.kld_mean,
                               "kld_stderr", r.kld_stderr, "kld_p99", r.kld_p99, "kld_max", r.kld_max, "top1_agree",
                               r.top1_agree, "tokens", (json_int_t)r.base.tokens, "base", cli_ppl_json(&r.base),
                               "quant", cli_ppl_json(&r.quant));
@@ -66,7 +69,7 @@ int rf_cmd_kld(int argc, char **argv)
         json_decref(o);
         return 0;
     }
-    printf("base      %s\nquant     %s\n", dirs[0], dirs[1]);
+    printf("base      %s\nquant     %s%s\n", dirs[0], dirs[1], a.fast ? " (--fast: 8-bit activations)" : "");
     printf("text      %s: %llu tokens, protocol %s, ctx %d, %llu tokens scored\n", a.file, (unsigned long long)n,
            a.protocol == RF_PPL_FULL ? "full" : "llama.cpp", a.ctx, (unsigned long long)r.base.tokens);
     printf("KLD       mean %.6f +/- %.6f, p99 %.6f, max %.6f nats\n", r.kld_mean, r.kld_stderr, r.kld_p99, r.kld_max);
