@@ -2,7 +2,10 @@
  * decode matrix-vector bandwidth next to memcpy, and prompt/decode tokens per second of the
  * Qwen3 test models in BF16 and MLX 4-bit g64 (written to a temp dir by this program).
  * All ratios are measured side by side in one run; absolute figures are noisy on shared cores.
- * usage: bench_engine [--threads N] [--quick] [--only decode|matmul|models] */
+ * usage: bench_engine [--threads N] [--quick] [--cpu-time] [--only decode|matmul|models]
+ * --cpu-time divides by the process's CPU seconds instead of wall seconds: on a shared machine
+ * that compares compute-bound kernels per core without other users' time slices (with 1
+ * thread; with more, pool waits count as well). */
 #include "engine/engine_internal.h"
 
 #include <jansson.h>
@@ -22,10 +25,12 @@ void openblas_set_num_threads(int n);
 enum { CBLAS_ROW_MAJOR = 101, CBLAS_NO_TRANS = 111, CBLAS_TRANS = 112 };
 #endif
 
+static int g_cpu_time; /* --cpu-time: process CPU seconds instead of wall seconds */
+
 static double now(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(g_cpu_time ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
@@ -382,9 +387,10 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--quick")) quick = 1;
+        else if (!strcmp(argv[i], "--cpu-time")) g_cpu_time = 1;
         else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
         else {
-            fprintf(stderr, "usage: bench_engine [--threads N] [--quick] [--only decode|matmul|models]\n");
+            fprintf(stderr, "usage: bench_engine [--threads N] [--quick] [--cpu-time] [--only decode|matmul|models]\n");
             return 2;
         }
     }

@@ -197,6 +197,31 @@ RF_TARGET_AVX512 static inline __attribute__((always_inline)) void gemv_rows(con
     }
 }
 
+RF_TARGET_AVX512 static inline __attribute__((always_inline)) void phase_step(
+    const uint8_t *row, uint64_t st, __mmask64 m, const float *sf, int one_group, __m512i gidx, int gshift, uint64_t S,
+    int nph, int bits, __m512i mask, const qx *a, int t0, int NT, __m512 *acc)
+{
+    if (!(st & 1)) _mm_prefetch((const char *)row + st * 64 + PREFETCH_AHEAD, _MM_HINT_T0);
+    __m512i v = _mm512_maskz_loadu_epi8(m, row + st * 64);
+    uint64_t g0 = (st * S) >> gshift;
+    __m512 sl = one_group ? _mm512_set1_ps(sf[g0]) : _mm512_permutexvar_ps(gidx, _mm512_loadu_ps(sf + g0));
+    __m512i dot[4];
+    _Pragma("GCC unroll 4")
+    for (int t = 0; t < NT; t++) dot[t] = _mm512_setzero_si512();
+    _Pragma("GCC unroll 4")
+    for (int p = 0; p < nph; p++) {
+        __m512i c = bits == 8 ? v : _mm512_and_si512(p ? _mm512_srli_epi16(v, p * bits) : v, mask);
+        _Pragma("GCC unroll 4")
+        for (int t = 0; t < NT; t++)
+            dot[t] = _mm512_dpbusd_epi32(dot[t], c, _mm512_loadu_si512(a->q + (uint64_t)(t0 + t) * a->ld + st * S + 64 * (uint64_t)p));
+    }
+    _Pragma("GCC unroll 4")
+    for (int t = 0; t < NT; t++) {
+        __m512 sc = _mm512_mul_ps(sl, _mm512_loadu_ps(a->dl + (uint64_t)(t0 + t) * (a->ld / 4) + st * 16));
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[t]), sc, acc[t]);
+    }
+}
+
 RF_TARGET_AVX512 static inline __attribute__((always_inline)) void gemv_phase_rows(const rf_wmat *w, const qx *a,
                                                                                   int t0, int NT, int bits, float *y,
                                                                                   uint64_t r0, uint64_t r1)
@@ -217,29 +242,16 @@ RF_TARGET_AVX512 static inline __attribute__((always_inline)) void gemv_phase_ro
         __m512 acc0[4], acc1[4];
         _Pragma("GCC unroll 4")
         for (int t = 0; t < NT; t++) acc0[t] = acc1[t] = _mm512_setzero_ps();
-        for (uint64_t st = 0; st < nsteps; st++) {
-            _mm_prefetch((const char *)row + st * 64 + PREFETCH_AHEAD, _MM_HINT_T0);
-            uint64_t nb = (st + 1) * S <= cols ? 64 : (cols - st * S) * (uint64_t)bits / 8;
-            __m512i v = _mm512_maskz_loadu_epi8(nb == 64 ? ~(__mmask64)0 : ((__mmask64)1 << nb) - 1, row + st * 64);
-            uint64_t g0 = (st * S) >> gshift;
-            __m512 sl = one_group ? _mm512_set1_ps(sf[g0]) : _mm512_permutexvar_ps(gidx, _mm512_loadu_ps(sf + g0));
-            __m512i dot[4];
-            _Pragma("GCC unroll 4")
-            for (int t = 0; t < NT; t++) dot[t] = _mm512_setzero_si512();
-            _Pragma("GCC unroll 4")
-            for (int p = 0; p < nph; p++) {
-                __m512i c = bits == 8 ? v : _mm512_and_si512(p ? _mm512_srli_epi16(v, p * bits) : v, mask);
-                _Pragma("GCC unroll 4")
-                for (int t = 0; t < NT; t++)
-                    dot[t] = _mm512_dpbusd_epi32(dot[t], c,
-                                                 _mm512_loadu_si512(a->q + (uint64_t)(t0 + t) * a->ld + st * S + 64 * (uint64_t)p));
-            }
-            _Pragma("GCC unroll 4")
-            for (int t = 0; t < NT; t++) {
-                __m512 sc = _mm512_mul_ps(sl, _mm512_loadu_ps(a->dl + (uint64_t)(t0 + t) * (a->ld / 4) + st * 16));
-                if (st & 1) acc1[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[t]), sc, acc1[t]);
-                else acc0[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[t]), sc, acc0[t]);
-            }
+        const uint64_t nfull = cols / S;
+        uint64_t st = 0;
+        for (; st + 2 <= nfull; st += 2) {
+            phase_step(row, st, ~(__mmask64)0, sf, one_group, gidx, gshift, S, nph, bits, mask, a, t0, NT, acc0);
+            phase_step(row, st + 1, ~(__mmask64)0, sf, one_group, gidx, gshift, S, nph, bits, mask, a, t0, NT, acc1);
+        }
+        if (st < nfull) phase_step(row, st++, ~(__mmask64)0, sf, one_group, gidx, gshift, S, nph, bits, mask, a, t0, NT, acc0);
+        if (st < nsteps) {
+            uint64_t nb = (cols - st * S) * (uint64_t)bits / 8;
+            phase_step(row, st, ((__mmask64)1 << nb) - 1, sf, one_group, gidx, gshift, S, nph, bits, mask, a, t0, NT, acc1);
         }
         _Pragma("GCC unroll 4")
         for (int t = 0; t < NT; t++)
@@ -316,40 +328,40 @@ RF_TARGET_AVX512 static void pack_panel(const rf_wmat *w, uint64_t r0, int nr, u
         }
 }
 
-/* y[t][r0 .. r0+32) (+)= the tile's product for tokens t0 .. t0+NT. */
+/* y[t][r0 .. r0+32) (+)= the tile's product for tokens t0 .. t0+NT (NT <= GNT): per block of
+ * 32 columns 8 steps of 2 x NT vpdpbusd, then the integer sums are scaled by s_g * d_b into the
+ * float accumulators; the bias terms once per group. */
+enum { GNT = 6 };
+
 RF_TARGET_AVX512 static inline __attribute__((always_inline)) void gemm_tile(const panel *P, uint64_t k0, uint64_t kn,
                                                                             uint64_t gs, const qx *a, int t0, int NT,
                                                                             float *y, uint64_t ldy, uint64_t r0,
                                                                             __mmask16 m0, __mmask16 m1, int first)
 {
-    __m512 f0[4], f1[4];
-    _Pragma("GCC unroll 4")
+    __m512 f0[GNT], f1[GNT];
+    const int8_t *xq[GNT];
+    const float *xd[GNT], *xg[GNT];
+    _Pragma("GCC unroll 6")
     for (int t = 0; t < NT; t++) {
         float *yt = y + (uint64_t)(t0 + t) * ldy + r0;
         f0[t] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m0, yt);
         f1[t] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m1, yt + 16);
-    }
-    const int8_t *xq[4];
-    const float *xd[4], *xg[4];
-    _Pragma("GCC unroll 4")
-    for (int t = 0; t < NT; t++) {
         xq[t] = a->q + (uint64_t)(t0 + t) * a->ld + k0;
         xd[t] = a->d + (uint64_t)(t0 + t) * a->nb + k0 / QB;
         xg[t] = a->gsum + (uint64_t)(t0 + t) * a->ng + k0 / gs;
     }
+    const uint64_t bpg = gs / QB;
     for (uint64_t g = 0; g < kn / gs; g++) {
-        __m512 g0[4], g1[4];
-        _Pragma("GCC unroll 4")
-        for (int t = 0; t < NT; t++) g0[t] = g1[t] = _mm512_setzero_ps();
-        for (uint64_t b = g * gs / QB; b < (g + 1) * gs / QB; b++) {
-            __m512i i0[4], i1[4];
-            _Pragma("GCC unroll 4")
+        const __m512 s0 = _mm512_load_ps(P->sc[g]), s1 = _mm512_load_ps(P->sc[g] + 16);
+        for (uint64_t b = g * bpg; b < (g + 1) * bpg; b++) {
+            __m512i i0[GNT], i1[GNT];
+            _Pragma("GCC unroll 6")
             for (int t = 0; t < NT; t++) i0[t] = i1[t] = _mm512_setzero_si512();
             _Pragma("GCC unroll 8")
             for (uint64_t j = 0; j < QB / 4; j++) {
                 uint64_t k4 = b * (QB / 4) + j;
                 __m512i w0 = _mm512_load_si512(&P->codes[k4][0]), w1 = _mm512_load_si512(&P->codes[k4][16]);
-                _Pragma("GCC unroll 4")
+                _Pragma("GCC unroll 6")
                 for (int t = 0; t < NT; t++) {
                     int32_t xw;
                     memcpy(&xw, xq[t] + 4 * k4, 4);
@@ -358,23 +370,22 @@ RF_TARGET_AVX512 static inline __attribute__((always_inline)) void gemm_tile(con
                     i1[t] = _mm512_dpbusd_epi32(i1[t], w1, xb);
                 }
             }
-            _Pragma("GCC unroll 4")
+            _Pragma("GCC unroll 6")
             for (int t = 0; t < NT; t++) {
                 __m512 dx = _mm512_set1_ps(xd[t][b]);
-                g0[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i0[t]), dx, g0[t]);
-                g1[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i1[t]), dx, g1[t]);
+                f0[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i0[t]), _mm512_mul_ps(s0, dx), f0[t]);
+                f1[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i1[t]), _mm512_mul_ps(s1, dx), f1[t]);
             }
         }
-        __m512 s0 = _mm512_load_ps(P->sc[g]), s1 = _mm512_load_ps(P->sc[g] + 16);
-        __m512 b0 = _mm512_load_ps(P->bi[g]), b1 = _mm512_load_ps(P->bi[g] + 16);
-        _Pragma("GCC unroll 4")
+        const __m512 b0 = _mm512_load_ps(P->bi[g]), b1 = _mm512_load_ps(P->bi[g] + 16);
+        _Pragma("GCC unroll 6")
         for (int t = 0; t < NT; t++) {
             __m512 xs = _mm512_set1_ps(xg[t][g]);
-            f0[t] = _mm512_fmadd_ps(b0, xs, _mm512_fmadd_ps(g0[t], s0, f0[t]));
-            f1[t] = _mm512_fmadd_ps(b1, xs, _mm512_fmadd_ps(g1[t], s1, f1[t]));
+            f0[t] = _mm512_fmadd_ps(b0, xs, f0[t]);
+            f1[t] = _mm512_fmadd_ps(b1, xs, f1[t]);
         }
     }
-    _Pragma("GCC unroll 4")
+    _Pragma("GCC unroll 6")
     for (int t = 0; t < NT; t++) {
         float *yt = y + (uint64_t)(t0 + t) * ldy + r0;
         _mm512_mask_storeu_ps(yt, m0, f0[t]);
@@ -393,11 +404,13 @@ RF_TARGET_AVX512 static void gemm_block(const rf_wmat *w, const qx *a, float *y,
         uint64_t kn = cols - k0 < KT ? cols - k0 : KT;
         pack_panel(w, r0, nr, k0, kn, P, &u);
         int first = k0 == 0, t = 0;
-        for (; t + 4 <= a->ntok; t += 4) gemm_tile(P, k0, kn, gs, a, t, 4, y, rows, r0, m0, m1, first);
+        for (; t + GNT <= a->ntok; t += GNT) gemm_tile(P, k0, kn, gs, a, t, GNT, y, rows, r0, m0, m1, first);
         switch (a->ntok - t) {
         case 1: gemm_tile(P, k0, kn, gs, a, t, 1, y, rows, r0, m0, m1, first); break;
         case 2: gemm_tile(P, k0, kn, gs, a, t, 2, y, rows, r0, m0, m1, first); break;
         case 3: gemm_tile(P, k0, kn, gs, a, t, 3, y, rows, r0, m0, m1, first); break;
+        case 4: gemm_tile(P, k0, kn, gs, a, t, 4, y, rows, r0, m0, m1, first); break;
+        case 5: gemm_tile(P, k0, kn, gs, a, t, 5, y, rows, r0, m0, m1, first); break;
         default: break;
         }
     }
