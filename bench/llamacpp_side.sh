@@ -11,6 +11,7 @@
 #   --rounds R     alternating rounds per shape (default 5); each round is one llama-bench run
 #                  (warm-up + 1 repetition) and one bench_model run (warm-up + 1) per ramfit mode
 #   --work DIR     where models are made and kept between runs (default ~/.cache/ramfit/side)
+#   --prepare      only make the models (synth, GGUF, Q4_K_M, MLX), no measurement
 #   --kld          also score ramfit's fast mode against its exact mode (KLD on 8192 tokens of
 #                  ../shared/evaltext/wiki.test.raw)
 #
@@ -22,7 +23,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 shapes="qwen3-1.7b,qwen3-8b,qwen3-30b-a3b:8"
-rounds=5; threads=2; P=128; N=32; kld=0
+rounds=5; threads=2; P=128; N=32; kld=0; prepare=0
 work=${RAMFIT_SIDE_WORK:-$HOME/.cache/ramfit/side}
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -33,7 +34,8 @@ while [ $# -gt 0 ]; do
     -n) N=$2; shift 2 ;;
     --work) work=$2; shift 2 ;;
     --kld) kld=1; shift ;;
-    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --prepare) prepare=1; shift ;;
+    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "llamacpp_side.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
 done
@@ -85,6 +87,7 @@ IFS=, read -ra list <<<"$shapes"
 for item in "${list[@]}"; do
   preset=${item%%:*}; layers=""; [ "$item" != "$preset" ] && layers=${item#*:}
   make_models "$preset" "$layers"
+  [ "$prepare" = 1 ] && continue
   out=$work/side.$$; : >"$out"
   load0=$(cut -d' ' -f1 /proc/loadavg)
   for r in $(seq 1 "$rounds"); do

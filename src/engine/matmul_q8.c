@@ -132,163 +132,197 @@ RF_TARGET_AVX512 static void quantize_512(const float *x, uint64_t cols, int8_t 
 /* ---- few tokens: rows streamed once, NT (1..4) tokens per row */
 enum { PREFETCH_AHEAD = 8192, MAX_GROUPS = 4096 };
 
-/* sum_g b_g * sum(x_g) of a row. */
-RF_TARGET_AVX512 static inline __attribute__((always_inline)) float bias_dot(const float *bf, const float *gsum, uint64_t ng)
-{
-    __m512 acc = _mm512_setzero_ps();
-    uint64_t g = 0;
-    for (; g + 16 <= ng; g += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(bf + g), _mm512_loadu_ps(gsum + g), acc);
-    if (g < ng) {
-        __mmask16 m = (__mmask16)((1u << (ng - g)) - 1);
-        acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, bf + g), _mm512_maskz_loadu_ps(m, gsum + g), acc);
-    }
-    return _mm512_reduce_add_ps(acc);
-}
+/* The row kernels read a row in steps. Rows of 2, 4 or 8 bits: a step is 64 bytes, S = 512/bits
+ * codes, byte i holding codes nph*i + p (phases p < nph = 8/bits) isolated by a shift and a
+ * mask, with x laid out per step and phase to match (prepare_qx). Rows of 3, 5 or 6 bits: a
+ * step is a chunk of S = 64 codes (8*bits bytes) brought to bytes in order by vpermb +
+ * vpmultishiftqb (nph = 1). Either way lane l of a step covers codes 4*nph*l .. +4*nph-1 of it:
+ * one activation block and one group, so a step costs one vpdpbusd per phase and token, then
+ * one conversion, one scale product and one FMA per token. */
+typedef struct {
+    int bits, gshift, one_group;
+    __m512i gidx, mask;         /* lane -> group offset in the step; code mask */
+    unpack512 u;
+} rowk;
 
-/* Chunk c of a row (64 codes, or the first 32 with the half mask) into NT accumulators. */
-RF_TARGET_AVX512 static inline __attribute__((always_inline)) void gemv_chunk(const uint8_t *row, uint64_t c,
-                                                                             __mmask64 m, const float *sf, int g32,
-                                                                             int gshift, const qx *a, int t0, int NT,
-                                                                             __m512 *acc, const unpack512 *u)
+RF_TARGET_AVX512 static rowk make_rowk(const rf_wmat *w)
 {
-    const __m512i lane_grp = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-    const uint64_t cb = 8 * (uint64_t)u->bits;
-    _mm_prefetch((const char *)row + c * cb + PREFETCH_AHEAD, _MM_HINT_T0);
-    __m512i v = unpack64(row + c * cb, m, u);
-    /* the scale of each 32-bit lane (4 codes): one group per chunk, or two of 32 */
-    __m512 sl = g32 ? _mm512_permutexvar_ps(lane_grp, _mm512_maskz_loadu_ps(3, sf + 2 * c))
-                    : _mm512_set1_ps(sf[(c * 64) >> gshift]);
-    _Pragma("GCC unroll 4")
-    for (int t = 0; t < NT; t++) {
-        const int8_t *xq = a->q + (uint64_t)(t0 + t) * a->ld + c * 64;
-        __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v, _mm512_loadu_si512(xq));
-        __m512 sc = _mm512_mul_ps(sl, _mm512_loadu_ps(a->dl + (uint64_t)(t0 + t) * (a->ld / 4) + c * 16));
-        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), sc, acc[t]);
-    }
-}
-
-RF_TARGET_AVX512 static inline __attribute__((always_inline)) void gemv_rows(const rf_wmat *w, const qx *a, int t0,
-                                                                            int NT, int g32, float *y, uint64_t r0,
-                                                                            uint64_t r1, const unpack512 *u)
-{
-    const uint64_t cols = w->cols, rb = cols * (uint64_t)u->bits / 8;
-    const uint64_t ng = cols / (uint64_t)w->gs, nfull = cols / 64;
-    const int gshift = __builtin_ctzll((uint64_t)w->gs);
-    float sf[MAX_GROUPS + 16], bf[MAX_GROUPS + 16];
-    for (uint64_t r = r0; r < r1; r++) {
-        const uint8_t *row = (const uint8_t *)w->data + r * rb;
-        load_row_floats(w->sdtype, w->scales, r * ng, ng, sf);
-        load_row_floats(w->sdtype, w->biases, r * ng, ng, bf);
-        /* two accumulators per token: consecutive chunks do not wait on each other's FMA */
-        __m512 acc0[4], acc1[4];
-        _Pragma("GCC unroll 4")
-        for (int t = 0; t < NT; t++) acc0[t] = acc1[t] = _mm512_setzero_ps();
-        uint64_t c = 0;
-        for (; c + 2 <= nfull; c += 2) {
-            gemv_chunk(row, c, u->full, sf, g32, gshift, a, t0, NT, acc0, u);
-            gemv_chunk(row, c + 1, u->full, sf, g32, gshift, a, t0, NT, acc1, u);
-        }
-        if (c < nfull) gemv_chunk(row, c++, u->full, sf, g32, gshift, a, t0, NT, acc0, u);
-        if (cols % 64) gemv_chunk(row, c, u->half, sf, g32, gshift, a, t0, NT, acc1, u);
-        _Pragma("GCC unroll 4")
-        for (int t = 0; t < NT; t++)
-            y[(uint64_t)(t0 + t) * w->rows + r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[t], acc1[t])) +
-                                                  bias_dot(bf, a->gsum + (uint64_t)(t0 + t) * a->ng, ng);
-    }
-}
-
-RF_TARGET_AVX512 static inline __attribute__((always_inline)) void phase_step(
-    const uint8_t *row, uint64_t st, __mmask64 m, const float *sf, int one_group, __m512i gidx, int gshift, uint64_t S,
-    int nph, int bits, __m512i mask, const qx *a, int t0, int NT, __m512 *acc)
-{
-    if (!(st & 1)) _mm_prefetch((const char *)row + st * 64 + PREFETCH_AHEAD, _MM_HINT_T0);
-    __m512i v = _mm512_maskz_loadu_epi8(m, row + st * 64);
-    uint64_t g0 = (st * S) >> gshift;
-    __m512 sl = one_group ? _mm512_set1_ps(sf[g0]) : _mm512_permutexvar_ps(gidx, _mm512_loadu_ps(sf + g0));
-    __m512i dot[4];
-    _Pragma("GCC unroll 4")
-    for (int t = 0; t < NT; t++) dot[t] = _mm512_setzero_si512();
-    _Pragma("GCC unroll 4")
-    for (int p = 0; p < nph; p++) {
-        __m512i c = bits == 8 ? v : _mm512_and_si512(p ? _mm512_srli_epi16(v, p * bits) : v, mask);
-        _Pragma("GCC unroll 4")
-        for (int t = 0; t < NT; t++)
-            dot[t] = _mm512_dpbusd_epi32(dot[t], c, _mm512_loadu_si512(a->q + (uint64_t)(t0 + t) * a->ld + st * S + 64 * (uint64_t)p));
-    }
-    _Pragma("GCC unroll 4")
-    for (int t = 0; t < NT; t++) {
-        __m512 sc = _mm512_mul_ps(sl, _mm512_loadu_ps(a->dl + (uint64_t)(t0 + t) * (a->ld / 4) + st * 16));
-        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[t]), sc, acc[t]);
-    }
-}
-
-RF_TARGET_AVX512 static inline __attribute__((always_inline)) void gemv_phase_rows(const rf_wmat *w, const qx *a,
-                                                                                  int t0, int NT, int bits, float *y,
-                                                                                  uint64_t r0, uint64_t r1)
-{
-    const int nph = 8 / bits;
-    const uint64_t cols = w->cols, rb = cols * (uint64_t)bits / 8, S = 512 / (uint64_t)bits;
-    const uint64_t gs = (uint64_t)w->gs, ng = cols / gs, nsteps = (cols + S - 1) / S;
-    const int gshift = __builtin_ctzll(gs), one_group = S <= gs;
-    const __m512i mask = _mm512_set1_epi8((char)((1 << bits) - 1));
+    rowk k;
+    k.bits = w->bits;
+    int phase = k.bits == 2 || k.bits == 4 || k.bits == 8, nph = phase ? 8 / k.bits : 1;
+    uint64_t S = phase ? 512 / (uint64_t)k.bits : 64;
+    k.gshift = __builtin_ctzll((uint64_t)w->gs);
+    k.one_group = S <= (uint64_t)w->gs;
     int32_t gi[16];
-    for (int l = 0; l < 16; l++) gi[l] = (int32_t)((4 * (uint64_t)nph * (uint64_t)l) >> gshift);
-    const __m512i gidx = _mm512_loadu_si512(gi);
-    float sf[MAX_GROUPS + 16], bf[MAX_GROUPS + 16];
-    for (uint64_t r = r0; r < r1; r++) {
-        const uint8_t *row = (const uint8_t *)w->data + r * rb;
-        load_row_floats(w->sdtype, w->scales, r * ng, ng, sf);
-        load_row_floats(w->sdtype, w->biases, r * ng, ng, bf);
-        __m512 acc0[4], acc1[4];
-        _Pragma("GCC unroll 4")
-        for (int t = 0; t < NT; t++) acc0[t] = acc1[t] = _mm512_setzero_ps();
-        const uint64_t nfull = cols / S;
-        uint64_t st = 0;
-        for (; st + 2 <= nfull; st += 2) {
-            phase_step(row, st, ~(__mmask64)0, sf, one_group, gidx, gshift, S, nph, bits, mask, a, t0, NT, acc0);
-            phase_step(row, st + 1, ~(__mmask64)0, sf, one_group, gidx, gshift, S, nph, bits, mask, a, t0, NT, acc1);
+    for (int l = 0; l < 16; l++) gi[l] = (int32_t)((4 * (uint64_t)nph * (uint64_t)l) >> k.gshift);
+    k.gidx = _mm512_loadu_si512(gi);
+    k.mask = _mm512_set1_epi8((char)((1 << k.bits) - 1));
+    k.u = make_unpack512(k.bits);
+    return k;
+}
+
+/* Step st of R rows (their bytes at rows[i], scales as floats at sf[i]) for NT tokens. */
+RF_TARGET_AVX512 static inline __attribute__((always_inline)) void row_step(const rowk *k, int bits, int og, int R,
+                                                                           int NT, const uint8_t *const *rows,
+                                                                           const float *const *sf, uint64_t st,
+                                                                           __mmask64 m, const int8_t *const *xqs,
+                                                                           const float *const *dls, __m512 acc[4][4])
+{
+    const int phase = bits == 2 || bits == 4 || bits == 8, nph = phase ? 8 / bits : 1;
+    const uint64_t S = phase ? 512 / (uint64_t)bits : 64, SB = phase ? 64 : 8 * (uint64_t)bits;
+    __m512i c[4][4];
+    __m512 sl[4];
+    uint64_t g0 = (st * S) >> k->gshift;
+    _Pragma("GCC unroll 4")
+    for (int i = 0; i < R; i++) {
+        const uint8_t *p = rows[i] + st * SB;
+        if (!(st & 1)) _mm_prefetch((const char *)p + PREFETCH_AHEAD, _MM_HINT_T0);
+        if (phase) {
+            __m512i v = _mm512_maskz_loadu_epi8(m, p);
+            _Pragma("GCC unroll 4")
+            for (int q = 0; q < nph; q++)
+                c[i][q] = bits == 8 ? v : _mm512_and_si512(q ? _mm512_srli_epi16(v, q * bits) : v, k->mask);
+        } else {
+            c[i][0] = unpack64(p, m, &k->u);
         }
-        if (st < nfull) phase_step(row, st++, ~(__mmask64)0, sf, one_group, gidx, gshift, S, nph, bits, mask, a, t0, NT, acc0);
-        if (st < nsteps) {
-            uint64_t nb = (cols - st * S) * (uint64_t)bits / 8;
-            phase_step(row, st, ((__mmask64)1 << nb) - 1, sf, one_group, gidx, gshift, S, nph, bits, mask, a, t0, NT, acc1);
+        sl[i] = og ? _mm512_set1_ps(sf[i][g0]) : _mm512_permutexvar_ps(k->gidx, _mm512_loadu_ps(sf[i] + g0));
+    }
+    _Pragma("GCC unroll 4")
+    for (int t = 0; t < NT; t++) {
+        const int8_t *xq = xqs[t] + st * S;
+        __m512 dl = _mm512_loadu_ps(dls[t] + st * 16);
+        __m512i dot[4];
+        _Pragma("GCC unroll 4")
+        for (int i = 0; i < R; i++) dot[i] = _mm512_setzero_si512();
+        _Pragma("GCC unroll 4")
+        for (int q = 0; q < nph; q++) {
+            __m512i xv = _mm512_loadu_si512(xq + 64 * q);
+            _Pragma("GCC unroll 4")
+            for (int i = 0; i < R; i++) dot[i] = _mm512_dpbusd_epi32(dot[i], c[i][q], xv);
         }
         _Pragma("GCC unroll 4")
-        for (int t = 0; t < NT; t++)
-            y[(uint64_t)(t0 + t) * w->rows + r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[t], acc1[t])) +
-                                                  bias_dot(bf, a->gsum + (uint64_t)(t0 + t) * a->ng, ng);
+        for (int i = 0; i < R; i++) acc[i][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[i]), _mm512_mul_ps(sl[i], dl), acc[i][t]);
     }
 }
 
-static int phase_bits(int bits) { return bits == 2 || bits == 4 || bits == 8; }
+/* The four sums of a, b, c, d (16 lanes each). */
+RF_TARGET_AVX512 static inline __attribute__((always_inline)) __m128 reduce4(__m512 a, __m512 b, __m512 c, __m512 d)
+{
+    __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b)); /* a0+a2 b0+b2 a1+a3 b1+b3 */
+    __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+    __m512 abcd = _mm512_add_ps(_mm512_shuffle_ps(ab, cd, 0x44), _mm512_shuffle_ps(ab, cd, 0xEE)); /* a b c d per lane */
+    __m256 h = _mm256_add_ps(_mm512_castps512_ps256(abcd), _mm512_extractf32x8_ps(abcd, 1));
+    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
+/* Rows r0 .. r0+R for tokens t0 .. t0+NT (R * NT <= 4 accumulators pairs). */
+RF_TARGET_AVX512 static inline __attribute__((always_inline)) void row_block(const rf_wmat *w, const rowk *k, int bits,
+                                                                            int og, int R, int NT, const qx *a, int t0,
+                                                                            float *y, uint64_t r0, float *scratch)
+{
+    const int phase = bits == 2 || bits == 4 || bits == 8;
+    const uint64_t S = phase ? 512 / (uint64_t)bits : 64, SB = phase ? 64 : 8 * (uint64_t)bits;
+    const uint64_t cols = w->cols, rb = cols * (uint64_t)bits / 8, ng = cols / (uint64_t)w->gs;
+    const uint64_t nfull = cols / S, nsteps = (cols + S - 1) / S;
+    const __mmask64 full = SB == 64 ? ~(__mmask64)0 : ((__mmask64)1 << SB) - 1;
+    const uint8_t *rows[4];
+    const float *sf[4];
+    float *bf[4];
+    _Pragma("GCC unroll 4")
+    for (int i = 0; i < R; i++) {
+        float *s = scratch + (uint64_t)i * 2 * (ng + 16);
+        load_row_floats(w->sdtype, w->scales, (r0 + (uint64_t)i) * ng, ng, s);
+        bf[i] = s + ng + 16;
+        load_row_floats(w->sdtype, w->biases, (r0 + (uint64_t)i) * ng, ng, bf[i]);
+        sf[i] = s;
+        rows[i] = (const uint8_t *)w->data + (r0 + (uint64_t)i) * rb;
+    }
+    __m512 acc0[4][4], acc1[4][4];
+    const int8_t *xqs[4];
+    const float *dls[4];
+    _Pragma("GCC unroll 4")
+    for (int t = 0; t < NT; t++) {
+        xqs[t] = a->q + (uint64_t)(t0 + t) * a->ld;
+        dls[t] = a->dl + (uint64_t)(t0 + t) * (a->ld / 4);
+    }
+    _Pragma("GCC unroll 4")
+    for (int i = 0; i < R; i++)
+        _Pragma("GCC unroll 4")
+        for (int t = 0; t < NT; t++) acc0[i][t] = acc1[i][t] = _mm512_setzero_ps();
+    uint64_t st = 0;
+    for (; st + 2 <= nfull; st += 2) {
+        row_step(k, bits, og, R, NT, rows, sf, st, full, xqs, dls, acc0);
+        row_step(k, bits, og, R, NT, rows, sf, st + 1, full, xqs, dls, acc1);
+    }
+    if (st < nfull) row_step(k, bits, og, R, NT, rows, sf, st++, full, xqs, dls, acc0);
+    if (st < nsteps)
+        row_step(k, bits, og, R, NT, rows, sf, st, ((__mmask64)1 << ((cols - st * S) * (uint64_t)bits / 8)) - 1, xqs, dls,
+                 acc1);
+    /* + sum_g b_g * sum(x_g), added as vectors before the one reduction */
+    _Pragma("GCC unroll 4")
+    for (int t = 0; t < NT; t++) {
+        const float *gsum = a->gsum + (uint64_t)(t0 + t) * a->ng;
+        _Pragma("GCC unroll 4")
+        for (int i = 0; i < R; i++) {
+            __m512 v = _mm512_add_ps(acc0[i][t], acc1[i][t]);
+            uint64_t g = 0;
+            for (; g + 16 <= ng; g += 16) v = _mm512_fmadd_ps(_mm512_loadu_ps(bf[i] + g), _mm512_loadu_ps(gsum + g), v);
+            if (g < ng) {
+                __mmask16 mm = (__mmask16)((1u << (ng - g)) - 1);
+                v = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mm, bf[i] + g), _mm512_maskz_loadu_ps(mm, gsum + g), v);
+            }
+            acc0[i][t] = v;
+        }
+        float *yt = y + (uint64_t)(t0 + t) * w->rows + r0;
+        if (R == 4) _mm_storeu_ps(yt, reduce4(acc0[0][t], acc0[1][t], acc0[2][t], acc0[3][t]));
+        else
+            _Pragma("GCC unroll 4")
+            for (int i = 0; i < R; i++) yt[i] = _mm512_reduce_add_ps(acc0[i][t]);
+    }
+}
+
+RF_TARGET_AVX512 static inline __attribute__((always_inline)) void row_span(const rf_wmat *w, const rowk *k, int bits,
+                                                                           int og, const qx *a, float *y, uint64_t r0,
+                                                                           uint64_t r1, float *scratch)
+{
+    for (int t = 0; t < a->ntok; t += 4) {
+        int nt = a->ntok - t < 4 ? a->ntok - t : 4;
+        uint64_t r = r0;
+        if (nt == 1) /* decode: four rows at a time share the loads of x and one reduction */
+            for (; r + 4 <= r1; r += 4) row_block(w, k, bits, og, 4, 1, a, t, y, r, scratch);
+        for (; r < r1; r++) switch (nt) {
+            case 1: row_block(w, k, bits, og, 1, 1, a, t, y, r, scratch); break;
+            case 2: row_block(w, k, bits, og, 1, 2, a, t, y, r, scratch); break;
+            case 3: row_block(w, k, bits, og, 1, 3, a, t, y, r, scratch); break;
+            default: row_block(w, k, bits, og, 1, 4, a, t, y, r, scratch); break;
+            }
+    }
+}
 
 RF_TARGET_AVX512 static void gemv_span(const rf_wmat *w, const qx *a, float *y, uint64_t r0, uint64_t r1)
 {
-    unpack512 u = make_unpack512(w->bits);
-    int g32 = w->gs == 32;
-    for (int t = 0; t < a->ntok; t += 4) {
-        int nt = a->ntok - t < 4 ? a->ntok - t : 4;
-        if (phase_bits(w->bits)) {
-            switch (nt * 16 + w->bits) {
-#define PH(n, b) case n * 16 + b: gemv_phase_rows(w, a, t, n, b, y, r0, r1); break;
-            PH(1, 2) PH(1, 4) PH(1, 8) PH(2, 2) PH(2, 4) PH(2, 8) PH(3, 2) PH(3, 4) PH(3, 8) PH(4, 2) PH(4, 4)
-            default: gemv_phase_rows(w, a, t, 4, 8, y, r0, r1); break;
-#undef PH
-            }
-            continue;
-        }
-        switch (nt * 2 + g32) {
-        case 2: gemv_rows(w, a, t, 1, 0, y, r0, r1, &u); break;
-        case 3: gemv_rows(w, a, t, 1, 1, y, r0, r1, &u); break;
-        case 4: gemv_rows(w, a, t, 2, 0, y, r0, r1, &u); break;
-        case 5: gemv_rows(w, a, t, 2, 1, y, r0, r1, &u); break;
-        case 6: gemv_rows(w, a, t, 3, 0, y, r0, r1, &u); break;
-        case 7: gemv_rows(w, a, t, 3, 1, y, r0, r1, &u); break;
-        case 8: gemv_rows(w, a, t, 4, 0, y, r0, r1, &u); break;
-        default: gemv_rows(w, a, t, 4, 1, y, r0, r1, &u); break;
-        }
+    rowk k = make_rowk(w);
+    float *scratch = malloc(sizeof(float) * 4 * 2 * (a->ng + 16));
+    if (!scratch) abort();
+    /* bits and "one group per step" as constants of each instance */
+    switch (k.bits * 2 + k.one_group) {
+    case 4: row_span(w, &k, 2, 0, a, y, r0, r1, scratch); break;
+    case 5: row_span(w, &k, 2, 1, a, y, r0, r1, scratch); break;
+    case 6: row_span(w, &k, 3, 0, a, y, r0, r1, scratch); break;
+    case 7: row_span(w, &k, 3, 1, a, y, r0, r1, scratch); break;
+    case 8: row_span(w, &k, 4, 0, a, y, r0, r1, scratch); break;
+    case 9: row_span(w, &k, 4, 1, a, y, r0, r1, scratch); break;
+    case 10: row_span(w, &k, 5, 0, a, y, r0, r1, scratch); break;
+    case 11: row_span(w, &k, 5, 1, a, y, r0, r1, scratch); break;
+    case 12: row_span(w, &k, 6, 0, a, y, r0, r1, scratch); break;
+    case 13: row_span(w, &k, 6, 1, a, y, r0, r1, scratch); break;
+    case 16: row_span(w, &k, 8, 0, a, y, r0, r1, scratch); break;
+    default: row_span(w, &k, 8, 1, a, y, r0, r1, scratch); break;
     }
+    free(scratch);
 }
+
+static int phase_bits(int bits) { return bits == 2 || bits == 4 || bits == 8; }
 
 /* ---- batches: packed panels and a 2x4 register-blocked kernel */
 enum { GR = 32, KT = 512 };
