@@ -545,7 +545,7 @@ static void swiglu_mlp(rf_engine *e, const rf_wmat *g, const rf_wmat *u, const r
     uint64_t f = g->rows;
     mm(e, g, x, T, e->g);
     mm(e, u, x, T, e->u);
-    rf_op_swiglu(e->g, e->u, (int)(f * (uint64_t)T), e->g);
+    (e->fast ? rf_op_swiglu_fast : rf_op_swiglu)(e->g, e->u, (int)(f * (uint64_t)T), e->g);
     mm(e, d, e->g, T, y);
 }
 

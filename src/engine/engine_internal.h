@@ -72,6 +72,8 @@ void rf_op_rmsnorm(const float *x, const float *w, int n, float eps, float *out)
 void rf_op_softmax(float *x, int n);
 /* out[i] = silu(g[i]) * u[i] */
 void rf_op_swiglu(const float *g, const float *u, int n, float *out);
+/* The same with a vectorized exp (a few ulp from expf): the fast mode's, not the exact path's. */
+void rf_op_swiglu_fast(const float *g, const float *u, int n, float *out);
 /* Rotary embedding, HF rotate_half convention: pairs (i, i + d/2), cos/sin tables of d/2. */
 void rf_op_rope(float *x, int d, const float *cosv, const float *sinv);
 /* inv_freq[d/2] for theta and the config's rope_scaling (llama3 or none). */
