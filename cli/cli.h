@@ -61,6 +61,7 @@ double cli_now(void);
 typedef struct cli_eval_args {
     const char *file;
     int ctx, threads, json, quiet;
+    int fast;                 /* --fast: 8-bit activations (ppl: the model; kld: the quantized one) */
     rf_ppl_protocol protocol;
     uint64_t max_tokens;
 } cli_eval_args;

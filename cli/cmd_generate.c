@@ -8,7 +8,7 @@
 
 static const char *const usage_text =
     "usage: ramfit generate MODEL_DIR -p PROMPT [-n N] [--temp T] [--top-p P] [--seed S]\n"
-    "                       [--threads N] [--ctx N]\n"
+    "                       [--threads N] [--ctx N] [--exact]\n"
     "\n"
     "Continue PROMPT (tokenized with the model's tokenizer, BOS added when the tokenizer adds one)\n"
     "and stream the new text to stdout; speed goes to stderr at the end. Stops after N tokens or\n"
@@ -20,7 +20,10 @@ static const char *const usage_text =
     "  --top-p P          nucleus sampling mass in (0, 1] (default 0.95)\n"
     "  --seed S           sampling seed (default 1): the same seed gives the same text\n"
     "  --threads N        threads (default 2)\n"
-    "  --ctx N            KV cache positions (default: prompt + N)\n";
+    "  --ctx N            KV cache positions (default: prompt + N)\n"
+    "  --exact            float activations throughout (as ppl and kld); by default quantized\n"
+    "                     weights take 8-bit activations and integer dot products (llama.cpp's\n"
+    "                     way: faster, the logits differ slightly)\n";
 
 static int num(const char *v, double lo, double hi, double *out)
 {
@@ -37,6 +40,7 @@ int rf_cmd_generate(int argc, char **argv)
     if (cli_wants_help(argc, argv)) { fputs(usage_text, stdout); return 0; }
     const char *model = NULL, *prompt = NULL;
     double n = 128, temp = 0.8, top_p = 0.95, seed = 1, threads = 2, ctx = 0;
+    int exact = 0;
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         double *dst = NULL, lo = 0, hi = 0;
@@ -46,6 +50,7 @@ int rf_cmd_generate(int argc, char **argv)
             i++;
             continue;
         }
+        if (!strcmp(o, "--exact")) { exact = 1; continue; }
         if (!strcmp(o, "-n")) dst = &n, lo = 0, hi = 1 << 24;
         else if (!strcmp(o, "--temp")) dst = &temp, lo = 0, hi = 100;
         else if (!strcmp(o, "--top-p")) dst = &top_p, lo = 1e-9, hi = 1;
@@ -88,6 +93,7 @@ int rf_cmd_generate(int argc, char **argv)
     rf_engine_opts eo = {(int)threads, ctx > 0 ? (int)ctx : (int)np + ngen, 0};
     if (eo.max_ctx < (int)np + 1) eo.max_ctx = (int)np + 1;
     if (rf_engine_open(model, &eo, &e, &err)) goto fail;
+    rf_engine_set_fast(e, !exact);
     int V = rf_engine_vocab(e);
     /* Never sample an id the tokenizer cannot decode: a model's vocabulary is often padded past the
      * tokenizer's (to a multiple of 64 or 128), and such an id once aborted the stream mid-text. The

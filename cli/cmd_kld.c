@@ -7,7 +7,7 @@
 
 static const char *const usage_text =
     "usage: ramfit kld BASE_DIR QUANT_DIR --file TEXT [--ctx N] [--protocol full|llama.cpp]\n"
-    "                  [--max-tokens N] [--threads N] [--json] [--quiet]\n"
+    "                  [--max-tokens N] [--threads N] [--fast] [--json] [--quiet]\n"
     "\n"
     "KL-divergence KL(base || quant) of the next-token distributions of QUANT_DIR (e.g. an MLX\n"
     "checkpoint written by ramfit quantize) from BASE_DIR's, on the same windows of TEXT (tokenized\n"
@@ -19,6 +19,7 @@ static const char *const usage_text =
     "  --protocol P      full (default) | llama.cpp\n"
     "  --max-tokens N    use only the first N tokens of the text\n"
     "  --threads N       threads per model (default 2)\n"
+    "  --fast            run QUANT_DIR with 8-bit activations (as generate does); BASE_DIR stays exact\n"
     "  --json            one JSON object: kld_mean, kld_stderr, kld_p99, kld_max, top1_agree,\n"
     "                    tokens, base {ppl, ...}, quant {ppl, ...}\n"
     "  --quiet           no progress bar\n";
@@ -42,6 +43,7 @@ int rf_cmd_kld(int argc, char **argv)
         free(ids);
         return cli_fail(&err);
     }
+    rf_engine_set_fast(quant, a.fast);
     cli_progress pg;
     cli_progress_init(&pg, "kld", a.quiet);
     cli_install_signals();
@@ -63,6 +65,7 @@ int rf_cmd_kld(int argc, char **argv)
         json_object_set_new(o, "file", cli_json_str(a.file));
         json_object_set_new(o, "protocol", json_string(a.protocol == RF_PPL_FULL ? "full" : "llama.cpp"));
         json_object_set_new(o, "ctx", json_integer(a.ctx));
+        json_object_set_new(o, "fast", json_boolean(a.fast));
         json_object_set_new(o, "kld_mean", cli_json_num(r.kld_mean));
         json_object_set_new(o, "kld_stderr", cli_json_num(r.kld_stderr));
         json_object_set_new(o, "kld_p99", cli_json_num(r.kld_p99));
@@ -76,7 +79,7 @@ int rf_cmd_kld(int argc, char **argv)
         json_decref(o);
         return 0;
     }
-    printf("base      %s\nquant     %s\n", dirs[0], dirs[1]);
+    printf("base      %s\nquant     %s%s\n", dirs[0], dirs[1], a.fast ? " (--fast: 8-bit activations)" : "");
     printf("text      %s: %llu tokens, protocol %s, ctx %d, %llu tokens scored\n", a.file, (unsigned long long)n,
            a.protocol == RF_PPL_FULL ? "full" : "llama.cpp", a.ctx, (unsigned long long)r.base.tokens);
     printf("KLD       mean %.6f +/- %.6f, p99 %.6f, max %.6f nats\n", r.kld_mean, r.kld_stderr, r.kld_p99, r.kld_max);

@@ -11,7 +11,7 @@
 
 static const char *const usage_text =
     "usage: ramfit ppl MODEL_DIR --file TEXT [--ctx N] [--protocol full|llama.cpp] [--max-tokens N]\n"
-    "                  [--threads N] [--json] [--quiet]\n"
+    "                  [--threads N] [--fast] [--json] [--quiet]\n"
     "\n"
     "Perplexity of MODEL_DIR (original or MLX-quantized checkpoint) on TEXT, tokenized once with\n"
     "the model's tokenizer.json, in windows of N tokens:\n"
@@ -26,8 +26,10 @@ static const char *const usage_text =
     "  --protocol P      full | llama.cpp\n"
     "  --max-tokens N    use only the first N tokens of the text\n"
     "  --threads N       threads (default 2)\n"
+    "  --fast            activations rounded to 8 bits for quantized weights (what generate does,\n"
+    "                    like llama.cpp): faster, not the exact float figure\n"
     "  --json            one JSON object: ppl, ppl_stderr, nll_mean, nll_stderr, tokens, windows,\n"
-    "                    text_tokens, bos, ctx, protocol, seconds, tokens_per_s\n"
+    "                    text_tokens, bos, ctx, protocol, fast, seconds, tokens_per_s\n"
     "  --quiet           no progress bar\n";
 
 
@@ -43,6 +45,7 @@ int cli_eval_parse(const char *cmd, int argc, char **argv, int npos, const char 
         int rc;
         if (!strcmp(o, "--json")) a->json = 1;
         else if (!strcmp(o, "--quiet")) a->quiet = 1;
+        else if (!strcmp(o, "--fast")) a->fast = 1;
         else if (!strcmp(o, "--file")) {
             if (!v) return cli_usage_error(cmd, "--file needs a path");
             a->file = v;
@@ -158,6 +161,7 @@ static void print_json(const char *model, const cli_eval_args *a, uint64_t ntext
     json_object_set_new(o, "file", cli_json_str(a->file));
     json_object_set_new(o, "protocol", json_string(a->protocol == RF_PPL_FULL ? "full" : "llama.cpp"));
     json_object_set_new(o, "ctx", json_integer(a->ctx));
+    json_object_set_new(o, "fast", json_boolean(a->fast));
     json_object_set_new(o, "bos", json_boolean(bos >= 0));
     json_object_set_new(o, "text_tokens", json_integer((json_int_t)ntext));
     json_dumpf(o, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(10));
@@ -180,6 +184,7 @@ int rf_cmd_ppl(int argc, char **argv)
     rf_engine_opts eo = {a.threads, a.ctx, a.ctx};
     rf_engine *e;
     if (rf_engine_open(model, &eo, &e, &err)) { free(ids); return cli_fail(&err); }
+    rf_engine_set_fast(e, a.fast);
     cli_progress pg;
     cli_progress_init(&pg, "ppl", a.quiet);
     cli_install_signals();
@@ -198,7 +203,7 @@ int rf_cmd_ppl(int argc, char **argv)
     printf("text      %s: %llu tokens (%s BOS), protocol %s, ctx %d, %llu windows\n", a.file, (unsigned long long)n,
            bos >= 0 ? "with" : "no", a.protocol == RF_PPL_FULL ? "full" : "llama.cpp", a.ctx,
            (unsigned long long)r.windows);
-    printf("PPL       %.4f +/- %.4f\n", r.ppl, r.ppl_stderr);
+    printf("PPL       %.4f +/- %.4f%s\n", r.ppl, r.ppl_stderr, a.fast ? " (--fast: 8-bit activations)" : "");
     printf("NLL       %.5f +/- %.5f nats/token\n", r.nll_mean, r.nll_stderr);
     printf("scored    %llu tokens\n", (unsigned long long)r.tokens);
     printf("speed     %.0f tokens/s (%.2f s)\n", r.tokens_per_s, r.seconds);

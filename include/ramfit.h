@@ -129,7 +129,9 @@ rf_status rf_convert_from_f32(rf_dtype dst, const float *in, void *out, uint64_t
 /* ===================================================================== CPU features (common/cpu.c) */
 
 enum { RF_CPU_AVX2 = 1u << 0, RF_CPU_FMA = 1u << 1, RF_CPU_F16C = 1u << 2, RF_CPU_NEON = 1u << 3,
-       RF_CPU_AVX512 = 1u << 4 /* AVX-512 F, VL, DQ and BW, with the OS saving their state */ };
+       /* AVX-512 F+BW+VL+DQ; VNNI (8-bit dot products) and VBMI (byte permutes, multishift) on top;
+        * AVX-VNNI: the 256-bit 8-bit dot products of CPUs without AVX-512 */
+       RF_CPU_AVX512 = 1u << 4, RF_CPU_AVX512VNNI = 1u << 5, RF_CPU_AVX512VBMI = 1u << 6, RF_CPU_AVXVNNI = 1u << 7 };
 /* Features of this CPU that ramfit's fast paths use, masked by rf_cpu_set_mask(). */
 unsigned rf_cpu_features(void);
 /* Restrict the fast paths (tests and benchmarks compare scalar vs fast; also env RAMFIT_SIMD=0). */
@@ -837,6 +839,10 @@ void rf_engine_free(rf_engine *e);
 const rf_config *rf_engine_config(const rf_engine *e);
 int rf_engine_vocab(const rf_engine *e);
 int rf_engine_max_ctx(const rf_engine *e);
+/* fast 1: activations rounded to 8 bits in blocks of 32 for quantized weights and integer dot
+ * products (llama.cpp's way: faster, not exact; generate and `ppl --fast`); 0 (the default): the
+ * exact float products that ppl and kld report. */
+void rf_engine_set_fast(rf_engine *e, int fast);
 /* Tokens in the KV cache; the next token goes to this position. */
 int rf_engine_pos(const rf_engine *e);
 /* Empty the KV cache (position 0). */

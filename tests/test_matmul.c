@@ -273,6 +273,144 @@ static void test_wmat_check_rejects(void **state)
     free_mat(&m);
 }
 
+/* ---- the 8-bit activation path (matmul_q8.c) */
+
+/* The reference's own math: the activations rounded to 8 bits move each product term by at most
+ * |w| * d/2 (d the block's scale), so |q8_ref - exact| is bounded by sum |w| d/2 plus float
+ * slack; and a block of exactly representable values (multiples of d) gives the float result. */
+static void test_q8_ref_bound(void **state)
+{
+    (void)state;
+    tu_rng rng = {4242};
+    static const int bits[] = {2, 3, 4, 5, 6, 8};
+    for (int b = 0; b < 6; b++) {
+        uint64_t rows = 7, cols = 256;
+        owned_mat m = make_mat(RF_DT_U32, bits[b], b % 2 ? 64 : 32, RF_DT_BF16, rows, cols, &rng);
+        float x[2 * 256], y[2 * 7], yq[2 * 7], row[256], d[8];
+        int8_t q[256];
+        for (int i = 0; i < 512; i++) x[i] = (float)tu_rng_normal(&rng) * (i % 37 == 0 ? 20.0f : 1.0f);
+        rf_matmul_ref(&m.w, x, 2, y);
+        rf_matmul_q8_ref(&m.w, x, 2, yq);
+        for (int t = 0; t < 2; t++) {
+            rf_q8_quantize_ref(x + t * 256, cols, q, d, NULL);
+            for (uint64_t r = 0; r < rows; r++) {
+                rf_wmat_row_ref(&m.w, r, row);
+                double bound = 0, mag = 0;
+                for (uint64_t c = 0; c < cols; c++) {
+                    bound += fabs(row[c]) * d[c / 32] * 0.5;
+                    mag += fabs((double)row[c] * x[t * 256 + c]);
+                    /* the codes reproduce x to within half a step */
+                    assert_true(fabs(q[c] * (double)d[c / 32] - x[t * 256 + c]) <= d[c / 32] * 0.5001);
+                }
+                double err = fabs((double)yq[t * rows + r] - y[t * rows + r]);
+                if (err > bound * 1.0001 + 1e-5 * mag)
+                    fail_msg("bits %d row %llu tok %d: |%g - %g| > %g", bits[b], (unsigned long long)r, t,
+                             yq[t * rows + r], y[t * rows + r], bound);
+            }
+        }
+        /* x already on the 8-bit grid of each block: exact up to float rounding */
+        for (int i = 0; i < 256; i++) x[i] = (float)((int)(tu_rng_u64(&rng) % 255) - 127) * 0.25f;
+        for (int bl = 0; bl < 8; bl++) x[bl * 32] = 127 * 0.25f;
+        rf_matmul_ref(&m.w, x, 1, y);
+        rf_matmul_q8_ref(&m.w, x, 1, yq);
+        for (uint64_t r = 0; r < rows; r++) {
+            rf_wmat_row_ref(&m.w, r, row);
+            double mag = 0;
+            for (uint64_t c = 0; c < cols; c++) mag += fabs((double)row[c] * x[c]);
+            assert_true(fabs((double)yq[r] - y[r]) <= 1e-5 * mag + 1e-6);
+        }
+        free_mat(&m);
+    }
+}
+
+/* The SIMD kernels (few-token and panel) against the scalar reference of the same math, every
+ * bit width and group size, ragged rows and half chunks; and bit-identical over thread counts. */
+static void test_q8_fast_vs_ref(void **state)
+{
+    (void)state;
+    tu_rng rng = {777};
+    rf_pool *pool;
+    rf_err err;
+    TU_OK(rf_pool_create(2, &pool, &err), &err);
+    static const int bits[] = {2, 3, 4, 5, 6, 8}, gss[] = {32, 64, 128};
+    static const uint64_t shapes[][2] = {{21, 384}, {3, 160}, {70, 1088}, {33, 96}};
+    static const int nt[] = {1, 2, 3, 4, 5, 7, 13};
+    static const rf_dtype sdt[] = {RF_DT_BF16, RF_DT_F16, RF_DT_F32};
+    int tested = 0;
+    for (int b = 0; b < 6; b++)
+        for (int g = 0; g < 3; g++)
+            for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+                uint64_t rows = shapes[s][0], cols = shapes[s][1];
+                if (cols % (uint64_t)gss[g]) continue;
+                owned_mat m = make_mat(RF_DT_U32, bits[b], gss[g], sdt[(b + g + s) % 3], rows, cols, &rng);
+                for (size_t k = 0; k < sizeof nt / sizeof nt[0]; k++) {
+                    int T = nt[k];
+                    float *x = malloc(sizeof(float) * cols * (size_t)T), *row = malloc(sizeof(float) * cols);
+                    float *y = malloc(sizeof(float) * rows * (size_t)T), *yr = malloc(sizeof(float) * rows * (size_t)T);
+                    float *y2 = malloc(sizeof(float) * rows * (size_t)T);
+                    for (uint64_t i = 0; i < cols * (uint64_t)T; i++) x[i] = (float)tu_rng_normal(&rng);
+                    rf_matmul_q8_ref(&m.w, x, T, yr);
+                    rf_matmul_q8(&m.w, x, T, y, NULL);
+                    tested += rf_matmul_q8_supported(&m.w);
+                    for (uint64_t r = 0; r < rows; r++) {
+                        rf_wmat_row_ref(&m.w, r, row);
+                        for (int t = 0; t < T; t++) {
+                            double mag = 0;
+                            for (uint64_t c = 0; c < cols; c++) mag += fabs((double)row[c] * x[(uint64_t)t * cols + c]);
+                            double dd = fabs((double)y[(uint64_t)t * rows + r] - yr[(uint64_t)t * rows + r]);
+                            /* the quantized terms are rounded to float in another order; when the
+                             * CPU has no kernel the product is the exact one (within the 8-bit bound) */
+                            double tol = rf_matmul_q8_supported(&m.w) ? 2e-5 * mag + 1e-5 : 0.05 * mag + 1e-3;
+                            if (dd > tol)
+                                fail_msg("bits %d gs %d %llux%llu ntok %d: row %llu tok %d: %g vs %g (mag %g)", bits[b],
+                                         gss[g], (unsigned long long)rows, (unsigned long long)cols, T,
+                                         (unsigned long long)r, t, y[(uint64_t)t * rows + r], yr[(uint64_t)t * rows + r],
+                                         mag);
+                        }
+                    }
+                    rf_matmul_q8(&m.w, x, T, y2, pool);
+                    assert_memory_equal(y, y2, sizeof(float) * rows * (size_t)T);
+                    free(x); free(row); free(y); free(yr); free(y2);
+                }
+                free_mat(&m);
+            }
+    /* Float weights have no 8-bit kernel: the exact product. */
+    owned_mat f = make_mat(RF_DT_BF16, 0, 0, RF_DT_INVALID, 9, 64, &rng);
+    float x[64 * 2], y1[9 * 2], y2[9 * 2];
+    for (int i = 0; i < 128; i++) x[i] = (float)tu_rng_normal(&rng);
+    rf_matmul(&f.w, x, 2, y1, NULL);
+    rf_matmul_q8(&f.w, x, 2, y2, NULL);
+    assert_memory_equal(y1, y2, sizeof y1);
+    free_mat(&f);
+    rf_pool_free(pool);
+    unsigned need = RF_CPU_AVX512 | RF_CPU_AVX512VNNI | RF_CPU_AVX512VBMI;
+    if ((rf_cpu_features() & need) == need) assert_true(tested > 0);
+}
+
+/* The fast mode's SwiGLU (vectorized exp) against expf's: a few ulp, over the whole range where
+ * silu is not 0 or the identity in float, plus the saturated ends and a ragged tail. */
+static void test_swiglu_fast(void **state)
+{
+    (void)state;
+    enum { N = 20011 };
+    float *g = malloc(sizeof(float) * N), *u = malloc(sizeof(float) * N), *a = malloc(sizeof(float) * N),
+          *b = malloc(sizeof(float) * N);
+    tu_rng rng = {5};
+    for (int i = 0; i < N; i++) {
+        g[i] = -110.0f + 220.0f * (float)i / N;
+        u[i] = (float)tu_rng_normal(&rng);
+    }
+    g[0] = -1e30f;
+    g[1] = 1e30f;
+    g[2] = 0.0f;
+    rf_op_swiglu(g, u, N, a);
+    rf_op_swiglu_fast(g, u, N, b);
+    for (int i = 0; i < N; i++)
+        if (fabsf(a[i] - b[i]) > 1e-6f * fabsf(a[i]) + 1e-30f)
+            fail_msg("g %g u %g: %g vs %g", g[i], u[i], b[i], a[i]);
+    free(g); free(u); free(a); free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -283,6 +421,9 @@ int main(void)
         cmocka_unit_test(test_attend_fast_vs_ref),
         cmocka_unit_test(test_threads_identical),
         cmocka_unit_test(test_wmat_check_rejects),
+        cmocka_unit_test(test_q8_ref_bound),
+        cmocka_unit_test(test_q8_fast_vs_ref),
+        cmocka_unit_test(test_swiglu_fast),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

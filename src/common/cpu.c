@@ -17,10 +17,20 @@ static unsigned detect(void)
     unsigned a, b, c, d;
     __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(1), "c"(0));
     if (c & (1u << 29)) f |= RF_CPU_F16C;
-    /* libgcc also checks XCR0, so these are only set when the OS saves the zmm state */
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-        __builtin_cpu_supports("avx512bw"))
+    /* __builtin_cpu_supports checks that the OS saves the AVX-512 state (XCR0) as well. */
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")) {
         f |= RF_CPU_AVX512;
+        if (__builtin_cpu_supports("avx512vnni")) f |= RF_CPU_AVX512VNNI;
+        if (__builtin_cpu_supports("avx512vbmi")) f |= RF_CPU_AVX512VBMI;
+    }
+    /* AVX-VNNI: CPUID.(7,1):EAX bit 4 (gcc 12 has no name for it); the YMM state is what AVX2
+     * already needs. */
+    __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(0), "c"(0));
+    if (a >= 7 && (f & RF_CPU_AVX2)) {
+        __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(7), "c"(1));
+        if (a & (1u << 4)) f |= RF_CPU_AVXVNNI;
+    }
 #elif defined(__aarch64__)
     f |= RF_CPU_NEON;
 #endif

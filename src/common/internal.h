@@ -31,10 +31,17 @@ static inline int rf_add_u64(uint64_t a, uint64_t b, uint64_t *r) { return !__bu
 #define RF_X86 1
 #define RF_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define RF_TARGET_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,f16c")))
+/* AVX-512 with 8-bit dot products and byte permutes (Ice Lake, Zen 4 and later): only for code
+ * dispatched on RF_CPU_AVX512VNNI and RF_CPU_AVX512VBMI as well as RF_CPU_AVX512 */
+#define RF_TARGET_AVX512VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi")))
+/* 256-bit 8-bit dot products without AVX-512 (Alder Lake and later) */
+#define RF_TARGET_AVXVNNI __attribute__((target("avx2,fma,f16c,avxvnni")))
 #else
 #define RF_X86 0
 #define RF_TARGET_AVX2
 #define RF_TARGET_AVX512
+#define RF_TARGET_AVX512VNNI
+#define RF_TARGET_AVXVNNI
 #endif
 
 #endif

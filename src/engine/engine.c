@@ -66,6 +66,7 @@ struct rf_engine {
     /* rope tables [max_ctx][rd/2]: global (short factors), global long (longrope), local */
     float *cos_g, *sin_g, *cos_l, *sin_l, *cos_x, *sin_x;
     int long_orig;             /* longrope: long factors once a batch reaches past this position (0: never) */
+    int fast;                  /* 8-bit activations (rf_matmul_q8) */
     float *kcache, *vcache;    /* GQA: [layers][max_ctx][nkv*hd]; MLA: latents [kv_lora] and rope keys [rope_d] */
     /* per-batch scratch */
     float *x, *h, *q, *k, *v, *att, *tmp, *g, *u, *big;
@@ -569,6 +570,7 @@ int rf_engine_vocab(const rf_engine *e) { return e->vocab; }
 int rf_engine_max_ctx(const rf_engine *e) { return e->max_ctx; }
 int rf_engine_pos(const rf_engine *e) { return e->pos; }
 void rf_engine_reset(rf_engine *e) { e->pos = 0; }
+void rf_engine_set_fast(rf_engine *e, int fast) { e->fast = fast != 0; }
 
 rf_status rf_engine_set_pos(rf_engine *e, int pos, rf_err *err)
 {
@@ -623,11 +625,14 @@ void rf_engine_set_observer(rf_engine *e, rf_engine_observer fn, void *user)
     e->observer_user = user;
 }
 
-/* y = W x (+ bias) for T tokens: the one place matrix products run, so the observer sees them all. */
+/* y = W x (+ bias) for T tokens: the one place matrix products run (the MoE router's included),
+ * so the observer sees them all; in fast mode with 8-bit activations (rf_matmul_q8), except the
+ * router, whose choices stay exact. */
 static void linear(rf_engine *e, const lin *l, const float *x, int T, float *y)
 {
     if (e->observer && l->unit) e->observer(e->observer_user, l->unit, l->member, x, T);
-    rf_matmul(&l->w, x, T, y, e->pool);
+    if (e->fast && !(l->unit && l->unit->role == RF_ROLE_ROUTER)) rf_matmul_q8(&l->w, x, T, y, e->pool);
+    else rf_matmul(&l->w, x, T, y, e->pool);
     if (!l->bias) return;
     uint64_t n = l->w.rows;
     for (int t = 0; t < T; t++)
@@ -803,6 +808,12 @@ static void mla_attention(rf_engine *e, eng_layer *L, int li, int p0, int T)
 }
 
 /* act(gate(x)) * up(x), then down: Y gets T rows of the output. G/U: scratch. */
+static void glu(const rf_engine *e, const float *g, const float *u, int n, float *out)
+{
+    if (e->fast && e->cfg.act == RF_ACT_SILU) rf_op_swiglu_fast(g, u, n, out); /* a vectorised exp */
+    else rf_op_glu(e->cfg.act, g, u, n, out);
+}
+
 static void glu_mlp(rf_engine *e, const lin *g, const lin *u, const lin *gu, const lin *d, const float *x, int T,
                     float *y)
 {
@@ -810,11 +821,11 @@ static void glu_mlp(rf_engine *e, const lin *g, const lin *u, const lin *gu, con
     if (gu && gu->w.rows) {
         linear(e, gu, x, T, e->big);
         for (int t = 0; t < T; t++)
-            rf_op_glu(e->cfg.act, e->big + (uint64_t)t * 2 * f, e->big + (uint64_t)t * 2 * f + f, (int)f, e->g + (uint64_t)t * f);
+            glu(e, e->big + (uint64_t)t * 2 * f, e->big + (uint64_t)t * 2 * f + f, (int)f, e->g + (uint64_t)t * f);
     } else {
         linear(e, g, x, T, e->g);
         linear(e, u, x, T, e->u);
-        rf_op_glu(e->cfg.act, e->g, e->u, (int)(f * (uint64_t)T), e->g);
+        glu(e, e->g, e->u, (int)(f * (uint64_t)T), e->g);
     }
     linear(e, d, e->g, T, y);
 }

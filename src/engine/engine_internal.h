@@ -38,12 +38,43 @@ void rf_matmul(const rf_wmat *w, const float *x, int ntok, float *y, rf_pool *po
 /* Same product, straightforward scalar loops: the reference. */
 void rf_matmul_ref(const rf_wmat *w, const float *x, int ntok, float *y);
 
+/* The exact batched product on AVX-512 CPUs (matmul_avx512.c), rows [r0, r1) of y for all
+ * ntok tokens: rf_matmul's kernel when the CPU has AVX-512 (rf_cpu_features RF_CPU_AVX512 and
+ * VBMI) and ntok >= 2. */
+void rf_gemm_f32_avx512(const rf_wmat *w, const float *x, int ntok, float *y, uint64_t r0, uint64_t r1);
+
+/* The fast product (matmul_q8.c): x quantized to 8 bits in blocks of 32 (d = max|x|/127,
+ * q = round(x/d)) and integer dot products with MLX-packed codes:
+ *   y = sum_g s_g sum_{b in g} d_b (codes_b . q_b) + b_g sum(x_g)   (exact float sums of x).
+ * Not exact (the activations are rounded, as in llama.cpp): generate and `ppl --fast` use it,
+ * ppl/kld keep rf_matmul. Weights it has no kernel for (float dtypes; CPUs without AVX-512
+ * VNNI/VBMI) go to rf_matmul. Results do not depend on the thread count. */
+void rf_matmul_q8(const rf_wmat *w, const float *x, int ntok, float *y, rf_pool *pool);
+/* Whether rf_matmul_q8 has a kernel for w on this CPU (else it is rf_matmul). */
+int rf_matmul_q8_supported(const rf_wmat *w);
+/* The same math in plain scalar loops (integer dots, double sums): the reference. */
+void rf_matmul_q8_ref(const rf_wmat *w, const float *x, int ntok, float *y);
+/* One row of activations (cols a multiple of 32) as 8-bit blocks: q[cols], d[cols/32] and,
+ * when sum is not NULL, the float sum of each block. The SIMD quantizer gives the same q and d. */
+void rf_q8_quantize_ref(const float *x, uint64_t cols, int8_t *q, float *d, float *sum);
+
+/* Kernel timers for bench/ (prof.c): products on the calling thread (wall), attention per head
+ * summed over threads (CPU). Off unless enabled; one branch per call when off. */
+enum { RF_PROF_MATMUL, RF_PROF_MATMUL_Q8, RF_PROF_ATTEND, RF_PROF_N };
+extern int rf_prof_on;
+void rf_prof_enable(int on);
+uint64_t rf_prof_now(void);
+void rf_prof_add(int kind, uint64_t t0);   /* adds now - t0 */
+void rf_prof_read(double seconds[RF_PROF_N], uint64_t calls[RF_PROF_N], int reset);
+
 /* Small ops (engine.c). */
 void rf_op_rmsnorm(const float *x, const float *w, int n, float eps, float *out);
 /* softmax in place over n values. */
 void rf_op_softmax(float *x, int n);
 /* out[i] = silu(g[i]) * u[i] */
 void rf_op_swiglu(const float *g, const float *u, int n, float *out);
+/* The same with a vectorized exp (a few ulp from expf): the fast mode's, not the exact path's. */
+void rf_op_swiglu_fast(const float *g, const float *u, int n, float *out);
 /* Rotary embedding, HF rotate_half convention: pairs (i, i + d/2), cos/sin tables of d/2. */
 void rf_op_rope(float *x, int d, const float *cosv, const float *sinv);
 /* The first RD dimensions of x: pairs (i, i + rd/2), or adjacent pairs (2i, 2i + 1) when INTERLEAVED

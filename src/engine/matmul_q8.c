@@ -1,0 +1,568 @@
+/* The fast matrix product: activations quantized to 8 bits, integer dot products with the packed
+ * MLX codes (AVX-512 VNNI). What llama.cpp does with its k-quants, for MLX's affine format:
+ *
+ *   x is cut into blocks of 32 per token, d_b = max|x_b| / 127, q_b = round(x_b / d_b) (int8);
+ *   w = s_g * c + b_g per group g of gs (>= 32) columns, c the unsigned code, so
+ *   y = sum_g s_g * sum_{b in g} d_b * (c_b . q_b)  +  b_g * sum(x_g)
+ *   where c_b . q_b is exact in 32-bit integers (vpdpbusd: unsigned codes x signed activations)
+ *   and sum(x_g) is the exact float sum, so only the rounding of x to 8 bits differs from the
+ *   float product.
+ *
+ * Not exact: `ppl` and `kld` keep rf_matmul by default; generate and `ppl --fast` use this.
+ * Two kernels:
+ *  - few tokens (decode, small MoE batches): each row's 64-code chunks are unpacked in registers
+ *    (vpermb + vpmultishiftqb place any 2..8-bit codes in bytes, in order) and dotted with up to
+ *    4 tokens; the row is streamed once with a software prefetch ahead.
+ *  - batches: a 32-row x 512-column tile is unpacked once into a panel of [k/4][32 rows][4]
+ *    bytes (a 16x16 transpose of 32-bit words), then a register-blocked kernel runs 2 row
+ *    vectors x 4 tokens, the 4 activation bytes of a token broadcast from memory into vpdpbusd.
+ * Every output is computed by one task in a fixed order: results do not depend on the thread
+ * count. Float weights, and CPUs without AVX-512 VNNI/VBMI, take rf_matmul. */
+#include "engine/engine_internal.h"
+#include "engine/simd512.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#if RF_X86
+#include <immintrin.h>
+#endif
+
+enum { QB = 32 };          /* activation block */
+
+static float scalar_at(rf_dtype dt, const void *p, uint64_t i)
+{
+    switch (dt) {
+    case RF_DT_F32: return ((const float *)p)[i];
+    case RF_DT_F16: return rf_f16_to_f32(((const uint16_t *)p)[i]);
+    default: return rf_bf16_to_f32(((const uint16_t *)p)[i]);
+    }
+}
+
+static uint32_t code_at(const uint8_t *row, uint64_t i, int bits)
+{
+    uint64_t bit = i * (uint64_t)bits;
+    const uint8_t *p = row + (bit >> 3);
+    unsigned off = (unsigned)(bit & 7);
+    uint32_t v = (uint32_t)p[0] >> off;
+    if (off + (unsigned)bits > 8) v |= (uint32_t)p[1] << (8 - off);
+    return v & ((1u << bits) - 1);
+}
+
+void rf_q8_quantize_ref(const float *x, uint64_t cols, int8_t *q, float *d, float *sum)
+{
+    for (uint64_t b = 0; b < cols / QB; b++) {
+        const float *xb = x + b * QB;
+        float amax = 0, s = 0;
+        for (int i = 0; i < QB; i++) {
+            float a = fabsf(xb[i]);
+            if (a > amax) amax = a;
+            s += xb[i];
+        }
+        /* the same float operations as the SIMD quantizer: identical codes and scales */
+        float id = amax > 0 ? 127.0f / amax : 0.0f;
+        for (int i = 0; i < QB; i++) q[b * QB + (uint64_t)i] = (int8_t)lrintf(xb[i] * id);
+        d[b] = amax / 127.0f;
+        if (sum) sum[b] = s;
+    }
+}
+
+void rf_matmul_q8_ref(const rf_wmat *w, const float *x, int ntok, float *y)
+{
+    if (w->dtype != RF_DT_U32) { rf_matmul_ref(w, x, ntok, y); return; }
+    uint64_t cols = w->cols, nb = cols / QB, gs = (uint64_t)w->gs, ng = cols / gs;
+    uint64_t rb = cols * (uint64_t)w->bits / 8;
+    int8_t *q = malloc(cols);
+    float *d = malloc(nb * sizeof(float)), *sm = malloc(nb * sizeof(float));
+    if (!q || !d || !sm) abort();
+    for (int t = 0; t < ntok; t++) {
+        rf_q8_quantize_ref(x + (uint64_t)t * cols, cols, q, d, sm);
+        for (uint64_t r = 0; r < w->rows; r++) {
+            const uint8_t *row = (const uint8_t *)w->data + r * rb;
+            double acc = 0;
+            for (uint64_t g = 0; g < ng; g++) {
+                double sc = scalar_at(w->sdtype, w->scales, r * ng + g), bi = scalar_at(w->sdtype, w->biases, r * ng + g);
+                double part = 0, xs = 0;
+                for (uint64_t b = g * gs / QB; b < (g + 1) * gs / QB; b++) {
+                    int64_t dot = 0;
+                    for (uint64_t k = b * QB; k < (b + 1) * QB; k++) dot += (int64_t)code_at(row, k, w->bits) * q[k];
+                    part += (double)d[b] * (double)dot;
+                    xs += sm[b];
+                }
+                acc += sc * part + bi * xs;
+            }
+            y[(uint64_t)t * w->rows + r] = (float)acc;
+        }
+    }
+    free(q);
+    free(d);
+    free(sm);
+}
+
+#if RF_X86
+/* ------------------------------------------------------------------ AVX-512 VNNI + VBMI */
+
+/* Activations of the call: codes [ntok][ld] (zero-padded to a multiple of 64), block scales
+ * and sums [ntok][nb], group sums [ntok][ng] for the bias terms, and for the few-token kernel
+ * the block scale of every 32-bit lane position [ntok][ld/4]. */
+typedef struct {
+    int ntok;
+    uint64_t cols, ld, nb, ng;
+    int8_t *q;
+    float *d, *bsum, *gsum, *dl;
+} qx;
+
+RF_TARGET_AVX512VNNI static void quantize_512(const float *x, uint64_t cols, int8_t *q, float *d, float *bsum)
+{
+    const __m512 sign = _mm512_set1_ps(-0.0f);
+    for (uint64_t b = 0; b < cols / QB; b++) {
+        __m512 v0 = _mm512_loadu_ps(x + b * QB), v1 = _mm512_loadu_ps(x + b * QB + 16);
+        float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_andnot_ps(sign, v0), _mm512_andnot_ps(sign, v1)));
+        float id = amax > 0 ? 127.0f / amax : 0.0f;
+        __m512 vid = _mm512_set1_ps(id);
+        __m128i q0 = _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v0, vid)));
+        __m128i q1 = _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v1, vid)));
+        _mm_storeu_si128((__m128i *)(q + b * QB), q0);
+        _mm_storeu_si128((__m128i *)(q + b * QB + 16), q1);
+        d[b] = amax / 127.0f;
+        bsum[b] = _mm512_reduce_add_ps(_mm512_add_ps(v0, v1));
+    }
+}
+
+/* ---- few tokens: rows streamed once, NT (1..4) tokens per row */
+enum { PREFETCH_AHEAD = 8192, MAX_GROUPS = 4096 };
+
+/* The row kernels read a row in steps. Rows of 2, 4 or 8 bits: a step is 64 bytes, S = 512/bits
+ * codes, byte i holding codes nph*i + p (phases p < nph = 8/bits) isolated by a shift and a
+ * mask, with x laid out per step and phase to match (prepare_qx). Rows of 3, 5 or 6 bits: a
+ * step is a chunk of S = 64 codes (8*bits bytes) brought to bytes in order by vpermb +
+ * vpmultishiftqb (nph = 1). Either way lane l of a step covers codes 4*nph*l .. +4*nph-1 of it:
+ * one activation block and one group, so a step costs one vpdpbusd per phase and token, then
+ * one conversion, one scale product and one FMA per token. */
+typedef struct {
+    int bits, gshift, one_group;
+    __m512i gidx, mask;         /* lane -> group offset in the step; code mask */
+    unpack512 u;
+} rowk;
+
+RF_TARGET_AVX512VNNI static rowk make_rowk(const rf_wmat *w)
+{
+    rowk k;
+    k.bits = w->bits;
+    int phase = k.bits == 2 || k.bits == 4 || k.bits == 8, nph = phase ? 8 / k.bits : 1;
+    uint64_t S = phase ? 512 / (uint64_t)k.bits : 64;
+    k.gshift = __builtin_ctzll((uint64_t)w->gs);
+    k.one_group = S <= (uint64_t)w->gs;
+    int32_t gi[16];
+    for (int l = 0; l < 16; l++) gi[l] = (int32_t)((4 * (uint64_t)nph * (uint64_t)l) >> k.gshift);
+    k.gidx = _mm512_loadu_si512(gi);
+    k.mask = _mm512_set1_epi8((char)((1 << k.bits) - 1));
+    k.u = make_unpack512(k.bits);
+    return k;
+}
+
+/* Step st of R rows (their bytes at rows[i], scales as floats at sf[i]) for NT tokens. */
+RF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void row_step(const rowk *k, int bits, int og, int R,
+                                                                           int NT, const uint8_t *const *rows,
+                                                                           const float *const *sf, uint64_t st,
+                                                                           __mmask64 m, const int8_t *const *xqs,
+                                                                           const float *const *dls, __m512 acc[4][4])
+{
+    const int phase = bits == 2 || bits == 4 || bits == 8, nph = phase ? 8 / bits : 1;
+    const uint64_t S = phase ? 512 / (uint64_t)bits : 64, SB = phase ? 64 : 8 * (uint64_t)bits;
+    __m512i c[4][4];
+    __m512 sl[4];
+    uint64_t g0 = (st * S) >> k->gshift;
+    _Pragma("GCC unroll 4")
+    for (int i = 0; i < R; i++) {
+        const uint8_t *p = rows[i] + st * SB;
+        if (!(st & 1)) _mm_prefetch((const char *)p + PREFETCH_AHEAD, _MM_HINT_T0);
+        if (phase) {
+            __m512i v = _mm512_maskz_loadu_epi8(m, p);
+            _Pragma("GCC unroll 4")
+            for (int q = 0; q < nph; q++)
+                c[i][q] = bits == 8 ? v : _mm512_and_si512(q ? _mm512_srli_epi16(v, q * bits) : v, k->mask);
+        } else {
+            c[i][0] = unpack64(p, m, &k->u);
+        }
+        sl[i] = og ? _mm512_set1_ps(sf[i][g0]) : _mm512_permutexvar_ps(k->gidx, _mm512_loadu_ps(sf[i] + g0));
+    }
+    _Pragma("GCC unroll 4")
+    for (int t = 0; t < NT; t++) {
+        const int8_t *xq = xqs[t] + st * S;
+        __m512 dl = _mm512_loadu_ps(dls[t] + st * 16);
+        __m512i dot[4];
+        _Pragma("GCC unroll 4")
+        for (int i = 0; i < R; i++) dot[i] = _mm512_setzero_si512();
+        _Pragma("GCC unroll 4")
+        for (int q = 0; q < nph; q++) {
+            __m512i xv = _mm512_loadu_si512(xq + 64 * q);
+            _Pragma("GCC unroll 4")
+            for (int i = 0; i < R; i++) dot[i] = _mm512_dpbusd_epi32(dot[i], c[i][q], xv);
+        }
+        _Pragma("GCC unroll 4")
+        for (int i = 0; i < R; i++) acc[i][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[i]), _mm512_mul_ps(sl[i], dl), acc[i][t]);
+    }
+}
+
+/* The four sums of a, b, c, d (16 lanes each). */
+RF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) __m128 reduce4(__m512 a, __m512 b, __m512 c, __m512 d)
+{
+    __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b)); /* a0+a2 b0+b2 a1+a3 b1+b3 */
+    __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+    __m512 abcd = _mm512_add_ps(_mm512_shuffle_ps(ab, cd, 0x44), _mm512_shuffle_ps(ab, cd, 0xEE)); /* a b c d per lane */
+    __m256 h = _mm256_add_ps(_mm512_castps512_ps256(abcd), _mm512_extractf32x8_ps(abcd, 1));
+    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
+/* Rows r0 .. r0+R for tokens t0 .. t0+NT (R * NT <= 4 accumulators pairs). */
+RF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void row_block(const rf_wmat *w, const rowk *k, int bits,
+                                                                            int og, int R, int NT, const qx *a, int t0,
+                                                                            float *y, uint64_t r0, float *scratch)
+{
+    const int phase = bits == 2 || bits == 4 || bits == 8;
+    const uint64_t S = phase ? 512 / (uint64_t)bits : 64, SB = phase ? 64 : 8 * (uint64_t)bits;
+    const uint64_t cols = w->cols, rb = cols * (uint64_t)bits / 8, ng = cols / (uint64_t)w->gs;
+    const uint64_t nfull = cols / S, nsteps = (cols + S - 1) / S;
+    const __mmask64 full = SB == 64 ? ~(__mmask64)0 : ((__mmask64)1 << SB) - 1;
+    const uint8_t *rows[4];
+    const float *sf[4];
+    float *bf[4];
+    _Pragma("GCC unroll 4")
+    for (int i = 0; i < R; i++) {
+        float *s = scratch + (uint64_t)i * 2 * (ng + 16);
+        load_row_floats(w->sdtype, w->scales, (r0 + (uint64_t)i) * ng, ng, s);
+        bf[i] = s + ng + 16;
+        load_row_floats(w->sdtype, w->biases, (r0 + (uint64_t)i) * ng, ng, bf[i]);
+        sf[i] = s;
+        rows[i] = (const uint8_t *)w->data + (r0 + (uint64_t)i) * rb;
+    }
+    __m512 acc0[4][4], acc1[4][4];
+    const int8_t *xqs[4];
+    const float *dls[4];
+    _Pragma("GCC unroll 4")
+    for (int t = 0; t < NT; t++) {
+        xqs[t] = a->q + (uint64_t)(t0 + t) * a->ld;
+        dls[t] = a->dl + (uint64_t)(t0 + t) * (a->ld / 4);
+    }
+    _Pragma("GCC unroll 4")
+    for (int i = 0; i < R; i++)
+        _Pragma("GCC unroll 4")
+        for (int t = 0; t < NT; t++) acc0[i][t] = acc1[i][t] = _mm512_setzero_ps();
+    uint64_t st = 0;
+    for (; st + 2 <= nfull; st += 2) {
+        row_step(k, bits, og, R, NT, rows, sf, st, full, xqs, dls, acc0);
+        row_step(k, bits, og, R, NT, rows, sf, st + 1, full, xqs, dls, acc1);
+    }
+    if (st < nfull) row_step(k, bits, og, R, NT, rows, sf, st++, full, xqs, dls, acc0);
+    if (st < nsteps)
+        row_step(k, bits, og, R, NT, rows, sf, st, ((__mmask64)1 << ((cols - st * S) * (uint64_t)bits / 8)) - 1, xqs, dls,
+                 acc1);
+    /* + sum_g b_g * sum(x_g), added as vectors before the one reduction */
+    _Pragma("GCC unroll 4")
+    for (int t = 0; t < NT; t++) {
+        const float *gsum = a->gsum + (uint64_t)(t0 + t) * a->ng;
+        _Pragma("GCC unroll 4")
+        for (int i = 0; i < R; i++) {
+            __m512 v = _mm512_add_ps(acc0[i][t], acc1[i][t]);
+            uint64_t g = 0;
+            for (; g + 16 <= ng; g += 16) v = _mm512_fmadd_ps(_mm512_loadu_ps(bf[i] + g), _mm512_loadu_ps(gsum + g), v);
+            if (g < ng) {
+                __mmask16 mm = (__mmask16)((1u << (ng - g)) - 1);
+                v = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mm, bf[i] + g), _mm512_maskz_loadu_ps(mm, gsum + g), v);
+            }
+            acc0[i][t] = v;
+        }
+        float *yt = y + (uint64_t)(t0 + t) * w->rows + r0;
+        if (R == 4) _mm_storeu_ps(yt, reduce4(acc0[0][t], acc0[1][t], acc0[2][t], acc0[3][t]));
+        else
+            _Pragma("GCC unroll 4")
+            for (int i = 0; i < R; i++) yt[i] = _mm512_reduce_add_ps(acc0[i][t]);
+    }
+}
+
+RF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void row_span(const rf_wmat *w, const rowk *k, int bits,
+                                                                           int og, const qx *a, float *y, uint64_t r0,
+                                                                           uint64_t r1, float *scratch)
+{
+    for (int t = 0; t < a->ntok; t += 4) {
+        int nt = a->ntok - t < 4 ? a->ntok - t : 4;
+        uint64_t r = r0;
+        if (nt == 1) /* decode: four rows at a time share the loads of x and one reduction */
+            for (; r + 4 <= r1; r += 4) row_block(w, k, bits, og, 4, 1, a, t, y, r, scratch);
+        for (; r < r1; r++) switch (nt) {
+            case 1: row_block(w, k, bits, og, 1, 1, a, t, y, r, scratch); break;
+            case 2: row_block(w, k, bits, og, 1, 2, a, t, y, r, scratch); break;
+            case 3: row_block(w, k, bits, og, 1, 3, a, t, y, r, scratch); break;
+            default: row_block(w, k, bits, og, 1, 4, a, t, y, r, scratch); break;
+            }
+    }
+}
+
+RF_TARGET_AVX512VNNI static void gemv_span(const rf_wmat *w, const qx *a, float *y, uint64_t r0, uint64_t r1)
+{
+    rowk k = make_rowk(w);
+    float *scratch = malloc(sizeof(float) * 4 * 2 * (a->ng + 16));
+    if (!scratch) abort();
+    /* bits and "one group per step" as constants of each instance */
+    switch (k.bits * 2 + k.one_group) {
+    case 4: row_span(w, &k, 2, 0, a, y, r0, r1, scratch); break;
+    case 5: row_span(w, &k, 2, 1, a, y, r0, r1, scratch); break;
+    case 6: row_span(w, &k, 3, 0, a, y, r0, r1, scratch); break;
+    case 7: row_span(w, &k, 3, 1, a, y, r0, r1, scratch); break;
+    case 8: row_span(w, &k, 4, 0, a, y, r0, r1, scratch); break;
+    case 9: row_span(w, &k, 4, 1, a, y, r0, r1, scratch); break;
+    case 10: row_span(w, &k, 5, 0, a, y, r0, r1, scratch); break;
+    case 11: row_span(w, &k, 5, 1, a, y, r0, r1, scratch); break;
+    case 12: row_span(w, &k, 6, 0, a, y, r0, r1, scratch); break;
+    case 13: row_span(w, &k, 6, 1, a, y, r0, r1, scratch); break;
+    case 16: row_span(w, &k, 8, 0, a, y, r0, r1, scratch); break;
+    default: row_span(w, &k, 8, 1, a, y, r0, r1, scratch); break;
+    }
+    free(scratch);
+}
+
+static int phase_bits(int bits) { return bits == 2 || bits == 4 || bits == 8; }
+
+/* ---- batches: packed panels and a 2x4 register-blocked kernel */
+enum { GR = 32, KT = 512 };
+
+typedef struct {
+    uint32_t codes[KT / 4][GR];         /* 4 consecutive codes of a row per word */
+    float sc[KT / QB][GR], bi[KT / QB][GR];
+} panel;
+
+/* Rows [r0, r0 + nr) (nr <= 32), columns [k0, k0 + kn) into the panel; missing rows are zero. */
+RF_TARGET_AVX512VNNI static void pack_panel(const rf_wmat *w, uint64_t r0, int nr, uint64_t k0, uint64_t kn, panel *P,
+                                        const unpack512 *u)
+{
+    const uint64_t rb = w->cols * (uint64_t)w->bits / 8, gs = (uint64_t)w->gs, ng = w->cols / gs;
+    for (int h = 0; h < GR / 16; h++)
+        for (uint64_t c = 0; c * 64 < kn; c++) {
+            __m512i r[16];
+            __mmask64 m = (c + 1) * 64 <= kn ? u->full : u->half;
+            for (int i = 0; i < 16; i++) {
+                int ri = 16 * h + i;
+                r[i] = ri < nr ? unpack64((const uint8_t *)w->data + (r0 + (uint64_t)ri) * rb +
+                                              (k0 + c * 64) * (uint64_t)w->bits / 8, m, u)
+                               : _mm512_setzero_si512();
+            }
+            transpose16(r);
+            int nw = (c + 1) * 64 <= kn ? 16 : 8;
+            for (int j = 0; j < nw; j++) _mm512_storeu_si512(&P->codes[c * 16 + (uint64_t)j][16 * h], r[j]);
+        }
+    /* scales and biases per group, one row vector each: group index (k0 + g*gs) / gs */
+    uint64_t g0 = k0 / gs, gn = kn / gs;
+    for (int ri = 0; ri < GR; ri++)
+        for (uint64_t g = 0; g < gn; g++) {
+            int ok = ri < nr;
+            uint64_t i = (r0 + (uint64_t)ri) * ng + g0 + g;
+            P->sc[g][ri] = ok ? scalar_at(w->sdtype, w->scales, i) : 0.0f;
+            P->bi[g][ri] = ok ? scalar_at(w->sdtype, w->biases, i) : 0.0f;
+        }
+}
+
+/* y[t][r0 .. r0+32) (+)= the tile's product for tokens t0 .. t0+NT (NT <= GNT): per block of
+ * 32 columns 8 steps of 2 x NT vpdpbusd, then the integer sums are scaled by s_g * d_b into the
+ * float accumulators; the bias terms once per group. */
+enum { GNT = 6 };
+
+RF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void gemm_tile(const panel *P, uint64_t k0, uint64_t kn,
+                                                                            uint64_t gs, const qx *a, int t0, int NT,
+                                                                            float *y, uint64_t ldy, uint64_t r0,
+                                                                            __mmask16 m0, __mmask16 m1, int first)
+{
+    __m512 f0[GNT], f1[GNT];
+    const int8_t *xq[GNT];
+    const float *xd[GNT], *xg[GNT];
+    _Pragma("GCC unroll 6")
+    for (int t = 0; t < NT; t++) {
+        float *yt = y + (uint64_t)(t0 + t) * ldy + r0;
+        f0[t] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m0, yt);
+        f1[t] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m1, yt + 16);
+        xq[t] = a->q + (uint64_t)(t0 + t) * a->ld + k0;
+        xd[t] = a->d + (uint64_t)(t0 + t) * a->nb + k0 / QB;
+        xg[t] = a->gsum + (uint64_t)(t0 + t) * a->ng + k0 / gs;
+    }
+    const uint64_t bpg = gs / QB;
+    for (uint64_t g = 0; g < kn / gs; g++) {
+        const __m512 s0 = _mm512_load_ps(P->sc[g]), s1 = _mm512_load_ps(P->sc[g] + 16);
+        for (uint64_t b = g * bpg; b < (g + 1) * bpg; b++) {
+            __m512i i0[GNT], i1[GNT];
+            _Pragma("GCC unroll 6")
+            for (int t = 0; t < NT; t++) i0[t] = i1[t] = _mm512_setzero_si512();
+            _Pragma("GCC unroll 8")
+            for (uint64_t j = 0; j < QB / 4; j++) {
+                uint64_t k4 = b * (QB / 4) + j;
+                __m512i w0 = _mm512_load_si512(&P->codes[k4][0]), w1 = _mm512_load_si512(&P->codes[k4][16]);
+                _Pragma("GCC unroll 6")
+                for (int t = 0; t < NT; t++) {
+                    int32_t xw;
+                    memcpy(&xw, xq[t] + 4 * k4, 4);
+                    __m512i xb = _mm512_set1_epi32(xw);
+                    i0[t] = _mm512_dpbusd_epi32(i0[t], w0, xb);
+                    i1[t] = _mm512_dpbusd_epi32(i1[t], w1, xb);
+                }
+            }
+            _Pragma("GCC unroll 6")
+            for (int t = 0; t < NT; t++) {
+                __m512 dx = _mm512_set1_ps(xd[t][b]);
+                f0[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i0[t]), _mm512_mul_ps(s0, dx), f0[t]);
+                f1[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i1[t]), _mm512_mul_ps(s1, dx), f1[t]);
+            }
+        }
+        const __m512 b0 = _mm512_load_ps(P->bi[g]), b1 = _mm512_load_ps(P->bi[g] + 16);
+        _Pragma("GCC unroll 6")
+        for (int t = 0; t < NT; t++) {
+            __m512 xs = _mm512_set1_ps(xg[t][g]);
+            f0[t] = _mm512_fmadd_ps(b0, xs, f0[t]);
+            f1[t] = _mm512_fmadd_ps(b1, xs, f1[t]);
+        }
+    }
+    _Pragma("GCC unroll 6")
+    for (int t = 0; t < NT; t++) {
+        float *yt = y + (uint64_t)(t0 + t) * ldy + r0;
+        _mm512_mask_storeu_ps(yt, m0, f0[t]);
+        _mm512_mask_storeu_ps(yt + 16, m1, f1[t]);
+    }
+}
+
+RF_TARGET_AVX512VNNI static void gemm_block(const rf_wmat *w, const qx *a, float *y, uint64_t r0, panel *P)
+{
+    unpack512 u = make_unpack512(w->bits);
+    uint64_t rows = w->rows, cols = w->cols, gs = (uint64_t)w->gs;
+    int nr = rows - r0 < GR ? (int)(rows - r0) : GR;
+    __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xFFFF : (1u << nr) - 1);
+    __mmask16 m1 = (__mmask16)(nr >= 32 ? 0xFFFF : nr > 16 ? (1u << (nr - 16)) - 1 : 0);
+    for (uint64_t k0 = 0; k0 < cols; k0 += KT) {
+        uint64_t kn = cols - k0 < KT ? cols - k0 : KT;
+        pack_panel(w, r0, nr, k0, kn, P, &u);
+        int first = k0 == 0, t = 0;
+        for (; t + GNT <= a->ntok; t += GNT) gemm_tile(P, k0, kn, gs, a, t, GNT, y, rows, r0, m0, m1, first);
+        switch (a->ntok - t) {
+        case 1: gemm_tile(P, k0, kn, gs, a, t, 1, y, rows, r0, m0, m1, first); break;
+        case 2: gemm_tile(P, k0, kn, gs, a, t, 2, y, rows, r0, m0, m1, first); break;
+        case 3: gemm_tile(P, k0, kn, gs, a, t, 3, y, rows, r0, m0, m1, first); break;
+        case 4: gemm_tile(P, k0, kn, gs, a, t, 4, y, rows, r0, m0, m1, first); break;
+        case 5: gemm_tile(P, k0, kn, gs, a, t, 5, y, rows, r0, m0, m1, first); break;
+        default: break;
+        }
+    }
+}
+
+/* Quantize all tokens (the calling thread: a few microseconds next to the product). Layouts of
+ * the codes: natural order (panels, and rows of 3/5/6 bits), or per 64-byte step and phase for
+ * rows of 2/4/8 bits (gemv_phase_rows); dl holds the block scale of each 32-bit lane position
+ * of the row kernels. */
+enum { LAYOUT_PANEL, LAYOUT_CHUNKS, LAYOUT_PHASES };
+
+RF_TARGET_AVX512VNNI static void prepare_qx(const rf_wmat *w, const float *x, int ntok, qx *a, int layout, int8_t *tmp)
+{
+    uint64_t gpb = (uint64_t)w->gs / QB;
+    int bits = w->bits, nph = 8 / bits;
+    uint64_t S = 512 / (uint64_t)bits;
+    for (int t = 0; t < ntok; t++) {
+        int8_t *q = a->q + (uint64_t)t * a->ld, *nat = layout == LAYOUT_PHASES ? tmp : q;
+        float *d = a->d + (uint64_t)t * a->nb, *bs = a->bsum + (uint64_t)t * a->nb, *gsum = a->gsum + (uint64_t)t * a->ng;
+        quantize_512(x + (uint64_t)t * a->cols, a->cols, nat, d, bs);
+        memset(nat + a->cols, 0, a->ld - a->cols);
+        for (uint64_t g = 0; g < a->ng; g++) {
+            float s = 0;
+            for (uint64_t b = 0; b < gpb; b++) s += bs[g * gpb + b];
+            gsum[g] = s;
+        }
+        if (layout == LAYOUT_PANEL) continue;
+        float *dl = a->dl + (uint64_t)t * (a->ld / 4);
+        if (layout == LAYOUT_CHUNKS) {
+            /* lane l of chunk c covers codes 64c + 4l .. +3 */
+            for (uint64_t i = 0; i < a->ld / 4; i++) dl[i] = i * 4 < a->cols ? d[i * 4 / QB] : 0.0f;
+            continue;
+        }
+        for (uint64_t st = 0; st * S < a->ld; st++) {
+            for (int p = 0; p < nph; p++)
+                for (int i = 0; i < 64; i++) q[st * S + 64 * (uint64_t)p + (uint64_t)i] = nat[st * S + (uint64_t)(nph * i + p)];
+            for (int l = 0; l < 16; l++) {
+                uint64_t c = st * S + 4 * (uint64_t)nph * (uint64_t)l;
+                dl[st * 16 + (uint64_t)l] = c < a->cols ? d[c / QB] : 0.0f;
+            }
+        }
+    }
+}
+
+typedef struct {
+    const rf_wmat *w;
+    const qx *a;
+    float *y;
+    int gemm;
+    uint64_t rows_per_task;
+} q8_job;
+
+static void q8_task(void *ctx, uint64_t task, int worker)
+{
+    (void)worker;
+    const q8_job *j = ctx;
+    uint64_t r0 = task * j->rows_per_task;
+    uint64_t r1 = r0 + j->rows_per_task < j->w->rows ? r0 + j->rows_per_task : j->w->rows;
+    if (!j->gemm) { gemv_span(j->w, j->a, j->y, r0, r1); return; }
+    panel *P = aligned_alloc(64, sizeof(panel));
+    if (!P) abort();
+    for (uint64_t r = r0; r < r1; r += GR) gemm_block(j->w, j->a, j->y, r, P);
+    free(P);
+}
+#endif
+
+/* Tokens from which a batch is packed into panels rather than streamed row by row. */
+enum { GEMM_MIN_TOKENS = 5, POOL_MIN = 262144 };
+
+int rf_matmul_q8_supported(const rf_wmat *w)
+{
+#if RF_X86
+    unsigned need = RF_CPU_AVX512 | RF_CPU_AVX512VNNI | RF_CPU_AVX512VBMI;
+    return w->dtype == RF_DT_U32 && (rf_cpu_features() & need) == need && w->cols / (uint64_t)w->gs <= MAX_GROUPS &&
+           w->gs % QB == 0 && KT % w->gs == 0;
+#else
+    (void)w;
+    return 0;
+#endif
+}
+
+static void matmul_q8(const rf_wmat *w, const float *x, int ntok, float *y, rf_pool *pool);
+
+void rf_matmul_q8(const rf_wmat *w, const float *x, int ntok, float *y, rf_pool *pool)
+{
+    if (!rf_matmul_q8_supported(w)) { rf_matmul(w, x, ntok, y, pool); return; }
+    if (!rf_prof_on) { matmul_q8(w, x, ntok, y, pool); return; }
+    uint64_t t0 = rf_prof_now();
+    matmul_q8(w, x, ntok, y, pool);
+    rf_prof_add(RF_PROF_MATMUL_Q8, t0);
+}
+
+static void matmul_q8(const rf_wmat *w, const float *x, int ntok, float *y, rf_pool *pool)
+{
+    if (ntok <= 0) return;
+#if RF_X86
+    qx a;
+    a.ntok = ntok;
+    a.cols = w->cols;
+    /* padded to whole 64-byte steps of 2-bit codes (256), so every kernel reads zeros past cols */
+    a.ld = (w->cols + 255) / 256 * 256;
+    a.nb = w->cols / QB;
+    a.ng = w->cols / (uint64_t)w->gs;
+    int gemm = ntok >= GEMM_MIN_TOKENS;
+    int layout = gemm ? LAYOUT_PANEL : phase_bits(w->bits) ? LAYOUT_PHASES : LAYOUT_CHUNKS;
+    uint64_t T = (uint64_t)ntok;
+    size_t nq = T * a.ld + (layout == LAYOUT_PHASES ? a.ld : 0), nf = T * (2 * a.nb + a.ng + (gemm ? 0 : a.ld / 4));
+    void *buf = malloc(nq + nf * sizeof(float) + 64);
+    if (!buf) { rf_matmul(w, x, ntok, y, pool); return; }
+    a.d = (float *)buf;
+    a.bsum = a.d + T * a.nb;
+    a.gsum = a.bsum + T * a.nb;
+    a.dl = gemm ? NULL : a.gsum + T * a.ng;
+    a.q = (int8_t *)(a.d + nf);
+    prepare_qx(w, x, ntok, &a, layout, a.q + T * a.ld);
+    q8_job j = {w, &a, y, gemm, gemm ? 2 * GR : 64};
+    if (w->rows * w->cols * T < POOL_MIN) pool = NULL;
+    rf_pool_run(pool, (w->rows + j.rows_per_task - 1) / j.rows_per_task, q8_task, &j);
+    free(buf);
+#endif
+}
