@@ -351,6 +351,44 @@ rf_status rf_quant_error(rf_dtype src, const void *w, uint64_t rows, uint64_t co
 rf_status rf_quant_error_all(rf_dtype src, const void *w, uint64_t rows, uint64_t cols,
                              rf_qmode mode, rf_dtype sdtype, rf_qerr out[RF_QCFG_N], rf_err *err);
 
+/* ===================================================================== ggml block types (quant/kquant.c) */
+
+/* Tensor types of GGUF files, numbered as ggml numbers them on disk. ramfit encodes and decodes
+ * F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL and IQ4_XS
+ * (rf_gtype_supported); the others are known by name and size only (inspect). The encoders give
+ * the same bytes as ggml's reference encoders, i.e. what llama-quantize writes without an
+ * importance matrix. */
+typedef enum rf_gtype {
+    RF_GT_F32 = 0, RF_GT_F16 = 1, RF_GT_Q4_0 = 2, RF_GT_Q4_1 = 3, RF_GT_Q5_0 = 6, RF_GT_Q5_1 = 7,
+    RF_GT_Q8_0 = 8, RF_GT_Q8_1 = 9, RF_GT_Q2_K = 10, RF_GT_Q3_K = 11, RF_GT_Q4_K = 12, RF_GT_Q5_K = 13,
+    RF_GT_Q6_K = 14, RF_GT_Q8_K = 15, RF_GT_IQ4_NL = 20, RF_GT_IQ4_XS = 23, RF_GT_I8 = 24, RF_GT_I16 = 25,
+    RF_GT_I32 = 26, RF_GT_I64 = 27, RF_GT_F64 = 28, RF_GT_BF16 = 30,
+    RF_GT_COUNT = 43     /* ids are below this */
+} rf_gtype;
+/* llama.cpp's spelling ("Q4_K", "BF16", "IQ4_XS"); NULL for an id ggml does not define. */
+const char *rf_gtype_name(int type);
+/* Case-insensitive name -> id; -1 when unknown. */
+int rf_gtype_parse(const char *name);
+/* Elements per block and bytes per block (0, 0 for an unknown id). */
+uint64_t rf_gtype_block(int type);
+uint64_t rf_gtype_block_bytes(int type);
+/* 1 if ramfit can encode and decode the type. */
+int rf_gtype_supported(int type);
+/* 1 for the block-quantized types (not F32/F16/BF16/F64/integers). */
+int rf_gtype_is_quantized(int type);
+/* Bytes of a row of NCOLS elements; 0 when NCOLS is not a multiple of the block (or unknown). */
+uint64_t rf_gtype_row_bytes(int type, uint64_t ncols);
+/* The type llama-quantize writes for TYPE on rows of NCOLS: TYPE itself when its block divides
+ * NCOLS, else its fallback (Q2_K/Q3_K -> Q4_0, Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0,
+ * IQ4_XS -> IQ4_NL), and F16 when that does not divide NCOLS either. */
+int rf_gtype_fallback(int type, uint64_t ncols);
+/* Encode NROWS rows of NCOLS floats (row-major) into OUT (nrows * row_bytes). Non-finite input:
+ * RF_ERR_NONFINITE naming row and column; a type ramfit cannot encode: RF_ERR_UNSUPPORTED;
+ * NCOLS not a multiple of the block: RF_ERR_INVALID. */
+rf_status rf_gquant_rows(int type, const float *x, uint64_t nrows, uint64_t ncols, void *out, rf_err *err);
+/* Decode one row of NCOLS elements. */
+rf_status rf_gdequant_row(int type, const void *row, uint64_t ncols, float *out, rf_err *err);
+
 /* ===================================================================== profile (analyse/profile.c) */
 
 /* A profile: for every quantization unit of a model, each candidate config with its exact MLX
