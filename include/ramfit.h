@@ -198,6 +198,96 @@ void rf_stw_free(rf_stw *w);
 /* Bytes of tensor data in total (what index.json calls total_size). */
 uint64_t rf_stw_total_bytes(const rf_stw *w);
 
+/* ===================================================================== GGUF files (io/gguf.c) */
+
+/* llama.cpp's model file format, version 3 (version 2 files read too): a header of typed
+ * key/value metadata and tensor infos, then the tensor data, each tensor at an offset that is a
+ * multiple of general.alignment (default 32) in tensor-info order. Little-endian only. */
+typedef enum rf_gguf_vtype {
+    RF_GV_U8 = 0, RF_GV_I8 = 1, RF_GV_U16 = 2, RF_GV_I16 = 3, RF_GV_U32 = 4, RF_GV_I32 = 5, RF_GV_F32 = 6,
+    RF_GV_BOOL = 7, RF_GV_STR = 8, RF_GV_ARR = 9, RF_GV_U64 = 10, RF_GV_I64 = 11, RF_GV_F64 = 12,
+    RF_GV_COUNT
+} rf_gguf_vtype;
+const char *rf_gguf_vtype_name(rf_gguf_vtype t); /* "u32", "string", "array", ... */
+
+#define RF_GGUF_MAX_DIMS 4
+#define RF_GGUF_MAX_NAME 63 /* ggml's limit on tensor name length (GGML_MAX_NAME - 1) */
+
+/* A borrowed view of one tensor of an open GGUF file; valid until rf_gguf_close(). */
+typedef struct rf_gguf_tensor {
+    const char *name;
+    int type;                       /* rf_gtype */
+    int ndim;
+    uint64_t ne[RF_GGUF_MAX_DIMS];  /* ggml order: ne[0] is the row length, e.g. [in, out] for a matrix */
+    uint64_t nelem, nbytes;
+    uint64_t offset;                /* absolute file offset of the data */
+    const void *data;               /* mmapped, read-only */
+} rf_gguf_tensor;
+
+typedef struct rf_gguf rf_gguf;
+/* Open and validate a GGUF file (mmapped): every length, type, offset and size is checked before
+ * this returns; errors are RF_ERR_FORMAT naming the file and the key or tensor, RF_ERR_UNSUPPORTED
+ * for a version other than 2 or 3 or a big-endian file, RF_ERR_NOT_FOUND for a missing file. */
+rf_status rf_gguf_open(const char *path, rf_gguf **out, rf_err *err);
+/* The same on an image in memory (borrowed); LABEL names it in messages. */
+rf_status rf_gguf_open_memory(const void *data, uint64_t size, const char *label, rf_gguf **out, rf_err *err);
+void rf_gguf_close(rf_gguf *g);
+const char *rf_gguf_path(const rf_gguf *g);
+uint32_t rf_gguf_version(const rf_gguf *g);
+uint64_t rf_gguf_alignment(const rf_gguf *g);
+uint64_t rf_gguf_data_offset(const rf_gguf *g); /* start of the tensor data section */
+uint64_t rf_gguf_file_size(const rf_gguf *g);
+
+uint64_t rf_gguf_kv_count(const rf_gguf *g);
+const char *rf_gguf_kv_key(const rf_gguf *g, uint64_t i);
+rf_gguf_vtype rf_gguf_kv_type(const rf_gguf *g, uint64_t i);
+/* Arrays: element type and length (RF_GV_COUNT, 0 for a scalar). */
+rf_gguf_vtype rf_gguf_kv_arr_type(const rf_gguf *g, uint64_t i);
+uint64_t rf_gguf_kv_arr_len(const rf_gguf *g, uint64_t i);
+int64_t rf_gguf_find_kv(const rf_gguf *g, const char *key); /* -1 if absent */
+/* Scalar values by key. Absent key: RF_ERR_NOT_FOUND; another type: RF_ERR_FORMAT; both name the
+ * file and key. get_int takes any integer or bool type (a u64 above INT64_MAX is RF_ERR_FORMAT);
+ * get_float takes F32/F64. */
+rf_status rf_gguf_get_int(const rf_gguf *g, const char *key, int64_t *out, rf_err *err);
+rf_status rf_gguf_get_float(const rf_gguf *g, const char *key, double *out, rf_err *err);
+rf_status rf_gguf_get_str(const rf_gguf *g, const char *key, const char **s, uint64_t *len, rf_err *err);
+/* Element J of array KV: strings (pointer into the map, not NUL-terminated; *len its bytes),
+ * numbers (any numeric element type, as double). Out of range or wrong type: NULL / NAN. */
+const char *rf_gguf_arr_str(const rf_gguf *g, uint64_t kv, uint64_t j, uint64_t *len);
+double rf_gguf_arr_num(const rf_gguf *g, uint64_t kv, uint64_t j);
+/* The value of scalar KV I as text ("4096", "1e-06", "llama", "[array of 151936 string]"). */
+void rf_gguf_kv_text(const rf_gguf *g, uint64_t i, char *buf, size_t cap);
+
+uint64_t rf_gguf_tensor_count(const rf_gguf *g);
+const rf_gguf_tensor *rf_gguf_tensor_at(const rf_gguf *g, uint64_t i);
+const rf_gguf_tensor *rf_gguf_find_tensor(const rf_gguf *g, const char *name);
+
+/* Streaming writer: set the metadata and declare every tensor, then write the tensor data in
+ * declaration order (any number of pieces; padding is added between tensors); finish checks that
+ * everything was written and renames the temporary file (PATH.tmp-XXXXXX, created with the
+ * caller's umask) to PATH, replacing a file there. Keys and tensor names must be unique (tensor
+ * names at most RF_GGUF_MAX_NAME bytes, at most 4 dimensions). Any error fails later calls;
+ * free without finish removes the temporary file. Byte-for-byte deterministic output. */
+typedef struct rf_ggufw rf_ggufw;
+rf_status rf_ggufw_create(const char *path, rf_ggufw **out, rf_err *err);
+void rf_ggufw_free(rf_ggufw *w);
+rf_status rf_ggufw_set_str(rf_ggufw *w, const char *key, const char *value, rf_err *err);
+rf_status rf_ggufw_set_u32(rf_ggufw *w, const char *key, uint32_t value, rf_err *err);
+rf_status rf_ggufw_set_i32(rf_ggufw *w, const char *key, int32_t value, rf_err *err);
+rf_status rf_ggufw_set_f32(rf_ggufw *w, const char *key, float value, rf_err *err);
+rf_status rf_ggufw_set_bool(rf_ggufw *w, const char *key, int value, rf_err *err);
+/* Arrays: N strings (LENS may be NULL for NUL-terminated strings), or N numbers of element type
+ * ET (RF_GV_F32, RF_GV_I32, ...) stored as that type's bytes in V. */
+rf_status rf_ggufw_set_arr_str(rf_ggufw *w, const char *key, const char *const *v, const uint64_t *lens, uint64_t n,
+                               rf_err *err);
+rf_status rf_ggufw_set_arr(rf_ggufw *w, const char *key, rf_gguf_vtype et, const void *v, uint64_t n, rf_err *err);
+rf_status rf_ggufw_add_tensor(rf_ggufw *w, const char *name, int type, int ndim, const uint64_t *ne, rf_err *err);
+/* Size of the finished file (known once every tensor is declared) and of the data of tensor I. */
+uint64_t rf_ggufw_file_size(const rf_ggufw *w);
+uint64_t rf_ggufw_tensor_bytes(const rf_ggufw *w, uint64_t i);
+rf_status rf_ggufw_write(rf_ggufw *w, const void *data, uint64_t n, rf_err *err);
+rf_status rf_ggufw_finish(rf_ggufw *w, rf_err *err);
+
 /* ===================================================================== model catalogue (arch/model.c) */
 
 typedef enum rf_arch {
