@@ -997,6 +997,55 @@ typedef struct rf_quantize_result {
 rf_status rf_quantize_write(const rf_model *m, const rf_plan *plan, const rf_quantize_opts *o, const char *out_dir,
                             const rf_progress *progress, rf_quantize_result *res, rf_err *err);
 
+/* ===================================================================== GGUF export (quantize/gguf_export.c) */
+
+/* Writes a GGUF v3 file that llama.cpp loads as it is: llama.cpp's architecture, tensor names and
+ * metadata for the family (io/gguf_arch.c; llama-family q/k rows permuted as convert_hf_to_gguf
+ * does), expert banks stacked as blk.N.ffn_*_exps, the tokenizer as tokenizer.ggml.* (from
+ * tokenizer.json; tokenizer/tok_gguf.c), general.quantization_version 2. Each unit weight is
+ * written in the GGUF type TYPES[unit] (an index into the catalogue's units); norms, biases and
+ * routers (ffn_gate_inp) are F32, as llama.cpp's converter writes them; a tied lm_head is not
+ * written (llama.cpp uses token_embd). The encoders give the bytes llama-quantize would give from
+ * the same floats. Streams the mmapped checkpoint in row blocks on a thread pool; output is
+ * byte-identical for any thread count; written to PATH.tmp-XXXXXX and renamed (nothing is left
+ * on error). Errors: RF_ERR_UNSUPPORTED (a family, config or tokenizer llama.cpp cannot run as
+ * ramfit does, naming why), RF_ERR_INVALID (a type that does not fit a unit's rows; an output in
+ * the model directory), RF_ERR_EXISTS (PATH exists, no force), RF_ERR_NONFINITE, RF_ERR_IO/NOSPACE. */
+typedef struct rf_gguf_opts {
+    int threads;              /* <= 0: online CPUs */
+    const char *name;         /* general.name; NULL: the model directory's base name */
+    int force;                /* replace an existing PATH */
+} rf_gguf_opts;
+void rf_gguf_opts_default(rf_gguf_opts *o);
+
+/* Unit types for a uniform TYPE, as llama-quantize --pure applies it: TYPE where its block fits
+ * the unit's rows, else llama-quantize's fallback (rf_gtype_fallback); routers F32. TYPE may be
+ * F32/F16/BF16 (an unquantized export). */
+rf_status rf_gguf_types_uniform(const rf_model *m, int type, int *types, rf_err *err);
+/* Unit types for an MLX plan (issue 15's rule, until plans carry GGUF types): bits 2/3/4/5/6/8
+ * -> Q2_K/Q3_K/Q4_K/Q5_K/Q6_K/Q8_0 (the group size is not used: k-quants fix their own blocks),
+ * kept units -> KEPT_TYPE (BF16, F16 or F32), with the width fallbacks and F32 routers. */
+int rf_gguf_type_for_bits(int bits, uint64_t cols, rf_role role, int kept_type);
+rf_status rf_gguf_types_from_plan(const rf_model *m, const rf_plan *plan, int kept_type, int *types, rf_err *err);
+
+typedef struct rf_gguf_result {
+    uint64_t file_bytes, tensor_bytes, params, tensors;
+    uint64_t type_params[RF_GT_COUNT]; /* parameters written in each type */
+    double seconds;
+    char arch[32];                     /* general.architecture */
+    char tok_model[16], tok_pre[32];   /* tokenizer.ggml.model / .pre */
+} rf_gguf_result;
+rf_status rf_gguf_export(const rf_model *m, const int *types, const rf_gguf_opts *o, const char *path,
+                         const rf_progress *progress, rf_gguf_result *res, rf_err *err);
+
+/* llama-quantize's --tensor-type-file for a plan: one "^NAME$=type" line per unit weight that
+ * GGUF stores (llama.cpp names, types by rf_gguf_type_for_bits; routers, which llama-quantize
+ * never quantizes, and a tied lm_head are left out), so that `llama-quantize --tensor-type-file`
+ * applies the plan with llama.cpp's own encoders to a GGUF of the same model (e.g. ramfit's BF16
+ * export). The profile supplies the architecture. *text is malloc'd. */
+rf_status rf_gguf_plan_tensor_types(const rf_plan *plan, const rf_profile *p, int kept_type, char **text, size_t *len,
+                                    rf_err *err);
+
 /* Reading an MLX checkpoint's quantization back (io/mlx.c): every "<module>.weight" resolved by
  * mlx-lm's loader rule (config "quantization"[module] if present, else the global bits/gs iff
  * "<module>.scales" exists), with the shapes checked against the bits and group size. */
