@@ -13,6 +13,7 @@
 #include "llama.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,11 +51,18 @@ typedef struct run {
     int n_vocab;
 } run;
 
+static bool no_progress(float p, void *user)
+{
+    (void)p, (void)user;
+    return true;
+}
+
 static int open_model(const char *path, int n_ctx, run *r)
 {
     llama_log_set(quiet_log, NULL);
     llama_backend_init();
     struct llama_model_params mp = llama_model_default_params();
+    mp.progress_callback = no_progress; /* the default prints dots to stderr */
     r->model = llama_model_load_from_file(path, mp);
     if (!r->model) {
         fprintf(stderr, "harness: llama.cpp cannot load %s\n", path);
