@@ -4,6 +4,7 @@
  * float32 KV cache. Weights are never converted as a whole: the kernels read the mapped
  * bf16/f16/f32/packed rows. Only 1-D tensors (norm weights, biases) are copied to float32. */
 #include "engine/engine_internal.h"
+#include "engine/gguf_weights.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -24,12 +25,14 @@ typedef struct layer {
     lin gate, up, down;        /* dense MLP */
     rf_wmat router;
     rf_wmat *eg, *eu, *ed;     /* per-expert views (into stacked banks or per-expert tensors) */
+    int qk_perm;               /* GGUF llama: q/k rows interleaved per head (rf_ggml_unpermute_heads) */
 } layer;
 
 struct rf_engine {
     rf_config cfg;
     char *dir;
     rf_st *st;
+    rf_ggm *gg;                /* GGUF hook: a GGUF file instead of st (engine/gguf_weights.c) */
     rf_pool *pool;
     json_t *quant;             /* config.json "quantization" (NULL: none) */
     int dim, nh, nkv, hd, vocab, ffn, moe_ffn, nexp, topk, softmax_first;
@@ -68,9 +71,16 @@ static rf_status shape_error(rf_engine *e, const rf_tensor *t, const char *want,
                       rf_dtype_name(t->dtype), want);
 }
 
+/* GGUF hook: tensors by Hugging Face name in either source. */
+static int has_tensor(const rf_engine *e, const char *name)
+{
+    return e->gg ? rf_ggm_has(e->gg, name) : rf_st_find(e->st, name) != NULL;
+}
+
 /* A 1-D float tensor of n elements as an owned float32 array. */
 static rf_status load_vec(rf_engine *e, const char *name, uint64_t n, float **out, rf_err *err)
 {
+    if (e->gg) return rf_ggm_vec(e->gg, name, n, out, err); /* GGUF hook */
     const rf_tensor *t;
     rf_status s = need_tensor(e, name, &t, err);
     if (s) return s;
@@ -106,6 +116,7 @@ static rf_status load_matrix(rf_engine *e, const char *module, int nexp, uint64_
 {
     char name[NAME_MAX_LEN], want[128];
     const rf_tensor *t, *sc, *bi;
+    if (e->gg) return rf_ggm_matrix(e->gg, module, nexp, out, in, w, err); /* GGUF hook */
     snprintf(name, sizeof name, "%s.weight", module);
     rf_status s = need_tensor(e, name, &t, err);
     if (s) return s;
@@ -161,7 +172,7 @@ static rf_status load_lin(rf_engine *e, const char *module, uint64_t out, uint64
     if (s) return s;
     char name[NAME_MAX_LEN];
     snprintf(name, sizeof name, "%s.bias", module);
-    if (!bias_required && !rf_st_find(e->st, name)) return RF_OK;
+    if (!bias_required && !has_tensor(e, name)) return RF_OK;
     return load_vec(e, name, out, &l->bias, err);
 }
 
@@ -174,7 +185,7 @@ static rf_status load_experts(rf_engine *e, const char *stacked, const char *fmt
     if (!*views) return rf_err_set(err, RF_ERR_NOMEM, "out of memory loading experts");
     char name[NAME_MAX_LEN];
     snprintf(name, sizeof name, "%s.weight", stacked);
-    if (rf_st_find(e->st, name)) {
+    if (has_tensor(e, name)) {
         rf_wmat bank;
         rf_status s = load_matrix(e, stacked, e->nexp, out, in, &bank, err);
         if (s) return s;
@@ -196,6 +207,7 @@ static rf_status load_layer(rf_engine *e, int li, rf_err *err)
     rf_status s;
     uint64_t dim = (uint64_t)e->dim, qd = (uint64_t)e->nh * e->hd, kvd = (uint64_t)e->nkv * e->hd;
     int qkv_bias = e->cfg.attention_bias || e->cfg.arch == RF_ARCH_QWEN2;
+    L->qk_perm = e->gg && rf_ggm_qk_permuted(e->gg);
 #define TRY(x) do { if ((s = (x)) != RF_OK) return s; } while (0)
 #define NAME(fmt) (snprintf(name, sizeof name, fmt, li), name)
     TRY(load_vec(e, NAME("model.layers.%d.input_layernorm.weight"), dim, &L->attn_norm, err));
@@ -350,9 +362,14 @@ rf_status rf_engine_open(const char *model_dir, const rf_engine_opts *opts, rf_e
         return rf_err_set(err, RF_ERR_NOMEM, "out of memory opening %s", model_dir);
     }
     rf_status s;
-    if ((s = rf_config_load(model_dir, &e->cfg, err)) || (s = check_config(e, err)) ||
-        (s = read_quant_config(e, err)) || (s = rf_st_open(model_dir, &e->st, err)))
+    if (rf_ggm_is_gguf(model_dir)) { /* GGUF hook: config and weights from the file */
+        if ((s = rf_ggm_open(model_dir, &e->gg, err))) goto fail;
+        e->cfg = *rf_ggm_config(e->gg);
+        if ((s = check_config(e, err))) goto fail;
+    } else if ((s = rf_config_load(model_dir, &e->cfg, err)) || (s = check_config(e, err)) ||
+               (s = read_quant_config(e, err)) || (s = rf_st_open(model_dir, &e->st, err))) {
         goto fail;
+    }
     int mp = e->cfg.max_position_embeddings > 0 ? e->cfg.max_position_embeddings : 2048;
     e->max_ctx = opts && opts->max_ctx > 0 ? opts->max_ctx : (mp < 4096 ? mp : 4096);
     e->max_batch = opts && opts->max_batch > 0 ? opts->max_batch : 256;
@@ -364,7 +381,7 @@ rf_status rf_engine_open(const char *model_dir, const rf_engine_opts *opts, rf_e
     e->nthreads = rf_pool_threads(e->pool);
     uint64_t dim = (uint64_t)e->dim, V = (uint64_t)e->vocab;
     if ((s = load_matrix(e, "model.embed_tokens", 0, V, dim, &e->embed, err))) goto fail;
-    if (rf_st_find(e->st, "lm_head.weight")) {
+    if (has_tensor(e, "lm_head.weight")) {
         if ((s = load_matrix(e, "lm_head", 0, V, dim, &e->lm_head, err))) goto fail;
     } else if (e->cfg.tie_word_embeddings || e->cfg.tie_word_embeddings < 0) {
         e->lm_head = e->embed;
@@ -381,7 +398,7 @@ rf_status rf_engine_open(const char *model_dir, const rf_engine_opts *opts, rf_e
         /* a config that names fewer layers than the checkpoint holds would run a truncated model */
         char extra[96];
         snprintf(extra, sizeof extra, "model.layers.%d.input_layernorm.weight", e->cfg.num_layers);
-        if (rf_st_find(e->st, extra)) {
+        if (has_tensor(e, extra)) {
             s = rf_err_set(err, RF_ERR_FORMAT, "%s: the checkpoint has tensor %s but config.json says "
                            "num_hidden_layers %d", e->dir, extra, e->cfg.num_layers);
             goto fail;
@@ -416,6 +433,7 @@ void rf_engine_free(rf_engine *e)
     if (e->quant) json_decref(e->quant);
     rf_pool_free(e->pool);
     rf_st_close(e->st);
+    rf_ggm_free(e->gg);
     free(e->dir);
     free(e);
 }
@@ -505,6 +523,10 @@ static void attention(rf_engine *e, int li, int p0, int T)
     for (int t = 0; t < T; t++) rf_op_rmsnorm(e->x + t * dim, L->attn_norm, e->dim, e->eps, e->h + t * dim);
     linear(e, &L->q, e->h, T, e->q);
     linear(e, &L->k, e->h, T, e->k);
+    if (L->qk_perm) { /* GGUF hook */
+        rf_ggml_unpermute_heads(e->q, T, e->nh, e->hd);
+        rf_ggml_unpermute_heads(e->k, T, e->nkv, e->hd);
+    }
     linear(e, &L->v, e->h, T, e->v);
     for (int t = 0; t < T; t++) {
         uint64_t pos = (uint64_t)(p0 + t);

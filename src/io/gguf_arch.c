@@ -206,3 +206,89 @@ int rf_gguf_hf_name(const rf_gguf_family *f, const char *gguf, char *out, size_t
         }
     return 0;
 }
+
+/* ------------------------------------------------------------------ reading a config back */
+
+static rf_status meta_int(const rf_gguf *g, const char *arch, const char *key, int required, int64_t def, int *out,
+                          rf_err *err)
+{
+    char k[160];
+    snprintf(k, sizeof k, "%s.%s", arch, key);
+    int64_t v = def;
+    rf_status s = rf_gguf_get_int(g, k, &v, err);
+    if (s == RF_ERR_NOT_FOUND && !required) s = RF_OK, v = def;
+    if (s) return s;
+    if (v < 0 || v > (1 << 30)) return rf_err_set(err, RF_ERR_FORMAT, "%s: key %s = %lld is out of range", rf_gguf_path(g), k, (long long)v);
+    *out = (int)v;
+    return RF_OK;
+}
+
+rf_status rf_gguf_config(const rf_gguf *g, rf_config *c, const rf_gguf_family **famp, rf_err *err)
+{
+    memset(c, 0, sizeof *c);
+    const char *as;
+    uint64_t al;
+    rf_status s = rf_gguf_get_str(g, "general.architecture", &as, &al, err);
+    if (s) return s;
+    char arch[32];
+    snprintf(arch, sizeof arch, "%.*s", (int)(al < 31 ? al : 31), as);
+    const rf_gguf_family *fam = rf_gguf_family_by_name(arch);
+    if (!fam || al >= sizeof arch)
+        return rf_err_set(err, RF_ERR_UNSUPPORTED, "%s: architecture %s: ramfit's engine runs llama, qwen2, qwen3 and "
+                          "qwen3moe GGUF files", rf_gguf_path(g), arch);
+    char key[160];
+    snprintf(key, sizeof key, "%s.expert_count", arch);
+    int64_t nexp = 0;
+    if (rf_gguf_find_kv(g, key) >= 0 && (s = rf_gguf_get_int(g, key, &nexp, err))) return s;
+    if (!strcmp(arch, "llama") && nexp > 0) fam = rf_gguf_family_of(RF_ARCH_MIXTRAL);
+    c->arch = fam->arch;
+    snprintf(c->model_type, sizeof c->model_type, "%s", rf_arch_name(fam->arch));
+    snprintf(c->architecture, sizeof c->architecture, "gguf:%s", arch);
+    int ctx = 0, kvh = 0, hd = 0, exp_ffn = 0;
+    if ((s = meta_int(g, arch, "embedding_length", 1, 0, &c->hidden_size, err)) ||
+        (s = meta_int(g, arch, "block_count", 1, 0, &c->num_layers, err)) ||
+        (s = meta_int(g, arch, "attention.head_count", 1, 0, &c->num_heads, err)) ||
+        (s = meta_int(g, arch, "feed_forward_length", nexp == 0, 0, &c->intermediate_size, err)) ||
+        (s = meta_int(g, arch, "context_length", 0, 2048, &ctx, err)) ||
+        (s = meta_int(g, arch, "attention.head_count_kv", 0, c->num_heads, &kvh, err)) ||
+        (s = meta_int(g, arch, "attention.key_length", 0, c->num_heads ? c->hidden_size / c->num_heads : 0, &hd, err)) ||
+        (s = meta_int(g, arch, "expert_used_count", nexp > 0, 0, &c->experts_per_tok, err)) ||
+        (s = meta_int(g, arch, "expert_feed_forward_length", 0, c->intermediate_size, &exp_ffn, err)))
+        return s;
+    c->num_kv_heads = kvh;
+    c->head_dim = hd;
+    c->max_position_embeddings = ctx;
+    c->num_experts = (int)nexp;
+    if (nexp > 0) {
+        c->moe_intermediate_size = exp_ffn;
+        c->decoder_sparse_step = 1;
+        c->norm_topk_prob = 1; /* llama.cpp renormalises the top-k weights of both (mixtral: softmax over the chosen) */
+    }
+    double v;
+    snprintf(key, sizeof key, "%s.rope.freq_base", arch);
+    c->rope_theta = 10000.0; /* llama.cpp's default when the key is missing */
+    if (rf_gguf_find_kv(g, key) >= 0) {
+        if ((s = rf_gguf_get_float(g, key, &v, err))) return s;
+        c->rope_theta = v;
+    }
+    snprintf(key, sizeof key, "%s.attention.layer_norm_rms_epsilon", arch);
+    if ((s = rf_gguf_get_float(g, key, &v, err))) return s;
+    c->rms_norm_eps = v;
+    snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
+    if (rf_gguf_find_kv(g, key) >= 0 || rf_gguf_find_tensor(g, "rope_freqs.weight"))
+        return rf_err_set(err, RF_ERR_UNSUPPORTED, "%s: rope scaling (rope_freqs / %s) is not read by ramfit's engine yet",
+                          rf_gguf_path(g), key);
+    const rf_gguf_tensor *emb = rf_gguf_find_tensor(g, "token_embd.weight");
+    if (!emb || emb->ndim != 2) return rf_err_set(err, RF_ERR_FORMAT, "%s: no 2-D token_embd.weight", rf_gguf_path(g));
+    c->vocab_size = (int)emb->ne[1];
+    c->tie_word_embeddings = rf_gguf_find_tensor(g, "output.weight") == NULL;
+    c->attention_bias = rf_gguf_find_tensor(g, "blk.0.attn_q.bias") != NULL;
+    int64_t id;
+    c->bos_token_id = c->eos_token_id = -1;
+    if (!rf_gguf_get_int(g, "tokenizer.ggml.bos_token_id", &id, err)) c->bos_token_id = (int)id;
+    if (!rf_gguf_get_int(g, "tokenizer.ggml.eos_token_id", &id, err)) c->eos_token_id = (int)id;
+    c->torch_dtype = RF_DT_INVALID;
+    if (famp) *famp = fam;
+    if (err) rf_err_clear(err);
+    return RF_OK;
+}

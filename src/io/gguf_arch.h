@@ -55,6 +55,11 @@ int rf_gguf_tensor_name(const rf_gguf_family *f, const char *hf, char *out, size
  * ".weight"); 0 when unknown. */
 int rf_gguf_hf_name(const rf_gguf_family *f, const char *gguf, char *out, size_t cap);
 
+/* The rf_config a GGUF file describes (the reverse of the tables: llama with experts is mixtral;
+ * mistral files are llama). Errors name the file and key: RF_ERR_UNSUPPORTED for an architecture
+ * or rope scaling ramfit cannot run, RF_ERR_FORMAT for missing or bad keys. */
+rf_status rf_gguf_config(const rf_gguf *g, rf_config *c, const rf_gguf_family **fam, rf_err *err);
+
 /* Value of SRC for config C (0 when the config has none). */
 double rf_gguf_meta_value(const rf_config *c, rf_gguf_src src);
 

@@ -455,3 +455,228 @@ rf_status rf_tok_gguf_write(const char *model_dir, const rf_config *cfg, int32_t
     free(p2);
     return st;
 }
+
+/* ------------------------------------------------------------------ the reverse: a tokenizer from a GGUF */
+
+static const char *pre_regex(const char *pre)
+{
+    for (size_t i = 0; i < sizeof known_pre / sizeof known_pre[0]; i++)
+        if (!strcmp(known_pre[i].pre, pre)) return known_pre[i].regex;
+    if (!strcmp(pre, "llama3") || !strcmp(pre, "llama-v3")) return known_pre[1].regex;
+    if (!strcmp(pre, "deepseek-r1-qwen")) return known_pre[0].regex;
+    return NULL;
+}
+
+typedef struct spm_merge {
+    float score;
+    int32_t id, a, b;
+} spm_merge;
+
+static int cmp_merge(const void *x, const void *y)
+{
+    const spm_merge *p = x, *q = y;
+    if (p->score != q->score) return p->score > q->score ? -1 : 1;
+    if (p->id != q->id) return p->id < q->id ? -1 : 1;
+    if (p->a != q->a) return p->a < q->a ? -1 : 1;
+    return (p->b > q->b) - (p->b < q->b);
+}
+
+/* SentencePiece scores as BPE merges (what transformers' converter does for Llama): every split
+ * of a normal token into two tokens is a merge, ranked by the merged token's score, then id. */
+static rf_status spm_merges(const rf_gguf *g, int64_t ktok, int64_t kscore, int64_t ktype, rf_nametab *ids, json_t *arr,
+                            rf_err *err)
+{
+    uint64_t n = rf_gguf_kv_arr_len(g, (uint64_t)ktok), cap = 1024, cnt = 0;
+    spm_merge *m = malloc(sizeof *m * cap);
+    rf_status st = m ? RF_OK : rf_err_set(err, RF_ERR_NOMEM, "out of memory");
+    char buf[1024];
+    for (uint64_t i = 0; i < n && !st; i++) {
+        if (ktype >= 0 && rf_gguf_arr_num(g, (uint64_t)ktype, i) != 1) continue;
+        uint64_t len;
+        const char *s = rf_gguf_arr_str(g, (uint64_t)ktok, i, &len);
+        if (len >= sizeof buf) continue;
+        for (uint64_t cut = 1; cut < len && !st; cut++) {
+            if (((unsigned char)s[cut] & 0xC0) == 0x80) continue; /* inside a UTF-8 character */
+            uint64_t a, b;
+            memcpy(buf, s, cut);
+            buf[cut] = '\0';
+            if (!rf_nametab_get(ids, buf, &a)) continue;
+            memcpy(buf, s + cut, len - cut);
+            buf[len - cut] = '\0';
+            if (!rf_nametab_get(ids, buf, &b)) continue;
+            if (cnt == cap) {
+                spm_merge *q = realloc(m, sizeof *m * (cap *= 2));
+                if (!q) { st = rf_err_set(err, RF_ERR_NOMEM, "out of memory"); break; }
+                m = q;
+            }
+            float sc = kscore >= 0 ? (float)rf_gguf_arr_num(g, (uint64_t)kscore, i) : 0.0f;
+            m[cnt++] = (spm_merge){sc, (int32_t)i, (int32_t)a, (int32_t)b};
+        }
+    }
+    if (!st) qsort(m, cnt, sizeof *m, cmp_merge);
+    for (uint64_t i = 0; i < cnt && !st; i++) {
+        uint64_t la, lb;
+        const char *a = rf_gguf_arr_str(g, (uint64_t)ktok, (uint64_t)m[i].a, &la);
+        const char *b = rf_gguf_arr_str(g, (uint64_t)ktok, (uint64_t)m[i].b, &lb);
+        json_t *pair = json_pack("[s#, s#]", a, (int)la, b, (int)lb);
+        if (!pair || json_array_append_new(arr, pair)) st = rf_err_set(err, RF_ERR_NOMEM, "out of memory");
+    }
+    free(m);
+    return st;
+}
+
+/* tokenizer.json for the tokenizer a GGUF file describes (then loaded by rf_tok_load_json). */
+static rf_status gguf_tokenizer_json(const rf_gguf *g, char **out, rf_err *err)
+{
+    const char *path = rf_gguf_path(g), *ms;
+    uint64_t ml;
+    rf_status st = rf_gguf_get_str(g, "tokenizer.ggml.model", &ms, &ml, err);
+    if (st) return st;
+    int gpt2 = ml == 4 && !memcmp(ms, "gpt2", 4), llama = ml == 5 && !memcmp(ms, "llama", 5);
+    if (!gpt2 && !llama)
+        return rf_err_set(err, RF_ERR_UNSUPPORTED, "%s: tokenizer.ggml.model %.*s: ramfit reads gpt2 and llama tokenizers",
+                          path, (int)ml, ms);
+    int64_t ktok = rf_gguf_find_kv(g, "tokenizer.ggml.tokens"), ktype = rf_gguf_find_kv(g, "tokenizer.ggml.token_type");
+    int64_t kscore = rf_gguf_find_kv(g, "tokenizer.ggml.scores"), kmerge = rf_gguf_find_kv(g, "tokenizer.ggml.merges");
+    if (ktok < 0 || rf_gguf_kv_arr_type(g, (uint64_t)ktok) != RF_GV_STR)
+        return rf_err_set(err, RF_ERR_FORMAT, "%s: no tokenizer.ggml.tokens string array", path);
+    uint64_t n = rf_gguf_kv_arr_len(g, (uint64_t)ktok);
+    if (ktype >= 0 && rf_gguf_kv_arr_len(g, (uint64_t)ktype) != n) ktype = -1;
+    if (kscore >= 0 && rf_gguf_kv_arr_len(g, (uint64_t)kscore) != n) kscore = -1;
+    json_t *root = json_object(), *model = json_object(), *jvocab = json_object(), *added = json_array(),
+           *merges = json_array();
+    rf_nametab ids = {0};
+    char **names = calloc(n ? n : 1, sizeof *names);
+    int byte_fallback = 0;
+    int64_t unk = -1, bos = -1, eos = -1, v;
+    rf_err e2;
+    if (!rf_gguf_get_int(g, "tokenizer.ggml.unknown_token_id", &v, &e2)) unk = v;
+    if (!rf_gguf_get_int(g, "tokenizer.ggml.bos_token_id", &v, &e2)) bos = v;
+    if (!rf_gguf_get_int(g, "tokenizer.ggml.eos_token_id", &v, &e2)) eos = v;
+    int add_bos = !rf_gguf_get_int(g, "tokenizer.ggml.add_bos_token", &v, &e2) ? (int)v : llama;
+    int add_eos = !rf_gguf_get_int(g, "tokenizer.ggml.add_eos_token", &v, &e2) ? (int)v : 0;
+    int prefix = !rf_gguf_get_int(g, "tokenizer.ggml.add_space_prefix", &v, &e2) ? (int)v : 1;
+    if (!root || !model || !jvocab || !added || !merges || !names) st = rf_err_set(err, RF_ERR_NOMEM, "out of memory");
+    for (uint64_t i = 0; i < n && !st; i++) {
+        uint64_t len;
+        const char *s = rf_gguf_arr_str(g, (uint64_t)ktok, i, &len);
+        int type = ktype >= 0 ? (int)rf_gguf_arr_num(g, (uint64_t)ktype, i) : TT_NORMAL;
+        if (memchr(s, 0, len)) continue; /* not representable as a JSON object key here */
+        if (!(names[i] = malloc(len + 1))) { st = rf_err_set(err, RF_ERR_NOMEM, "out of memory"); break; }
+        memcpy(names[i], s, len);
+        names[i][len] = '\0';
+        if (type == TT_BYTE) byte_fallback = 1;
+        if (rf_nametab_put(&ids, names[i], i, NULL) < 0) st = rf_err_set(err, RF_ERR_NOMEM, "out of memory");
+        json_object_set_new(jvocab, names[i], json_integer((json_int_t)i));
+        if (type == TT_CONTROL || type == TT_USER || (type == TT_UNKNOWN && llama)) {
+            json_t *a = json_pack("{s:I, s:s, s:b, s:b, s:b, s:b, s:b}", "id", (json_int_t)i, "content", names[i],
+                                  "single_word", 0, "lstrip", 0, "rstrip", 0, "normalized", type == TT_USER,
+                                  "special", type != TT_USER);
+            if (!a || json_array_append_new(added, a)) st = rf_err_set(err, RF_ERR_NOMEM, "out of memory");
+        }
+    }
+    if (!st && gpt2) {
+        if (kmerge < 0 || rf_gguf_kv_arr_type(g, (uint64_t)kmerge) != RF_GV_STR)
+            st = rf_err_set(err, RF_ERR_FORMAT, "%s: a gpt2 tokenizer without tokenizer.ggml.merges", path);
+        for (uint64_t i = 0; !st && i < rf_gguf_kv_arr_len(g, (uint64_t)kmerge); i++) {
+            uint64_t len;
+            const char *s = rf_gguf_arr_str(g, (uint64_t)kmerge, i, &len);
+            if (json_array_append_new(merges, json_stringn_nocheck(s, (size_t)len))) st = rf_err_set(err, RF_ERR_NOMEM, "out of memory");
+        }
+    }
+    if (!st && llama) st = spm_merges(g, ktok, kscore, ktype, &ids, merges, err);
+    const char *ps = NULL;
+    uint64_t pl = 0;
+    char pre[64] = "default";
+    if (!st && gpt2 && !rf_gguf_get_str(g, "tokenizer.ggml.pre", &ps, &pl, &e2))
+        snprintf(pre, sizeof pre, "%.*s", (int)(pl < 63 ? pl : 63), ps);
+    const char *regex = gpt2 ? pre_regex(pre) : NULL;
+    if (!st && gpt2 && !regex && strcmp(pre, "gpt-2"))
+        st = rf_err_set(err, RF_ERR_UNSUPPORTED, "%s: tokenizer.ggml.pre %s: ramfit knows qwen2, llama-bpe, qwen35 and "
+                        "gpt-2 splitting", path, pre);
+    if (!st) {
+        json_object_set_new(model, "type", json_string("BPE"));
+        json_object_set_new(model, "vocab", jvocab);
+        jvocab = NULL;
+        json_object_set_new(model, "merges", merges);
+        merges = NULL;
+        json_object_set_new(model, "byte_fallback", json_boolean(byte_fallback));
+        json_object_set_new(model, "fuse_unk", json_boolean(llama));
+        json_object_set_new(model, "ignore_merges", json_boolean(gpt2 && !strcmp(pre, "llama-bpe")));
+        json_object_set_new(model, "unk_token", llama && unk >= 0 && (uint64_t)unk < n && names[unk]
+                                                    ? json_string(names[unk]) : json_null());
+        json_object_set_new(root, "model", model);
+        model = NULL;
+        json_object_set_new(root, "added_tokens", added);
+        added = NULL;
+        static const char sp[] = "\xe2\x96\x81";
+        if (gpt2) {
+            json_t *bl = json_pack("{s:s, s:b, s:b, s:b}", "type", "ByteLevel", "add_prefix_space", 0, "trim_offsets", 0,
+                                   "use_regex", regex == NULL);
+            json_object_set_new(root, "normalizer", json_null());
+            json_object_set_new(root, "pre_tokenizer",
+                                regex ? json_pack("{s:s, s:[{s:s, s:{s:s}, s:s, s:b}, o]}", "type", "Sequence",
+                                                  "pretokenizers", "type", "Split", "pattern", "Regex", regex,
+                                                  "behavior", "Isolated", "invert", 0, bl)
+                                      : bl);
+            json_object_set_new(root, "decoder", json_pack("{s:s, s:b, s:b, s:b}", "type", "ByteLevel", "add_prefix_space",
+                                                           0, "trim_offsets", 0, "use_regex", 0));
+        } else {
+            json_object_set_new(root, "normalizer",
+                                prefix ? json_pack("{s:s, s:[{s:s, s:s}, {s:s, s:{s:s}, s:s}]}", "type", "Sequence",
+                                                   "normalizers", "type", "Prepend", "prepend", sp, "type", "Replace",
+                                                   "pattern", "String", " ", "content", sp)
+                                       : json_pack("{s:s, s:{s:s}, s:s}", "type", "Replace", "pattern", "String", " ",
+                                                   "content", sp));
+            json_object_set_new(root, "pre_tokenizer", json_null());
+            json_t *decs = json_pack("[{s:s, s:{s:s}, s:s}, {s:s}, {s:s}]", "type", "Replace", "pattern", "String", sp,
+                                     "content", " ", "type", "ByteFallback", "type", "Fuse");
+            if (prefix) json_array_append_new(decs, json_pack("{s:s, s:s, s:i, s:i}", "type", "Strip", "content", " ",
+                                                              "start", 1, "stop", 0));
+            json_object_set_new(root, "decoder", json_pack("{s:s, s:o}", "type", "Sequence", "decoders", decs));
+        }
+        /* what encode adds: BOS/EOS as the file says (TemplateProcessing, as transformers builds it) */
+        json_t *single = json_array();
+        if (add_bos && bos >= 0 && (uint64_t)bos < n && names[bos])
+            json_array_append_new(single, json_pack("{s:{s:s, s:i}}", "SpecialToken", "id", names[bos], "type_id", 0));
+        json_array_append_new(single, json_pack("{s:{s:s, s:i}}", "Sequence", "id", "A", "type_id", 0));
+        if (add_eos && eos >= 0 && (uint64_t)eos < n && names[eos])
+            json_array_append_new(single, json_pack("{s:{s:s, s:i}}", "SpecialToken", "id", names[eos], "type_id", 0));
+        json_t *specials = json_object();
+        int64_t sids[2] = {add_bos ? bos : -1, add_eos ? eos : -1};
+        for (int k = 0; k < 2; k++)
+            if (sids[k] >= 0 && (uint64_t)sids[k] < n && names[sids[k]])
+                json_object_set_new(specials, names[sids[k]], json_pack("{s:s, s:[I], s:[s]}", "id", names[sids[k]], "ids",
+                                                                        (json_int_t)sids[k], "tokens", names[sids[k]]));
+        json_object_set_new(root, "post_processor", json_pack("{s:s, s:o, s:o, s:o}", "type", "TemplateProcessing",
+                                                              "single", single, "pair", json_array(), "special_tokens",
+                                                              specials));
+        *out = json_dumps(root, JSON_COMPACT);
+        if (!*out) st = rf_err_set(err, RF_ERR_NOMEM, "out of memory");
+    }
+    json_decref(root);
+    json_decref(model);
+    json_decref(jvocab);
+    json_decref(added);
+    json_decref(merges);
+    for (uint64_t i = 0; names && i < n; i++) free(names[i]);
+    free(names);
+    rf_nametab_free(&ids);
+    return st;
+}
+
+rf_status rf_tok_load_gguf(const char *path, rf_tok **out, rf_err *err)
+{
+    *out = NULL;
+    rf_gguf *g = NULL;
+    char *json = NULL;
+    rf_status st = rf_gguf_open(path, &g, err);
+    if (!st) st = gguf_tokenizer_json(g, &json, err);
+    if (!st) {
+        st = rf_tok_load_json(json, strlen(json), NULL, 0, out, err);
+        if (st) rf_err_prefix(err, "%s: the tokenizer rebuilt from tokenizer.ggml.*", path);
+    }
+    free(json);
+    rf_gguf_close(g);
+    return st;
+}

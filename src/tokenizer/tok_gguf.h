@@ -24,4 +24,10 @@ typedef struct rf_tok_gguf_info {
 rf_status rf_tok_gguf_write(const char *model_dir, const rf_config *cfg, int32_t n_vocab, rf_ggufw *w,
                             rf_tok_gguf_info *info, rf_err *err);
 
+/* The tokenizer of a GGUF file (tokenizer.ggml.*: gpt2 with a known pre, or llama/SentencePiece),
+ * rebuilt as the equivalent tokenizer.json (SentencePiece scores become merges ranked by score,
+ * as transformers' converter does) and loaded with rf_tok_load_json. rf_tok_load calls it for a
+ * path that is a GGUF file. */
+rf_status rf_tok_load_gguf(const char *path, rf_tok **out, rf_err *err);
+
 #endif
