@@ -73,10 +73,17 @@ EOF
   # tokenization
   "$RAMFIT" tokenize "$dir" --file "$work/text.txt" --ids --no-special > "$work/ids.ramfit"
   "$H" tokenize "$work/$model.$unq.gguf" "$work/text.txt" > "$work/ids.llama"
-  if cmp -s <(tr -s ' \n' '\n\n' < "$work/ids.ramfit" | sed '/^$/d') <(tr -s ' \n' '\n\n' < "$work/ids.llama" | sed '/^$/d'); then
+  same_ids() { cmp -s <(tr -s ' \n' '\n\n' < "$1" | sed '/^$/d') <(tr -s ' \n' '\n\n' < "$2" | sed '/^$/d'); }
+  if same_ids "$work/ids.ramfit" "$work/ids.llama"; then
     ok "$model: llama.cpp tokenizes $(wc -w < "$work/ids.ramfit") tokens as ramfit"
   else
     fail "$model: llama.cpp's token ids differ from ramfit's"
+  fi
+  if [ "$ramfit_reads_gguf" = 1 ]; then
+    # ramfit's tokenizer rebuilt from the GGUF's tokenizer.ggml.* keys
+    "$RAMFIT" tokenize "$work/$model.$unq.gguf" --file "$work/text.txt" --ids --no-special > "$work/ids.ramfit-gguf"
+    if same_ids "$work/ids.ramfit-gguf" "$work/ids.llama"; then ok "$model: ramfit's tokenizer read from the GGUF agrees too"
+    else fail "$model: ramfit's tokenizer read from the GGUF differs from llama.cpp's"; fi
   fi
 
   # perplexity of the unquantized GGUF in llama.cpp vs ramfit on the checkpoint (same protocol)
