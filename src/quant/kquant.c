@@ -486,44 +486,52 @@ static void pack2(const uint8_t *L, uint8_t *qs)
 
 /* ------------------------------------------------------------------ Q2_K .. Q6_K */
 
+/* Q2_K after the per-16 search: 4-bit scale and min codes, the codes refit to them, packing. */
+void rfk_q2k_finish(const float *x, const float *scales, const float *mins, uint8_t *L, rfk_q2_k *y)
+{
+    float max_scale = 0, max_min = 0;
+    for (int j = 0; j < 16; j++) {
+        if (scales[j] > max_scale) max_scale = scales[j];
+        if (mins[j] > max_min) max_min = mins[j];
+    }
+    if (max_scale > 0) {
+        const float iscale = 15.f / max_scale;
+        for (int j = 0; j < 16; j++) y->scales[j] = (uint8_t)rfk_nearest_int(iscale * scales[j]);
+        y->d = h16(max_scale / 15.f);
+    } else {
+        memset(y->scales, 0, 16);
+        y->d = h16(0.f);
+    }
+    if (max_min > 0) {
+        const float iscale = 15.f / max_min;
+        for (int j = 0; j < 16; j++) y->scales[j] |= (uint8_t)(rfk_nearest_int(iscale * mins[j]) << 4);
+        y->dmin = h16(max_min / 15.f);
+    } else {
+        y->dmin = h16(0.f);
+    }
+    for (int j = 0; j < 16; j++) {
+        const float d = f16(y->d) * (y->scales[j] & 0xF);
+        if (!d) continue;
+        const float dm = f16(y->dmin) * (y->scales[j] >> 4);
+        for (int i = 0; i < 16; i++) {
+            int l = rfk_nearest_int((x[16 * j + i] + dm) / d);
+            L[16 * j + i] = (uint8_t)(l < 0 ? 0 : l > 3 ? 3 : l);
+        }
+    }
+    pack2(L, y->qs);
+}
+
 static void enc_q2_k(const float *x, void *out, uint64_t n)
 {
     rfk_q2_k *y = out;
     for (uint64_t b = 0; b < n / RFK_QK; b++, x += RFK_QK) {
         uint8_t L[RFK_QK];
         float mins[16], scales[16], w[16];
-        float max_scale = 0, max_min = 0;
         for (int j = 0; j < 16; j++) {
             for (int l = 0; l < 16; l++) w[l] = fabsf(x[16 * j + l]);
             scales[j] = qkx2_quants(16, 3, x + 16 * j, w, L + 16 * j, &mins[j], -0.5f, 0.1f, 15, 1);
-            if (scales[j] > max_scale) max_scale = scales[j];
-            if (mins[j] > max_min) max_min = mins[j];
         }
-        if (max_scale > 0) {
-            const float iscale = 15.f / max_scale;
-            for (int j = 0; j < 16; j++) y[b].scales[j] = (uint8_t)rfk_nearest_int(iscale * scales[j]);
-            y[b].d = h16(max_scale / 15.f);
-        } else {
-            memset(y[b].scales, 0, 16);
-            y[b].d = h16(0.f);
-        }
-        if (max_min > 0) {
-            const float iscale = 15.f / max_min;
-            for (int j = 0; j < 16; j++) y[b].scales[j] |= (uint8_t)(rfk_nearest_int(iscale * mins[j]) << 4);
-            y[b].dmin = h16(max_min / 15.f);
-        } else {
-            y[b].dmin = h16(0.f);
-        }
-        for (int j = 0; j < 16; j++) {
-            const float d = f16(y[b].d) * (y[b].scales[j] & 0xF);
-            if (!d) continue;
-            const float dm = f16(y[b].dmin) * (y[b].scales[j] >> 4);
-            for (int i = 0; i < 16; i++) {
-                int l = rfk_nearest_int((x[16 * j + i] + dm) / d);
-                L[16 * j + i] = (uint8_t)(l < 0 ? 0 : l > 3 ? 3 : l);
-            }
-        }
-        pack2(L, y[b].qs);
+        rfk_q2k_finish(x, scales, mins, L, &y[b]);
     }
 }
 
@@ -597,18 +605,12 @@ static void pack_scales_k4(const float *scales, const float *mins, float max_sca
     }
 }
 
-/* Blocks of 32 for Q4_K (nmax 15) and Q5_K (nmax 31): weights sqrt(mean x^2) + |x|. */
-static void k4_block(const float *x, int nmax, float rmin, int nstep, uint8_t *L, uint16_t *d, uint16_t *dmin,
-                     uint8_t *sc)
+/* Q4_K/Q5_K after the per-32 search: 6-bit scale and min codes, the codes refit to them. */
+void rfk_k4_finish(const float *x, int nmax, const float *scales, const float *mins, uint8_t *L, uint16_t *d,
+                   uint16_t *dmin, uint8_t *sc)
 {
-    float mins[8], scales[8], w[32];
     float max_scale = 0, max_min = 0;
     for (int j = 0; j < 8; j++) {
-        float s2 = 0;
-        for (int l = 0; l < 32; l++) s2 += x[32 * j + l] * x[32 * j + l];
-        const float av = sqrtf(s2 / 32);
-        for (int l = 0; l < 32; l++) w[l] = av + fabsf(x[32 * j + l]);
-        scales[j] = qkx2_quants(32, nmax, x + 32 * j, w, L + 32 * j, &mins[j], rmin, 0.1f, nstep, 0);
         if (scales[j] > max_scale) max_scale = scales[j];
         if (mins[j] > max_min) max_min = mins[j];
     }
@@ -628,14 +630,45 @@ static void k4_block(const float *x, int nmax, float rmin, int nstep, uint8_t *L
     }
 }
 
+/* Weights of a block of 32 for Q4_K/Q5_K: sqrt(mean x^2) + |x|. */
+static void k4_weights(const float *x, float *w)
+{
+    float s2 = 0;
+    for (int l = 0; l < 32; l++) s2 += x[l] * x[l];
+    const float av = sqrtf(s2 / 32);
+    for (int l = 0; l < 32; l++) w[l] = av + fabsf(x[l]);
+}
+
+void rfk_q4k_pack(const uint8_t *L, rfk_q4_k *y)
+{
+    for (int j = 0; j < RFK_QK; j += 64)
+        for (int l = 0; l < 32; l++) y->qs[j / 2 + l] = (uint8_t)(L[j + l] | L[j + l + 32] << 4);
+}
+
+void rfk_q5k_pack(const uint8_t *L, rfk_q5_k *y)
+{
+    memset(y->qh, 0, 32);
+    for (int j = 0, k = 0; j < RFK_QK; j += 64, k++)
+        for (int l = 0; l < 32; l++) {
+            int a = L[j + l], c = L[j + l + 32];
+            if (a > 15) a -= 16, y->qh[l] |= (uint8_t)(1u << (2 * k));
+            if (c > 15) c -= 16, y->qh[l] |= (uint8_t)(2u << (2 * k));
+            y->qs[j / 2 + l] = (uint8_t)(a | c << 4);
+        }
+}
+
 static void enc_q4_k(const float *x, void *out, uint64_t n)
 {
     rfk_q4_k *y = out;
     for (uint64_t b = 0; b < n / RFK_QK; b++, x += RFK_QK) {
         uint8_t L[RFK_QK];
-        k4_block(x, 15, -1.f, 20, L, &y[b].d, &y[b].dmin, y[b].scales);
-        for (int j = 0; j < RFK_QK; j += 64)
-            for (int l = 0; l < 32; l++) y[b].qs[j / 2 + l] = (uint8_t)(L[j + l] | L[j + l + 32] << 4);
+        float mins[8], scales[8], w[32];
+        for (int j = 0; j < 8; j++) {
+            k4_weights(x + 32 * j, w);
+            scales[j] = qkx2_quants(32, 15, x + 32 * j, w, L + 32 * j, &mins[j], -1.f, 0.1f, 20, 0);
+        }
+        rfk_k4_finish(x, 15, scales, mins, L, &y[b].d, &y[b].dmin, y[b].scales);
+        rfk_q4k_pack(L, &y[b]);
     }
 }
 
@@ -644,16 +677,52 @@ static void enc_q5_k(const float *x, void *out, uint64_t n)
     rfk_q5_k *y = out;
     for (uint64_t b = 0; b < n / RFK_QK; b++, x += RFK_QK) {
         uint8_t L[RFK_QK];
-        k4_block(x, 31, -0.5f, 15, L, &y[b].d, &y[b].dmin, y[b].scales);
-        memset(y[b].qh, 0, 32);
-        for (int j = 0, k = 0; j < RFK_QK; j += 64, k++)
-            for (int l = 0; l < 32; l++) {
-                int a = L[j + l], c = L[j + l + 32];
-                if (a > 15) a -= 16, y[b].qh[l] |= (uint8_t)(1u << (2 * k));
-                if (c > 15) c -= 16, y[b].qh[l] |= (uint8_t)(2u << (2 * k));
-                y[b].qs[j / 2 + l] = (uint8_t)(a | c << 4);
-            }
+        float mins[8], scales[8], w[32];
+        for (int j = 0; j < 8; j++) {
+            k4_weights(x + 32 * j, w);
+            scales[j] = qkx2_quants(32, 31, x + 32 * j, w, L + 32 * j, &mins[j], -0.5f, 0.1f, 15, 0);
+        }
+        rfk_k4_finish(x, 31, scales, mins, L, &y[b].d, &y[b].dmin, y[b].scales);
+        rfk_q5k_pack(L, &y[b]);
     }
+}
+
+/* Q6_K after the per-16 search: 8-bit scales, the codes refit to them, packing. */
+void rfk_q6k_finish(const float *x, const float *scales, int8_t *L, rfk_q6_k *y)
+{
+    float max_scale = 0, max_abs = 0;
+    for (int ib = 0; ib < 16; ib++)
+        if (fabsf(scales[ib]) > max_abs) {
+            max_abs = fabsf(scales[ib]);
+            max_scale = scales[ib];
+        }
+    if (max_abs < GROUP_EPS) {
+        memset(y, 0, sizeof *y);
+        y->d = h16(0.f);
+        return;
+    }
+    const float iscale = -128.f / max_scale;
+    y->d = h16(1 / iscale);
+    for (int ib = 0; ib < 16; ib++) {
+        int l = rfk_nearest_int(iscale * scales[ib]);
+        y->scales[ib] = (int8_t)(l < 127 ? l : 127);
+    }
+    for (int j = 0; j < 16; j++) {
+        const float d = f16(y->d) * y->scales[j];
+        if (!d) continue;
+        for (int i = 0; i < 16; i++) {
+            int l = rfk_nearest_int(x[16 * j + i] / d);
+            L[16 * j + i] = (int8_t)((l < -32 ? -32 : l > 31 ? 31 : l) + 32);
+        }
+    }
+    uint8_t *ql = y->ql, *qh = y->qh;
+    for (int j = 0; j < RFK_QK; j += 128, ql += 64, qh += 32)
+        for (int l = 0; l < 32; l++) {
+            const uint8_t *q = (const uint8_t *)L + j + l;
+            ql[l] = (uint8_t)((q[0] & 0xF) | (q[64] & 0xF) << 4);
+            ql[l + 32] = (uint8_t)((q[32] & 0xF) | (q[96] & 0xF) << 4);
+            qh[l] = (uint8_t)(q[0] >> 4 | (q[32] >> 4) << 2 | (q[64] >> 4) << 4 | (q[96] >> 4) << 6);
+        }
 }
 
 static void enc_q6_k(const float *x, void *out, uint64_t n)
@@ -662,41 +731,8 @@ static void enc_q6_k(const float *x, void *out, uint64_t n)
     for (uint64_t b = 0; b < n / RFK_QK; b++, x += RFK_QK) {
         int8_t L[RFK_QK];
         float scales[16];
-        float max_scale = 0, max_abs = 0;
-        for (int ib = 0; ib < 16; ib++) {
-            scales[ib] = qx_quants(16, 32, x + 16 * ib, L + 16 * ib);
-            if (fabsf(scales[ib]) > max_abs) {
-                max_abs = fabsf(scales[ib]);
-                max_scale = scales[ib];
-            }
-        }
-        if (max_abs < GROUP_EPS) {
-            memset(&y[b], 0, sizeof y[b]);
-            y[b].d = h16(0.f);
-            continue;
-        }
-        const float iscale = -128.f / max_scale;
-        y[b].d = h16(1 / iscale);
-        for (int ib = 0; ib < 16; ib++) {
-            int l = rfk_nearest_int(iscale * scales[ib]);
-            y[b].scales[ib] = (int8_t)(l < 127 ? l : 127);
-        }
-        for (int j = 0; j < 16; j++) {
-            const float d = f16(y[b].d) * y[b].scales[j];
-            if (!d) continue;
-            for (int i = 0; i < 16; i++) {
-                int l = rfk_nearest_int(x[16 * j + i] / d);
-                L[16 * j + i] = (int8_t)((l < -32 ? -32 : l > 31 ? 31 : l) + 32);
-            }
-        }
-        uint8_t *ql = y[b].ql, *qh = y[b].qh;
-        for (int j = 0; j < RFK_QK; j += 128, ql += 64, qh += 32)
-            for (int l = 0; l < 32; l++) {
-                const uint8_t *q = (const uint8_t *)L + j + l;
-                ql[l] = (uint8_t)((q[0] & 0xF) | (q[64] & 0xF) << 4);
-                ql[l + 32] = (uint8_t)((q[32] & 0xF) | (q[96] & 0xF) << 4);
-                qh[l] = (uint8_t)(q[0] >> 4 | (q[32] >> 4) << 2 | (q[64] >> 4) << 4 | (q[96] >> 4) << 6);
-            }
+        for (int ib = 0; ib < 16; ib++) scales[ib] = qx_quants(16, 32, x + 16 * ib, L + 16 * ib);
+        rfk_q6k_finish(x, scales, L, &y[b]);
     }
 }
 

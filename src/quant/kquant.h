@@ -60,6 +60,16 @@ static inline void rfk_scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t
     }
 }
 
+/* The encoders' tails, shared by the reference and the fast paths (which only vectorise the
+ * per-sub-block searches): from the sub-block scales (and mins) and codes of one super-block X,
+ * the super-block scales, the codes refit to the stored scales, and the packing. */
+void rfk_q2k_finish(const float *x, const float *scales, const float *mins, uint8_t *L, rfk_q2_k *y);
+void rfk_k4_finish(const float *x, int nmax, const float *scales, const float *mins, uint8_t *L, uint16_t *d,
+                   uint16_t *dmin, uint8_t *sc);
+void rfk_q4k_pack(const uint8_t *L, rfk_q4_k *y);
+void rfk_q5k_pack(const uint8_t *L, rfk_q5_k *y);
+void rfk_q6k_finish(const float *x, const float *scales, int8_t *L, rfk_q6_k *y);
+
 /* AVX2 fast paths (kquant_avx2.c); NULL when not built or not available. */
 rfk_encode_fn rfk_encoder_avx2(int type);
 rfk_decode_fn rfk_decoder_avx2(int type);
