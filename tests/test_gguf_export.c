@@ -346,6 +346,37 @@ static void test_failures(void **state)
     assert_int_equal(n, 4);
     free(txt);
     assert_int_equal(rf_gguf_types_uniform(m, 16, t, &err), RF_ERR_UNSUPPORTED);
+    /* an activation llama.cpp's llama does not have: refused, nothing written */
+    char *md = path_in(dir, "gelu");
+    assert_int_equal(mkdir(md, 0755), 0);
+    static const char *const files[] = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"};
+    for (size_t i = 0; i < 4; i++) {
+        char *src = path_in(rf_model_dir(m), files[i]), *dst = path_in(md, files[i]);
+        size_t len;
+        char *data = tu_read_file(src, &len);
+        if (i == 0) {
+            json_t *cfg = json_loadb(data, len, 0, NULL);
+            json_object_set_new(cfg, "hidden_act", json_string("gelu"));
+            free(data);
+            data = json_dumps(cfg, 0);
+            len = strlen(data);
+            json_decref(cfg);
+        }
+        assert_int_equal(tu_write_file(dst, data, len), 0);
+        free(data);
+        free(src);
+        free(dst);
+    }
+    rf_model *g;
+    TU_OK(rf_model_open(md, &g, &err), &err);
+    TU_OK(rf_gguf_types_uniform(g, RF_GT_Q8_0, t, &err), &err);
+    char *gp = path_in(dir, "gelu.gguf");
+    assert_int_equal(rf_gguf_export(g, t, &o, gp, NULL, NULL, &err), RF_ERR_UNSUPPORTED);
+    assert_non_null(strstr(err.msg, "gelu"));
+    assert_int_not_equal(stat(gp, &sb), 0);
+    rf_model_free(g);
+    free(gp);
+    free(md);
     free(t);
     tu_rmtree(dir);
     free(dir);

@@ -10,6 +10,7 @@
 #include "tokenizer/tok_gguf.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -420,6 +421,28 @@ static rf_status write_meta(gx *g, rf_ggufw *w, const rf_gguf_opts *o, rf_gguf_r
     return s;
 }
 
+/* llama.cpp's llama, qwen2, qwen3 and qwen3moe gate their MLP with SiLU whatever the file says:
+ * another hidden_act in config.json (rf_config does not carry it yet) would run a different model. */
+static rf_status check_activation(const char *model_dir, rf_err *err)
+{
+    size_t n = strlen(model_dir) + 16;
+    char *path = malloc(n);
+    if (!path) return rf_err_set(err, RF_ERR_NOMEM, "out of memory");
+    snprintf(path, n, "%s/config.json", model_dir);
+    json_t *root = json_load_file(path, 0, NULL);
+    rf_status s = RF_OK;
+    static const char *const keys[] = {"hidden_act", "hidden_activation"};
+    for (size_t k = 0; root && k < 2 && !s; k++) {
+        const char *act = json_string_value(json_object_get(root, keys[k]));
+        if (act && strcmp(act, "silu") && strcmp(act, "swish"))
+            s = rf_err_set(err, RF_ERR_UNSUPPORTED, "%s: %s is %s, but llama.cpp's architecture for this family always "
+                           "uses SiLU", path, keys[k], act);
+    }
+    json_decref(root);
+    free(path);
+    return s;
+}
+
 /* ------------------------------------------------------------------ output path */
 
 /* PATH must not be in the model directory (ramfit never writes there) nor a directory. */
@@ -517,6 +540,7 @@ rf_status rf_gguf_export(const rf_model *m, const int *types, const rf_gguf_opts
     else if ((why = g.fam->unsupported(c)))
         s = rf_err_set(err, RF_ERR_UNSUPPORTED, "%s: cannot write %s as llama.cpp's %s: %s", rf_model_dir(m),
                        c->model_type, g.fam->gguf_arch, why);
+    if (!s) s = check_activation(rf_model_dir(m), err);
     if (!s) s = check_path(rf_model_dir(m), path, o.force, err);
     if (!s) s = build_items(&g, err);
     if (!s) s = build_jobs(&g, err);

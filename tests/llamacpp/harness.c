@@ -9,6 +9,8 @@
  *   generate MODEL.gguf PROMPT N           greedy continuation: "ids ..." then the text
  *   logits MODEL.gguf FILE CTX             the logits of the last position of the first window
  *                                          (full protocol), one per line, for direct comparison
+ *   logits-ids MODEL.gguf ID...            the logits of every position of the ids run as one
+ *                                          sequence: one line of vocab values per position
  * Built by tests/llamacpp/build.sh against the cached llama.cpp build. */
 #include "llama.h"
 
@@ -254,6 +256,23 @@ static int cmd_logits(const char *model, const char *file, int ctx)
     return 0;
 }
 
+static int cmd_logits_ids(const char *model, int n, char **ids_text)
+{
+    run r = {0};
+    if (open_model(model, n < 16 ? 16 : n, &r)) return 1;
+    llama_token *ids = malloc(sizeof *ids * (size_t)n);
+    for (int i = 0; i < n; i++) ids[i] = atoi(ids_text[i]);
+    if (!eval_window(&r, ids, n)) return 1;
+    for (int i = 0; i < n; i++) {
+        const float *lg = llama_get_logits_ith(r.ctx, i);
+        for (int v = 0; v < r.n_vocab; v++) printf(v ? " %.7g" : "%.7g", lg[v]);
+        printf("\n");
+    }
+    free(ids);
+    close_model(&r);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 4 && !strcmp(argv[1], "tokenize")) return cmd_tokenize(argv[2], argv[3]);
@@ -261,7 +280,9 @@ int main(int argc, char **argv)
         return cmd_ppl(argv[2], argv[3], atoi(argv[4]), argv[5], argc > 6 ? atol(argv[6]) : 0);
     if (argc >= 5 && !strcmp(argv[1], "generate")) return cmd_generate(argv[2], argv[3], atoi(argv[4]));
     if (argc >= 5 && !strcmp(argv[1], "logits")) return cmd_logits(argv[2], argv[3], atoi(argv[4]));
+    if (argc >= 4 && !strcmp(argv[1], "logits-ids")) return cmd_logits_ids(argv[2], argc - 3, argv + 3);
     fprintf(stderr, "usage: harness tokenize MODEL.gguf FILE | ppl MODEL.gguf FILE CTX full|llama.cpp [MAX_TOKENS] |\n"
-                    "               generate MODEL.gguf PROMPT N | logits MODEL.gguf FILE CTX\n");
+                    "               generate MODEL.gguf PROMPT N | logits MODEL.gguf FILE CTX |\n"
+                    "               logits-ids MODEL.gguf ID...\n");
     return 2;
 }
