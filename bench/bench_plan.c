@@ -124,7 +124,8 @@ int main(int argc, char **argv)
 {
     int layers = argc > 1 ? atoi(argv[1]) : 2857;
     g_state_limit = argc > 2 ? strtoull(argv[2], NULL, 10) : 0;
-    const char *parts = argc > 3 ? argv[3] : "lri"; /* l: Llama-like shapes, r: random shapes, i: profile I/O */
+    const char *parts = argc > 3 ? argv[3] : "lrif"; /* l: Llama-like shapes, r: random shapes, i: profile I/O,
+                                                        f: the published MoE families at full size */
     rf_err err;
     rf_profile *p;
     printf("bench_plan: one thread; figures are wall-clock (best of 3 for the single plan); state limit %llu%s\n",
@@ -154,6 +155,19 @@ int main(int argc, char **argv)
         if (rf_profile_synth(&so, &p, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
         rc |= run("random shapes (every unit distinct)", p);
         rf_profile_free(p);
+    }
+    if (strchr(parts, 'f')) {
+        /* the published shapes from the family tables (every expert bank, MLA head bank, fused tensor) */
+        static const char *const likes[] = {"llama-4-scout", "qwen2-57b-a14b", "glm-4.5-air", "deepseek-v3"};
+        for (size_t i = 0; i < sizeof likes / sizeof likes[0]; i++) {
+            rf_psynth_opts fo = {.like = likes[i], .modes = 3, .spread = 0.6, .seed = 3};
+            if (rf_profile_synth(&fo, &p, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
+            char title[128];
+            snprintf(title, sizeof title, "%s, full size (%llu units)", likes[i],
+                     (unsigned long long)rf_profile_unit_count(p));
+            rc |= run(title, p);
+            rf_profile_free(p);
+        }
     }
     return rc;
 }

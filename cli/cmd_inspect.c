@@ -51,7 +51,7 @@ typedef struct summary {
 /* Logical weights of tensor T: a packed MLX weight holds 32/bits of them per U32 word. */
 static uint64_t logical_params(const rf_tinfo *ti, const rf_mlx_quant *q)
 {
-    if (ti->quant_aux) return 0;
+    if (ti->quant_aux || ti->fp8_scale) return 0; /* companions, not weights */
     for (uint64_t k = 0; q && ti->t->dtype == RF_DT_U32 && k < rf_mlx_quant_count(q); k++) {
         const rf_mlx_module *mm = rf_mlx_quant_module(q, k);
         size_t n = strlen(mm->name);
@@ -88,14 +88,55 @@ static const char *dtype_word(rf_dtype dt) { return dt == RF_DT_INVALID ? "unkno
 
 /* ------------------------------------------------------------------ text */
 
+static void print_rope1(const char *label, const rf_rope *r)
+{
+    printf("%s theta %.10g", label, r->theta);
+    if (!strcmp(r->type, "llama3"))
+        printf(", llama3 scaling (factor %g, low_freq %g, high_freq %g, original max pos %d)", r->factor,
+               r->low_freq_factor, r->high_freq_factor, r->original_max_pos);
+    else if (!strcmp(r->type, "yarn"))
+        printf(", yarn scaling (factor %g, original max pos %d, mscale %g / %g)", r->factor, r->original_max_pos, r->mscale,
+               r->mscale_all_dim);
+    else if (!strcmp(r->type, "longrope"))
+        printf(", longrope (%d factor pairs, original max pos %d)", r->n_factors, r->original_max_pos);
+    else if (r->type[0])
+        printf(", %s scaling (factor %g)", r->type, r->factor);
+}
+
+static int count_layers(const rf_config *c, unsigned flag)
+{
+    int n = 0;
+    for (int l = 0; l < c->num_layers; l++) n += (rf_config_layer_flags(c, l) & flag) != 0;
+    return n;
+}
+
 static void print_rope(const rf_config *c)
 {
-    printf("rope           theta %.10g", c->rope_theta);
-    if (!strcmp(c->rope_type, "llama3"))
-        printf(", llama3 scaling (factor %g, low_freq %g, high_freq %g, original max pos %d)", c->rope_factor,
-               c->rope_low_freq_factor, c->rope_high_freq_factor, c->rope_original_max_pos);
-    else if (c->rope_type[0])
-        printf(", %s scaling (factor %g)", c->rope_type, c->rope_factor);
+    print_rope1("rope          ", &c->rope);
+    if (c->partial_rotary < 1) printf(", %g of each head rotated", c->partial_rotary);
+    if (c->rope_interleaved) printf(", adjacent pairs");
+    printf("\n");
+    if (count_layers(c, RF_LAYER_LOCAL)) {
+        print_rope1("local rope    ", &c->rope_local);
+        printf(" (%d sliding layers)\n", count_layers(c, RF_LAYER_LOCAL));
+    }
+}
+
+static void print_attention(const rf_config *c)
+{
+    printf("attention     ");
+    if (c->kv_lora_rank)
+        printf(" multi-head latent (kv_lora %d, q_lora %d, head %d+%d rope, v %d)", c->kv_lora_rank, c->q_lora_rank,
+               c->qk_nope_head_dim, c->qk_rope_head_dim, c->v_head_dim);
+    else
+        printf(" grouped-query");
+    if (c->qk_norm == RF_QKNORM_RMS) printf(", q/k RMSNorm");
+    if (c->qk_norm == RF_QKNORM_L2) printf(", q/k L2 norm");
+    int sl = count_layers(c, RF_LAYER_SLIDING), ch = count_layers(c, RF_LAYER_CHUNKED), np = count_layers(c, RF_LAYER_NOPE);
+    if (sl) printf(", sliding window %d on %d layers", c->sliding_window, sl);
+    if (ch) printf(", chunks of %d on %d layers", c->attention_chunk, ch);
+    if (np) printf(", %d NoPE layers%s", np, c->temp_tuning ? " (temperature tuning)" : "");
+    if (c->attn_softcap > 0) printf(", softcap %g", c->attn_softcap);
     printf("\n");
 }
 
@@ -147,17 +188,30 @@ static void print_text(const rf_model *m, const summary *s, int verbose)
     printf("hidden         %d\n", c->hidden_size);
     printf("heads          %d (kv heads %d, head_dim %d)%s\n", c->num_heads, c->num_kv_heads, c->head_dim,
            c->attention_bias ? ", q/k/v bias" : "");
-    printf("ffn            %d\n", c->intermediate_size);
+    printf("ffn            %d (%s%s)\n", c->intermediate_size, rf_act_name(c->act), c->mlp_bias ? ", biases" : "");
     printf("vocab          %d\n", c->vocab_size);
     printf("embeddings     %s\n", c->tie_word_embeddings ? "tied (no lm_head)" : "untied (separate lm_head)");
-    print_rope(c);
+    if (!rf_config_runnable(c))
+        printf("family         unknown ('%s'): inspect, analyse, plan and quantize work on its Linear/Embedding weights "
+               "by name; ppl, kld and generate need a supported family\n", c->model_type);
+    else {
+        print_attention(c);
+        print_rope(c);
+    }
     if (c->num_experts) {
+        static const char *const routers[] = {"softmax over the top-k", "softmax, top-k", "sigmoid, group-limited top-k",
+                                              "top-k, sigmoid on the input"};
         int moe_layers = 0;
         for (int l = 0; l < c->num_layers; l++) moe_layers += rf_config_layer_is_moe(c, l);
-        printf("moe            %d experts, top-%d%s, expert ffn %d, %d of %d layers\n", c->num_experts,
-               c->experts_per_tok, c->norm_topk_prob ? " (renormalised)" : "", c->moe_intermediate_size, moe_layers,
-               c->num_layers);
+        printf("moe            %d experts, top-%d (%s)%s, expert ffn %d, %d of %d layers", c->num_experts,
+               c->experts_per_tok, c->router >= 0 && c->router < 4 ? routers[c->router] : "?",
+               c->norm_topk_prob ? " (renormalised)" : "", c->moe_intermediate_size, moe_layers, c->num_layers);
+        if (c->shared_intermediate) printf(", shared expert ffn %d%s", c->shared_intermediate, c->shared_gate ? " (gated)" : "");
+        if (c->n_group > 1) printf(", %d of %d groups", c->topk_group, c->n_group);
+        printf("\n");
     }
+    if (c->fp8_block[0]) printf("weights        FP8 (e4m3) with %dx%d block scales: read dequantized\n", c->fp8_block[0], c->fp8_block[1]);
+    if (c->extra_layers) printf("extra layers   %d multi-token-prediction layer(s) past the model: not part of it\n", c->extra_layers);
     printf("config dtype   %s\n", dtype_word(c->torch_dtype));
     printf("parameters     %s\n", commas(s->total.params, a, sizeof a));
     printf("tensors        %llu\n", (unsigned long long)rf_model_tensor_count(m));
@@ -263,17 +317,30 @@ static json_t *json_config(const rf_config *c)
     json_object_set_new(o, "tie_word_embeddings", json_boolean(c->tie_word_embeddings));
     json_object_set_new(o, "attention_bias", json_boolean(c->attention_bias));
     json_object_set_new(o, "rms_norm_eps", json_real(c->rms_norm_eps));
-    json_object_set_new(o, "rope_theta", json_real(c->rope_theta));
+    json_object_set_new(o, "rope_theta", json_real(c->rope.theta));
     json_t *rs = json_null();
-    if (c->rope_type[0]) {
-        rs = json_pack("{s:s, s:f}", "rope_type", c->rope_type, "factor", c->rope_factor);
-        if (!strcmp(c->rope_type, "llama3")) {
-            json_object_set_new(rs, "low_freq_factor", json_real(c->rope_low_freq_factor));
-            json_object_set_new(rs, "high_freq_factor", json_real(c->rope_high_freq_factor));
-            json_object_set_new(rs, "original_max_position_embeddings", json_integer(c->rope_original_max_pos));
+    if (c->rope.type[0]) {
+        rs = json_pack("{s:s, s:f}", "rope_type", c->rope.type, "factor", c->rope.factor);
+        if (!strcmp(c->rope.type, "llama3")) {
+            json_object_set_new(rs, "low_freq_factor", json_real(c->rope.low_freq_factor));
+            json_object_set_new(rs, "high_freq_factor", json_real(c->rope.high_freq_factor));
         }
+        if (c->rope.original_max_pos)
+            json_object_set_new(rs, "original_max_position_embeddings", json_integer(c->rope.original_max_pos));
     }
     json_object_set_new(o, "rope_scaling", rs);
+    json_object_set_new(o, "family_supported", json_boolean(rf_config_runnable(c)));
+    json_object_set_new(o, "hidden_act", json_string(rf_act_name(c->act)));
+    json_object_set_new(o, "mlp_bias", json_boolean(c->mlp_bias));
+    json_object_set_new(o, "partial_rotary_factor", json_real(c->partial_rotary));
+    json_object_set_new(o, "layers", json_pack("{s:i, s:i, s:i, s:i}", "sliding", count_layers(c, RF_LAYER_SLIDING),
+                                               "chunked", count_layers(c, RF_LAYER_CHUNKED), "nope",
+                                               count_layers(c, RF_LAYER_NOPE), "moe", count_layers(c, RF_LAYER_MOE)));
+    if (c->kv_lora_rank)
+        json_object_set_new(o, "mla", json_pack("{s:i, s:i, s:i, s:i, s:i}", "kv_lora_rank", c->kv_lora_rank,
+                                                "q_lora_rank", c->q_lora_rank, "qk_nope_head_dim", c->qk_nope_head_dim,
+                                                "qk_rope_head_dim", c->qk_rope_head_dim, "v_head_dim", c->v_head_dim));
+    if (c->fp8_block[0]) json_object_set_new(o, "fp8_block", json_pack("[i, i]", c->fp8_block[0], c->fp8_block[1]));
     json_object_set_new(o, "max_position_embeddings", json_integer(c->max_position_embeddings));
     json_object_set_new(o, "bos_token_id", c->bos_token_id >= 0 ? json_integer(c->bos_token_id) : json_null());
     json_object_set_new(o, "eos_token_id", c->eos_token_id >= 0 ? json_integer(c->eos_token_id) : json_null());
@@ -283,9 +350,10 @@ static json_t *json_config(const rf_config *c)
         json_t *layers = json_array();
         for (int l = 0; l < c->num_layers; l++)
             if (rf_config_layer_is_moe(c, l)) json_array_append_new(layers, json_integer(l));
-        moe = json_pack("{s:i, s:i, s:i, s:b, s:o}", "num_experts", c->num_experts, "experts_per_tok",
+        moe = json_pack("{s:i, s:i, s:i, s:b, s:o, s:i, s:i, s:i}", "num_experts", c->num_experts, "experts_per_tok",
                         c->experts_per_tok, "moe_intermediate_size", c->moe_intermediate_size, "norm_topk_prob",
-                        c->norm_topk_prob, "moe_layers", layers);
+                        c->norm_topk_prob, "moe_layers", layers, "shared_intermediate_size", c->shared_intermediate,
+                        "n_group", c->n_group, "topk_group", c->topk_group);
     }
     json_object_set_new(o, "moe", moe);
     return o;

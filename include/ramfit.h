@@ -292,49 +292,106 @@ rf_status rf_ggufw_finish(rf_ggufw *w, rf_err *err);
 
 typedef enum rf_arch {
     RF_ARCH_UNKNOWN = 0,
-    RF_ARCH_LLAMA, RF_ARCH_MISTRAL, RF_ARCH_QWEN2, RF_ARCH_QWEN3, RF_ARCH_MIXTRAL, RF_ARCH_QWEN3_MOE
+    RF_ARCH_LLAMA, RF_ARCH_MISTRAL, RF_ARCH_QWEN2, RF_ARCH_QWEN3, RF_ARCH_MIXTRAL, RF_ARCH_QWEN3_MOE,
+    RF_ARCH_LLAMA4, RF_ARCH_QWEN2_MOE, RF_ARCH_GLM4_MOE, RF_ARCH_GLM4_MOE_LITE, RF_ARCH_DEEPSEEK_V3,
+    RF_ARCH_GEMMA3, RF_ARCH_PHI3,
+    RF_ARCH_GENERIC /* a model_type ramfit does not know: Linear/Embedding weights by name (no engine) */
 } rf_arch;
-const char *rf_arch_name(rf_arch a); /* the model_type spelling */
+const char *rf_arch_name(rf_arch a); /* the family's canonical model_type spelling */
+
+/* Activation of the gated MLP (config hidden_act / hidden_activation). */
+typedef enum rf_act { RF_ACT_SILU = 0, RF_ACT_GELU, RF_ACT_GELU_TANH, RF_ACT_RELU, RF_ACT_RELU2 } rf_act;
+const char *rf_act_name(rf_act a);
+
+/* Rotary embedding parameters of one layer type (transformers' rope_parameters / rope_scaling). */
+#define RF_ROPE_MAX_FACTORS 256
+typedef struct rf_rope {
+    char type[16];               /* "default", "linear", "llama3", "yarn", "longrope", "dynamic" */
+    double theta;
+    double factor;               /* linear, llama3, yarn, longrope (0: from max_position_embeddings) */
+    double low_freq_factor, high_freq_factor; /* llama3 */
+    int original_max_pos;        /* llama3, yarn, longrope */
+    double beta_fast, beta_slow, mscale, mscale_all_dim, attention_factor; /* yarn (attention_factor: 0 = derived) */
+    int truncate;                /* yarn: round the correction range (default 1) */
+    int n_factors;               /* longrope: short_factor / long_factor, one per rotated pair */
+    float short_factor[RF_ROPE_MAX_FACTORS], long_factor[RF_ROPE_MAX_FACTORS];
+} rf_rope;
+
+/* Per-layer features (rf_config.layer_flags). */
+enum {
+    RF_LAYER_MOE = 1,      /* a sparse MoE block (else a dense MLP) */
+    RF_LAYER_SLIDING = 2,  /* sliding-window attention (window sliding_window) */
+    RF_LAYER_CHUNKED = 4,  /* chunked attention (llama4: attend within blocks of attention_chunk) */
+    RF_LAYER_NOPE = 8,     /* no rotary embedding (llama4's NoPE layers) */
+    RF_LAYER_LOCAL = 16    /* the local rope (gemma3's sliding layers use rope_local) */
+};
+#define RF_MAX_LAYERS 1024
+
+typedef enum rf_qk_norm { RF_QKNORM_NONE = 0, RF_QKNORM_RMS, RF_QKNORM_L2 } rf_qk_norm;
 
 typedef struct rf_config {
     rf_arch arch;
-    char model_type[64];
+    char model_type[64];         /* as config.json says (a wrapper's: "llama4", "gemma3") */
     char architecture[128];      /* architectures[0] */
+    char tensor_prefix[32];      /* "language_model." for multimodal wrappers: the text model's tensors */
     int hidden_size, intermediate_size, num_layers, num_heads, num_kv_heads, head_dim, vocab_size;
     int tie_word_embeddings;
-    int attention_bias;          /* q/k/v biases (qwen2: implied) */
+    int attention_bias;          /* q/k/v(/o) biases (qwen2: implied) */
+    int mlp_bias;
+    rf_act act;
     double rms_norm_eps;
-    double rope_theta;
-    /* rope_scaling: rope_type "llama3" (others rejected by the engine, not here) */
-    char rope_type[32];          /* "" when none */
-    double rope_factor, rope_low_freq_factor, rope_high_freq_factor;
-    int rope_original_max_pos;
+    rf_rope rope;                /* global layers */
+    rf_rope rope_local;          /* RF_LAYER_LOCAL layers (gemma3 sliding layers) */
+    double rope_theta;           /* = rope.theta (kept for readers of the old field) */
+    double partial_rotary;       /* fraction of head_dim rotated (1: all) */
+    int rope_interleaved;        /* rotate pairs (2i, 2i+1) (llama4, deepseek) instead of (i, i + d/2) */
     int max_position_embeddings;
+    /* attention */
+    rf_qk_norm qk_norm;
+    double attn_scale;           /* softmax scale of q.k (set by parse: 1/sqrt(head_dim) unless the family says) */
+    double attn_softcap, final_softcap; /* tanh soft-capping of attention scores / final logits (0: none) */
+    int attention_chunk;         /* RF_LAYER_CHUNKED layers */
+    int temp_tuning;             /* llama4: NoPE layers scale q by log1p(floor((pos + 1) / floor_scale)) * temp_scale + 1 */
+    double floor_scale, temp_scale;
+    int sliding_window;          /* RF_LAYER_SLIDING layers attend to the last sliding_window positions */
+    /* norms */
+    int norm_plus_one;           /* gemma: y = norm(x) * (1 + w) */
+    int sandwich_norm;           /* gemma: post-attention and post-feed-forward norms */
+    double embed_scale;          /* embeddings times this (gemma: sqrt(hidden)); 0: none */
+    /* multi-head latent attention (deepseek_v3, glm4_moe_lite; 0 when not) */
+    int kv_lora_rank, q_lora_rank, qk_nope_head_dim, qk_rope_head_dim, v_head_dim;
+    double latent_norm_eps;      /* eps of q_a_layernorm and kv_a_layernorm (1e-6 in transformers and mlx-lm) */
     /* MoE (0 when dense) */
     int num_experts, experts_per_tok, moe_intermediate_size, norm_topk_prob, decoder_sparse_step;
+    int router;                  /* routing convention (src/arch/family.h rf_router) */
+    int n_group, topk_group;     /* group-limited routing (1, 1: none) */
+    double routed_scaling;       /* routed experts' weights times this (1) */
+    int shared_intermediate;     /* shared expert(s) as one MLP of this size (0: none) */
+    int shared_gate;             /* qwen2_moe: the shared expert's output times sigmoid(shared_expert_gate(x)) */
+    int extra_layers;            /* layers the checkpoint holds past num_hidden_layers (DeepSeek's multi-token
+                                  * prediction layer): not part of the model, dropped by the writers */
+    int fp8_block[2];            /* FP8 checkpoints (quantization_config fp8): weight_scale_inv block [rows, cols] */
     int bos_token_id, eos_token_id; /* -1 when absent */
     rf_dtype torch_dtype;        /* RF_DT_INVALID when absent */
-    /* qwen3_moe mlp_only_layers (layers < 256; bit l of word l/64): these layers have a dense MLP */
-    uint64_t mlp_only_mask[4];
-    /* Sliding-window attention as transformers applies it (0: none): a query attends to the
-     * last sliding_window positions, itself included, on the layers of sliding_mask (bit l of
-     * word l/64). mistral/mixtral: every layer when sliding_window is set; qwen2/qwen3/qwen3_moe
-     * only with use_sliding_window: qwen3_moe every layer, qwen2/qwen3 the layers layer_types
-     * calls "sliding_attention", else those from max_window_layers (default 28) on. */
-    int sliding_window;
-    uint64_t sliding_mask[4];
+    /* Per layer: RF_LAYER_* flags. Sliding windows as transformers applies them: mistral/mixtral
+     * every layer when sliding_window is set; qwen families only with use_sliding_window (layer_types
+     * or max_window_layers); gemma3 by layer_types / sliding_window_pattern. */
+    uint8_t layer_flags[RF_MAX_LAYERS];
 } rf_config;
 
 /* Parse DIR/config.json (absent directory or file: RF_ERR_NOT_FOUND; bad/missing keys:
- * RF_ERR_FORMAT naming file and key). Unknown model_type: RF_ERR_UNSUPPORTED "unsupported
- * architecture 'X' in FILE (supported: ...)". Defaults: docs/inspect.md.
- * Mixtral: moe_intermediate_size = intermediate_size, norm_topk_prob = 1 (softmax over the top-k). */
+ * RF_ERR_FORMAT naming file and key). An unknown model_type parses as RF_ARCH_GENERIC (the
+ * catalogue works on it, the engine refuses it). Defaults: docs/inspect.md. */
 rf_status rf_config_load(const char *model_dir, rf_config *out, rf_err *err);
 rf_status rf_config_parse(const char *json_text, const char *label, rf_config *out, rf_err *err);
 /* 1 if LAYER has a sparse MoE block (experts + router), 0 if a dense MLP. */
 int rf_config_layer_is_moe(const rf_config *c, int layer);
 /* The attention window of LAYER in positions (the query included), 0 for full attention. */
 int rf_config_layer_window(const rf_config *c, int layer);
+/* RF_LAYER_* flags of LAYER (0 outside the stack). */
+unsigned rf_config_layer_flags(const rf_config *c, int layer);
+/* Whether the engine runs this config (every family but RF_ARCH_GENERIC). */
+int rf_config_runnable(const rf_config *c);
 
 typedef enum rf_role {
     RF_ROLE_OTHER = 0,
@@ -344,6 +401,10 @@ typedef enum rf_role {
     RF_ROLE_MLP_GATE, RF_ROLE_MLP_UP, RF_ROLE_MLP_DOWN,
     RF_ROLE_EXPERT_GATE, RF_ROLE_EXPERT_UP, RF_ROLE_EXPERT_DOWN,
     RF_ROLE_ROUTER, RF_ROLE_NORM, RF_ROLE_BIAS,
+    /* appended in the second wave (spellings are part of the profile format) */
+    RF_ROLE_ATTN_QKV, RF_ROLE_MLP_GATE_UP,
+    RF_ROLE_SHARED_GATE, RF_ROLE_SHARED_UP, RF_ROLE_SHARED_DOWN,
+    RF_ROLE_ATTN_Q_A, RF_ROLE_ATTN_Q_B, RF_ROLE_ATTN_KV_A, RF_ROLE_ATTN_K_B, RF_ROLE_ATTN_V_B,
     RF_ROLE_COUNT
 } rf_role;
 const char *rf_role_name(rf_role r); /* "embed", "lm_head", "attn_q", ... */
@@ -354,36 +415,47 @@ typedef struct rf_tinfo {
     rf_role role;
     int layer;    /* -1 outside the layer stack */
     int expert;   /* -1 unless a per-expert tensor */
-    int unit;     /* index of its quantization unit, -1 for tensors that are not weights of one */
+    int unit;     /* index of its (first) quantization unit, -1 for tensors that are not weights of one */
     int quant_aux;/* 1: an MLX quantized companion (<module>.scales/.biases): it carries the role,
                    * layer and expert of its module but is not a unit member (unit -1) */
+    int fp8_scale;/* 1: the float32 block scales (weight_scale_inv) of an FP8 weight: read with it */
+    int dropped;  /* 1: not part of the model (a multi-token-prediction layer past num_hidden_layers):
+                   * the writers leave it out, as mlx-lm's sanitize does */
 } rf_tinfo;
 
-/* Classification of one tensor name (Hugging Face naming, plus MLX's stacked switch_mlp and
- * quantized companions); pure, no files. Names it does not know get RF_ROLE_OTHER. */
+/* Classification of one tensor name by the family of C (C->arch and C->tensor_prefix; the rest
+ * of C is not used): Hugging Face naming, MLX's stacked banks and quantized companions; pure, no
+ * files. Names the family does not know get RF_ROLE_OTHER. A fused tensor that feeds two units
+ * (llama4's experts.gate_up_proj) is classified as its first. */
 typedef struct rf_name_info {
     rf_role role;
     int layer, expert;  /* -1 when none */
-    int stacked;        /* an MLX switch_mlp tensor: all experts in one [E, out, in] tensor */
+    int stacked;        /* one tensor holds every member (experts or heads) of its unit */
     int quant_aux;      /* an MLX .scales/.biases companion */
     int unit_weight;    /* the weight of a quantization unit (module below is its unit name) */
-    char module[160];   /* MLX module path (name less its last component); experts: switch_mlp */
+    int slot;           /* what the engine computes with it (src/arch/family.h) */
+    char module[160];   /* MLX module path (name less its last component); experts: the stacked bank */
 } rf_name_info;
-void rf_classify_name(const char *name, rf_name_info *out);
+void rf_classify_name(const rf_config *c, const char *name, rf_name_info *out);
 
 /* A quantization unit (the module of design.md): one Linear/Embedding weight, or all experts
- * of one projection in one layer, stacked. Every member shares one (bits, gs). */
+ * of one projection in one layer, stacked, or all heads of an MLA up-projection. Every member
+ * shares one (bits, gs). Its members may be slices of a source tensor, transposed (llama4's fused
+ * experts, DeepSeek's kv_b_proj) or FP8 with block scales: the analysis, the writers and the
+ * engine read members through one view layer (src/arch/view.c). */
 typedef struct rf_unit {
     char name[160];     /* MLX module path, e.g. model.layers.3.mlp.switch_mlp.down_proj */
     rf_role role;
     int layer;
-    int n_members;      /* tensors (experts) in the unit */
+    int n_members;      /* matrices in the unit: experts or heads (1 for a plain matrix) */
     int n_experts;      /* experts in the unit: E for an expert bank (per-expert or stacked), else 0 */
-    const int *members; /* indices into the catalogue's tensor list, expert order */
-    uint64_t rows, cols;/* of one (expert) matrix: out, in; the embedding is [vocab, hidden] */
+    const int *members; /* per member: index of the source tensor in the catalogue's tensor list */
+    uint64_t rows, cols;/* of one member matrix: out, in; the embedding is [vocab, hidden] */
     uint64_t nparams;   /* all members */
-    rf_dtype dtype;
-    int quantizable;    /* 2-D and some gs in {32,64,128} divides cols; norms etc. are not units */
+    rf_dtype dtype;     /* the source's (F8_E4M3 for FP8 checkpoints: read dequantized) */
+    int quantizable;    /* 2-D float, mlx-lm quantizes the module, some gs in {32,64,128} divides cols */
+    int transformed;    /* members are not plain row-major matrices of their tensors (sliced, transposed, FP8) */
+    int bank;           /* written as one [members, out, in] tensor (experts, MLA heads), even with one member */
 } rf_unit;
 
 /* config + open checkpoint + catalogue. Open checks tensors against config.json (shapes of known
@@ -784,6 +856,11 @@ rf_status rf_engine_set_pos(rf_engine *e, int pos, rf_err *err);
 /* Run N tokens at the current position and append them to the cache. logits: NULL (none), or
  * N*vocab floats (all_logits: one row per token) or vocab floats (the last token's). */
 rf_status rf_engine_forward(rf_engine *e, const int32_t *tokens, int n, float *logits, int all_logits, rf_err *err);
+/* Calibration hook: called with the input rows of every matrix product before it runs (the unit
+ * and member multiplied: expert or head; NTOK rows of u->cols floats; a tied head is the embedding
+ * unit), on the caller's thread, in a fixed order for a given input. NULL removes it. */
+typedef void (*rf_engine_observer)(void *user, const rf_unit *u, int member, const float *x, int ntok);
+void rf_engine_set_observer(rf_engine *e, rf_engine_observer fn, void *user);
 /* Bytes of weight data: all of it, and what one decode step reads (one embedding row, the
  * active share of experts: top_k / num_experts of every bank). */
 void rf_engine_weight_bytes(const rf_engine *e, uint64_t *total, uint64_t *per_token);

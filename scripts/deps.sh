@@ -4,7 +4,7 @@
 set -eu
 want="pkg-config libjansson-dev libpcre2-dev libutf8proc-dev"
 case "${1:-build}" in
-  test) want="$want libcmocka-dev" ;;
+  test) want="$want libcmocka-dev python3-numpy" ;;  # numpy: tests/ref/ref.py, the independent reference
   fuzz) want="$want libcmocka-dev clang libclang-rt-14-dev" ;;
   bench) want="$want libcmocka-dev libopenblas-dev" ;;
 esac

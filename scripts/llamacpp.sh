@@ -14,7 +14,7 @@ VERSION=3.21.1
 CACHE=${RAMFIT_LLAMACPP_CACHE:-$HOME/.cache/ramfit/llama.cpp-$VERSION}
 JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(llama-quantize llama-perplexity llama-tokenize llama-bench llama-cli llama-gguf llama)
+[ ${#targets[@]} -gt 0 ] || targets=(llama-quantize llama-perplexity llama-tokenize llama-bench llama-completion llama-simple llama-gguf llama)
 
 need=""
 for c in npm git cmake g++; do command -v $c >/dev/null 2>&1 || need="$need $c"; done

@@ -53,13 +53,13 @@ static void test_ops(void **state)
     double rms = sqrt((1 + 4 + 9 + 16) / 4.0);
     for (int i = 0; i < 4; i++) assert_true(fabs(y[i] - x[i] / rms * w[i]) < 1e-6);
     /* rope rotates pairs (i, i + d/2); position 0 is the identity; norms are kept */
-    rf_config c;
+    rf_rope c;
     memset(&c, 0, sizeof c);
-    c.rope_theta = 10000;
-    double inv[4];
+    c.theta = 10000;
+    double inv[4], af;
     rf_err err;
-    TU_OK(rf_rope_inv_freq(&c, 8, inv, &err), &err);
-    assert_true(fabs(inv[0] - 1) < 1e-12 && fabs(inv[1] - pow(10000, -0.25)) < 1e-12);
+    TU_OK(rf_rope_freqs(&c, 8, 512, 0, inv, &af, &err), &err);
+    assert_true(fabs(inv[0] - 1) < 1e-12 && fabs(inv[1] - pow(10000, -0.25)) < 1e-12 && af == 1);
     float v[8] = {1, 2, 3, 4, 5, 6, 7, 8}, cs[4], sn[4];
     for (int i = 0; i < 4; i++) { cs[i] = (float)cos(3 * inv[i]); sn[i] = (float)sin(3 * inv[i]); }
     float r[8];
@@ -69,18 +69,29 @@ static void test_ops(void **state)
         assert_true(fabs(r[i] - (v[i] * cs[i] - v[i + 4] * sn[i])) < 1e-6);
         assert_true(fabs(hypot(r[i], r[i + 4]) - hypot(v[i], v[i + 4])) < 1e-5);
     }
+    /* interleaved (llama4, deepseek): adjacent pairs (2i, 2i+1) */
+    memcpy(r, v, sizeof v);
+    rf_op_rope_ex(r, 8, cs, sn, 1);
+    for (int i = 0; i < 4; i++) {
+        assert_true(fabs(r[2 * i] - (v[2 * i] * cs[i] - v[2 * i + 1] * sn[i])) < 1e-6);
+        assert_true(fabs(r[2 * i + 1] - (v[2 * i + 1] * cs[i] + v[2 * i] * sn[i])) < 1e-6);
+    }
+    /* partial rotary: dimensions past rd untouched */
+    memcpy(r, v, sizeof v);
+    rf_op_rope_ex(r, 4, cs, sn, 0);
+    assert_true(r[4] == 5 && r[7] == 8 && fabs(r[0] - (v[0] * cs[0] - v[2] * sn[0])) < 1e-6);
     /* llama3 scaling: short wavelengths kept, long ones divided by factor, a ramp between */
-    c.rope_theta = 500000;
-    strcpy(c.rope_type, "llama3");
-    c.rope_factor = 8;
-    c.rope_low_freq_factor = 1;
-    c.rope_high_freq_factor = 4;
-    c.rope_original_max_pos = 8192;
+    c.theta = 500000;
+    strcpy(c.type, "llama3");
+    c.factor = 8;
+    c.low_freq_factor = 1;
+    c.high_freq_factor = 4;
+    c.original_max_pos = 8192;
     double base[64], scaled[64];
-    rf_config plain = c;
-    plain.rope_type[0] = 0;
-    TU_OK(rf_rope_inv_freq(&plain, 128, base, &err), &err);
-    TU_OK(rf_rope_inv_freq(&c, 128, scaled, &err), &err);
+    rf_rope plain = c;
+    plain.type[0] = 0;
+    TU_OK(rf_rope_freqs(&plain, 128, 8192, 0, base, &af, &err), &err);
+    TU_OK(rf_rope_freqs(&c, 128, 8192, 0, scaled, &af, &err), &err);
     int kept = 0, slowed = 0, ramp = 0;
     for (int i = 0; i < 64; i++) {
         double wl = 2 * M_PI / base[i];
@@ -89,8 +100,37 @@ static void test_ops(void **state)
         else { assert_true(scaled[i] < base[i] && scaled[i] > base[i] / 8); ramp++; }
     }
     assert_true(kept > 0 && slowed > 0 && ramp > 0);
-    strcpy(c.rope_type, "yarn");
-    assert_int_equal(rf_rope_inv_freq(&c, 128, scaled, &err), RF_ERR_UNSUPPORTED);
+    /* linear: every frequency divided by the factor */
+    strcpy(c.type, "linear");
+    TU_OK(rf_rope_freqs(&c, 128, 8192, 0, scaled, &af, &err), &err);
+    for (int i = 0; i < 64; i++) assert_true(fabs(scaled[i] - base[i] / 8) < 1e-18 + 1e-15 * base[i]);
+    /* yarn: fast dimensions kept, slow ones interpolated, attention factor 0.1 ln(factor) + 1 */
+    strcpy(c.type, "yarn");
+    c.factor = 40;
+    c.original_max_pos = 4096;
+    c.truncate = 1;
+    TU_OK(rf_rope_freqs(&c, 64, 163840, 0, scaled, &af, &err), &err);
+    assert_true(fabs(af - (0.1 * log(40) + 1)) < 1e-12);
+    plain.theta = 500000;
+    TU_OK(rf_rope_freqs(&plain, 64, 8192, 0, base, &inv[0], &err), &err);
+    assert_true(scaled[0] == base[0] && fabs(scaled[31] - base[31] / 40) < 1e-18);
+    c.mscale = 1, c.mscale_all_dim = 1; /* DeepSeek: the ratio of the two mscales */
+    TU_OK(rf_rope_freqs(&c, 64, 163840, 0, scaled, &af, &err), &err);
+    assert_true(af == 1);
+    /* longrope: the short or the long factor per pair; sqrt(1 + ln(f) / ln(orig)) */
+    memset(&c, 0, sizeof c);
+    strcpy(c.type, "longrope");
+    c.theta = 10000;
+    c.original_max_pos = 4096;
+    c.n_factors = 4;
+    for (int i = 0; i < 4; i++) c.short_factor[i] = 1 + i, c.long_factor[i] = 10 + i;
+    TU_OK(rf_rope_freqs(&c, 8, 131072, 0, scaled, &af, &err), &err);
+    for (int i = 0; i < 4; i++) assert_true(fabs(scaled[i] - pow(10000, -i / 4.0) / (1 + i)) < 1e-15);
+    assert_true(fabs(af - sqrt(1 + log(32.0) / log(4096.0))) < 1e-12);
+    TU_OK(rf_rope_freqs(&c, 8, 131072, 1, scaled, &af, &err), &err);
+    for (int i = 0; i < 4; i++) assert_true(fabs(scaled[i] - pow(10000, -i / 4.0) / (10 + i)) < 1e-15);
+    strcpy(c.type, "dynamic");
+    assert_int_equal(rf_rope_freqs(&c, 8, 512, 0, scaled, &af, &err), RF_ERR_UNSUPPORTED);
     /* attention over 3 cached positions with ld > d */
     float q[2] = {1, 0}, kc[9] = {1, 0, 9, 0, 1, 9, -1, 0, 9}, vc[9] = {1, 2, 9, 3, 4, 9, 5, 6, 9}, sc[3], o[2];
     rf_op_attend(q, kc, vc, 3, 2, 3, 1.0f, sc, o);
@@ -995,10 +1035,52 @@ static void test_cli(void **state)
     free(out);
 }
 
+/* The calibration hook sees the input of every matrix product, unit by unit, in a fixed order. */
+typedef struct obs { int calls, lm; uint64_t rows; double sum; const rf_unit *first; } obs;
+static void observe(void *user, const rf_unit *u, int member, const float *x, int ntok)
+{
+    obs *o = user;
+    if (!o->first) o->first = u;
+    o->calls++;
+    o->lm += u->role == RF_ROLE_EMBED; /* stories260k ties its head to the embedding */
+    o->rows += (uint64_t)ntok;
+    assert_int_equal(member, 0);
+    for (uint64_t i = 0; i < (uint64_t)ntok * u->cols; i++) o->sum += x[i];
+}
+
+static void test_observer(void **state)
+{
+    (void)state;
+    const char *dir = tu_model_dir("stories260k");
+    rf_engine *e;
+    rf_err err;
+    TU_OK(rf_engine_open(dir, NULL, &e, &err), &err);
+    int32_t ids[8] = {1, 20, 30, 40, 50, 60, 70, 80};
+    float *lg = malloc((size_t)rf_engine_vocab(e) * sizeof *lg);
+    obs a = {0}, b = {0};
+    rf_engine_set_observer(e, observe, &a);
+    TU_OK(rf_engine_forward(e, ids, 8, lg, 0, &err), &err);
+    assert_int_equal(a.calls, 5 * 7 + 1); /* q k v o gate up down per layer, then the head */
+    assert_int_equal(a.lm, 1);
+    assert_int_equal(a.rows, 5 * 7 * 8 + 1);
+    assert_int_equal(a.first->role, RF_ROLE_ATTN_Q);
+    rf_engine_reset(e);
+    rf_engine_set_observer(e, observe, &b);
+    TU_OK(rf_engine_forward(e, ids, 8, lg, 0, &err), &err);
+    assert_true(a.sum == b.sum && a.calls == b.calls);
+    rf_engine_set_observer(e, NULL, NULL);
+    rf_engine_reset(e);
+    TU_OK(rf_engine_forward(e, ids, 8, lg, 0, &err), &err);
+    assert_int_equal(b.calls, a.calls);
+    free(lg);
+    rf_engine_free(e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_moe_route),
+        cmocka_unit_test(test_observer),
         cmocka_unit_test(test_ops),
         cmocka_unit_test(test_open_errors),
         cmocka_unit_test(test_bad_checkpoints),

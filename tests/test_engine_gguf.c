@@ -1,7 +1,6 @@
 /* The engine on GGUF files: ggml block-quantized products against the scalar reference (every
- * type, decode and batch, any thread count), views and row slices, the q/k head reordering
- * against the writer's permutation, the config and tokenizer read back from a GGUF against the
- * checkpoint's, and whole forward passes: an F32 GGUF gives the checkpoint's logits. (The
+ * type, decode and batch, any thread count), views and row slices, the config and tokenizer read
+ * back from a GGUF against the checkpoint's, and whole forward passes: an F32 GGUF gives the checkpoint's logits. (The
  * comparison with llama.cpp on the same files is tests/llamacpp/run.sh.) */
 #include "testutil.h"
 
@@ -74,19 +73,6 @@ static void test_matmul_types(void **state)
     free(q);
 }
 
-static void test_unpermute(void **state)
-{
-    (void)state;
-    const int nh = 3, hd = 8, T = 2;
-    float v[2 * 3 * 8], hf[2 * 3 * 8];
-    for (int i = 0; i < T * nh * hd; i++) hf[i] = (float)i;
-    /* what the writer stores: GGUF row g holds HF row rf_gguf_qk_src_row(g) */
-    for (int t = 0; t < T; t++)
-        for (int g = 0; g < nh * hd; g++) v[t * nh * hd + g] = hf[t * nh * hd + (int)rf_gguf_qk_src_row((uint64_t)g, hd)];
-    rf_ggml_unpermute_heads(v, T, nh, hd);
-    assert_memory_equal(v, hf, sizeof v);
-}
-
 static char *export_model(const char *name, int type, char **dir)
 {
     const char *md = tu_model_dir(name);
@@ -104,6 +90,49 @@ static char *export_model(const char *name, int type, char **dir)
     free(t);
     rf_model_free(m);
     return p;
+}
+
+/* The config read back from a GGUF is the checkpoint's; llama-family files, whose q/k rows are
+ * stored interleaved per head, are roped on adjacent pairs (the same model). */
+static void check_config(const char *model)
+{
+    char *dir, *p = export_model(model, RF_GT_Q8_0, &dir);
+    if (!p) return;
+    rf_config a, b;
+    rf_err err;
+    TU_OK(rf_config_load(tu_model_dir(model), &a, &err), &err);
+    rf_gguf *g;
+    TU_OK(rf_gguf_open(p, &g, &err), &err);
+    TU_OK(rf_gguf_config(g, &b, NULL, &err), &err);
+    rf_gguf_close(g);
+    assert_int_equal(a.arch, b.arch);
+    assert_int_equal(a.hidden_size, b.hidden_size);
+    assert_int_equal(a.intermediate_size, b.intermediate_size);
+    assert_int_equal(a.num_layers, b.num_layers);
+    assert_int_equal(a.num_heads, b.num_heads);
+    assert_int_equal(a.num_kv_heads, b.num_kv_heads);
+    assert_int_equal(a.head_dim, b.head_dim);
+    assert_int_equal(a.vocab_size, b.vocab_size);
+    assert_int_equal(a.tie_word_embeddings, b.tie_word_embeddings);
+    assert_int_equal(a.num_experts, b.num_experts);
+    assert_int_equal(a.experts_per_tok, b.experts_per_tok);
+    assert_int_equal(a.moe_intermediate_size, b.moe_intermediate_size);
+    assert_int_equal(a.qk_norm, b.qk_norm);
+    assert_int_equal(a.max_position_embeddings, b.max_position_embeddings);
+    assert_true(fabs(a.rope.theta - b.rope.theta) <= 1e-6 * a.rope.theta);
+    assert_true(fabs(a.rms_norm_eps - b.rms_norm_eps) <= 1e-6 * a.rms_norm_eps);
+    assert_int_equal(b.rope_interleaved, a.arch == RF_ARCH_LLAMA);
+    tu_rmtree(dir);
+    free(dir);
+    free(p);
+}
+
+static void test_config(void **state)
+{
+    (void)state;
+    check_config("stories260k");
+    check_config("qwen3-dense-mini");
+    check_config("qwen3-moe-mini");
 }
 
 /* An F32 GGUF of an F32 checkpoint is the same model: the same logits, to the last bits that
@@ -275,7 +304,7 @@ static void test_refusals(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_matmul_types),      cmocka_unit_test(test_unpermute),
+        cmocka_unit_test(test_matmul_types),      cmocka_unit_test(test_config),
         cmocka_unit_test(test_forward_f32),       cmocka_unit_test(test_tokenizer_stories),
         cmocka_unit_test(test_tokenizer_qwen3),   cmocka_unit_test(test_forward_q8),
         cmocka_unit_test(test_refusals),

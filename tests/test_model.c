@@ -1,6 +1,9 @@
 /* Model catalogue: config.json parsing for every family, tensor-name classification, units
  * (stacked experts) on real and hand-made checkpoints, the errors, and `ramfit inspect`. */
 #include "testutil.h"
+#include "arch/model_internal.h"
+
+#include <math.h>
 
 #include <jansson.h>
 #include <stdarg.h>
@@ -122,10 +125,14 @@ static void check_invariants(const rf_model *m)
         int first = un->members[0];
         for (int k = 0; k < un->n_members; k++) {
             const rf_tinfo *ti = rf_model_tinfo(m, (uint64_t)un->members[k]);
-            assert_int_equal(ti->unit, (int)u);
+            if (ti->unit != (int)u) fail_msg("tensor %s: unit %d, expected %d (%s)", ti->t->name, ti->unit, (int)u, un->name);
             assert_int_equal(ti->role, un->role);
             assert_int_equal(ti->layer, un->layer);
-            if (un->n_members > 1) assert_int_equal(ti->expert, k); /* expert order */
+            /* per-expert tensors in expert order; a stacked bank is one tensor for every member */
+            int stacked = un->n_members > 1 && un->members[0] == un->members[1];
+            if (un->n_members > 1 && !stacked && ti->expert != k)
+                fail_msg("unit %s member %d: tensor %s expert %d", un->name, k, ti->t->name, ti->expert);
+            if (stacked) assert_int_equal(un->members[k], un->members[0]);
             if (un->members[k] < first) first = un->members[k];
         }
         assert_true(first > prev_first); /* units in tensor order of their first member */
@@ -220,7 +227,12 @@ static void test_classify_names(void **state)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const name_case *c = &cases[i];
         rf_name_info ni;
-        rf_classify_name(c->name, &ni);
+        /* the family whose names the case uses */
+        rf_config fc;
+        memset(&fc, 0, sizeof fc);
+        fc.arch = strstr(c->name, "block_sparse_moe") ? RF_ARCH_MIXTRAL
+                : strstr(c->name, "mlp.") || strstr(c->name, "_norm") ? RF_ARCH_QWEN3_MOE : RF_ARCH_LLAMA;
+        rf_classify_name(&fc, c->name, &ni);
         if (ni.role != c->role || ni.layer != c->layer || ni.expert != c->expert || ni.stacked != c->stacked ||
             ni.quant_aux != c->aux || ni.unit_weight != c->unit_weight)
             fail_msg("%s: got role %s layer %d expert %d stacked %d aux %d unit %d", c->name, rf_role_name(ni.role),
@@ -256,9 +268,9 @@ static void test_config_llama(void **state)
     assert_int_equal(c.num_kv_heads, 8);
     assert_int_equal(c.tie_word_embeddings, 0);
     assert_int_equal(c.attention_bias, 0);
-    assert_string_equal(c.rope_type, "llama3");
-    assert_true(c.rope_factor == 8.0 && c.rope_low_freq_factor == 1.0 && c.rope_high_freq_factor == 4.0);
-    assert_int_equal(c.rope_original_max_pos, 8192);
+    assert_string_equal(c.rope.type, "llama3");
+    assert_true(c.rope.factor == 8.0 && c.rope.low_freq_factor == 1.0 && c.rope.high_freq_factor == 4.0);
+    assert_int_equal(c.rope.original_max_pos, 8192);
     assert_true(c.rope_theta == 500000.0 && c.rms_norm_eps == 1e-5);
     assert_int_equal(c.eos_token_id, 128001);
     assert_int_equal(c.bos_token_id, 128000);
@@ -279,8 +291,8 @@ static void test_config_llama(void **state)
     assert_int_equal(c.bos_token_id, -1);
     assert_int_equal(c.eos_token_id, -1);
     assert_int_equal(c.torch_dtype, RF_DT_F16);
-    assert_string_equal(c.rope_type, "linear");
-    assert_true(c.rope_factor == 2.0);
+    assert_string_equal(c.rope.type, "linear");
+    assert_true(c.rope.factor == 2.0);
     assert_int_equal(c.tie_word_embeddings, 1);
     assert_string_equal(c.architecture, "");
 }
@@ -310,7 +322,7 @@ static void test_config_families(void **state)
     assert_int_equal(c.attention_bias, 1);
     assert_int_equal(c.head_dim, 64);
     assert_int_equal(c.bos_token_id, -1);
-    assert_string_equal(c.rope_type, "");
+    assert_string_equal(c.rope.type, "");
 
     TU_OK(parse("{\"model_type\": \"qwen3\", \"hidden_size\": 1024, \"head_dim\": 128, \"intermediate_size\": 3072,"
                 "\"num_hidden_layers\": 28, \"num_attention_heads\": 16, \"num_key_value_heads\": 8,"
@@ -375,8 +387,23 @@ static void test_config_errors(void **state)
 {
     (void)state;
     static const bad_case cases[] = {
-        {"{\"model_type\": \"gpt_neox\", " BASE "}", RF_ERR_UNSUPPORTED, "gpt_neox"},
-        {"{\"model_type\": \"gemma3\", " BASE "}", RF_ERR_UNSUPPORTED, "qwen3_moe"},
+        {"{\"model_type\": \"gemma3\", " BASE "}", RF_ERR_FORMAT, "text_config"},
+        {"{\"model_type\": \"llama4\", \"text_config\": 3, " BASE "}", RF_ERR_FORMAT, "text_config"},
+        {"{\"model_type\": \"llama\", " BASE ", \"hidden_act\": \"softplus\"}", RF_ERR_UNSUPPORTED, "softplus"},
+        {"{\"model_type\": \"llama\", " BASE ", \"rope_scaling\": {\"rope_type\": \"longrope\", "
+         "\"short_factor\": [1, 1], \"long_factor\": [2]}}", RF_ERR_FORMAT, "long_factor"},
+        {"{\"model_type\": \"deepseek_v3\", " BASE ", \"kv_lora_rank\": 8, \"qk_nope_head_dim\": 8, "
+         "\"qk_rope_head_dim\": 3, \"v_head_dim\": 8, \"n_routed_experts\": 4, \"moe_intermediate_size\": 8, "
+         "\"num_experts_per_tok\": 2}", RF_ERR_FORMAT, "qk_rope_head_dim"},
+        {"{\"model_type\": \"deepseek_v3\", " BASE ", \"kv_lora_rank\": 8, \"qk_nope_head_dim\": 8, "
+         "\"qk_rope_head_dim\": 4, \"v_head_dim\": 8, \"n_routed_experts\": 6, \"n_group\": 4, "
+         "\"moe_intermediate_size\": 8, \"num_experts_per_tok\": 2}", RF_ERR_FORMAT, "n_group"},
+        {"{\"model_type\": \"llama\", " BASE ", \"quantization_config\": {\"quant_method\": \"gptq\"}}",
+         RF_ERR_UNSUPPORTED, "gptq"},
+        {"{\"model_type\": \"llama\", " BASE ", \"quantization_config\": {\"quant_method\": \"fp8\", "
+         "\"weight_block_size\": [128]}}", RF_ERR_FORMAT, "weight_block_size"},
+        {"{\"model_type\": \"gemma3_text\", " BASE ", \"use_bidirectional_attention\": true}", RF_ERR_UNSUPPORTED,
+         "bidirectional"},
         {"{" BASE "}", RF_ERR_FORMAT, "model_type"},
         {"{\"model_type\": 7, " BASE "}", RF_ERR_FORMAT, "model_type"},
         {"{\"model_type\": \"llama\", \"intermediate_size\": 128, \"num_hidden_layers\": 2, "
@@ -431,12 +458,18 @@ static void test_config_errors(void **state)
     assert_int_equal(rf_config_load(missing, &c, &err), RF_ERR_NOT_FOUND);
     assert_non_null(strstr(err.msg, missing));
     write_text(dir, "config.json", "{\"model_type\": \"phi3\"}");
-    assert_int_equal(rf_config_load(dir, &c, &err), RF_ERR_UNSUPPORTED);
-    assert_non_null(strstr(err.msg, "phi3"));
+    assert_int_equal(rf_config_load(dir, &c, &err), RF_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "hidden_size"));
     assert_non_null(strstr(err.msg, dir));
     rf_model *m = (rf_model *)&c;
-    assert_int_equal(rf_model_open(dir, &m, &err), RF_ERR_UNSUPPORTED);
+    assert_int_equal(rf_model_open(dir, &m, &err), RF_ERR_FORMAT);
     assert_null(m);
+    /* an unknown family parses (the generic path); without weights the model does not open */
+    write_text(dir, "config.json", "{\"model_type\": \"falcon\", \"hidden_size\": 64}");
+    TU_OK(rf_config_load(dir, &c, &err), &err);
+    assert_int_equal(c.arch, RF_ARCH_GENERIC);
+    assert_int_equal(rf_config_runnable(&c), 0);
+    assert_int_equal(rf_model_open(dir, &m, &err), RF_ERR_NOT_FOUND);
     assert_int_equal(rf_config_parse(NULL, "x", &c, NULL), RF_ERR_INVALID);
     tu_rmtree(dir);
     free(dir);
@@ -674,7 +707,7 @@ static void check_moe_units(const rf_model *m, const char *blk, uint64_t ffn, in
             const rf_unit *un = unit_named(m, name);
             assert_int_equal(un->role, RF_ROLE_EXPERT_GATE + p);
             assert_int_equal(un->n_experts, NE);
-            assert_int_equal(un->n_members, stacked ? 1 : NE);
+            assert_int_equal(un->n_members, NE); /* members are experts, stacked in one tensor or not */
             assert_int_equal(un->rows, p == 2 ? HID : ffn);
             assert_int_equal(un->cols, p == 2 ? ffn : HID);
             assert_int_equal(un->nparams, NE * ffn * HID);
@@ -813,6 +846,53 @@ static void test_synthetic_dense(void **state)
     assert_int_equal(open_synthetic(dir, cfg, &l, &m, &err), RF_ERR_FORMAT);
     if (!strstr(err.msg, "o_proj")) fail_msg("message: %s", err.msg);
 
+    /* the config promises what the tensors lack: one check for every command (inspect, analyse,
+     * quantize and the engine all open the model through the catalogue) */
+    l.n = 0;
+    add(&l, RF_DT_F16, 2, VOC, HID, 0, "model.embed_tokens.weight");
+    add(&l, RF_DT_F16, 1, HID, 0, 0, "model.norm.weight");
+    for (int layer = 0; layer < NL; layer++) {
+        attn_tensors(&l, layer, 0);
+        add(&l, RF_DT_F16, 2, 96, HID, 0, "model.layers.%d.mlp.gate_proj.weight", layer);
+        add(&l, RF_DT_F16, 2, 96, HID, 0, "model.layers.%d.mlp.up_proj.weight", layer);
+        add(&l, RF_DT_F16, 2, HID, 96, 0, "model.layers.%d.mlp.down_proj.weight", layer);
+    }
+    const char *biased = "{\"model_type\": \"llama\", \"hidden_size\": 64, \"intermediate_size\": 96,"
+                         "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 2,"
+                         "\"vocab_size\": 32, \"tie_word_embeddings\": true, \"attention_bias\": true}";
+    assert_int_equal(open_synthetic(dir, biased, &l, &m, &err), RF_ERR_FORMAT);
+    if (!strstr(err.msg, "model.layers.0.self_attn.q_proj.bias") || !strstr(err.msg, "attention_bias"))
+        fail_msg("message: %s", err.msg);
+    const char *mlpb = "{\"model_type\": \"llama\", \"hidden_size\": 64, \"intermediate_size\": 96,"
+                       "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 2,"
+                       "\"vocab_size\": 32, \"tie_word_embeddings\": true, \"mlp_bias\": true}";
+    assert_int_equal(open_synthetic(dir, mlpb, &l, &m, &err), RF_ERR_FORMAT);
+    if (!strstr(err.msg, "mlp.gate_proj.bias") || !strstr(err.msg, "mlp_bias")) fail_msg("message: %s", err.msg);
+    const char *q3 = "{\"model_type\": \"qwen3\", \"hidden_size\": 64, \"intermediate_size\": 96, \"head_dim\": 16,"
+                     "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 2,"
+                     "\"vocab_size\": 32, \"tie_word_embeddings\": true}";
+    assert_int_equal(open_synthetic(dir, q3, &l, &m, &err), RF_ERR_FORMAT);
+    if (!strstr(err.msg, "model.layers.0.self_attn.q_norm")) fail_msg("message: %s", err.msg);
+    /* with them, the same configs open */
+    for (int layer = 0; layer < NL; layer++) {
+        add(&l, RF_DT_BF16, 1, HD, 0, 0, "model.layers.%d.self_attn.q_norm.weight", layer);
+        add(&l, RF_DT_BF16, 1, HD, 0, 0, "model.layers.%d.self_attn.k_norm.weight", layer);
+    }
+    TU_OK(open_synthetic(dir, q3, &l, &m, &err), &err);
+    rf_model_free(m);
+    for (int layer = 0; layer < NL; layer++) {
+        add(&l, RF_DT_F16, 1, NH * HD, 0, 0, "model.layers.%d.self_attn.q_proj.bias", layer);
+        add(&l, RF_DT_F16, 1, NKV * HD, 0, 0, "model.layers.%d.self_attn.k_proj.bias", layer);
+        add(&l, RF_DT_F16, 1, NKV * HD, 0, 0, "model.layers.%d.self_attn.v_proj.bias", layer);
+        add(&l, RF_DT_F16, 1, HID, 0, 0, "model.layers.%d.self_attn.o_proj.bias", layer);
+    }
+    TU_OK(open_synthetic(dir, biased, &l, &m, &err), &err);
+    rf_model_free(m);
+    /* ... and biases the config does not have are refused too: transformers would drop them, mlx-lm's
+     * strict load would fail on them */
+    assert_int_equal(open_synthetic(dir, q3, &l, &m, &err), RF_ERR_FORMAT);
+    if (!strstr(err.msg, "q_proj.bias") || !strstr(err.msg, "attention_bias")) fail_msg("message: %s", err.msg);
+
     /* untied config without lm_head */
     l.n = 0;
     add(&l, RF_DT_F16, 2, VOC, HID, 0, "model.embed_tokens.weight");
@@ -823,6 +903,109 @@ static void test_synthetic_dense(void **state)
 
     tu_rmtree(dir);
     free(dir);
+}
+
+/* ------------------------------------------------------------------ views */
+
+static float bf16_at(const rf_tensor *t, uint64_t i) { return rf_bf16_to_f32(((const uint16_t *)t->data)[i]); }
+
+/* Members read through views equal their definition on the source tensors: llama4's fused,
+ * transposed experts, DeepSeek's per-head split of kv_b_proj, FP8 blocks times their scales; in
+ * every output dtype and for row ranges that cut the read-out tiles. */
+static void test_views(void **state)
+{
+    (void)state;
+    char dir[4200];
+    rf_err err;
+    rf_model *m;
+    snprintf(dir, sizeof dir, "%s/tests/fixtures/arch/llama4_text", RF_SOURCE_DIR);
+    TU_OK(rf_model_open(dir, &m, &err), &err);
+    const rf_tensor *gu = rf_st_find(rf_model_st(m), "model.layers.1.feed_forward.experts.gate_up_proj");
+    const rf_tensor *dn = rf_st_find(rf_model_st(m), "model.layers.1.feed_forward.experts.down_proj");
+    assert_non_null(gu);
+    const uint64_t E = gu->shape[0], H = gu->shape[1], I2 = gu->shape[2], I = I2 / 2;
+    const char *names[3] = {"model.layers.1.feed_forward.experts.gate_proj", "model.layers.1.feed_forward.experts.up_proj",
+                            "model.layers.1.feed_forward.experts.down_proj"};
+    for (int p = 0; p < 3; p++) {
+        int64_t ui = rf_model_unit_find(m, names[p]);
+        assert_true(ui >= 0);
+        const rf_unit *u = rf_model_unit(m, (uint64_t)ui);
+        const rf_mview *v = rf_model_unit_views(m, (uint64_t)ui);
+        assert_int_equal(u->n_members, (int)E);
+        assert_int_equal(u->rows, p == 2 ? H : I);
+        assert_int_equal(u->cols, p == 2 ? I : H);
+        assert_int_equal(u->transformed, 1);
+        assert_null(rf_view_direct(&v[0], 0));
+        float *f = malloc(u->rows * u->cols * sizeof *f);
+        uint16_t *b = malloc(u->rows * u->cols * 2);
+        for (uint64_t e = 0; e < E; e++) {
+            /* rows 3..(rows-2): not a whole number of 16-row tiles */
+            uint64_t r0 = 3, n = u->rows - 5;
+            TU_OK(rf_view_read(&v[e], r0, n, RF_DT_F32, f, &err), &err);
+            TU_OK(rf_view_read(&v[e], r0, n, RF_DT_BF16, b, &err), &err);
+            for (uint64_t r = 0; r < n; r++)
+                for (uint64_t c = 0; c < u->cols; c++) {
+                    /* gate/up: W[e][r][c] = gate_up[e][c][r (+ I)]; down: W[e][r][c] = down[e][c][r] */
+                    float want = p == 2 ? bf16_at(dn, (e * I + c) * H + r0 + r)
+                                        : bf16_at(gu, (e * H + c) * I2 + (p ? I : 0) + r0 + r);
+                    assert_true(f[r * u->cols + c] == want);
+                    assert_true(rf_bf16_to_f32(b[r * u->cols + c]) == want);
+                }
+        }
+        free(f);
+        free(b);
+    }
+    rf_model_free(m);
+
+    snprintf(dir, sizeof dir, "%s/tests/fixtures/arch/deepseek_v3", RF_SOURCE_DIR);
+    TU_OK(rf_model_open(dir, &m, &err), &err);
+    const rf_config *c = rf_model_config(m);
+    const rf_tensor *kvb = rf_st_find(rf_model_st(m), "model.layers.0.self_attn.kv_b_proj.weight");
+    uint64_t nope = (uint64_t)c->qk_nope_head_dim, vh = (uint64_t)c->v_head_dim, kvl = (uint64_t)c->kv_lora_rank;
+    int64_t k = rf_model_unit_find(m, "model.layers.0.self_attn.embed_q");
+    int64_t vv = rf_model_unit_find(m, "model.layers.0.self_attn.unembed_out");
+    assert_true(k >= 0 && vv >= 0);
+    assert_int_equal(rf_model_unit(m, (uint64_t)k)->rows, kvl);
+    assert_int_equal(rf_model_unit(m, (uint64_t)k)->cols, nope);
+    assert_int_equal(rf_model_unit(m, (uint64_t)vv)->rows, vh);
+    assert_int_equal(rf_model_unit(m, (uint64_t)vv)->cols, kvl);
+    float *f = malloc(kvl * kvl * sizeof *f);
+    for (int h = 0; h < c->num_heads; h++) {
+        const rf_mview *vk = &rf_model_unit_views(m, (uint64_t)k)[h], *vo = &rf_model_unit_views(m, (uint64_t)vv)[h];
+        TU_OK(rf_view_read(vk, 0, kvl, RF_DT_F32, f, &err), &err);
+        for (uint64_t r = 0; r < kvl; r++)
+            for (uint64_t j = 0; j < nope; j++) /* embed_q[h][r][j] = kv_b[h (nope + v) + j][r] */
+                assert_true(f[r * nope + j] == bf16_at(kvb, ((uint64_t)h * (nope + vh) + j) * kvl + r));
+        TU_OK(rf_view_read(vo, 0, vh, RF_DT_F32, f, &err), &err);
+        for (uint64_t r = 0; r < vh; r++)
+            for (uint64_t j = 0; j < kvl; j++) /* unembed_out[h][r][j] = kv_b[h (nope + v) + nope + r][j] */
+                assert_true(f[r * kvl + j] == bf16_at(kvb, ((uint64_t)h * (nope + vh) + nope + r) * kvl + j));
+    }
+    free(f);
+    rf_model_free(m);
+
+    /* FP8: q * scale_inv[R / 32][C / 32] */
+    snprintf(dir, sizeof dir, "%s/tests/fixtures/arch/deepseek_v3_fp8", RF_SOURCE_DIR);
+    TU_OK(rf_model_open(dir, &m, &err), &err);
+    int64_t o = rf_model_unit_find(m, "model.layers.0.mlp.down_proj");
+    const rf_mview *vf = rf_model_unit_views(m, (uint64_t)o);
+    const rf_tensor *q = vf->t, *sc = vf->scale;
+    assert_int_equal(q->dtype, RF_DT_F8_E4M3);
+    assert_non_null(sc);
+    assert_int_equal(rf_view_dtype(vf), RF_DT_F32);
+    uint64_t R = q->shape[0], C = q->shape[1], nsc = (C + 31) / 32;
+    f = malloc(R * C * sizeof *f);
+    TU_OK(rf_view_read(vf, 0, R, RF_DT_F32, f, &err), &err);
+    for (uint64_t r = 0; r < R; r++)
+        for (uint64_t j = 0; j < C; j++) {
+            uint8_t b8 = ((const uint8_t *)q->data)[r * C + j];
+            int e = (b8 >> 3) & 15, mt = b8 & 7;
+            double mag = e ? ldexp(1 + mt / 8.0, e - 7) : ldexp(mt / 8.0, -6);
+            double want = (b8 & 0x80 ? -mag : mag) * ((const float *)sc->data)[(r / 32) * nsc + j / 32];
+            assert_true(f[r * C + j] == (float)want);
+        }
+    free(f);
+    rf_model_free(m);
 }
 
 /* ------------------------------------------------------------------ CLI */
@@ -887,7 +1070,7 @@ static void test_cli_inspect(void **state)
     free(out);
     write_text(tmp, "config.json", "{\"model_type\": \"falcon\"}");
     assert_int_equal(tu_run_cli(args, &out), 1);
-    assert_non_null(strstr(out, "unsupported architecture 'falcon'"));
+    assert_non_null(strstr(out, "safetensors"));
     free(out);
     assert_int_equal(tu_run_cli("inspect", &out), 2);
     free(out);
@@ -907,6 +1090,7 @@ int main(void)
         cmocka_unit_test(test_config_families), cmocka_unit_test(test_config_errors),
         cmocka_unit_test(test_real_dense),      cmocka_unit_test(test_real_moe),
         cmocka_unit_test(test_synthetic_moe),   cmocka_unit_test(test_synthetic_dense),
+        cmocka_unit_test(test_views),
         cmocka_unit_test(test_cli_inspect),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

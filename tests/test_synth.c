@@ -76,7 +76,7 @@ static void test_presets_open(void **state)
             assert_non_null(rf_st_find(rf_model_st(m), w1));
         }
         if (!strcmp(likes[i], "qwen2.5-0.5b")) assert_non_null(rf_st_find(rf_model_st(m), "model.layers.0.self_attn.k_proj.bias"));
-        if (!strcmp(likes[i], "llama-3.1-8b")) assert_string_equal(c->rope_type, "llama3");
+        if (!strcmp(likes[i], "llama-3.1-8b")) assert_string_equal(c->rope.type, "llama3");
         size_t n;
         char *gen = file_text(dir, "generation_config.json", &n);
         assert_non_null(gen);

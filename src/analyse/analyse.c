@@ -12,6 +12,7 @@
  * Pages of a tensor are dropped (MADV_DONTNEED) after each block, so resident memory stays at
  * about threads x block size whatever the model's size; the page cache keeps the data for
  * phase B. */
+#include "arch/model_internal.h"
 #include "plan/plan_internal.h"
 
 #include <errno.h>
@@ -25,6 +26,7 @@
 #define DEFAULT_BLOCK (16ull << 20)
 #define SUB_BYTES (256u << 10) /* cache-sized piece of a block: stats, then errors, while hot */
 #define CONV_N 4096            /* elements converted to float at a time */
+#define GATHER_BYTES (SUB_BYTES + (256u << 10)) /* a sub-block of a transformed member, one row at least */
 #define MOM_N 1024             /* elements per float partial sum of the moments */
 #define WINDOW_MAX 256         /* tasks per window */
 
@@ -186,11 +188,12 @@ typedef struct actx {
     rf_status *tst;
     rf_err *terr;
     float *conv;       /* CONV_N floats per worker */
+    uint8_t *gather;   /* GATHER_BYTES per worker: rows of transformed members (views), read out */
     volatile int *cancel;
     rf_dtype f32_as;   /* kept dtype of F32 tensors */
 } actx;
 
-static int is_quant_src(rf_dtype d) { return d == RF_DT_F32 || d == RF_DT_BF16 || d == RF_DT_F16; }
+static int is_quant_src(rf_dtype d) { return d == RF_DT_F32 || d == RF_DT_BF16 || d == RF_DT_F16 || d == RF_DT_F8_E4M3; }
 
 /* Flat element index -> "[i, j, k]" of tensor T. */
 static void index_text(const rf_tensor *t, uint64_t flat, char *buf, size_t cap)
@@ -306,38 +309,57 @@ static void outside_bounds(double lo, double hi, float *flo, float *fhi)
 
 /* ------------------------------------------------------------------ tasks */
 
-static const rf_tensor *member(const actx *c, const ustate *s, uint64_t b, uint64_t *row0, uint64_t *nrows)
+/* The member view of block B and its rows. */
+static const rf_mview *member(const actx *c, const ustate *s, uint64_t b, uint64_t *row0, uint64_t *nrows)
 {
     uint64_t k = b / s->nb_m, r = b % s->nb_m;
     *row0 = r * s->rows_blk;
     *nrows = s->rows_m - *row0 < s->rows_blk ? s->rows_m - *row0 : s->rows_blk;
-    return rf_model_tinfo(c->m, (uint64_t)s->u->members[k])->t;
+    return &rf_model_unit_views(c->m, (uint64_t)rf_model_unit_index(c->m, s->u))[k];
 }
 
-static rf_status nonfinite_err(const rf_tensor *t, uint64_t flat, float v, rf_err *err)
+/* Rows [r0, r0+nr) of member V: where they lie in the mapped file, or read out into BUF (the
+ * view's exact dtype) for slices, transposes and FP8. */
+static rf_status member_rows(const rf_mview *v, uint64_t r0, uint64_t nr, void *buf, rf_dtype *dt, const void **p,
+                             rf_err *err)
 {
-    char idx[160];
-    index_text(t, flat, idx, sizeof idx);
-    return rf_err_set(err, RF_ERR_NONFINITE, "%s: tensor %s: %s weight at index %s (element %llu)", file_base(t->file),
-                      t->name, isnan(v) ? "NaN" : "infinite", idx, (unsigned long long)flat);
+    *dt = rf_view_dtype(v);
+    if ((*p = rf_view_direct(v, r0))) return RF_OK;
+    *p = buf;
+    return rf_view_read(v, r0, nr, *dt, buf, err);
 }
 
-/* Convert elements [e0, e0+n) of T piece by piece and run FN on each piece. */
+static rf_status nonfinite_err(const rf_mview *v, uint64_t flat, float v0, rf_err *err)
+{
+    const rf_tensor *t = v->t;
+    uint64_t r = flat / v->cols, c = flat % v->cols;
+    if (rf_view_direct(v, 0)) {
+        char idx[160];
+        index_text(t, (v->r0 + r) * v->scols + c, idx, sizeof idx);
+        return rf_err_set(err, RF_ERR_NONFINITE, "%s: tensor %s: %s weight at index %s (element %llu)", file_base(t->file),
+                          t->name, isnan(v0) ? "NaN" : "infinite", idx, (unsigned long long)((v->r0 + r) * v->scols + c));
+    }
+    return rf_err_set(err, RF_ERR_NONFINITE, "%s: tensor %s: %s weight at row %llu, column %llu of its %llu x %llu member "
+                      "matrix", file_base(t->file), t->name, isnan(v0) ? "NaN" : "infinite", (unsigned long long)r,
+                      (unsigned long long)c, (unsigned long long)v->rows, (unsigned long long)v->cols);
+}
+
+/* Convert elements [0, n) of BASE (dtype DT; flat index e0 + i in the member) piece by piece and run FN. */
 typedef rf_status (*piece_fn)(void *u, const float *x, size_t n, uint64_t e0, rf_err *err);
-static rf_status for_pieces(const rf_tensor *t, uint64_t e0, uint64_t n, float *buf, piece_fn fn, void *u, rf_err *err)
+static rf_status for_pieces(rf_dtype dt, const void *base, uint64_t e0, uint64_t n, float *buf, piece_fn fn, void *u,
+                            rf_err *err)
 {
-    const char *base = (const char *)t->data;
-    uint64_t esz = rf_dtype_size(t->dtype);
+    uint64_t esz = rf_dtype_size(dt);
     for (uint64_t o = 0; o < n; o += CONV_N) {
         size_t len = (size_t)(n - o < CONV_N ? n - o : CONV_N);
-        rf_status s = rf_convert_to_f32(t->dtype, base + (e0 + o) * esz, buf, len, err);
+        rf_status s = rf_convert_to_f32(dt, (const char *)base + o * esz, buf, len, err);
         if (!s) s = fn(u, buf, len, e0 + o, err);
         if (s) return s;
     }
     return RF_OK;
 }
 
-typedef struct stat_job { const rf_tensor *t; mom m; kern k; } stat_job;
+typedef struct stat_job { const rf_mview *v; mom m; kern k; } stat_job;
 
 static rf_status stat_piece(void *u, const float *x, size_t n, uint64_t e0, rf_err *err)
 {
@@ -345,7 +367,7 @@ static rf_status stat_piece(void *u, const float *x, size_t n, uint64_t e0, rf_e
     for (size_t o = 0; o < n; o += MOM_N) {
         size_t len = n - o < MOM_N ? n - o : MOM_N;
         long bad = j->k.moments(x + o, len, &j->m);
-        if (bad >= 0) return nonfinite_err(j->t, e0 + o + (uint64_t)bad, x[o + (size_t)bad], err);
+        if (bad >= 0) return nonfinite_err(j->v, e0 + o + (uint64_t)bad, x[o + (size_t)bad], err);
     }
     return RF_OK;
 }
@@ -359,24 +381,22 @@ static rf_status out_piece(void *u, const float *x, size_t n, uint64_t e0, rf_er
     return RF_OK;
 }
 
-/* Errors of rows [r0, r0+nr) of T for every measured config and mode, added to B. */
-static rf_status sub_errors(const actx *c, const ustate *s, const rf_tensor *t, uint64_t r0, uint64_t nr, blk *b,
-                            rf_err *err)
+/* Errors of NR rows at W (dtype DT) for every measured config and mode, added to B. */
+static rf_status sub_errors(const actx *c, const ustate *s, rf_dtype dt, const void *w, uint64_t nr, blk *b, rf_err *err)
 {
     const uint64_t cols = s->u->cols;
-    const void *w = (const char *)t->data + r0 * cols * rf_dtype_size(t->dtype);
     const int fused = __builtin_popcount(s->cfgs) > 2;
     rf_qerr q[RF_QCFG_N];
     for (int mo = 0; mo < 2; mo++) {
         if (!(c->modes >> mo & 1)) continue;
         if (fused) {
-            rf_status st = rf_quant_error_all(t->dtype, w, nr, cols, (rf_qmode)mo, s->sdt, q, err);
+            rf_status st = rf_quant_error_all(dt, w, nr, cols, (rf_qmode)mo, s->sdt, q, err);
             if (st) return st;
         }
         for (int ci = 0; ci < RF_QCFG_N; ci++) {
             if (!(s->cfgs >> ci & 1)) continue;
             if (!fused) {
-                rf_status st = rf_quant_error(t->dtype, w, nr, cols, rf_cfg_bits(ci), rf_cfg_gs(ci), (rf_qmode)mo, s->sdt,
+                rf_status st = rf_quant_error(dt, w, nr, cols, rf_cfg_bits(ci), rf_cfg_gs(ci), (rf_qmode)mo, s->sdt,
                                               &q[ci], err);
                 if (st) return st;
             }
@@ -388,22 +408,25 @@ static rf_status sub_errors(const actx *c, const ustate *s, const rf_tensor *t, 
     return RF_OK;
 }
 
-static rf_status run_phase_a(const actx *c, const ustate *s, uint64_t bi, float *conv, rf_err *err)
+static rf_status run_phase_a(const actx *c, const ustate *s, uint64_t bi, float *conv, uint8_t *gather, rf_err *err)
 {
     uint64_t row0, nrows;
-    const rf_tensor *t = member(c, s, bi, &row0, &nrows);
+    const rf_mview *v = member(c, s, bi, &row0, &nrows);
     blk *b = &s->res[bi];
     memset(b, 0, sizeof *b);
-    const uint64_t cols = s->u->cols, esz = rf_dtype_size(t->dtype);
+    const uint64_t cols = s->u->cols, esz = rf_dtype_size(rf_view_dtype(v));
     uint64_t sub = SUB_BYTES / (cols * esz);
     sub = sub < 1 ? 1 : sub;
-    stat_job sj = {t, {0, 0, 0, 0, INFINITY, -INFINITY}, pick_kernels()};
+    stat_job sj = {v, {0, 0, 0, 0, INFINITY, -INFINITY}, pick_kernels()};
     for (uint64_t r = row0; r < row0 + nrows; r += sub) {
         uint64_t nr = row0 + nrows - r < sub ? row0 + nrows - r : sub;
-        rf_status st = for_pieces(t, r * cols, nr * cols, conv, stat_piece, &sj, err);
-        if (!st && s->cfgs) st = sub_errors(c, s, t, r, nr, b, err);
+        rf_dtype dt;
+        const void *w;
+        rf_status st = member_rows(v, r, nr, gather, &dt, &w, err);
+        if (!st) st = for_pieces(dt, w, r * cols, nr * cols, conv, stat_piece, &sj, err);
+        if (!st && s->cfgs) st = sub_errors(c, s, dt, w, nr, b, err);
         if (st) {
-            if (st != RF_ERR_NONFINITE) rf_err_prefix(err, "%s: tensor %s: ", file_base(t->file), t->name);
+            if (st != RF_ERR_NONFINITE) rf_err_prefix(err, "%s: tensor %s: ", file_base(v->t->file), v->t->name);
             return st;
         }
         if (c->cancel && *c->cancel) return rf_err_set(err, RF_ERR_INTERRUPTED, "interrupted");
@@ -413,13 +436,23 @@ static rf_status run_phase_a(const actx *c, const ustate *s, uint64_t bi, float 
     return RF_OK;
 }
 
-static rf_status run_phase_b(const actx *c, const ustate *s, uint64_t bi, float *conv, rf_err *err)
+static rf_status run_phase_b(const actx *c, const ustate *s, uint64_t bi, float *conv, uint8_t *gather, rf_err *err)
 {
     uint64_t row0, nrows;
-    const rf_tensor *t = member(c, s, bi, &row0, &nrows);
+    const rf_mview *v = member(c, s, bi, &row0, &nrows);
     out_job oj = {0, 0, 0, pick_kernels()};
     outside_bounds(s->mean - 6 * s->sd, s->mean + 6 * s->sd, &oj.lo, &oj.hi);
-    rf_status st = for_pieces(t, row0 * s->u->cols, nrows * s->u->cols, conv, out_piece, &oj, err);
+    const uint64_t cols = s->u->cols, esz = rf_dtype_size(rf_view_dtype(v));
+    uint64_t sub = SUB_BYTES / (cols * esz);
+    sub = sub < 1 ? 1 : sub;
+    rf_status st = RF_OK;
+    for (uint64_t r = row0; r < row0 + nrows && !st; r += sub) {
+        uint64_t nr = row0 + nrows - r < sub ? row0 + nrows - r : sub;
+        rf_dtype dt;
+        const void *w;
+        st = member_rows(v, r, nr, gather, &dt, &w, err);
+        if (!st) st = for_pieces(dt, w, r * cols, nr * cols, conv, out_piece, &oj, err);
+    }
     s->res[bi].n_out = oj.n;
     return st;
 }
@@ -453,11 +486,12 @@ static void run_task(void *ctx, uint64_t i, int worker)
     ustate *s = &c->us[tk->unit];
     rf_err *err = &c->terr[i];
     float *conv = c->conv + (size_t)worker * CONV_N;
+    uint8_t *gather = c->gather + (size_t)worker * GATHER_BYTES;
     if (c->cancel && *c->cancel) {
         c->tst[i] = rf_err_set(err, RF_ERR_INTERRUPTED, "interrupted");
         return;
     }
-    c->tst[i] = tk->phase ? run_phase_b(c, s, tk->blk, conv, err) : run_phase_a(c, s, tk->blk, conv, err);
+    c->tst[i] = tk->phase ? run_phase_b(c, s, tk->blk, conv, gather, err) : run_phase_a(c, s, tk->blk, conv, gather, err);
     drop_pages(c, (uint64_t)s->u->members[tk->blk / s->nb_m]);
 }
 
@@ -480,16 +514,19 @@ static rf_status setup_unit(const rf_model *m, const rf_analyse_opts *o, const r
     s->u = u;
     rf_status st = check_unit_dtype(m, u, err);
     if (st) return st;
-    const rf_tensor *t = rf_model_tinfo(m, (uint64_t)u->members[0])->t;
-    uint64_t esz = rf_dtype_size(t->dtype);
-    s->rows_m = u->cols ? t->nelem / u->cols : 0;
+    const rf_mview *v = rf_model_unit_views(m, (uint64_t)rf_model_unit_index(m, u));
+    uint64_t esz = rf_dtype_size(rf_view_dtype(v));
+    if (u->cols * esz > GATHER_BYTES - SUB_BYTES && u->transformed)
+        return rf_err_set(err, RF_ERR_UNSUPPORTED, "unit %s: rows of %llu columns are too long to read out", u->name,
+                          (unsigned long long)u->cols);
+    s->rows_m = u->rows;
     uint64_t row_bytes = u->cols * esz;
     uint64_t rb = o->block_bytes / (row_bytes ? row_bytes : 1);
     s->rows_blk = rb < 1 ? 1 : rb;
     s->nb_m = (s->rows_m + s->rows_blk - 1) / s->rows_blk;
     s->nblk = s->nb_m * (uint64_t)u->n_members;
-    s->bytes = t->nbytes * (uint64_t)u->n_members;
-    s->sdt = t->dtype == RF_DT_F16 ? RF_DT_F16 : RF_DT_BF16;
+    s->bytes = u->nparams * rf_dtype_size(u->dtype);
+    s->sdt = u->dtype == RF_DT_F16 ? RF_DT_F16 : RF_DT_BF16;
     for (int c = 0; c < RF_QCFG_N && u->quantizable; c++)
         if ((o->configs >> c & 1) && u->cols % (uint64_t)rf_cfg_gs(c) == 0) s->cfgs |= 1u << c;
     return RF_OK;
@@ -528,8 +565,7 @@ static rf_status finish_unit(const actx *c, ustate *s, rf_err *err)
         if (!(s->cfgs >> ci & 1)) continue;
         int bits = rf_cfg_bits(ci), gs = rf_cfg_gs(ci);
         uint64_t bytes = 0;
-        for (int k = 0; k < u->n_members; k++)
-            bytes += rf_quant_bytes(rf_model_tinfo(c->m, (uint64_t)u->members[k])->t->nelem, bits, gs, s->sdt);
+        for (int k = 0; k < u->n_members; k++) bytes += rf_quant_bytes(u->rows * u->cols, bits, gs, s->sdt);
         rf_qerr q[2];
         for (int mo = 0; mo < 2; mo++) {
             double sse = 0;
@@ -589,7 +625,8 @@ static rf_status check_kept_finite(const rf_tensor *t, rf_err *err)
 {
     if (t->dtype != RF_DT_F32 && t->dtype != RF_DT_F16 && t->dtype != RF_DT_BF16 && t->dtype != RF_DT_F64) return RF_OK;
     float buf[CONV_N];
-    return for_pieces(t, 0, t->nelem, buf, finite_piece, (void *)t, err);
+    rf_mview v = {.t = t, .srows = 1, .scols = t->nelem, .rows = 1, .cols = t->nelem};
+    return for_pieces(t->dtype, t->data, 0, t->nelem, buf, finite_piece, &v, err);
 }
 
 static rf_status build_profile(const rf_model *m, unsigned modes, unsigned configs, rf_dtype f32_as, const ustate *us,
@@ -606,7 +643,7 @@ static rf_status build_profile(const rf_model *m, unsigned modes, unsigned confi
         if (us[u].rec) s = rf_profile_add_unit(p, us[u].rec, err);
     for (uint64_t i = 0; !s && complete && i < rf_model_tensor_count(m); i++) {
         const rf_tinfo *ti = rf_model_tinfo(m, i);
-        if (ti->unit >= 0 && us[ti->unit].rec) continue;
+        if ((ti->unit >= 0 && us[ti->unit].rec) || ti->fp8_scale || ti->dropped) continue; /* not in the output */
         if (ti->unit >= 0 && ti->t->nelem) return rf_err_set(err, RF_ERR_INTERNAL, "unit of %s not analysed", ti->t->name);
         if ((s = check_kept_finite(ti->t, err))) break;
         rf_dtype kd = rf_quantize_out_dtype(ti->t->dtype, f32_as);
@@ -845,7 +882,8 @@ rf_status rf_analyse(const rf_model *m, const rf_analyse_opts *opts, rf_profile 
         r.c.tst = calloc(WINDOW_MAX, sizeof *r.c.tst);
         r.c.terr = calloc(WINDOW_MAX, sizeof *r.c.terr);
         r.c.conv = malloc((size_t)nt * CONV_N * sizeof *r.c.conv);
-        if (!r.c.tst || !r.c.terr || !r.c.conv) st = rf_err_set(err, RF_ERR_NOMEM, "out of memory");
+        r.c.gather = malloc((size_t)nt * GATHER_BYTES);
+        if (!r.c.tst || !r.c.terr || !r.c.conv || !r.c.gather) st = rf_err_set(err, RF_ERR_NOMEM, "out of memory");
     }
     if (!st) st = drive(&r, err);
     if (st == RF_ERR_INTERRUPTED) {
@@ -870,6 +908,7 @@ rf_status rf_analyse(const rf_model *m, const rf_analyse_opts *opts, rf_profile 
     free(r.c.tst);
     free(r.c.terr);
     free(r.c.conv);
+    free(r.c.gather);
     rf_pool_free(r.pool);
     return st;
 }

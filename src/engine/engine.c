@@ -1,9 +1,12 @@
-/* The inference engine: loads a checkpoint (Hugging Face BF16/F16/F32 or MLX affine-quantized
- * with per-module bits/group size) by mmapping it, and runs the decoder forward pass for the
- * llama, mistral, qwen2, qwen3, mixtral and qwen3_moe families on batches of tokens with a
- * float32 KV cache. Weights are never converted as a whole: the kernels read the mapped
- * bf16/f16/f32/packed rows. Only 1-D tensors (norm weights, biases) are copied to float32. */
+/* The inference engine: runs a checkpoint of any family ramfit knows (Hugging Face BF16/F16/F32
+ * or FP8, or MLX affine-quantized with per-module bits/group size) on batches of tokens with a
+ * float32 KV cache. The model catalogue (src/arch/) says which tensor fills which slot of the
+ * decoder; the config says which features each layer uses (MoE, sliding or chunked windows, NoPE,
+ * q/k norms, latent attention, ...). Weights stay memory-mapped where they are plain matrices and
+ * the kernels read the mapped rows; members that are slices or transposes of fused tensors, or
+ * FP8, are materialized once (in their exact float dtype). Only 1-D tensors are copied to float32. */
 #include "engine/engine_internal.h"
+#include "arch/model_internal.h"
 #include "engine/gguf_weights.h"
 
 #include <jansson.h>
@@ -11,52 +14,85 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { MAX_EXPERTS = 512, NAME_MAX_LEN = 256 };
+enum { NAME_MAX_LEN = 256 };
 
 typedef struct lin {
     rf_wmat w;
-    float *bias;  /* NULL when the layer has none */
+    float *bias;          /* NULL when the layer has none */
+    const rf_unit *unit;  /* the catalogue unit (and member) it multiplies by: for the observer */
+    int member;
 } lin;
 
-typedef struct layer {
-    float *attn_norm, *mlp_norm, *q_norm, *k_norm;
-    lin q, k, v, o;
+typedef struct eng_layer {
+    unsigned flags;
+    int window;                /* sliding window (0: none) */
+    float *attn_norm, *mlp_norm, *post_attn_norm, *post_mlp_norm, *q_norm, *k_norm;
+    lin q, k, v, o, qkv;
+    /* multi-head latent attention */
+    lin q_a, q_b, kv_a;
+    float *q_a_norm, *kv_a_norm;
+    lin *kb, *vb;              /* per head: [kv_lora, nope] and [v_head, kv_lora] */
     int moe;
-    lin gate, up, down;        /* dense MLP */
-    rf_wmat router;
-    rf_wmat *eg, *eu, *ed;     /* per-expert views (into stacked banks or per-expert tensors) */
-    int qk_perm;               /* GGUF llama: q/k rows interleaved per head (rf_ggml_unpermute_heads) */
-} layer;
+    lin gate, up, down, gate_up;
+    lin router;
+    float *router_bias;
+    lin *eg, *eu, *ed;         /* per-expert views (into stacked banks or per-expert tensors) */
+    lin sg, su, sd;            /* shared expert(s) */
+    lin sh_route;              /* qwen2_moe's shared_expert_gate [1, hidden] */
+} eng_layer;
+
+typedef struct owned { void **p; int n, cap; } owned;
 
 struct rf_engine {
     rf_config cfg;
     char *dir;
-    rf_st *st;
-    rf_ggm *gg;                /* GGUF hook: a GGUF file instead of st (engine/gguf_weights.c) */
+    rf_model *model;
+    rf_ggm *gg;                /* GGUF hook: a GGUF file instead of model (engine/gguf_weights.c) */
+    const rf_st *st;
     rf_pool *pool;
     json_t *quant;             /* config.json "quantization" (NULL: none) */
-    int dim, nh, nkv, hd, vocab, ffn, moe_ffn, nexp, topk, softmax_first;
+    int dim, nh, nkv, hd, vocab, nexp, topk, mla;
+    int rd;                    /* rotated dimensions per head (head_dim * partial_rotary, or qk_rope_head_dim) */
+    int nope, rope_d, kvl, vh; /* MLA */
+    int qdim, kvdim, odim;     /* widths of q, of a cached k/v row, of the attention output */
     float eps;
-    rf_wmat embed, lm_head;
+    rf_route_opts route;
+    lin embed, lm_head;
+    rf_engine_observer observer;
+    void *observer_user;
     float *final_norm;
-    layer *layers;
+    eng_layer *layers;
+    owned own;
     int max_ctx, max_batch, pos;
-    float *rope_cos, *rope_sin;          /* [max_ctx][hd/2] */
-    float *kcache, *vcache;              /* [layers][max_ctx][nkv*hd] */
+    /* rope tables [max_ctx][rd/2]: global (short factors), global long (longrope), local */
+    float *cos_g, *sin_g, *cos_l, *sin_l, *cos_x, *sin_x;
+    int long_orig;             /* longrope: long factors once a batch reaches past this position (0: never) */
+    float *kcache, *vcache;    /* GQA: [layers][max_ctx][nkv*hd]; MLA: latents [kv_lora] and rope keys [rope_d] */
     /* per-batch scratch */
-    float *x, *h, *q, *k, *v, *att, *tmp, *g, *u;
-    float *rl, *rw, *xe, *ye;            /* MoE: router logits/weights, gathered tokens, outputs */
+    float *x, *h, *q, *k, *v, *att, *tmp, *g, *u, *big;
+    float *rl, *rw, *xe, *ye, *sh;
+    float *mq, *mc;            /* MLA: absorbed queries and attention contexts [T][heads][kv_lora] */
     int *ri, *etok;
-    float *att_scratch;                  /* [threads][max_ctx] */
+    float *att_scratch;        /* [threads][max_ctx] */
     int nthreads;
+    float embed_scale;         /* cfg.embed_scale cast to the embedding's dtype (as transformers does), 0: none */
 };
 
 /* ------------------------------------------------------------------ loading */
 
-static rf_status need_tensor(rf_engine *e, const char *name, const rf_tensor **out, rf_err *err)
+static rf_status own(rf_engine *e, void *p, rf_err *err)
 {
-    *out = rf_st_find(e->st, name);
-    if (!*out) return rf_err_set(err, RF_ERR_NOT_FOUND, "%s: tensor %s is missing", e->dir, name);
+    if (e->own.n == e->own.cap) {
+        int cap = e->own.cap ? e->own.cap * 2 : 64;
+        void **n = realloc(e->own.p, (size_t)cap * sizeof *n);
+        if (!n) {
+            free(p);
+            return rf_err_set(err, RF_ERR_NOMEM, "out of memory");
+        }
+        e->own.p = n;
+        e->own.cap = cap;
+    }
+    e->own.p[e->own.n++] = p;
     return RF_OK;
 }
 
@@ -71,25 +107,40 @@ static rf_status shape_error(rf_engine *e, const rf_tensor *t, const char *want,
                       rf_dtype_name(t->dtype), want);
 }
 
-/* GGUF hook: tensors by Hugging Face name in either source. */
-static int has_tensor(const rf_engine *e, const char *name)
+/* A 1-D float tensor of n elements as an owned float32 array (NULL tensor: *out = NULL). */
+static rf_status load_vec_t(rf_engine *e, const rf_tensor *t, uint64_t n, float add, float **out, rf_err *err)
 {
-    return e->gg ? rf_ggm_has(e->gg, name) : rf_st_find(e->st, name) != NULL;
-}
-
-/* A 1-D float tensor of n elements as an owned float32 array. */
-static rf_status load_vec(rf_engine *e, const char *name, uint64_t n, float **out, rf_err *err)
-{
-    if (e->gg) return rf_ggm_vec(e->gg, name, n, out, err); /* GGUF hook */
-    const rf_tensor *t;
-    rf_status s = need_tensor(e, name, &t, err);
-    if (s) return s;
+    *out = NULL;
+    if (!t) return RF_OK;
     char want[64];
     snprintf(want, sizeof want, "[%llu] float", (unsigned long long)n);
     if (t->ndim != 1 || t->shape[0] != n || !rf_dtype_is_float(t->dtype)) return shape_error(e, t, want, err);
-    *out = malloc(n * sizeof(float));
-    if (!*out) return rf_err_set(err, RF_ERR_NOMEM, "out of memory loading %s", name);
-    return rf_convert_to_f32(t->dtype, t->data, *out, n, err);
+    float *v = malloc(n * sizeof(float));
+    if (!v) return rf_err_set(err, RF_ERR_NOMEM, "out of memory loading %s", t->name);
+    rf_status s = rf_convert_to_f32(t->dtype, t->data, v, n, err);
+    for (uint64_t i = 0; !s && add != 0 && i < n; i++) v[i] += add;
+    if (s) {
+        free(v);
+        return s;
+    }
+    *out = v;
+    return own(e, v, err);
+}
+
+static rf_status load_vec(rf_engine *e, int layer, rf_slot s, uint64_t n, int required, float **out, rf_err *err)
+{
+    if (e->gg) { /* GGUF hook */
+        rf_status st = rf_ggm_vec(e->gg, layer, s, n, out, err);
+        if (!st && !*out && required)
+            return rf_err_set(err, RF_ERR_NOT_FOUND, "%s: layer %d has no %s weight", e->dir, layer, rf_slot_name(s));
+        return st || !*out ? st : own(e, *out, err);
+    }
+    const rf_tensor *t = rf_model_slot_vector(e->model, layer, s);
+    if (!t && required)
+        return rf_err_set(err, RF_ERR_NOT_FOUND, "%s: layer %d has no %s weight", e->dir, layer, rf_slot_name(s));
+    /* gemma stores its norm weights as w - 1 */
+    int norm = s != RF_SLOT_ROUTER_BIAS;
+    return load_vec_t(e, t, n, norm && e->cfg.norm_plus_one ? 1.0f : 0.0f, out, err);
 }
 
 /* bits/gs of an MLX module: its own entry in "quantization", else the global values. */
@@ -109,36 +160,25 @@ static rf_status quant_params(rf_engine *e, const char *module, int *bits, int *
     return RF_OK;
 }
 
-/* The weight of MODULE: nexp stacked experts (0: a plain matrix) of out x in. A module is
- * MLX-quantized iff MODULE.scales exists (mlx-lm's rule). */
-static rf_status load_matrix(rf_engine *e, const char *module, int nexp, uint64_t out, uint64_t in, rf_wmat *w,
-                             rf_err *err)
+/* The MLX-quantized weight of MODULE: nexp stacked members (0: a plain matrix) of out x in. */
+static rf_status load_quantized(rf_engine *e, const char *module, const rf_tensor *t, int nexp, uint64_t out,
+                                uint64_t in, rf_wmat *w, rf_err *err)
 {
     char name[NAME_MAX_LEN], want[128];
-    const rf_tensor *t, *sc, *bi;
-    if (e->gg) return rf_ggm_matrix(e->gg, module, nexp, out, in, w, err); /* GGUF hook */
-    snprintf(name, sizeof name, "%s.weight", module);
-    rf_status s = need_tensor(e, name, &t, err);
-    if (s) return s;
+    const rf_tensor *sc, *bi;
     int nd = nexp ? 3 : 2, lead = nexp ? 1 : 0;
-    uint64_t rows = out * (uint64_t)(nexp ? nexp : 1);
     memset(w, 0, sizeof *w);
-    w->rows = rows;
+    w->rows = out * (uint64_t)(nexp ? nexp : 1);
     w->cols = in;
     w->data = t->data;
     snprintf(name, sizeof name, "%s.scales", module);
     sc = rf_st_find(e->st, name);
-    if (!sc) {
-        snprintf(want, sizeof want, "%s%llu, %llu] float", nexp ? "[E, " : "[", (unsigned long long)out,
-                 (unsigned long long)in);
-        if (t->ndim != nd || (nexp && t->shape[0] != (uint64_t)nexp) || t->shape[lead] != out ||
-            t->shape[lead + 1] != in || !rf_dtype_is_float(t->dtype) || t->dtype == RF_DT_F64)
-            return shape_error(e, t, want, err);
-        w->dtype = t->dtype;
-        return rf_wmat_check(w, t->name, err);
-    }
     snprintf(name, sizeof name, "%s.biases", module);
-    if ((s = need_tensor(e, name, &bi, err))) return s;
+    bi = rf_st_find(e->st, name);
+    if (!sc || !bi)
+        return rf_err_set(err, RF_ERR_FORMAT, "%s: tensor %s is %s but %s.%s is missing", e->dir, t->name,
+                          rf_dtype_name(t->dtype), module, sc ? "biases" : "scales");
+    rf_status s;
     if ((s = quant_params(e, module, &w->bits, &w->gs, err))) return s;
     w->dtype = RF_DT_U32;
     w->sdtype = sc->dtype;
@@ -165,92 +205,184 @@ static rf_status load_matrix(rf_engine *e, const char *module, int nexp, uint64_
     return rf_wmat_check(w, t->name, err);
 }
 
-static rf_status load_lin(rf_engine *e, const char *module, uint64_t out, uint64_t in, int bias_required, lin *l,
-                          rf_err *err)
+/* The members of unit U as out x in matrices: mapped where they lie, materialized when they are
+ * slices, transposes or FP8. */
+static rf_status load_unit(rf_engine *e, const rf_unit *u, uint64_t out, uint64_t in, rf_wmat *w, rf_err *err)
 {
-    rf_status s = load_matrix(e, module, 0, out, in, &l->w, err);
-    if (s) return s;
-    char name[NAME_MAX_LEN];
-    snprintf(name, sizeof name, "%s.bias", module);
-    if (!bias_required && !has_tensor(e, name)) return RF_OK;
-    return load_vec(e, name, out, &l->bias, err);
-}
-
-/* The experts of one projection: MLX stacks them in MODULE (a switch_mlp path); Hugging Face
- * has one tensor per expert, named by fmt with the expert index. */
-static rf_status load_experts(rf_engine *e, const char *stacked, const char *fmt, int li, uint64_t out,
-                              uint64_t in, rf_wmat **views, rf_err *err)
-{
-    *views = calloc((size_t)e->nexp, sizeof **views);
-    if (!*views) return rf_err_set(err, RF_ERR_NOMEM, "out of memory loading experts");
-    char name[NAME_MAX_LEN];
-    snprintf(name, sizeof name, "%s.weight", stacked);
-    if (has_tensor(e, name)) {
+    const rf_mview *v = rf_model_unit_views(e->model, (uint64_t)rf_model_unit_index(e->model, u));
+    int n = u->n_members;
+    if (v[0].t->dtype == RF_DT_U32) {
+        int stacked = v[0].t->ndim == 3;
         rf_wmat bank;
-        rf_status s = load_matrix(e, stacked, e->nexp, out, in, &bank, err);
+        rf_status s = load_quantized(e, u->name, v[0].t, stacked ? n : 0, out, in, &bank, err);
         if (s) return s;
-        for (int x = 0; x < e->nexp; x++) (*views)[x] = rf_wmat_rows(&bank, (uint64_t)x * out, out);
+        for (int k = 0; k < n; k++) {
+            if (!stacked) {
+                if (k == 0) w[0] = bank;
+                else { /* per-expert MLX tensors: each its own module */
+                    char mod[NAME_MAX_LEN];
+                    snprintf(mod, sizeof mod, "%.*s", (int)(strlen(v[k].t->name) - 7), v[k].t->name);
+                    if ((s = load_quantized(e, mod, v[k].t, 0, out, in, &w[k], err))) return s;
+                }
+            } else {
+                w[k] = rf_wmat_rows(&bank, (uint64_t)k * out, out);
+            }
+        }
         return RF_OK;
     }
-    for (int x = 0; x < e->nexp; x++) {
-        snprintf(name, sizeof name, fmt, li, x);
-        rf_status s = load_matrix(e, name, 0, out, in, &(*views)[x], err);
+    for (int k = 0; k < n; k++) {
+        const rf_mview *m = &v[k];
+        char want[96];
+        snprintf(want, sizeof want, "a %llu x %llu float matrix", (unsigned long long)out, (unsigned long long)in);
+        if (m->rows != out || m->cols != in || (!rf_dtype_is_float(m->t->dtype) && m->t->dtype != RF_DT_F8_E4M3) ||
+            m->t->dtype == RF_DT_F64)
+            return shape_error(e, m->t, want, err);
+        memset(&w[k], 0, sizeof w[k]);
+        w[k].rows = out;
+        w[k].cols = in;
+        const void *direct = rf_view_direct(m, 0);
+        if (direct) {
+            w[k].dtype = m->t->dtype;
+            w[k].data = direct;
+        } else {
+            rf_dtype dt = rf_view_dtype(m);
+            void *buf = malloc(out * in * rf_dtype_size(dt));
+            if (!buf) return rf_err_set(err, RF_ERR_NOMEM, "%s: out of memory materializing %s", e->dir, u->name);
+            rf_status s = rf_view_read(m, 0, out, dt, buf, err);
+            if (!s) s = own(e, buf, err);
+            else free(buf);
+            if (s) return s;
+            w[k].dtype = dt;
+            w[k].data = buf;
+        }
+        rf_status s = rf_wmat_check(&w[k], m->t->name, err);
         if (s) return s;
     }
     return RF_OK;
 }
 
+/* The matrix of a slot (and its bias): REQUIRED says whether a missing one is an error. */
+static rf_status load_lin(rf_engine *e, int layer, rf_slot s, uint64_t out, uint64_t in, int required, lin *l,
+                          rf_err *err)
+{
+    memset(l, 0, sizeof *l);
+    if (e->gg) { /* GGUF hook */
+        if (!rf_ggm_has(e->gg, layer, s) && !required) return RF_OK;
+        rf_status st = rf_ggm_matrix(e->gg, layer, s, 0, out, in, &l->w, &l->bias, err);
+        return st || !l->bias ? st : own(e, l->bias, err);
+    }
+    const rf_unit *u = rf_model_slot_unit(e->model, layer, s);
+    if (!u) {
+        if (!required) return RF_OK;
+        return layer >= 0 ? rf_err_set(err, RF_ERR_NOT_FOUND, "%s: layer %d has no %s weight", e->dir, layer, rf_slot_name(s))
+                          : rf_err_set(err, RF_ERR_NOT_FOUND, "%s: the model has no %s weight", e->dir, rf_slot_name(s));
+    }
+    if (u->n_members != 1)
+        return rf_err_set(err, RF_ERR_FORMAT, "%s: %s: a bank of %d where one matrix is expected", e->dir, u->name,
+                          u->n_members);
+    rf_status st = load_unit(e, u, out, in, &l->w, err);
+    if (st) return st;
+    l->unit = u;
+    return load_vec_t(e, rf_model_slot_bias(e->model, layer, s), out, 0, &l->bias, err);
+}
+
+static rf_status load_bank(rf_engine *e, int layer, rf_slot s, int n, uint64_t out, uint64_t in, lin **bank,
+                           rf_err *err)
+{
+    if (e->gg) { /* GGUF hook: experts stacked in one tensor */
+        rf_wmat all;
+        rf_status st = rf_ggm_matrix(e->gg, layer, s, n, out, in, &all, NULL, err);
+        if (!st && !(*bank = calloc((size_t)n, sizeof **bank))) st = rf_err_set(err, RF_ERR_NOMEM, "out of memory");
+        if (!st) st = own(e, *bank, err);
+        for (int k = 0; !st && k < n; k++) (*bank)[k] = (lin){rf_wmat_rows(&all, (uint64_t)k * out, out), NULL, NULL, k};
+        return st;
+    }
+    const rf_unit *u = rf_model_slot_unit(e->model, layer, s);
+    if (!u) return rf_err_set(err, RF_ERR_NOT_FOUND, "%s: layer %d has no %s weights", e->dir, layer, rf_slot_name(s));
+    if (u->n_members != n)
+        return rf_err_set(err, RF_ERR_FORMAT, "%s: %s has %d members, config.json says %d", e->dir, u->name,
+                          u->n_members, n);
+    *bank = calloc((size_t)n, sizeof **bank);
+    rf_wmat *views = calloc((size_t)n, sizeof *views);
+    if (!*bank || !views) {
+        free(*bank);
+        free(views);
+        return rf_err_set(err, RF_ERR_NOMEM, "out of memory loading %s", u->name);
+    }
+    rf_status st = own(e, *bank, err);
+    if (!st) st = load_unit(e, u, out, in, views, err);
+    for (int k = 0; !st && k < n; k++) (*bank)[k] = (lin){views[k], NULL, u, k};
+    free(views);
+    return st;
+}
+
 static rf_status load_layer(rf_engine *e, int li, rf_err *err)
 {
-    layer *L = &e->layers[li];
-    char p[96], name[NAME_MAX_LEN];
+    eng_layer *L = &e->layers[li];
+    const rf_config *c = &e->cfg;
     rf_status s;
-    uint64_t dim = (uint64_t)e->dim, qd = (uint64_t)e->nh * e->hd, kvd = (uint64_t)e->nkv * e->hd;
-    int qkv_bias = e->cfg.attention_bias || e->cfg.arch == RF_ARCH_QWEN2;
-    L->qk_perm = e->gg && rf_ggm_qk_permuted(e->gg);
+    uint64_t dim = (uint64_t)e->dim, hd = (uint64_t)e->hd;
 #define TRY(x) do { if ((s = (x)) != RF_OK) return s; } while (0)
-#define NAME(fmt) (snprintf(name, sizeof name, fmt, li), name)
-    TRY(load_vec(e, NAME("model.layers.%d.input_layernorm.weight"), dim, &L->attn_norm, err));
-    TRY(load_vec(e, NAME("model.layers.%d.post_attention_layernorm.weight"), dim, &L->mlp_norm, err));
-    snprintf(p, sizeof p, "model.layers.%d.self_attn", li);
-    snprintf(name, sizeof name, "%s.q_proj", p);
-    TRY(load_lin(e, name, qd, dim, qkv_bias, &L->q, err));
-    snprintf(name, sizeof name, "%s.k_proj", p);
-    TRY(load_lin(e, name, kvd, dim, qkv_bias, &L->k, err));
-    snprintf(name, sizeof name, "%s.v_proj", p);
-    TRY(load_lin(e, name, kvd, dim, qkv_bias, &L->v, err));
-    snprintf(name, sizeof name, "%s.o_proj", p);
-    TRY(load_lin(e, name, dim, qd, 0, &L->o, err));
-    if (e->cfg.arch == RF_ARCH_QWEN3 || e->cfg.arch == RF_ARCH_QWEN3_MOE) {
-        TRY(load_vec(e, NAME("model.layers.%d.self_attn.q_norm.weight"), (uint64_t)e->hd, &L->q_norm, err));
-        TRY(load_vec(e, NAME("model.layers.%d.self_attn.k_norm.weight"), (uint64_t)e->hd, &L->k_norm, err));
+    L->flags = rf_config_layer_flags(c, li);
+    L->window = rf_config_layer_window(c, li);
+    TRY(load_vec(e, li, RF_SLOT_ATTN_NORM, dim, 1, &L->attn_norm, err));
+    TRY(load_vec(e, li, RF_SLOT_MLP_NORM, dim, 1, &L->mlp_norm, err));
+    TRY(load_vec(e, li, RF_SLOT_POST_ATTN_NORM, dim, c->sandwich_norm, &L->post_attn_norm, err));
+    TRY(load_vec(e, li, RF_SLOT_POST_MLP_NORM, dim, c->sandwich_norm, &L->post_mlp_norm, err));
+    if (e->mla) {
+        uint64_t qb = (uint64_t)e->nh * (uint64_t)(e->nope + e->rope_d);
+        if (c->q_lora_rank) {
+            TRY(load_lin(e, li, RF_SLOT_Q_A, (uint64_t)c->q_lora_rank, dim, 1, &L->q_a, err));
+            TRY(load_vec(e, li, RF_SLOT_Q_A_NORM, (uint64_t)c->q_lora_rank, 1, &L->q_a_norm, err));
+            TRY(load_lin(e, li, RF_SLOT_Q_B, qb, (uint64_t)c->q_lora_rank, 1, &L->q_b, err));
+        } else {
+            TRY(load_lin(e, li, RF_SLOT_Q, qb, dim, 1, &L->q, err));
+        }
+        TRY(load_lin(e, li, RF_SLOT_KV_A, (uint64_t)(e->kvl + e->rope_d), dim, 1, &L->kv_a, err));
+        TRY(load_vec(e, li, RF_SLOT_KV_A_NORM, (uint64_t)e->kvl, 1, &L->kv_a_norm, err));
+        TRY(load_bank(e, li, RF_SLOT_K_B, e->nh, (uint64_t)e->kvl, (uint64_t)e->nope, &L->kb, err));
+        TRY(load_bank(e, li, RF_SLOT_V_B, e->nh, (uint64_t)e->vh, (uint64_t)e->kvl, &L->vb, err));
+        TRY(load_lin(e, li, RF_SLOT_O, dim, (uint64_t)e->odim, 1, &L->o, err));
+    } else {
+        uint64_t qd = (uint64_t)e->nh * hd, kvd = (uint64_t)e->nkv * hd;
+        if (e->model && rf_model_slot_unit(e->model, li, RF_SLOT_QKV)) {
+            TRY(load_lin(e, li, RF_SLOT_QKV, qd + 2 * kvd, dim, 1, &L->qkv, err));
+        } else {
+            TRY(load_lin(e, li, RF_SLOT_Q, qd, dim, 1, &L->q, err));
+            TRY(load_lin(e, li, RF_SLOT_K, kvd, dim, 1, &L->k, err));
+            TRY(load_lin(e, li, RF_SLOT_V, kvd, dim, 1, &L->v, err));
+        }
+        TRY(load_lin(e, li, RF_SLOT_O, dim, qd, 1, &L->o, err));
+        if (c->qk_norm == RF_QKNORM_RMS) {
+            TRY(load_vec(e, li, RF_SLOT_Q_NORM, hd, 1, &L->q_norm, err));
+            TRY(load_vec(e, li, RF_SLOT_K_NORM, hd, 1, &L->k_norm, err));
+        }
     }
-    L->moe = rf_config_layer_is_moe(&e->cfg, li);
+    L->moe = rf_config_layer_is_moe(c, li);
     if (!L->moe) {
-        snprintf(p, sizeof p, "model.layers.%d.mlp", li);
-        snprintf(name, sizeof name, "%s.gate_proj", p);
-        TRY(load_lin(e, name, (uint64_t)e->ffn, dim, 0, &L->gate, err));
-        snprintf(name, sizeof name, "%s.up_proj", p);
-        TRY(load_lin(e, name, (uint64_t)e->ffn, dim, 0, &L->up, err));
-        snprintf(name, sizeof name, "%s.down_proj", p);
-        TRY(load_lin(e, name, dim, (uint64_t)e->ffn, 0, &L->down, err));
+        uint64_t f = (uint64_t)c->intermediate_size;
+        if (e->model && rf_model_slot_unit(e->model, li, RF_SLOT_GATE_UP)) {
+            TRY(load_lin(e, li, RF_SLOT_GATE_UP, 2 * f, dim, 1, &L->gate_up, err));
+        } else {
+            TRY(load_lin(e, li, RF_SLOT_GATE, f, dim, 1, &L->gate, err));
+            TRY(load_lin(e, li, RF_SLOT_UP, f, dim, 1, &L->up, err));
+        }
+        TRY(load_lin(e, li, RF_SLOT_DOWN, dim, f, 1, &L->down, err));
         return RF_OK;
     }
-    int mixtral = e->cfg.arch == RF_ARCH_MIXTRAL;
-    snprintf(p, sizeof p, "model.layers.%d.%s", li, mixtral ? "block_sparse_moe" : "mlp");
-    snprintf(name, sizeof name, "%s.gate", p);
-    TRY(load_matrix(e, name, 0, (uint64_t)e->nexp, dim, &L->router, err));
-    uint64_t f = (uint64_t)e->moe_ffn;
-    const char *fg = mixtral ? "model.layers.%d.block_sparse_moe.experts.%d.w1" : "model.layers.%d.mlp.experts.%d.gate_proj";
-    const char *fu = mixtral ? "model.layers.%d.block_sparse_moe.experts.%d.w3" : "model.layers.%d.mlp.experts.%d.up_proj";
-    const char *fd = mixtral ? "model.layers.%d.block_sparse_moe.experts.%d.w2" : "model.layers.%d.mlp.experts.%d.down_proj";
-    snprintf(name, sizeof name, "%s.switch_mlp.gate_proj", p);
-    TRY(load_experts(e, name, fg, li, f, dim, &L->eg, err));
-    snprintf(name, sizeof name, "%s.switch_mlp.up_proj", p);
-    TRY(load_experts(e, name, fu, li, f, dim, &L->eu, err));
-    snprintf(name, sizeof name, "%s.switch_mlp.down_proj", p);
-    TRY(load_experts(e, name, fd, li, dim, f, &L->ed, err));
-#undef NAME
+    TRY(load_lin(e, li, RF_SLOT_ROUTER, (uint64_t)e->nexp, dim, 1, &L->router, err));
+    TRY(load_vec(e, li, RF_SLOT_ROUTER_BIAS, (uint64_t)e->nexp, 0, &L->router_bias, err));
+    uint64_t f = (uint64_t)c->moe_intermediate_size;
+    TRY(load_bank(e, li, RF_SLOT_X_GATE, e->nexp, f, dim, &L->eg, err));
+    TRY(load_bank(e, li, RF_SLOT_X_UP, e->nexp, f, dim, &L->eu, err));
+    TRY(load_bank(e, li, RF_SLOT_X_DOWN, e->nexp, dim, f, &L->ed, err));
+    if (c->shared_intermediate) {
+        uint64_t sf = (uint64_t)c->shared_intermediate;
+        TRY(load_lin(e, li, RF_SLOT_SH_GATE, sf, dim, 1, &L->sg, err));
+        TRY(load_lin(e, li, RF_SLOT_SH_UP, sf, dim, 1, &L->su, err));
+        TRY(load_lin(e, li, RF_SLOT_SH_DOWN, dim, sf, 1, &L->sd, err));
+        if (c->shared_gate) TRY(load_lin(e, li, RF_SLOT_SH_ROUTE, 1, dim, 1, &L->sh_route, err));
+    }
 #undef TRY
     return RF_OK;
 }
@@ -258,27 +390,40 @@ static rf_status load_layer(rf_engine *e, int li, rf_err *err)
 static rf_status check_config(rf_engine *e, rf_err *err)
 {
     const rf_config *c = &e->cfg;
-    switch (c->arch) {
-    case RF_ARCH_LLAMA: case RF_ARCH_MISTRAL: case RF_ARCH_QWEN2: case RF_ARCH_QWEN3:
-    case RF_ARCH_MIXTRAL: case RF_ARCH_QWEN3_MOE: break;
-    default: return rf_err_set(err, RF_ERR_UNSUPPORTED, "%s: the engine cannot run architecture %s", e->dir, c->model_type);
-    }
+    if (!rf_config_runnable(c))
+        return rf_err_set(err, RF_ERR_UNSUPPORTED, "%s: the engine cannot run architecture '%s' (it runs: %s); inspect, "
+                          "analyse, plan and quantize work on it", e->dir, c->model_type, rf_family_list());
     e->dim = c->hidden_size;
     e->nh = c->num_heads;
     e->nkv = c->num_kv_heads > 0 ? c->num_kv_heads : c->num_heads;
-    e->hd = c->head_dim > 0 ? c->head_dim : (c->num_heads > 0 ? c->hidden_size / c->num_heads : 0);
+    e->hd = c->head_dim;
     e->vocab = c->vocab_size;
-    e->ffn = c->intermediate_size;
-    e->moe_ffn = c->moe_intermediate_size > 0 ? c->moe_intermediate_size : c->intermediate_size;
     e->nexp = c->num_experts;
     e->topk = c->experts_per_tok;
-    e->softmax_first = c->arch == RF_ARCH_QWEN3_MOE;
-    e->eps = (float)(c->rms_norm_eps > 0 ? c->rms_norm_eps : 1e-6);
+    e->eps = (float)c->rms_norm_eps;
+    e->mla = c->kv_lora_rank > 0;
+    if (e->mla) {
+        e->nope = c->qk_nope_head_dim;
+        e->rope_d = c->qk_rope_head_dim;
+        e->kvl = c->kv_lora_rank;
+        e->vh = c->v_head_dim;
+        e->rd = e->rope_d;
+        e->qdim = e->nh * (e->nope + e->rope_d);
+        e->kvdim = e->kvl + e->rope_d;
+        e->odim = e->nh * e->vh;
+    } else {
+        e->rd = (int)(e->hd * c->partial_rotary);
+        e->qdim = e->nh * e->hd;
+        e->kvdim = e->nkv * e->hd;
+        e->odim = e->qdim;
+    }
+    e->route = (rf_route_opts){.n = e->nexp, .k = e->topk, .kind = c->router, .norm_topk = c->norm_topk_prob,
+                               .n_group = c->n_group, .topk_group = c->topk_group, .scaling = c->routed_scaling};
     if (e->dim <= 0 || e->nh <= 0 || e->hd <= 0 || e->vocab <= 0 || c->num_layers <= 0 || e->nh % e->nkv)
         return rf_err_set(err, RF_ERR_FORMAT, "%s: config.json: inconsistent sizes (hidden %d, heads %d/%d, head_dim "
                           "%d, vocab %d, layers %d)", e->dir, e->dim, e->nh, e->nkv, e->hd, e->vocab, c->num_layers);
-    if (e->hd % 2) return rf_err_set(err, RF_ERR_UNSUPPORTED, "%s: odd head_dim %d", e->dir, e->hd);
-    if (e->nexp > 0 && (e->nexp > MAX_EXPERTS || e->topk <= 0 || e->topk > e->nexp))
+    if (e->rd % 2 || e->rd <= 0) return rf_err_set(err, RF_ERR_UNSUPPORTED, "%s: %d rotated dimensions", e->dir, e->rd);
+    if (e->nexp > 0 && (e->nexp > RF_MAX_EXPERTS || e->topk <= 0 || e->topk > e->nexp))
         return rf_err_set(err, RF_ERR_UNSUPPORTED, "%s: %d experts, %d per token: not supported", e->dir, e->nexp, e->topk);
     return RF_OK;
 }
@@ -295,7 +440,7 @@ static rf_status read_quant_config(rf_engine *e, rf_err *err)
     if (!root) return rf_err_set(err, RF_ERR_FORMAT, "%s/config.json: %s (line %d)", e->dir, je.text, je.line);
     json_t *q = json_object_get(root, "quantization");
     if (!json_is_object(q)) q = json_object_get(root, "quantization_config");
-    if (json_is_object(q)) e->quant = json_incref(q);
+    if (json_is_object(q) && !json_object_get(q, "quant_method")) e->quant = json_incref(q);
     json_decref(root);
     return RF_OK;
 }
@@ -307,31 +452,65 @@ static void *alloc_f(uint64_t n, int *fail)
     return p;
 }
 
+static rf_status rope_table(rf_engine *e, const rf_rope *r, int use_long, float **cs, float **sn, rf_err *err)
+{
+    double inv[RF_ROPE_MAX_FACTORS * 2], af = 1;
+    int h2 = e->rd / 2, fail = 0;
+    if (h2 > RF_ROPE_MAX_FACTORS * 2) return rf_err_set(err, RF_ERR_UNSUPPORTED, "%s: %d rotated dimensions", e->dir, e->rd);
+    rf_status s = rf_rope_freqs(r, e->rd, e->cfg.max_position_embeddings, use_long, inv, &af, err);
+    if (s) return rf_err_prefix(err, "%s", e->dir);
+    uint64_t C = (uint64_t)e->max_ctx;
+    *cs = alloc_f(C * (uint64_t)h2, &fail);
+    *sn = alloc_f(C * (uint64_t)h2, &fail);
+    if (fail) return rf_err_set(err, RF_ERR_NOMEM, "%s: out of memory for rotary tables", e->dir);
+    for (uint64_t p = 0; p < C; p++)
+        for (int i = 0; i < h2; i++) {
+            /* as transformers: the angle in float32 (position times inv_freq), then cos/sin, times the factor */
+            float a = (float)p * (float)inv[i];
+            (*cs)[p * (uint64_t)h2 + (uint64_t)i] = (float)(cos((double)a) * af);
+            (*sn)[p * (uint64_t)h2 + (uint64_t)i] = (float)(sin((double)a) * af);
+        }
+    return RF_OK;
+}
+
 static rf_status alloc_state(rf_engine *e, rf_err *err)
 {
-    uint64_t B = (uint64_t)e->max_batch, C = (uint64_t)e->max_ctx, L = (uint64_t)e->cfg.num_layers;
-    uint64_t qd = (uint64_t)e->nh * e->hd, kvd = (uint64_t)e->nkv * e->hd, dim = (uint64_t)e->dim;
-    uint64_t f = (uint64_t)(e->ffn > e->moe_ffn ? e->ffn : e->moe_ffn), wide = qd > dim ? qd : dim;
+    const rf_config *c = &e->cfg;
+    uint64_t B = (uint64_t)e->max_batch, C = (uint64_t)e->max_ctx, L = (uint64_t)c->num_layers;
+    uint64_t dim = (uint64_t)e->dim, qd = (uint64_t)e->qdim, kvd = (uint64_t)e->kvdim;
+    uint64_t f = (uint64_t)c->intermediate_size;
+    if ((uint64_t)c->moe_intermediate_size > f) f = (uint64_t)c->moe_intermediate_size;
+    if ((uint64_t)c->shared_intermediate > f) f = (uint64_t)c->shared_intermediate;
+    uint64_t wide = qd > dim ? qd : dim;
+    if ((uint64_t)e->odim > wide) wide = (uint64_t)e->odim;
+    if ((uint64_t)e->kvl > wide) wide = (uint64_t)e->kvl;
+    if ((uint64_t)e->vh > f) f = (uint64_t)e->vh;
     int fail = 0;
-    e->rope_cos = alloc_f(C * (uint64_t)e->hd / 2, &fail);
-    e->rope_sin = alloc_f(C * (uint64_t)e->hd / 2, &fail);
-    e->kcache = alloc_f(L * C * kvd, &fail);
-    e->vcache = alloc_f(L * C * kvd, &fail);
+    /* MLA caches the latent (kv_lora) in kcache and the rope key in vcache */
+    e->kcache = alloc_f(L * C * (e->mla ? (uint64_t)e->kvl : kvd), &fail);
+    e->vcache = alloc_f(L * C * (e->mla ? (uint64_t)e->rope_d : kvd), &fail);
     e->x = alloc_f(B * dim, &fail);
     e->h = alloc_f(B * dim, &fail);
     e->q = alloc_f(B * qd, &fail);
     e->k = alloc_f(B * kvd, &fail);
     e->v = alloc_f(B * kvd, &fail);
-    e->att = alloc_f(B * qd, &fail);
+    e->att = alloc_f(B * wide, &fail);
     e->tmp = alloc_f(B * wide, &fail);
-    e->g = alloc_f(B * f, &fail);
+    e->g = alloc_f(B * 2 * f, &fail);
     e->u = alloc_f(B * f, &fail);
+    e->big = alloc_f(B * (qd + 2 * kvd > 2 * f ? qd + 2 * kvd : 2 * f), &fail);
     e->att_scratch = alloc_f((uint64_t)e->nthreads * C, &fail);
+    if (e->mla) {
+        uint64_t hk = (uint64_t)e->nh * (uint64_t)e->kvl;
+        e->mq = alloc_f(B * hk, &fail);
+        e->mc = alloc_f(B * hk, &fail);
+    }
     if (e->nexp > 0) {
         e->rl = alloc_f(B * (uint64_t)e->nexp, &fail);
         e->rw = alloc_f(B * (uint64_t)e->topk, &fail);
         e->xe = alloc_f(B * dim, &fail);
         e->ye = alloc_f(B * dim, &fail);
+        e->sh = alloc_f(B * dim, &fail);
         e->ri = calloc(B * (uint64_t)e->topk, sizeof(int));
         e->etok = calloc(B * 2, sizeof(int));
         if (!e->ri || !e->etok) fail = 1;
@@ -339,18 +518,17 @@ static rf_status alloc_state(rf_engine *e, rf_err *err)
     if (fail)
         return rf_err_set(err, RF_ERR_NOMEM, "%s: out of memory for a %d-position KV cache and %d-token batches",
                           e->dir, e->max_ctx, e->max_batch);
-    double inv[4096];
-    if (e->hd / 2 > 4096) return rf_err_set(err, RF_ERR_UNSUPPORTED, "%s: head_dim %d is too large", e->dir, e->hd);
-    rf_status s = rf_rope_inv_freq(&e->cfg, e->hd, inv, err);
-    if (s) return rf_err_prefix(err, "%s", e->dir);
-    int h2 = e->hd / 2;
-    for (uint64_t p = 0; p < C; p++)
-        for (int i = 0; i < h2; i++) {
-            double a = (double)p * inv[i];
-            e->rope_cos[p * (uint64_t)h2 + (uint64_t)i] = (float)cos(a);
-            e->rope_sin[p * (uint64_t)h2 + (uint64_t)i] = (float)sin(a);
+    rf_status s = rope_table(e, &c->rope, 0, &e->cos_g, &e->sin_g, err);
+    if (!s && !strcmp(c->rope.type, "longrope")) {
+        s = rope_table(e, &c->rope, 1, &e->cos_x, &e->sin_x, err);
+        e->long_orig = c->rope.original_max_pos;
+    }
+    for (int l = 0; !s && l < c->num_layers; l++)
+        if (e->layers[l].flags & RF_LAYER_LOCAL) {
+            s = rope_table(e, &c->rope_local, 0, &e->cos_l, &e->sin_l, err);
+            break;
         }
-    return RF_OK;
+    return s;
 }
 
 rf_status rf_engine_open(const char *model_dir, const rf_engine_opts *opts, rf_engine **out, rf_err *err)
@@ -366,9 +544,11 @@ rf_status rf_engine_open(const char *model_dir, const rf_engine_opts *opts, rf_e
         if ((s = rf_ggm_open(model_dir, &e->gg, err))) goto fail;
         e->cfg = *rf_ggm_config(e->gg);
         if ((s = check_config(e, err))) goto fail;
-    } else if ((s = rf_config_load(model_dir, &e->cfg, err)) || (s = check_config(e, err)) ||
-               (s = read_quant_config(e, err)) || (s = rf_st_open(model_dir, &e->st, err))) {
-        goto fail;
+    } else {
+        if ((s = rf_model_open(model_dir, &e->model, err))) goto fail;
+        e->cfg = *rf_model_config(e->model);
+        if ((s = check_config(e, err)) || (s = read_quant_config(e, err))) goto fail;
+        e->st = rf_model_st(e->model);
     }
     int mp = e->cfg.max_position_embeddings > 0 ? e->cfg.max_position_embeddings : 2048;
     e->max_ctx = opts && opts->max_ctx > 0 ? opts->max_ctx : (mp < 4096 ? mp : 4096);
@@ -380,30 +560,25 @@ rf_status rf_engine_open(const char *model_dir, const rf_engine_opts *opts, rf_e
     if ((s = rf_pool_create(opts && opts->threads > 0 ? opts->threads : 2, &e->pool, err))) goto fail;
     e->nthreads = rf_pool_threads(e->pool);
     uint64_t dim = (uint64_t)e->dim, V = (uint64_t)e->vocab;
-    if ((s = load_matrix(e, "model.embed_tokens", 0, V, dim, &e->embed, err))) goto fail;
-    if (has_tensor(e, "lm_head.weight")) {
-        if ((s = load_matrix(e, "lm_head", 0, V, dim, &e->lm_head, err))) goto fail;
-    } else if (e->cfg.tie_word_embeddings || e->cfg.tie_word_embeddings < 0) {
+    if ((s = load_lin(e, -1, RF_SLOT_EMBED, V, dim, 1, &e->embed, err))) goto fail;
+    if ((s = load_lin(e, -1, RF_SLOT_LM_HEAD, V, dim, 0, &e->lm_head, err))) goto fail;
+    if (!e->lm_head.w.rows && e->cfg.tie_word_embeddings) {
         e->lm_head = e->embed;
-    } else {
+    } else if (!e->lm_head.w.rows) {
         s = rf_err_set(err, RF_ERR_NOT_FOUND, "%s: tensor lm_head.weight is missing and embeddings are not tied", e->dir);
         goto fail;
     }
-    if ((s = load_vec(e, "model.norm.weight", dim, &e->final_norm, err))) goto fail;
+    if ((s = load_vec(e, -1, RF_SLOT_FINAL_NORM, dim, 1, &e->final_norm, err))) goto fail;
+    /* gemma multiplies embeddings by sqrt(hidden) cast to the weights' dtype first */
+    if (e->cfg.embed_scale != 0) {
+        rf_dtype edt = e->embed.w.dtype == RF_DT_U32 ? e->embed.w.sdtype : e->embed.w.dtype;
+        float f = (float)e->cfg.embed_scale;
+        e->embed_scale = edt == RF_DT_BF16 ? rf_bf16_to_f32(rf_f32_to_bf16(f)) : edt == RF_DT_F16 ? rf_f16_to_f32(rf_f32_to_f16(f)) : f;
+    }
     e->layers = calloc((size_t)e->cfg.num_layers, sizeof *e->layers);
     if (!e->layers) { s = rf_err_set(err, RF_ERR_NOMEM, "out of memory"); goto fail; }
     for (int l = 0; l < e->cfg.num_layers; l++)
         if ((s = load_layer(e, l, err))) goto fail;
-    {
-        /* a config that names fewer layers than the checkpoint holds would run a truncated model */
-        char extra[96];
-        snprintf(extra, sizeof extra, "model.layers.%d.input_layernorm.weight", e->cfg.num_layers);
-        if (has_tensor(e, extra)) {
-            s = rf_err_set(err, RF_ERR_FORMAT, "%s: the checkpoint has tensor %s but config.json says "
-                           "num_hidden_layers %d", e->dir, extra, e->cfg.num_layers);
-            goto fail;
-        }
-    }
     if ((s = alloc_state(e, err))) goto fail;
     *out = e;
     return RF_OK;
@@ -415,24 +590,18 @@ fail:
 void rf_engine_free(rf_engine *e)
 {
     if (!e) return;
-    if (e->layers)
-        for (int l = 0; l < e->cfg.num_layers; l++) {
-            layer *L = &e->layers[l];
-            free(L->attn_norm); free(L->mlp_norm); free(L->q_norm); free(L->k_norm);
-            free(L->q.bias); free(L->k.bias); free(L->v.bias); free(L->o.bias);
-            free(L->gate.bias); free(L->up.bias); free(L->down.bias);
-            free(L->eg); free(L->eu); free(L->ed);
-        }
+    for (int i = 0; i < e->own.n; i++) free(e->own.p[i]);
+    free(e->own.p);
     free(e->layers);
-    free(e->final_norm);
-    float *bufs[] = {e->rope_cos, e->rope_sin, e->kcache, e->vcache, e->x, e->h, e->q, e->k, e->v, e->att,
-                     e->tmp, e->g, e->u, e->rl, e->rw, e->xe, e->ye, e->att_scratch};
+    float *bufs[] = {e->cos_g, e->sin_g, e->cos_l, e->sin_l, e->cos_x, e->sin_x, e->kcache, e->vcache, e->x, e->h,
+                     e->q, e->k, e->v, e->att, e->tmp, e->g, e->u, e->big, e->rl, e->rw, e->xe, e->ye, e->sh, e->mq,
+                     e->mc, e->att_scratch};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(e->ri);
     free(e->etok);
     if (e->quant) json_decref(e->quant);
     rf_pool_free(e->pool);
-    rf_st_close(e->st);
+    rf_model_free(e->model);
     rf_ggm_free(e->gg);
     free(e->dir);
     free(e);
@@ -454,6 +623,7 @@ rf_status rf_engine_set_pos(rf_engine *e, int pos, rf_err *err)
 
 static void add_weight(const rf_wmat *w, uint64_t num, uint64_t den, uint64_t *total, uint64_t *active)
 {
+    if (!w->rows) return;
     uint64_t b = rf_wmat_bytes(w);
     *total += b;
     *active += b / den * num;
@@ -463,30 +633,43 @@ void rf_engine_weight_bytes(const rf_engine *e, uint64_t *total, uint64_t *per_t
 {
     uint64_t t = 0, a = 0, E = (uint64_t)(e->nexp > 0 ? e->nexp : 1), K = (uint64_t)(e->topk > 0 ? e->topk : 1);
     for (int l = 0; l < e->cfg.num_layers; l++) {
-        const layer *L = &e->layers[l];
-        const lin *ls[] = {&L->q, &L->k, &L->v, &L->o, &L->gate, &L->up, &L->down};
-        for (int i = 0; i < 7; i++)
-            if (ls[i]->w.rows) add_weight(&ls[i]->w, 1, 1, &t, &a);
+        const eng_layer *L = &e->layers[l];
+        const lin *ls[] = {&L->q, &L->k, &L->v, &L->o, &L->qkv, &L->q_a, &L->q_b, &L->kv_a, &L->gate, &L->up,
+                           &L->down, &L->gate_up, &L->sg, &L->su, &L->sd};
+        for (size_t i = 0; i < sizeof ls / sizeof ls[0]; i++) add_weight(&ls[i]->w, 1, 1, &t, &a);
+        for (int h = 0; e->mla && h < e->nh; h++) {
+            add_weight(&L->kb[h].w, 1, 1, &t, &a);
+            add_weight(&L->vb[h].w, 1, 1, &t, &a);
+        }
         if (L->moe) {
-            add_weight(&L->router, 1, 1, &t, &a);
+            add_weight(&L->router.w, 1, 1, &t, &a);
+            add_weight(&L->sh_route.w, 1, 1, &t, &a);
             for (int x = 0; x < e->nexp; x++) {
-                add_weight(&L->eg[x], K, E, &t, &a);
-                add_weight(&L->eu[x], K, E, &t, &a);
-                add_weight(&L->ed[x], K, E, &t, &a);
+                add_weight(&L->eg[x].w, K, E, &t, &a);
+                add_weight(&L->eu[x].w, K, E, &t, &a);
+                add_weight(&L->ed[x].w, K, E, &t, &a);
             }
         }
     }
-    add_weight(&e->embed, 1, e->embed.rows, &t, &a);  /* one row per token */
-    if (e->lm_head.data != e->embed.data) add_weight(&e->lm_head, 1, 1, &t, &a);
-    else a += rf_wmat_bytes(&e->lm_head);
+    add_weight(&e->embed.w, 1, e->embed.w.rows, &t, &a);  /* one row per token */
+    if (e->lm_head.w.data != e->embed.w.data) add_weight(&e->lm_head.w, 1, 1, &t, &a);
+    else a += rf_wmat_bytes(&e->lm_head.w);
     if (total) *total = t;
     if (per_token) *per_token = a;
 }
 
 /* ------------------------------------------------------------------ forward pass */
 
+void rf_engine_set_observer(rf_engine *e, rf_engine_observer fn, void *user)
+{
+    e->observer = fn;
+    e->observer_user = user;
+}
+
+/* y = W x (+ bias) for T tokens: the one place matrix products run, so the observer sees them all. */
 static void linear(rf_engine *e, const lin *l, const float *x, int T, float *y)
 {
+    if (e->observer && l->unit) e->observer(e->observer_user, l->unit, l->member, x, T);
     rf_matmul(&l->w, x, T, y, e->pool);
     if (!l->bias) return;
     uint64_t n = l->w.rows;
@@ -497,80 +680,200 @@ static void linear(rf_engine *e, const lin *l, const float *x, int T, float *y)
 typedef struct {
     rf_engine *e;
     int layer, p0, T;
-    int window; /* sliding-window size of this layer, 0: full attention */
+    int window, chunk;         /* sliding window / attention chunk of this layer (0: none) */
 } attn_job;
+
+/* The first cached position query position P attends to. */
+static int first_pos(const attn_job *j, int p)
+{
+    int first = 0;
+    if (j->window > 0 && p + 1 > j->window) first = p + 1 - j->window;
+    if (j->chunk > 0 && p / j->chunk * j->chunk > first) first = p / j->chunk * j->chunk;
+    return first;
+}
 
 static void attn_task(void *ctx, uint64_t task, int worker)
 {
     const attn_job *j = ctx;
     rf_engine *e = j->e;
     int t = (int)(task / (uint64_t)e->nh), h = (int)(task % (uint64_t)e->nh);
-    uint64_t qd = (uint64_t)e->nh * e->hd, kvd = (uint64_t)e->nkv * e->hd, C = (uint64_t)e->max_ctx;
+    uint64_t qd = (uint64_t)e->qdim, kvd = (uint64_t)e->kvdim, C = (uint64_t)e->max_ctx;
     int kvh = h / (e->nh / e->nkv);
-    /* Positions [first, npos): all of them, or the last `window` on a sliding-window layer. */
-    int npos = j->p0 + t + 1, first = j->window > 0 && npos > j->window ? npos - j->window : 0;
+    int p = j->p0 + t, first = first_pos(j, p);
     uint64_t off = (uint64_t)j->layer * C * kvd + (uint64_t)first * kvd + (uint64_t)kvh * e->hd;
-    rf_op_attend(e->q + (uint64_t)t * qd + (uint64_t)h * e->hd, e->kcache + off, e->vcache + off, npos - first,
-                 e->hd, (int)kvd, 1.0f / sqrtf((float)e->hd), e->att_scratch + (uint64_t)worker * C,
-                 e->att + (uint64_t)t * qd + (uint64_t)h * e->hd);
+    const float *q = e->q + (uint64_t)t * qd + (uint64_t)h * e->hd;
+    float *o = e->att + (uint64_t)t * qd + (uint64_t)h * e->hd, *sc = e->att_scratch + (uint64_t)worker * C;
+    if (e->cfg.attn_softcap > 0)
+        rf_op_attend_ex(q, e->kcache + off, e->vcache + off, p + 1 - first, e->hd, (int)kvd, (float)e->cfg.attn_scale,
+                        (float)e->cfg.attn_softcap, sc, o);
+    else
+        rf_op_attend(q, e->kcache + off, e->vcache + off, p + 1 - first, e->hd, (int)kvd, (float)e->cfg.attn_scale, sc, o);
 }
 
-static void attention(rf_engine *e, int li, int p0, int T)
+/* Rotary tables for a batch ending at position END of a layer with FLAGS. */
+static void rope_for(const rf_engine *e, unsigned flags, int end, const float **cs, const float **sn)
 {
-    layer *L = &e->layers[li];
-    uint64_t dim = (uint64_t)e->dim, qd = (uint64_t)e->nh * e->hd, kvd = (uint64_t)e->nkv * e->hd;
-    uint64_t C = (uint64_t)e->max_ctx, h2 = (uint64_t)e->hd / 2;
-    for (int t = 0; t < T; t++) rf_op_rmsnorm(e->x + t * dim, L->attn_norm, e->dim, e->eps, e->h + t * dim);
-    linear(e, &L->q, e->h, T, e->q);
-    linear(e, &L->k, e->h, T, e->k);
-    if (L->qk_perm) { /* GGUF hook */
-        rf_ggml_unpermute_heads(e->q, T, e->nh, e->hd);
-        rf_ggml_unpermute_heads(e->k, T, e->nkv, e->hd);
+    if (flags & RF_LAYER_LOCAL) *cs = e->cos_l, *sn = e->sin_l;
+    else if (e->cos_x && end > e->long_orig) *cs = e->cos_x, *sn = e->sin_x;
+    else *cs = e->cos_g, *sn = e->sin_g;
+}
+
+static void gqa_attention(rf_engine *e, eng_layer *L, int li, int p0, int T)
+{
+    const rf_config *c = &e->cfg;
+    uint64_t qd = (uint64_t)e->qdim, kvd = (uint64_t)e->kvdim, C = (uint64_t)e->max_ctx, h2 = (uint64_t)e->rd / 2;
+    if (L->qkv.w.rows) { /* fused: rows q, then k, then v */
+        linear(e, &L->qkv, e->h, T, e->big);
+        for (int t = 0; t < T; t++) {
+            const float *r = e->big + (uint64_t)t * (qd + 2 * kvd);
+            memcpy(e->q + t * qd, r, qd * sizeof(float));
+            memcpy(e->k + t * kvd, r + qd, kvd * sizeof(float));
+            memcpy(e->v + t * kvd, r + qd + kvd, kvd * sizeof(float));
+        }
+    } else {
+        linear(e, &L->q, e->h, T, e->q);
+        linear(e, &L->k, e->h, T, e->k);
+        linear(e, &L->v, e->h, T, e->v);
     }
-    linear(e, &L->v, e->h, T, e->v);
+    int rope = !(L->flags & RF_LAYER_NOPE);
+    const float *cs0, *sn0;
+    rope_for(e, L->flags, p0 + T, &cs0, &sn0);
     for (int t = 0; t < T; t++) {
         uint64_t pos = (uint64_t)(p0 + t);
-        const float *cs = e->rope_cos + pos * h2, *sn = e->rope_sin + pos * h2;
+        const float *cs = cs0 + pos * h2, *sn = sn0 + pos * h2;
+        /* llama4's temperature tuning of NoPE layers */
+        float temp = 1;
+        if (!rope && c->temp_tuning) temp = (float)(log1p(floor((double)(pos + 1) / c->floor_scale)) * c->temp_scale + 1.0);
         for (int h = 0; h < e->nh; h++) {
             float *q = e->q + t * qd + (uint64_t)h * e->hd;
             if (L->q_norm) rf_op_rmsnorm(q, L->q_norm, e->hd, e->eps, q);
-            rf_op_rope(q, e->hd, cs, sn);
+            if (rope) rf_op_rope_ex(q, e->rd, cs, sn, c->rope_interleaved);
+            if (rope && c->qk_norm == RF_QKNORM_L2) rf_op_l2norm(q, e->hd, e->eps);
+            if (temp != 1)
+                for (int i = 0; i < e->hd; i++) q[i] *= temp;
         }
         for (int h = 0; h < e->nkv; h++) {
             float *k = e->k + t * kvd + (uint64_t)h * e->hd;
             if (L->k_norm) rf_op_rmsnorm(k, L->k_norm, e->hd, e->eps, k);
-            rf_op_rope(k, e->hd, cs, sn);
+            if (rope) rf_op_rope_ex(k, e->rd, cs, sn, c->rope_interleaved);
+            if (rope && c->qk_norm == RF_QKNORM_L2) rf_op_l2norm(k, e->hd, e->eps);
         }
         uint64_t row = ((uint64_t)li * C + pos) * kvd;
         memcpy(e->kcache + row, e->k + t * kvd, kvd * sizeof(float));
         memcpy(e->vcache + row, e->v + t * kvd, kvd * sizeof(float));
     }
-    attn_job j = {e, li, p0, T, rf_config_layer_window(&e->cfg, li)};
+    attn_job j = {e, li, p0, T, L->window, (L->flags & RF_LAYER_CHUNKED) ? c->attention_chunk : 0};
     rf_pool_run((uint64_t)T * e->nh * (uint64_t)(p0 + T) < 4096 ? NULL : e->pool, (uint64_t)T * (uint64_t)e->nh,
                 attn_task, &j);
     linear(e, &L->o, e->att, T, e->tmp);
-    for (uint64_t i = 0; i < (uint64_t)T * dim; i++) e->x[i] += e->tmp[i];
 }
 
-static void swiglu_mlp(rf_engine *e, const rf_wmat *g, const rf_wmat *u, const rf_wmat *d, const float *x, int T,
-                       float *y)
+/* Multi-head latent attention on the cached latents: scores q_nope . (W_k c) = (W_k^T q_nope) . c,
+ * outputs W_v (sum a c) (the weight absorption mlx-lm uses for decoding). */
+static void mla_task(void *ctx, uint64_t task, int worker)
 {
-    uint64_t f = g->rows;
-    rf_matmul(g, x, T, e->g, e->pool);
-    rf_matmul(u, x, T, e->u, e->pool);
-    rf_op_swiglu(e->g, e->u, (int)(f * (uint64_t)T), e->g);
-    rf_matmul(d, e->g, T, y, e->pool);
+    const attn_job *j = ctx;
+    rf_engine *e = j->e;
+    int t = (int)(task / (uint64_t)e->nh), h = (int)(task % (uint64_t)e->nh);
+    uint64_t C = (uint64_t)e->max_ctx, kvl = (uint64_t)e->kvl, rdim = (uint64_t)e->rope_d;
+    int p = j->p0 + t, first = first_pos(j, p), n = p + 1 - first;
+    const float *qt = e->mq + ((uint64_t)t * e->nh + (uint64_t)h) * kvl;
+    const float *qr = e->q + (uint64_t)t * e->qdim + (uint64_t)h * (e->nope + e->rope_d) + e->nope;
+    const float *lat = e->kcache + ((uint64_t)j->layer * C + (uint64_t)first) * kvl;
+    const float *kr = e->vcache + ((uint64_t)j->layer * C + (uint64_t)first) * rdim;
+    float *sc = e->att_scratch + (uint64_t)worker * C, scale = (float)e->cfg.attn_scale;
+    for (int s = 0; s < n; s++) {
+        const float *cs = lat + (uint64_t)s * kvl, *ks = kr + (uint64_t)s * rdim;
+        float d = 0, r = 0;
+        for (uint64_t i = 0; i < kvl; i++) d += qt[i] * cs[i];
+        for (uint64_t i = 0; i < rdim; i++) r += qr[i] * ks[i];
+        sc[s] = (d + r) * scale;
+    }
+    rf_op_softmax(sc, n);
+    float *o = e->mc + ((uint64_t)t * e->nh + (uint64_t)h) * kvl;
+    memset(o, 0, kvl * sizeof(float));
+    for (int s = 0; s < n; s++) {
+        const float *cs = lat + (uint64_t)s * kvl;
+        float a = sc[s];
+        for (uint64_t i = 0; i < kvl; i++) o[i] += a * cs[i];
+    }
 }
+
+static void mla_attention(rf_engine *e, eng_layer *L, int li, int p0, int T)
+{
+    const rf_config *c = &e->cfg;
+    uint64_t qd = (uint64_t)e->qdim, kvl = (uint64_t)e->kvl, rdim = (uint64_t)e->rope_d, C = (uint64_t)e->max_ctx;
+    uint64_t hq = (uint64_t)(e->nope + e->rope_d), h2 = rdim / 2, nh = (uint64_t)e->nh;
+    if (L->q_a.w.rows) {
+        uint64_t qa = L->q_a.w.rows;
+        linear(e, &L->q_a, e->h, T, e->big);
+        for (int t = 0; t < T; t++) rf_op_rmsnorm(e->big + t * qa, L->q_a_norm, (int)qa, (float)c->latent_norm_eps, e->big + t * qa);
+        linear(e, &L->q_b, e->big, T, e->q);
+    } else {
+        linear(e, &L->q, e->h, T, e->q);
+    }
+    uint64_t kva = kvl + rdim;
+    linear(e, &L->kv_a, e->h, T, e->big);
+    const float *cs0, *sn0;
+    rope_for(e, L->flags, p0 + T, &cs0, &sn0);
+    for (int t = 0; t < T; t++) {
+        uint64_t pos = (uint64_t)(p0 + t);
+        const float *cs = cs0 + pos * h2, *sn = sn0 + pos * h2;
+        float *ckv = e->big + t * kva;
+        rf_op_rmsnorm(ckv, L->kv_a_norm, (int)kvl, (float)c->latent_norm_eps, e->kcache + ((uint64_t)li * C + pos) * kvl);
+        float *kr = e->vcache + ((uint64_t)li * C + pos) * rdim;
+        memcpy(kr, ckv + kvl, rdim * sizeof(float));
+        rf_op_rope_ex(kr, (int)rdim, cs, sn, c->rope_interleaved);
+        for (uint64_t h = 0; h < nh; h++) rf_op_rope_ex(e->q + t * qd + h * hq + e->nope, (int)rdim, cs, sn, c->rope_interleaved);
+    }
+    /* absorbed queries per head: gather q_nope of head h for the batch, times its [kv_lora, nope] */
+    for (uint64_t h = 0; h < nh; h++) {
+        for (int t = 0; t < T; t++) memcpy(e->att + (uint64_t)t * (uint64_t)e->nope, e->q + t * qd + h * hq,
+                                           (uint64_t)e->nope * sizeof(float));
+        linear(e, &L->kb[h], e->att, T, e->tmp);
+        for (int t = 0; t < T; t++) memcpy(e->mq + ((uint64_t)t * nh + h) * kvl, e->tmp + (uint64_t)t * kvl, kvl * sizeof(float));
+    }
+    attn_job j = {e, li, p0, T, L->window, 0};
+    rf_pool_run((uint64_t)T * nh * (uint64_t)(p0 + T) < 1024 ? NULL : e->pool, (uint64_t)T * nh, mla_task, &j);
+    /* per head: values of the attended latents */
+    uint64_t vh = (uint64_t)e->vh, od = (uint64_t)e->odim;
+    for (uint64_t h = 0; h < nh; h++) {
+        for (int t = 0; t < T; t++) memcpy(e->tmp + (uint64_t)t * kvl, e->mc + ((uint64_t)t * nh + h) * kvl, kvl * sizeof(float));
+        linear(e, &L->vb[h], e->tmp, T, e->g);
+        for (int t = 0; t < T; t++) memcpy(e->att + (uint64_t)t * od + h * vh, e->g + (uint64_t)t * vh, vh * sizeof(float));
+    }
+    linear(e, &L->o, e->att, T, e->tmp);
+}
+
+/* act(gate(x)) * up(x), then down: Y gets T rows of the output. G/U: scratch. */
+static void glu_mlp(rf_engine *e, const lin *g, const lin *u, const lin *gu, const lin *d, const float *x, int T,
+                    float *y)
+{
+    uint64_t f = d->w.cols;
+    if (gu && gu->w.rows) {
+        linear(e, gu, x, T, e->big);
+        for (int t = 0; t < T; t++)
+            rf_op_glu(e->cfg.act, e->big + (uint64_t)t * 2 * f, e->big + (uint64_t)t * 2 * f + f, (int)f, e->g + (uint64_t)t * f);
+    } else {
+        linear(e, g, x, T, e->g);
+        linear(e, u, x, T, e->u);
+        rf_op_glu(e->cfg.act, e->g, e->u, (int)(f * (uint64_t)T), e->g);
+    }
+    linear(e, d, e->g, T, y);
+}
+
 
 /* Sparse MoE on the normed batch e->h: route each token, then run every expert that got any
- * token on the tokens routed to it (batched), adding weighted outputs in expert order. */
-static void moe(rf_engine *e, layer *L, int T)
+ * token on the tokens routed to it (batched), adding weighted outputs in expert order; shared
+ * experts on every token. */
+static void moe(rf_engine *e, eng_layer *L, int T)
 {
-    uint64_t dim = (uint64_t)e->dim, K = (uint64_t)e->topk, E = (uint64_t)e->nexp;
-    rf_matmul(&L->router, e->h, T, e->rl, e->pool);
-    for (int t = 0; t < T; t++)
-        rf_moe_route(e->rl + t * E, e->nexp, e->topk, e->softmax_first, e->cfg.norm_topk_prob, e->ri + t * K,
-                     e->rw + t * K);
+    uint64_t dim = (uint64_t)e->dim, K = (uint64_t)e->topk;
+    int scale_input = e->route.kind == RF_ROUTER_LLAMA4;
+    rf_route_opts ro = e->route;
+    ro.bias = L->router_bias;
+    linear(e, &L->router, e->h, T, e->rl);
+    for (int t = 0; t < T; t++) rf_moe_route_ex(&ro, e->rl + t * (uint64_t)e->nexp, e->ri + t * K, e->rw + t * K);
     memset(e->tmp, 0, (uint64_t)T * dim * sizeof(float));
     for (int x = 0; x < e->nexp; x++) {
         int m = 0;
@@ -579,27 +882,42 @@ static void moe(rf_engine *e, layer *L, int T)
                 if (e->ri[t * K + j] == x) {
                     e->etok[2 * m] = t;
                     e->etok[2 * m + 1] = (int)(t * K + j);
-                    memcpy(e->xe + (uint64_t)m * dim, e->h + t * dim, dim * sizeof(float));
+                    float *dst = e->xe + (uint64_t)m * dim;
+                    const float *src = e->h + t * dim;
+                    if (scale_input) {
+                        float w = e->rw[t * K + j];
+                        for (uint64_t c = 0; c < dim; c++) dst[c] = src[c] * w;
+                    } else {
+                        memcpy(dst, src, dim * sizeof(float));
+                    }
                     m++;
                 }
         if (!m) continue;
-        swiglu_mlp(e, &L->eg[x], &L->eu[x], &L->ed[x], e->xe, m, e->ye);
+        glu_mlp(e, &L->eg[x], &L->eu[x], NULL, &L->ed[x], e->xe, m, e->ye);
         for (int i = 0; i < m; i++) {
-            float w = e->rw[e->etok[2 * i + 1]];
+            float w = scale_input ? 1.0f : e->rw[e->etok[2 * i + 1]];
             float *dst = e->tmp + (uint64_t)e->etok[2 * i] * dim;
             const float *src = e->ye + (uint64_t)i * dim;
             for (uint64_t c = 0; c < dim; c++) dst[c] += w * src[c];
         }
     }
+    if (!L->sd.w.rows) return;
+    glu_mlp(e, &L->sg, &L->su, NULL, &L->sd, e->h, T, e->sh);
+    if (L->sh_route.w.rows) { /* qwen2_moe: sigmoid(shared_expert_gate(x)) scales the shared expert */
+        linear(e, &L->sh_route, e->h, T, e->rl);
+        for (int t = 0; t < T; t++) {
+            float gt = 1.0f / (1.0f + expf(-e->rl[t]));
+            for (uint64_t c = 0; c < dim; c++) e->sh[t * dim + c] *= gt;
+        }
+    }
+    for (uint64_t i = 0; i < (uint64_t)T * dim; i++) e->tmp[i] += e->sh[i];
 }
 
-static void mlp(rf_engine *e, int li, int T)
+static void residual(rf_engine *e, const float *post, int T)
 {
-    layer *L = &e->layers[li];
     uint64_t dim = (uint64_t)e->dim;
-    for (int t = 0; t < T; t++) rf_op_rmsnorm(e->x + t * dim, L->mlp_norm, e->dim, e->eps, e->h + t * dim);
-    if (L->moe) moe(e, L, T);
-    else swiglu_mlp(e, &L->gate.w, &L->up.w, &L->down.w, e->h, T, e->tmp);
+    if (post)
+        for (int t = 0; t < T; t++) rf_op_rmsnorm(e->tmp + t * dim, post, e->dim, e->eps, e->tmp + t * dim);
     for (uint64_t i = 0; i < (uint64_t)T * dim; i++) e->x[i] += e->tmp[i];
 }
 
@@ -607,16 +925,31 @@ static void mlp(rf_engine *e, int li, int T)
 static void forward_batch(rf_engine *e, const int32_t *tok, int T, float *logits, int nlog)
 {
     uint64_t dim = (uint64_t)e->dim;
-    for (int t = 0; t < T; t++) rf_wmat_row(&e->embed, (uint64_t)tok[t], e->x + t * dim);
+    float es = e->embed_scale;
+    for (int t = 0; t < T; t++) {
+        rf_wmat_row(&e->embed.w, (uint64_t)tok[t], e->x + t * dim);
+        if (es != 0)
+            for (uint64_t i = 0; i < dim; i++) e->x[t * dim + i] *= es;
+    }
     for (int l = 0; l < e->cfg.num_layers; l++) {
-        attention(e, l, e->pos, T);
-        mlp(e, l, T);
+        eng_layer *L = &e->layers[l];
+        for (int t = 0; t < T; t++) rf_op_rmsnorm(e->x + t * dim, L->attn_norm, e->dim, e->eps, e->h + t * dim);
+        if (e->mla) mla_attention(e, L, l, e->pos, T);
+        else gqa_attention(e, L, l, e->pos, T);
+        residual(e, L->post_attn_norm, T);
+        for (int t = 0; t < T; t++) rf_op_rmsnorm(e->x + t * dim, L->mlp_norm, e->dim, e->eps, e->h + t * dim);
+        if (L->moe) moe(e, L, T);
+        else glu_mlp(e, &L->gate, &L->up, &L->gate_up, &L->down, e->h, T, e->tmp);
+        residual(e, L->post_mlp_norm, T);
     }
     e->pos += T;
     if (!logits || nlog <= 0) return;
     for (int t = T - nlog; t < T; t++)
         rf_op_rmsnorm(e->x + t * dim, e->final_norm, e->dim, e->eps, e->h + (uint64_t)(t - (T - nlog)) * dim);
-    rf_matmul(&e->lm_head, e->h, nlog, logits, e->pool);
+    linear(e, &e->lm_head, e->h, nlog, logits);
+    float cap = (float)e->cfg.final_softcap;
+    if (cap > 0)
+        for (uint64_t i = 0; i < (uint64_t)nlog * (uint64_t)e->vocab; i++) logits[i] = tanhf(logits[i] / cap) * cap;
 }
 
 rf_status rf_engine_forward(rf_engine *e, const int32_t *tokens, int n, float *logits, int all_logits, rf_err *err)

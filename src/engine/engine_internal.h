@@ -4,6 +4,7 @@
 #define RF_ENGINE_INTERNAL_H
 
 #include "common/internal.h"
+#include "arch/family.h"
 
 /* A borrowed rows x cols weight matrix, row-major, computed on where it lies (mmapped):
  *  dtype F32/F16/BF16: data holds rows*cols elements;
@@ -51,9 +52,6 @@ void rf_ggml_row(const rf_wmat *w, uint64_t r, float *out);
 void rf_ggml_row_ref(const rf_wmat *w, uint64_t r, float *out);
 void rf_ggml_matmul(const rf_wmat *w, const float *x, int ntok, float *y, rf_pool *pool);
 void rf_ggml_matmul_ref(const rf_wmat *w, const float *x, int ntok, float *y);
-/* llama.cpp's llama architecture stores q/k rows interleaved per head (io/gguf_arch.h): put the
- * NH heads of HD values of each of T vectors (stride NH*HD) back in Hugging Face order. */
-void rf_ggml_unpermute_heads(float *v, int T, int nh, int hd);
 
 /* Small ops (engine.c). */
 void rf_op_rmsnorm(const float *x, const float *w, int n, float eps, float *out);
@@ -63,14 +61,38 @@ void rf_op_softmax(float *x, int n);
 void rf_op_swiglu(const float *g, const float *u, int n, float *out);
 /* Rotary embedding, HF rotate_half convention: pairs (i, i + d/2), cos/sin tables of d/2. */
 void rf_op_rope(float *x, int d, const float *cosv, const float *sinv);
-/* inv_freq[d/2] for theta and the config's rope_scaling (llama3 or none). */
-rf_status rf_rope_inv_freq(const rf_config *c, int d, double *inv_freq, rf_err *err);
+/* The first RD dimensions of x: pairs (i, i + rd/2), or adjacent pairs (2i, 2i + 1) when INTERLEAVED
+ * (llama4's complex rotation, DeepSeek's rope_interleave). */
+void rf_op_rope_ex(float *x, int rd, const float *cosv, const float *sinv, int interleaved);
+/* inv_freq[dim/2] of rope R over DIM rotated dimensions (default, linear, llama3, yarn, longrope with
+ * its long factors when USE_LONG), and the factor transformers multiplies cos and sin by (yarn,
+ * longrope; else 1). MAX_POS: max_position_embeddings (yarn/longrope without a factor). */
+rf_status rf_rope_freqs(const rf_rope *r, int dim, int max_pos, int use_long, double *inv_freq, double *attn_factor,
+                        rf_err *err);
 
 /* MoE routing of one token: choose k of n experts from router logits.
  * mixtral convention (softmax_first = 0): top-k logits, softmax over the chosen.
  * qwen3_moe (softmax_first = 1): softmax over all, top-k, renormalise if norm_topk.
  * Ties go to the lower index; idx/wt are in descending weight order. */
 void rf_moe_route(const float *logits, int n, int k, int softmax_first, int norm_topk, int *idx, float *wt);
+/* Every family's routing (rf_router in src/arch/family.h). BIAS: e_score_correction_bias (sigmoid
+ * grouped), may be NULL. RF_ROUTER_LLAMA4 returns sigmoid(logit): the weight of the expert's input. */
+#define RF_MAX_EXPERTS 512
+typedef struct rf_route_opts {
+    int n, k, kind, norm_topk, n_group, topk_group;
+    double scaling;
+    const float *bias;
+} rf_route_opts;
+void rf_moe_route_ex(const rf_route_opts *o, const float *logits, int *idx, float *wt);
+
+/* Activations of the gated MLP: out[i] = act(g[i]) * u[i]. */
+float rf_op_act(rf_act a, float g);
+void rf_op_glu(rf_act a, const float *g, const float *u, int n, float *out);
+/* x / rms(x) without a weight (llama4's L2 norm of q and k). */
+void rf_op_l2norm(float *x, int n, float eps);
+/* rf_op_attend with tanh soft-capping of the scores (gemma 2/3 attn_logit_softcapping), scalar. */
+void rf_op_attend_ex(const float *q, const float *kc, const float *vc, int npos, int d, int ld, float scale,
+                     float softcap, float *scratch, float *out);
 
 /* Attention of one query head over positions [0, npos) of a cache with row stride ld floats:
  * out[d] = sum_s softmax(q.k_s * scale) v_s. scratch holds npos floats. */

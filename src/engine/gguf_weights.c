@@ -1,11 +1,11 @@
-/* A GGUF file as the engine's weights: its rf_config (io/gguf_arch.c) and, by Hugging Face name,
- * weight views over the mmapped tensors. GGUF names are mapped back through the family table, so
- * the engine asks for "model.layers.3.self_attn.q_proj" (or an MLX switch_mlp path for stacked
- * experts) whatever file it runs. F32/F16/BF16 tensors become plain dtype views, block-quantized
- * ones gtype views (matmul_ggml.c). */
+/* A GGUF file as the engine's weights: its rf_config (io/gguf_arch.c: the metadata parsed as the
+ * checkpoint's config.json) and, by decoder slot, views over the mmapped tensors. llama.cpp names
+ * a slot the same way in every architecture ramfit reads (blk.N.attn_q, blk.N.ffn_gate_exps, ...).
+ * F32/F16/BF16 tensors become plain dtype views, block-quantized ones gtype views
+ * (matmul_ggml.c). llama-family q/k rows stay in llama.cpp's interleaved order: the config asks for
+ * interleaved rope on them (rf_gguf_config), which is the same model. */
 #include "engine/gguf_weights.h"
 #include "io/gguf_arch.h"
-#include "io/safetensors_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,27 +14,56 @@
 struct rf_ggm {
     rf_gguf *g;
     rf_config cfg;
-    const rf_gguf_family *fam;
-    rf_nametab hf;  /* Hugging Face name -> tensor index; names owned below */
-    char **names;
-    uint64_t nnames;
 };
+
+/* llama.cpp's name of a slot (after "blk.N." inside the stack); NULL when it has none. */
+static const char *slot_name(rf_slot s)
+{
+    switch (s) {
+    case RF_SLOT_EMBED: return "token_embd";
+    case RF_SLOT_LM_HEAD: return "output";
+    case RF_SLOT_FINAL_NORM: return "output_norm";
+    case RF_SLOT_ATTN_NORM: return "attn_norm";
+    case RF_SLOT_MLP_NORM: return "ffn_norm";
+    case RF_SLOT_Q_NORM: return "attn_q_norm";
+    case RF_SLOT_K_NORM: return "attn_k_norm";
+    case RF_SLOT_Q: return "attn_q";
+    case RF_SLOT_K: return "attn_k";
+    case RF_SLOT_V: return "attn_v";
+    case RF_SLOT_O: return "attn_output";
+    case RF_SLOT_GATE: return "ffn_gate";
+    case RF_SLOT_UP: return "ffn_up";
+    case RF_SLOT_DOWN: return "ffn_down";
+    case RF_SLOT_ROUTER: return "ffn_gate_inp";
+    case RF_SLOT_X_GATE: return "ffn_gate_exps";
+    case RF_SLOT_X_UP: return "ffn_up_exps";
+    case RF_SLOT_X_DOWN: return "ffn_down_exps";
+    default: return NULL;
+    }
+}
+
+static const rf_gguf_tensor *find(const rf_ggm *m, int layer, rf_slot s, const char *suffix)
+{
+    const char *n = slot_name(s);
+    if (!n) return NULL;
+    char name[128];
+    if (layer >= 0) snprintf(name, sizeof name, "blk.%d.%s.%s", layer, n, suffix);
+    else snprintf(name, sizeof name, "%s.%s", n, suffix);
+    return rf_gguf_find_tensor(m->g, name);
+}
 
 int rf_ggm_is_gguf(const char *path)
 {
     FILE *f = fopen(path, "rb");
-    char m[4] = {0};
-    size_t n = f ? fread(m, 1, 4, f) : 0;
+    char magic[4] = {0};
+    size_t n = f ? fread(magic, 1, 4, f) : 0;
     if (f) fclose(f);
-    return n == 4 && !memcmp(m, "GGUF", 4);
+    return n == 4 && !memcmp(magic, "GGUF", 4);
 }
 
 void rf_ggm_free(rf_ggm *m)
 {
     if (!m) return;
-    for (uint64_t i = 0; i < m->nnames; i++) free(m->names[i]);
-    free(m->names);
-    rf_nametab_free(&m->hf);
     rf_gguf_close(m->g);
     free(m);
 }
@@ -45,22 +74,7 @@ rf_status rf_ggm_open(const char *path, rf_ggm **out, rf_err *err)
     rf_ggm *m = calloc(1, sizeof *m);
     if (!m) return rf_err_set(err, RF_ERR_NOMEM, "out of memory opening %s", path);
     rf_status s = rf_gguf_open(path, &m->g, err);
-    if (!s) s = rf_gguf_config(m->g, &m->cfg, &m->fam, err);
-    uint64_t nt = s ? 0 : rf_gguf_tensor_count(m->g);
-    if (!s && !(m->names = calloc(nt ? nt : 1, sizeof *m->names))) s = rf_err_set(err, RF_ERR_NOMEM, "out of memory");
-    for (uint64_t i = 0; i < nt && !s; i++) {
-        const rf_gguf_tensor *t = rf_gguf_tensor_at(m->g, i);
-        char hf[256];
-        if (!rf_gguf_hf_name(m->fam, t->name, hf, sizeof hf)) continue; /* e.g. rope_freqs: refused by the config */
-        if (!(m->names[m->nnames] = strdup(hf))) {
-            s = rf_err_set(err, RF_ERR_NOMEM, "out of memory");
-            break;
-        }
-        if (rf_nametab_put(&m->hf, m->names[m->nnames], i, NULL) < 0) s = rf_err_set(err, RF_ERR_NOMEM, "out of memory");
-        m->nnames++;
-    }
-    if (!s && (m->cfg.head_dim % 2 || m->cfg.head_dim > 1024))
-        s = rf_err_set(err, RF_ERR_UNSUPPORTED, "%s: head size %d", path, m->cfg.head_dim);
+    if (!s) s = rf_gguf_config(m->g, &m->cfg, NULL, err);
     if (s) {
         rf_ggm_free(m);
         return s;
@@ -70,37 +84,44 @@ rf_status rf_ggm_open(const char *path, rf_ggm **out, rf_err *err)
 }
 
 const rf_config *rf_ggm_config(const rf_ggm *m) { return &m->cfg; }
-int rf_ggm_qk_permuted(const rf_ggm *m) { return m->fam->permute_qk; }
+int rf_ggm_has(const rf_ggm *m, int layer, rf_slot s) { return find(m, layer, s, "weight") != NULL; }
 
-static const rf_gguf_tensor *find(const rf_ggm *m, const char *hf)
+static rf_status to_f32(const rf_ggm *m, const rf_gguf_tensor *t, uint64_t n, float **out, rf_err *err)
 {
-    uint64_t i;
-    return rf_nametab_get(&m->hf, hf, &i) ? rf_gguf_tensor_at(m->g, i) : NULL;
-}
-
-int rf_ggm_has(const rf_ggm *m, const char *hf_name) { return find(m, hf_name) != NULL; }
-
-static void ne_text(const rf_gguf_tensor *t, char *buf, size_t cap)
-{
-    int o = snprintf(buf, cap, "[");
-    for (int d = 0; d < t->ndim && o > 0 && (size_t)o < cap; d++)
-        o += snprintf(buf + o, cap - (size_t)o, "%s%llu", d ? ", " : "", (unsigned long long)t->ne[d]);
-    if (o > 0 && (size_t)o < cap) snprintf(buf + o, cap - (size_t)o, "]");
-}
-
-rf_status rf_ggm_matrix(const rf_ggm *m, const char *module, int nexp, uint64_t out, uint64_t in, rf_wmat *w,
-                        rf_err *err)
-{
-    char name[256], have[96];
-    snprintf(name, sizeof name, "%s.weight", module);
-    const rf_gguf_tensor *t = find(m, name);
-    if (!t) return rf_err_set(err, RF_ERR_NOT_FOUND, "%s: no tensor for %s", rf_gguf_path(m->g), name);
-    int nd = nexp ? 3 : 2;
-    if (t->ndim != nd || t->ne[0] != in || t->ne[1] != out || (nexp && t->ne[2] != (uint64_t)nexp)) {
-        ne_text(t, have, sizeof have);
-        return rf_err_set(err, RF_ERR_FORMAT, "%s: tensor %s has ne %s, expected [%llu, %llu%s]", rf_gguf_path(m->g),
-                          t->name, have, (unsigned long long)in, (unsigned long long)out, nexp ? ", E" : "");
+    *out = NULL;
+    if (t->nelem != n || t->ne[0] != n)
+        return rf_err_set(err, RF_ERR_FORMAT, "%s: tensor %s has %llu elements, expected %llu", rf_gguf_path(m->g),
+                          t->name, (unsigned long long)t->nelem, (unsigned long long)n);
+    float *v = malloc(sizeof(float) * (size_t)(n ? n : 1));
+    if (!v) return rf_err_set(err, RF_ERR_NOMEM, "out of memory");
+    rf_status s = rf_gdequant_row(t->type, t->data, n, v, err);
+    if (s) {
+        free(v);
+        return rf_err_prefix(err, "%s: tensor %s", rf_gguf_path(m->g), t->name);
     }
+    *out = v;
+    return RF_OK;
+}
+
+rf_status rf_ggm_vec(const rf_ggm *m, int layer, rf_slot s, uint64_t n, float **out, rf_err *err)
+{
+    const rf_gguf_tensor *t = find(m, layer, s, "weight");
+    *out = NULL;
+    return t ? to_f32(m, t, n, out, err) : RF_OK;
+}
+
+rf_status rf_ggm_matrix(const rf_ggm *m, int layer, rf_slot s, int nexp, uint64_t out, uint64_t in, rf_wmat *w,
+                        float **bias, rf_err *err)
+{
+    if (bias) *bias = NULL;
+    const rf_gguf_tensor *t = find(m, layer, s, "weight");
+    if (!t) return rf_err_set(err, RF_ERR_NOT_FOUND, "%s: no %s weight for layer %d", rf_gguf_path(m->g), rf_slot_name(s), layer);
+    int nd = nexp ? 3 : 2;
+    if (t->ndim != nd || t->ne[0] != in || t->ne[1] != out || (nexp && t->ne[2] != (uint64_t)nexp))
+        return rf_err_set(err, RF_ERR_FORMAT, "%s: tensor %s has ne [%llu, %llu, %llu] (%d-D), expected [%llu, %llu%s]",
+                          rf_gguf_path(m->g), t->name, (unsigned long long)t->ne[0], (unsigned long long)t->ne[1],
+                          (unsigned long long)t->ne[2], t->ndim, (unsigned long long)in, (unsigned long long)out,
+                          nexp ? ", experts" : "");
     memset(w, 0, sizeof *w);
     w->rows = out * (uint64_t)(nexp ? nexp : 1);
     w->cols = in;
@@ -111,18 +132,8 @@ rf_status rf_ggm_matrix(const rf_ggm *m, const char *module, int nexp, uint64_t 
     case RF_GT_BF16: w->dtype = RF_DT_BF16; break;
     default: w->dtype = RF_DT_U8; w->gtype = t->type; break;
     }
-    return rf_wmat_check(w, t->name, err);
-}
-
-rf_status rf_ggm_vec(const rf_ggm *m, const char *hf_name, uint64_t n, float **out, rf_err *err)
-{
-    const rf_gguf_tensor *t = find(m, hf_name);
-    if (!t) return rf_err_set(err, RF_ERR_NOT_FOUND, "%s: no tensor for %s", rf_gguf_path(m->g), hf_name);
-    if (t->nelem != n || t->ne[0] != n)
-        return rf_err_set(err, RF_ERR_FORMAT, "%s: tensor %s has %llu elements, expected %llu", rf_gguf_path(m->g),
-                          t->name, (unsigned long long)t->nelem, (unsigned long long)n);
-    if (!(*out = malloc(sizeof(float) * (size_t)(n ? n : 1)))) return rf_err_set(err, RF_ERR_NOMEM, "out of memory");
-    rf_status s = rf_gdequant_row(t->type, t->data, n, *out, err);
-    if (s) rf_err_prefix(err, "%s: tensor %s", rf_gguf_path(m->g), t->name);
-    return s;
+    rf_status st = rf_wmat_check(w, t->name, err);
+    const rf_gguf_tensor *b = bias ? find(m, layer, s, "bias") : NULL;
+    if (!st && b) st = to_f32(m, b, out * (uint64_t)(nexp ? nexp : 1), bias, err);
+    return st;
 }

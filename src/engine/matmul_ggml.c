@@ -146,16 +146,3 @@ void rf_ggml_matmul_ref(const rf_wmat *w, const float *x, int ntok, float *y)
     }
     free(row);
 }
-
-void rf_ggml_unpermute_heads(float *v, int T, int nh, int hd)
-{
-    float tmp[1024];
-    if (hd > 1024 || hd % 2) return; /* rejected when the model is loaded */
-    for (int t = 0; t < T; t++)
-        for (int h = 0; h < nh; h++) {
-            float *p = v + ((uint64_t)t * (uint64_t)nh + (uint64_t)h) * (uint64_t)hd;
-            /* GGUF row 2i+j of a head holds Hugging Face row j*hd/2 + i */
-            for (int r = 0; r < hd; r++) tmp[(r % 2) * (hd / 2) + r / 2] = p[r];
-            memcpy(p, tmp, sizeof(float) * (size_t)hd);
-        }
-}

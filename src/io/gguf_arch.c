@@ -3,6 +3,8 @@
  * llama.cpp's conversion code and llama-arch.cpp). */
 #include "io/gguf_arch.h"
 
+#include <jansson.h>
+
 #include <stdio.h>
 #include <string.h>
 
@@ -73,7 +75,7 @@ double rf_gguf_meta_value(const rf_config *c, rf_gguf_src src)
     case RF_GS_LAYERS: return c->num_layers;
     case RF_GS_HEADS: return c->num_heads;
     case RF_GS_KV_HEADS: return c->num_kv_heads > 0 ? c->num_kv_heads : c->num_heads;
-    case RF_GS_ROPE_BASE: return c->rope_theta > 0 ? c->rope_theta : 10000.0;
+    case RF_GS_ROPE_BASE: return c->rope.theta > 0 ? c->rope.theta : 10000.0;
     case RF_GS_RMS_EPS: return c->rms_norm_eps > 0 ? c->rms_norm_eps : 1e-6;
     case RF_GS_HEAD_DIM: return hd;
     case RF_GS_VOCAB: return c->vocab_size;
@@ -86,19 +88,31 @@ double rf_gguf_meta_value(const rf_config *c, rf_gguf_src src)
 
 /* ------------------------------------------------------------------ what llama.cpp cannot run */
 
-static const char *rope_unsupported(const rf_config *c)
+/* What every family here shares: llama.cpp's llama/qwen graphs gate the MLP with SiLU, rotate
+ * the whole head, have no soft-capping, and take rope scaling only as llama3 (rope_freqs). */
+static const char *common_unsupported(const rf_config *c, int rope_scaling_ok)
 {
-    if (c->rope_type[0] && strcmp(c->rope_type, "llama3") && strcmp(c->rope_type, "default"))
-        return "its rope_scaling type has no GGUF mapping in ramfit (llama3 only)";
+    if (c->act != RF_ACT_SILU) return "its MLP activation is not SiLU, which llama.cpp's architecture always uses";
+    if (c->partial_rotary != 1.0) return "it rotates only part of each head";
+    if (c->attn_softcap != 0 || c->final_softcap != 0) return "it soft-caps logits";
+    if (c->rope_interleaved) return "its rope pairs adjacent dimensions";
+    if (c->qk_norm == RF_QKNORM_L2) return "it has L2 q/k norms";
+    int plain = !c->rope.type[0] || !strcmp(c->rope.type, "default");
+    if (!plain && !(rope_scaling_ok && !strcmp(c->rope.type, "llama3")))
+        return "its rope scaling has no GGUF mapping in ramfit (llama3 for the llama family only)";
     return NULL;
 }
 
-static const char *llama_unsupported(const rf_config *c) { return rope_unsupported(c); }
+static const char *llama_unsupported(const rf_config *c)
+{
+    if (c->qk_norm != RF_QKNORM_NONE) return "it has q/k norms, which llama.cpp's llama does not";
+    return common_unsupported(c, 1);
+}
 
 static const char *qwen_unsupported(const rf_config *c)
 {
-    if (c->rope_type[0] && strcmp(c->rope_type, "default")) return "llama.cpp's qwen2/qwen3 take no rope_scaling from ramfit";
-    return NULL;
+    if (c->mlp_bias) return "it has MLP biases, which llama.cpp's qwen graphs do not load";
+    return common_unsupported(c, 0);
 }
 
 static const char *qwen3_moe_unsupported(const rf_config *c)
@@ -209,20 +223,26 @@ int rf_gguf_hf_name(const rf_gguf_family *f, const char *gguf, char *out, size_t
 
 /* ------------------------------------------------------------------ reading a config back */
 
-static rf_status meta_int(const rf_gguf *g, const char *arch, const char *key, int required, int64_t def, int *out,
-                          rf_err *err)
+static rf_status meta_num(const rf_gguf *g, const char *arch, const char *key, int required, double *out, rf_err *err)
 {
     char k[160];
     snprintf(k, sizeof k, "%s.%s", arch, key);
-    int64_t v = def;
+    int64_t i = rf_gguf_find_kv(g, k);
+    if (i < 0) {
+        if (required) return rf_err_set(err, RF_ERR_FORMAT, "%s: no key %s", rf_gguf_path(g), k);
+        return RF_ERR_NOT_FOUND;
+    }
+    rf_gguf_vtype t = rf_gguf_kv_type(g, (uint64_t)i);
+    if (t == RF_GV_F32 || t == RF_GV_F64) return rf_gguf_get_float(g, k, out, err);
+    int64_t v;
     rf_status s = rf_gguf_get_int(g, k, &v, err);
-    if (s == RF_ERR_NOT_FOUND && !required) s = RF_OK, v = def;
-    if (s) return s;
-    if (v < 0 || v > (1 << 30)) return rf_err_set(err, RF_ERR_FORMAT, "%s: key %s = %lld is out of range", rf_gguf_path(g), k, (long long)v);
-    *out = (int)v;
-    return RF_OK;
+    if (!s) *out = (double)v;
+    return s;
 }
 
+/* The metadata as the config.json of the Hugging Face checkpoint it describes, parsed by ramfit's
+ * own config reader: every derived field (head sizes, layer flags, router conventions) is then the
+ * same as for the checkpoint. */
 rf_status rf_gguf_config(const rf_gguf *g, rf_config *c, const rf_gguf_family **famp, rf_err *err)
 {
     memset(c, 0, sizeof *c);
@@ -236,59 +256,71 @@ rf_status rf_gguf_config(const rf_gguf *g, rf_config *c, const rf_gguf_family **
     if (!fam || al >= sizeof arch)
         return rf_err_set(err, RF_ERR_UNSUPPORTED, "%s: architecture %s: ramfit's engine runs llama, qwen2, qwen3 and "
                           "qwen3moe GGUF files", rf_gguf_path(g), arch);
-    char key[160];
-    snprintf(key, sizeof key, "%s.expert_count", arch);
-    int64_t nexp = 0;
-    if (rf_gguf_find_kv(g, key) >= 0 && (s = rf_gguf_get_int(g, key, &nexp, err))) return s;
+    double nexp = 0, v;
+    if ((s = meta_num(g, arch, "expert_count", 0, &nexp, err)) && s != RF_ERR_NOT_FOUND) return s;
+    s = RF_OK;
     if (!strcmp(arch, "llama") && nexp > 0) fam = rf_gguf_family_of(RF_ARCH_MIXTRAL);
-    c->arch = fam->arch;
-    snprintf(c->model_type, sizeof c->model_type, "%s", rf_arch_name(fam->arch));
-    snprintf(c->architecture, sizeof c->architecture, "gguf:%s", arch);
-    int ctx = 0, kvh = 0, hd = 0, exp_ffn = 0;
-    if ((s = meta_int(g, arch, "embedding_length", 1, 0, &c->hidden_size, err)) ||
-        (s = meta_int(g, arch, "block_count", 1, 0, &c->num_layers, err)) ||
-        (s = meta_int(g, arch, "attention.head_count", 1, 0, &c->num_heads, err)) ||
-        (s = meta_int(g, arch, "feed_forward_length", nexp == 0, 0, &c->intermediate_size, err)) ||
-        (s = meta_int(g, arch, "context_length", 0, 2048, &ctx, err)) ||
-        (s = meta_int(g, arch, "attention.head_count_kv", 0, c->num_heads, &kvh, err)) ||
-        (s = meta_int(g, arch, "attention.key_length", 0, c->num_heads ? c->hidden_size / c->num_heads : 0, &hd, err)) ||
-        (s = meta_int(g, arch, "expert_used_count", nexp > 0, 0, &c->experts_per_tok, err)) ||
-        (s = meta_int(g, arch, "expert_feed_forward_length", 0, c->intermediate_size, &exp_ffn, err)))
-        return s;
-    c->num_kv_heads = kvh;
-    c->head_dim = hd;
-    c->max_position_embeddings = ctx;
-    c->num_experts = (int)nexp;
-    if (nexp > 0) {
-        c->moe_intermediate_size = exp_ffn;
-        c->decoder_sparse_step = 1;
-        c->norm_topk_prob = 1; /* llama.cpp renormalises the top-k weights of both (mixtral: softmax over the chosen) */
-    }
-    double v;
-    snprintf(key, sizeof key, "%s.rope.freq_base", arch);
-    c->rope_theta = 10000.0; /* llama.cpp's default when the key is missing */
-    if (rf_gguf_find_kv(g, key) >= 0) {
-        if ((s = rf_gguf_get_float(g, key, &v, err))) return s;
-        c->rope_theta = v;
-    }
-    snprintf(key, sizeof key, "%s.attention.layer_norm_rms_epsilon", arch);
-    if ((s = rf_gguf_get_float(g, key, &v, err))) return s;
-    c->rms_norm_eps = v;
+    char key[160];
     snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
     if (rf_gguf_find_kv(g, key) >= 0 || rf_gguf_find_tensor(g, "rope_freqs.weight"))
         return rf_err_set(err, RF_ERR_UNSUPPORTED, "%s: rope scaling (rope_freqs / %s) is not read by ramfit's engine yet",
                           rf_gguf_path(g), key);
     const rf_gguf_tensor *emb = rf_gguf_find_tensor(g, "token_embd.weight");
     if (!emb || emb->ndim != 2) return rf_err_set(err, RF_ERR_FORMAT, "%s: no 2-D token_embd.weight", rf_gguf_path(g));
-    c->vocab_size = (int)emb->ne[1];
-    c->tie_word_embeddings = rf_gguf_find_tensor(g, "output.weight") == NULL;
-    c->attention_bias = rf_gguf_find_tensor(g, "blk.0.attn_q.bias") != NULL;
-    int64_t id;
-    c->bos_token_id = c->eos_token_id = -1;
-    if (!rf_gguf_get_int(g, "tokenizer.ggml.bos_token_id", &id, err)) c->bos_token_id = (int)id;
-    if (!rf_gguf_get_int(g, "tokenizer.ggml.eos_token_id", &id, err)) c->eos_token_id = (int)id;
-    c->torch_dtype = RF_DT_INVALID;
+    json_t *j = json_object();
+    json_object_set_new(j, "model_type", json_string(rf_arch_name(fam->arch)));
+    json_object_set_new(j, "architectures", json_pack("[s]", fam->arch == RF_ARCH_MIXTRAL ? "MixtralForCausalLM" : arch));
+    static const struct { const char *key, *hf; int required; } keys[] = {
+        {"embedding_length", "hidden_size", 1},        {"block_count", "num_hidden_layers", 1},
+        {"attention.head_count", "num_attention_heads", 1}, {"attention.head_count_kv", "num_key_value_heads", 0},
+        {"attention.key_length", "head_dim", 0},       {"feed_forward_length", "intermediate_size", 0},
+        {"context_length", "max_position_embeddings", 0}, {"attention.layer_norm_rms_epsilon", "rms_norm_eps", 1},
+        {"rope.freq_base", "rope_theta", 0},           {"expert_used_count", "num_experts_per_tok", 0},
+        {"expert_feed_forward_length", "moe_intermediate_size", 0},
+    };
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
+        s = meta_num(g, arch, keys[k].key, keys[k].required, &v, err);
+        if (s == RF_ERR_NOT_FOUND) { /* optional and absent: the parser's default, as llama.cpp's */
+            s = RF_OK;
+            continue;
+        }
+        if (s) break;
+        json_object_set_new(j, keys[k].hf, !strcmp(keys[k].hf, "rms_norm_eps") || !strcmp(keys[k].hf, "rope_theta")
+                                               ? json_real(v) : json_integer((json_int_t)v));
+    }
+    if (!s && !json_object_get(j, "rope_theta")) json_object_set_new(j, "rope_theta", json_real(10000.0)); /* llama.cpp's default */
+    if (!s && nexp > 0) {
+        json_object_set_new(j, fam->arch == RF_ARCH_MIXTRAL ? "num_local_experts" : "num_experts", json_integer((json_int_t)nexp));
+        json_object_set_new(j, "norm_topk_prob", json_true()); /* llama.cpp renormalises (mixtral: softmax of the chosen) */
+        if (!json_object_get(j, "intermediate_size") && json_object_get(j, "moe_intermediate_size"))
+            json_object_set(j, "intermediate_size", json_object_get(j, "moe_intermediate_size"));
+        if (fam->arch == RF_ARCH_MIXTRAL && !json_object_get(j, "intermediate_size"))
+            s = rf_err_set(err, RF_ERR_FORMAT, "%s: no key %s.feed_forward_length", rf_gguf_path(g), arch);
+    }
+    if (!s) {
+        json_object_set_new(j, "vocab_size", json_integer((json_int_t)emb->ne[1]));
+        json_object_set_new(j, "tie_word_embeddings", json_boolean(rf_gguf_find_tensor(g, "output.weight") == NULL));
+        json_object_set_new(j, "attention_bias", json_boolean(rf_gguf_find_tensor(g, "blk.0.attn_q.bias") != NULL));
+        json_object_set_new(j, "mlp_bias", json_boolean(rf_gguf_find_tensor(g, "blk.0.ffn_up.bias") != NULL));
+        json_object_set_new(j, "hidden_act", json_string("silu"));
+        int64_t id;
+        rf_err e2;
+        if (!rf_gguf_get_int(g, "tokenizer.ggml.bos_token_id", &id, &e2)) json_object_set_new(j, "bos_token_id", json_integer(id));
+        if (!rf_gguf_get_int(g, "tokenizer.ggml.eos_token_id", &id, &e2)) json_object_set_new(j, "eos_token_id", json_integer(id));
+    }
+    char *text = s ? NULL : json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    if (s) return s;
+    if (!text) return rf_err_set(err, RF_ERR_NOMEM, "out of memory");
+    char label[512];
+    snprintf(label, sizeof label, "%s (metadata as config.json)", rf_gguf_path(g));
+    s = rf_config_parse(text, label, c, err);
+    free(text);
+    if (s) return s;
+    /* llama-family q/k rows are stored interleaved per head (convert_hf_to_gguf's permutation):
+     * roping adjacent pairs on them is the checkpoint's rotate_half on the original rows, and
+     * q.k is unchanged as both are permuted alike */
+    if (fam->permute_qk) c->rope_interleaved = 1;
     if (famp) *famp = fam;
-    if (err) rf_err_clear(err);
     return RF_OK;
 }

@@ -402,6 +402,7 @@ static rf_status rule_assign(rf_planner *pl, rf_err *err)
         if (pl->o.method == RF_METHOD_UNIFORM && u->role == RF_ROLE_ROUTER) bits = 8, gs = 64;
         pl->fixed[i] = -1;
         if (u->cols % (uint64_t)gs) continue; /* mlx-lm skips modules gs does not divide */
+        if (u->n_cands == 0) continue;        /* not quantizable (e.g. a raw parameter mlx-lm never quantizes) */
         int k = find_cand(u, bits, gs);
         if (k < 0 || isnan(u->cands[k].err[RF_QMODE_MLX].sse))
             return rf_err_set(err, RF_ERR_NOT_FOUND, "profile has no %s measurement of %d bits / gs %d for unit %s",

@@ -69,6 +69,10 @@ typedef struct rf_psynth_opts {
     unsigned modes;                  /* 1 mlx, 2 opt, 3 both */
     double spread;                   /* log-normal sigma of per-unit difficulty (e.g. 0.5) */
     uint64_t seed;
+    /* A synth preset ("llama-4-scout", ...): the units, names and shapes of the published model from
+     * its family's table, at full size (n_layers overrides its depth when > 0); the shape fields
+     * above are ignored. */
+    const char *like;
 } rf_psynth_opts;
 rf_status rf_profile_synth(const rf_psynth_opts *o, rf_profile **out, rf_err *err);
 

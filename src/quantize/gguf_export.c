@@ -236,10 +236,10 @@ static rf_status rope_item(gx *g, gx_item *it, rf_err *err)
     memset(it, 0, sizeof *it);
     snprintf(it->name, sizeof it->name, "rope_freqs.weight");
     if (!(it->synth = malloc(sizeof(float) * (size_t)(n ? n : 1)))) return rf_err_set(err, RF_ERR_NOMEM, "out of memory");
-    double base = c->rope_theta > 0 ? c->rope_theta : 10000.0, factor = c->rope_factor > 0 ? c->rope_factor : 8.0;
-    double lo = c->rope_low_freq_factor > 0 ? c->rope_low_freq_factor : 1.0;
-    double hi = c->rope_high_freq_factor > 0 ? c->rope_high_freq_factor : 4.0;
-    double old = c->rope_original_max_pos > 0 ? c->rope_original_max_pos : 8192;
+    double base = c->rope.theta > 0 ? c->rope.theta : 10000.0, factor = c->rope.factor > 0 ? c->rope.factor : 8.0;
+    double lo = c->rope.low_freq_factor > 0 ? c->rope.low_freq_factor : 1.0;
+    double hi = c->rope.high_freq_factor > 0 ? c->rope.high_freq_factor : 4.0;
+    double old = c->rope.original_max_pos > 0 ? c->rope.original_max_pos : 8192;
     for (int i = 0; i < n; i++) {
         double freq = 1.0 / pow(base, (double)(2 * i) / hd), wavelen = 2 * M_PI / freq;
         double f;
@@ -289,7 +289,7 @@ static rf_status build_items(gx *g, rf_err *err)
         }
     }
     free(done);
-    if (!s && g->fam->permute_qk && !strcmp(cfg->rope_type, "llama3")) {
+    if (!s && g->fam->permute_qk && !strcmp(cfg->rope.type, "llama3")) {
         gx_item it;
         s = rope_item(g, &it, err);
         if (!s) s = add_item(g, &it, err);
@@ -421,28 +421,6 @@ static rf_status write_meta(gx *g, rf_ggufw *w, const rf_gguf_opts *o, rf_gguf_r
     return s;
 }
 
-/* llama.cpp's llama, qwen2, qwen3 and qwen3moe gate their MLP with SiLU whatever the file says:
- * another hidden_act in config.json (rf_config does not carry it yet) would run a different model. */
-static rf_status check_activation(const char *model_dir, rf_err *err)
-{
-    size_t n = strlen(model_dir) + 16;
-    char *path = malloc(n);
-    if (!path) return rf_err_set(err, RF_ERR_NOMEM, "out of memory");
-    snprintf(path, n, "%s/config.json", model_dir);
-    json_t *root = json_load_file(path, 0, NULL);
-    rf_status s = RF_OK;
-    static const char *const keys[] = {"hidden_act", "hidden_activation"};
-    for (size_t k = 0; root && k < 2 && !s; k++) {
-        const char *act = json_string_value(json_object_get(root, keys[k]));
-        if (act && strcmp(act, "silu") && strcmp(act, "swish"))
-            s = rf_err_set(err, RF_ERR_UNSUPPORTED, "%s: %s is %s, but llama.cpp's architecture for this family always "
-                           "uses SiLU", path, keys[k], act);
-    }
-    json_decref(root);
-    free(path);
-    return s;
-}
-
 /* ------------------------------------------------------------------ output path */
 
 /* PATH must not be in the model directory (ramfit never writes there) nor a directory. */
@@ -540,7 +518,6 @@ rf_status rf_gguf_export(const rf_model *m, const int *types, const rf_gguf_opts
     else if ((why = g.fam->unsupported(c)))
         s = rf_err_set(err, RF_ERR_UNSUPPORTED, "%s: cannot write %s as llama.cpp's %s: %s", rf_model_dir(m),
                        c->model_type, g.fam->gguf_arch, why);
-    if (!s) s = check_activation(rf_model_dir(m), err);
     if (!s) s = check_path(rf_model_dir(m), path, o.force, err);
     if (!s) s = build_items(&g, err);
     if (!s) s = build_jobs(&g, err);

@@ -9,6 +9,7 @@
  * piece: a unit's packed weight first, then all its scales, then all its biases, so those two
  * are held until the unit's last row block is written: 1/16 of its source size at gs 32).
  * Everything is validated against the plan before the first byte is written. */
+#include "arch/model_internal.h"
 #include "io/mlx_internal.h"
 #include "plan/plan_internal.h"
 
@@ -43,6 +44,7 @@ void rf_quantize_opts_default(rf_quantize_opts *o)
 
 rf_dtype rf_quantize_out_dtype(rf_dtype src, rf_dtype f32_as)
 {
+    if (src == RF_DT_F8_E4M3) return RF_DT_BF16; /* FP8 sources are written dequantized, as mlx-lm's sanitize does */
     if (src != RF_DT_F32 && src != RF_DT_F64) return src;
     return f32_as == RF_DT_F16 || f32_as == RF_DT_F32 ? f32_as : RF_DT_BF16;
 }
@@ -55,6 +57,7 @@ typedef struct qz_item {
     qz_kind kind;
     char name[200];          /* module path (units) or tensor name */
     const rf_unit *unit;     /* NULL for a plain tensor */
+    const rf_mview *views;   /* the unit's members */
     const rf_tensor *plain;
     int nmem;
     uint64_t cols;           /* of a member matrix; 1 for plain tensors (rows are elements) */
@@ -84,6 +87,8 @@ typedef struct qz {
     uint8_t *arena[2];       /* wave arenas: one being computed, one being written */
     uint64_t arena_cap[2];
     uint8_t *cur_arena;      /* the one run_job fills */
+    uint8_t *gather;         /* per worker: rows of transformed members read out (gather_bytes each) */
+    uint64_t gather_bytes;
     rf_err *jerr;            /* per wave slot */
     rf_status *jst;
     uint64_t wave0;          /* first job of the running wave */
@@ -94,13 +99,14 @@ typedef struct qz {
 
 static const rf_tensor *member(const qz *q, const qz_item *it, int k)
 {
-    return it->unit ? rf_model_tinfo(q->m, (uint64_t)it->unit->members[k])->t : it->plain;
+    return it->unit ? it->views[k].t : it->plain;
 }
 
 static uint64_t member_rows(const qz *q, const qz_item *it, int k)
 {
-    const rf_tensor *t = member(q, it, k);
-    return it->cols ? t->nelem / it->cols : 0;
+    (void)q;
+    if (it->unit) return it->views[k].rows;
+    return it->cols ? it->plain->nelem / it->cols : 0;
 }
 
 /* Bytes of one output row of a job's arena piece (0 when written straight from the source). */
@@ -130,18 +136,19 @@ static rf_status add_item(qz *q, const qz_item *it, rf_err *err)
 static rf_status unit_item(qz *q, const rf_unit *u, const rf_plan_unit *pu, qz_item *it, rf_err *err)
 {
     const char *dir = rf_model_dir(q->m);
-    if (!rf_dtype_is_float(u->dtype))
-        return rf_err_set(err, RF_ERR_UNSUPPORTED, "%s: unit %s has dtype %s: only F32/F16/BF16 checkpoints can be "
-                          "quantized", dir, u->name, rf_dtype_name(u->dtype));
+    if (!rf_dtype_is_float(u->dtype) && u->dtype != RF_DT_F8_E4M3)
+        return rf_err_set(err, RF_ERR_UNSUPPORTED, "%s: unit %s has dtype %s: only F32/F16/BF16 and FP8 checkpoints "
+                          "can be quantized", dir, u->name, rf_dtype_name(u->dtype));
     if (pu->nparams != u->nparams)
         return rf_err_set(err, RF_ERR_MISMATCH, "plan unit %s has %llu parameters, the model's has %llu", u->name,
                           (ull)pu->nparams, (ull)u->nparams);
     memset(it, 0, sizeof *it);
     snprintf(it->name, sizeof it->name, "%s", u->name);
     it->unit = u;
+    it->views = rf_model_unit_views(q->m, (uint64_t)rf_model_unit_index(q->m, u));
     it->nmem = u->n_members;
     it->cols = u->cols;
-    it->src_dt = u->dtype;
+    it->src_dt = rf_view_dtype(&it->views[0]); /* what a member reads as: F32 for FP8 */
     it->params = u->nparams;
     it->in_bytes = u->nparams * rf_dtype_size(u->dtype);
     if (pu->bits) {
@@ -155,7 +162,7 @@ static rf_status unit_item(qz *q, const rf_unit *u, const rf_plan_unit *pu, qz_i
         it->out_bytes = rf_quant_bytes(u->nparams, pu->bits, pu->gs, it->out_dt);
     } else {
         it->out_dt = rf_quantize_out_dtype(u->dtype, q->kept_f32);
-        it->kind = it->out_dt == u->dtype ? QZ_COPY : QZ_CONVERT;
+        it->kind = it->out_dt == u->dtype && !u->transformed ? QZ_COPY : QZ_CONVERT;
         it->out_bytes = u->nparams * rf_dtype_size(it->out_dt);
     }
     if (it->out_bytes != pu->bytes)
@@ -180,25 +187,27 @@ static void plain_item(qz *q, const rf_tensor *t, qz_item *it)
     it->out_bytes = t->nelem * rf_dtype_size(it->out_dt);
 }
 
-/* Items in catalogue order (a unit where its first tensor appears), checked against the plan. */
+/* Items in catalogue order (units where their first source tensor appears, in unit order),
+ * checked against the plan. */
 static rf_status build_items(qz *q, rf_err *err)
 {
     const rf_model *m = q->m;
     const rf_config *cfg = rf_model_config(m);
     uint64_t nt = rf_model_tensor_count(m), nu = rf_model_unit_count(m), np = rf_plan_unit_count(q->plan);
-    uint8_t *done = calloc(nu + 1, 1), *seen = calloc(np + 1, 1);
-    rf_status s = done && seen ? RF_OK : rf_err_set(err, RF_ERR_NOMEM, "out of memory");
-    uint64_t others = 0;
+    uint8_t *seen = calloc(np + 1, 1);
+    rf_status s = seen ? RF_OK : rf_err_set(err, RF_ERR_NOMEM, "out of memory");
+    uint64_t others = 0, next_unit = 0;
+    /* units are numbered in the order of their first tensors: a cursor walks them alongside */
     for (uint64_t i = 0; i < nt && !s; i++) {
         const rf_tinfo *ti = rf_model_tinfo(m, i);
         qz_item it;
         if (ti->quant_aux) {
             s = rf_err_set(err, RF_ERR_UNSUPPORTED, "%s: tensor %s: the model is already MLX-quantized; quantize the "
                            "original checkpoint", ti->t->file, ti->t->name);
-        } else if (ti->unit >= 0) {
-            if (done[ti->unit]) continue;
-            done[ti->unit] = 1;
-            const rf_unit *u = rf_model_unit(m, (uint64_t)ti->unit);
+            break;
+        }
+        for (; next_unit < nu && rf_model_unit_first_tensor(m, next_unit) == i && !s; next_unit++) {
+            const rf_unit *u = rf_model_unit(m, next_unit);
             int64_t pi = rf_plan_find_unit(q->plan, u->name);
             if (pi < 0) {
                 s = rf_err_set(err, RF_ERR_MISMATCH, "the plan has no unit %s: it was made for another model (%s)",
@@ -213,16 +222,19 @@ static rf_status build_items(qz *q, rf_err *err)
                 continue;
             }
             if (!(s = unit_item(q, u, pu, &it, err))) s = add_item(q, &it, err);
-        } else {
-            plain_item(q, ti->t, &it);
-            others += it.out_bytes;
-            if (ends_with(ti->t->name, ".rotary_emb.inv_freq")) { /* a buffer mlx-lm's sanitize drops */
-                q->dropped_bytes += it.out_bytes;
-                continue;
-            }
-            s = add_item(q, &it, err);
         }
+        if (s || ti->unit >= 0 || ti->fp8_scale) continue;
+        if (ti->dropped) continue; /* a multi-token-prediction layer: not in the profile, mlx-lm's sanitize drops it */
+        plain_item(q, ti->t, &it);
+        others += it.out_bytes;
+        if (ends_with(ti->t->name, ".rotary_emb.inv_freq")) { /* a buffer mlx-lm's sanitize drops */
+            q->dropped_bytes += it.out_bytes;
+            continue;
+        }
+        s = add_item(q, &it, err);
     }
+    if (!s && next_unit != nu)
+        s = rf_err_set(err, RF_ERR_INTERNAL, "units out of tensor order (%llu of %llu written)", (ull)next_unit, (ull)nu);
     for (uint64_t i = 0; i < np && !s; i++)
         if (!seen[i])
             s = rf_err_set(err, RF_ERR_MISMATCH, "plan unit %s is not in %s: the plan was made for another model (%s)",
@@ -231,7 +243,6 @@ static rf_status build_items(qz *q, rf_err *err)
         s = rf_err_set(err, RF_ERR_MISMATCH, "the plan counts %llu bytes of non-unit tensors, the output has %llu: the "
                        "plan was made under another dtype rule or for another checkpoint",
                        (ull)rf_plan_other_bytes(q->plan), (ull)others);
-    free(done);
     free(seen);
     return s;
 }
@@ -309,27 +320,35 @@ static rf_status check_finite(rf_dtype dt, const void *in, uint64_t n, uint64_t 
     return RF_OK;
 }
 
-static const uint8_t *job_src(const qz *q, const qz_item *it, const qz_job *j)
+/* The job's source rows: where they lie in the mapped file, or read out of a transformed member
+ * (slices, transposes, FP8) into the worker's gather buffer. */
+static rf_status job_src(const qz *q, const qz_item *it, const qz_job *j, int worker, const uint8_t **src, rf_err *err)
 {
-    const rf_tensor *t = member(q, it, (int)j->member);
-    return (const uint8_t *)t->data + j->row0 * it->cols * rf_dtype_size(it->src_dt);
+    if (!it->unit) {
+        *src = (const uint8_t *)it->plain->data + j->row0 * it->cols * rf_dtype_size(it->src_dt);
+        return RF_OK;
+    }
+    const rf_mview *v = &it->views[j->member];
+    if ((*src = rf_view_direct(v, j->row0))) return RF_OK;
+    uint8_t *buf = q->gather + (uint64_t)worker * q->gather_bytes;
+    *src = buf;
+    return rf_view_read(v, j->row0, j->nrows, it->src_dt, buf, err);
 }
 
 static void run_job(void *ctx, uint64_t task, int worker)
 {
-    (void)worker;
     qz *q = ctx;
     qz_job *j = &q->jobs[q->wave0 + task];
     qz_item *it = &q->items[j->item];
     rf_err *e = &q->jerr[task];
-    const uint8_t *src = job_src(q, it, j);
+    const uint8_t *src = NULL;
     uint8_t *out = q->cur_arena + j->out_off;
-    rf_status s = RF_OK;
-    if (it->kind == QZ_QUANT) {
+    rf_status s = job_src(q, it, j, worker, &src, e);
+    if (!s && it->kind == QZ_QUANT) {
         uint64_t sg = it->cols / (uint64_t)it->gs * rf_dtype_size(it->out_dt), off = j->grow0 * sg;
         s = rf_quant_quantize(it->src_dt, src, j->nrows, it->cols, it->bits, it->gs, q->mode, it->out_dt,
                               (uint32_t *)(void *)out, it->scales + off, it->biases + off, e);
-    } else {
+    } else if (!s) {
         s = check_finite(it->src_dt, src, j->nrows * it->cols, it->cols, j->row0, e);
         if (!s && it->kind == QZ_CONVERT) s = convert_run(it->src_dt, src, it->out_dt, out, j->nrows * it->cols, e);
     }
@@ -350,7 +369,7 @@ static rf_status declare_item(rf_stw *w, const qz_item *it, rf_err *err)
     const rf_unit *u = it->unit;
     uint64_t shp[3];
     int nd = 0;
-    if (u->n_experts > 0) shp[nd++] = (uint64_t)u->n_experts;
+    if (u->bank) shp[nd++] = (uint64_t)u->n_members; /* a bank: [members, out, in] */
     shp[nd++] = u->rows;
     char name[256];
     rf_status s;
@@ -390,8 +409,11 @@ static rf_status write_job(rf_stw *w, qz *q, const uint8_t *arena, const qz_job 
 {
     qz_item *it = &q->items[j->item];
     rf_status s;
-    if (it->kind == QZ_COPY)
-        s = rf_stw_write(w, job_src(q, it, j), j->nrows * it->cols * rf_dtype_size(it->src_dt), err);
+    if (it->kind == QZ_COPY) {
+        const uint8_t *src = NULL;
+        s = job_src(q, it, j, 0, &src, err); /* a copy is of plain rows: never gathered */
+        if (!s) s = rf_stw_write(w, src, j->nrows * it->cols * rf_dtype_size(it->src_dt), err);
+    }
     else
         s = rf_stw_write(w, arena + j->out_off, j->out_len, err);
     if (s || it->kind != QZ_QUANT || (uint64_t)(j - q->jobs) + 1 != it->job0 + it->njobs) return s;
@@ -786,6 +808,7 @@ static void qz_free(qz *q)
     free(q->arena[1]);
     free(q->jerr);
     free(q->jst);
+    free(q->gather);
 }
 
 /* Items under the current dtype rule, with totals; RF_ERR_MISMATCH unless the plan counted the
@@ -852,6 +875,19 @@ static rf_status write_all(qz *q, const rf_quantize_opts *o, const char *tmp, co
         s = rf_err_set(err, RF_ERR_INTERNAL, "declared %llu bytes, expected %llu", (ull)rf_stw_total_bytes(w),
                        (ull)q->written);
     if (!s) s = rf_pool_create(o->threads, &pool, err);
+    if (!s) {
+        /* a job reads at most rf_qz_job_bytes of source rows (one row at least) */
+        uint64_t need = 0;
+        for (uint64_t i = 0; i < q->nitems; i++)
+            if (q->items[i].unit && q->items[i].unit->transformed) {
+                uint64_t row = q->items[i].cols * rf_dtype_size(q->items[i].src_dt);
+                uint64_t b = rf_qz_job_bytes > row ? rf_qz_job_bytes + row : row;
+                need = b > need ? b : need;
+            }
+        q->gather_bytes = need;
+        if (need && !(q->gather = malloc(need * (uint64_t)rf_pool_threads(pool))))
+            s = rf_err_set(err, RF_ERR_NOMEM, "out of memory (read-out buffers)");
+    }
     if (!s) s = write_tensors(q, w, pool, pr, err);
     if (!s) s = rf_stw_finish(w, err);
     rf_stw_free(w);

@@ -1,9 +1,11 @@
 /* Synthetic profiles: realistic shapes and byte counts with a simple error model, so the planner
  * can be tested and benchmarked at any scale without the analysis pass or real weights. */
 #include "plan/plan_internal.h"
+#include "arch/family.h"
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static uint64_t sm_next(uint64_t *s)
@@ -60,8 +62,64 @@ static rf_status add_norm(rf_profile *p, const char *name, int layer, uint64_t n
     return rf_profile_add_other(p, &x, err);
 }
 
+/* The units of a preset's model from its family table: one per MLX module (a table row), members
+ * per expert or head; vectors as other tensors. */
+static rf_status synth_like(const rf_psynth_opts *o, rf_profile **out, rf_err *err)
+{
+    rf_synth_opts so;
+    rf_synth_opts_default(&so);
+    so.like = o->like;
+    so.layers = o->n_layers;
+    rf_config *c = malloc(sizeof *c);
+    if (!c) return rf_err_set(err, RF_ERR_NOMEM, "out of memory");
+    rf_status s = rf_synth_config(&so, c, err);
+    const rf_family *f = s ? NULL : rf_family_of(c->arch);
+    rf_pmodel m = {0};
+    if (!s) {
+        snprintf(m.name, sizeof m.name, "synthetic-%s-%dL", o->like, c->num_layers);
+        snprintf(m.architecture, sizeof m.architecture, "%s", c->architecture);
+        snprintf(m.model_type, sizeof m.model_type, "%s", c->model_type);
+        m.hidden_size = c->hidden_size, m.intermediate_size = c->intermediate_size, m.num_layers = c->num_layers;
+        m.num_heads = c->num_heads, m.num_kv_heads = c->num_kv_heads, m.head_dim = c->head_dim;
+        m.vocab_size = c->vocab_size, m.tie_word_embeddings = c->tie_word_embeddings;
+        m.num_experts = c->num_experts, m.experts_per_tok = c->experts_per_tok;
+        m.moe_intermediate_size = c->moe_intermediate_size;
+    }
+    uint64_t rng = o->seed;
+    m.fingerprint = sm_next(&rng);
+    rf_profile *p = NULL;
+    if (!s) s = rf_profile_create(&m, o->modes, RF_PROFILE_ALL_CONFIGS, &p, err);
+    rf_psynth_opts uo = *o;
+    uo.n_layers = c ? c->num_layers : 0;
+    for (int l = -1; !s && l < c->num_layers; l++)
+        for (int i = 0; !s && i < f->nrules; i++) {
+            const rf_trule *r = &f->rules[i];
+            if ((r->layer != 0) != (l >= 0) || !rf_rule_needed(c, r, l)) continue;
+            char name[200];
+            const char *path = r->mlx ? r->mlx : r->path;
+            if (l >= 0) snprintf(name, sizeof name, "%smodel.layers.%d.%s", c->tensor_prefix, l, path);
+            else snprintf(name, sizeof name, "%s%s", c->tensor_prefix, path);
+            uint64_t rows = rf_dim(c, (rf_dimsym)r->out), cols = rf_dim(c, (rf_dimsym)r->in);
+            if (!cols) {
+                s = add_norm(p, strcat(name, ".weight"), l, rows, err);
+                continue;
+            }
+            int members = r->layout == RF_LAY_PLAIN ? 1
+                        : r->layout == RF_LAY_KVB_K || r->layout == RF_LAY_KVB_V || r->layout == RF_LAY_HEADS
+                        ? c->num_heads : c->num_experts;
+            rf_role role = rf_slot_role((rf_slot)r->slot);
+            s = add_unit(p, &uo, &rng, name, role, l, members, rows, cols, err);
+        }
+    if (!s) s = rf_profile_add_file(p, "model.safetensors", rf_profile_full_bytes(p) + 4096, err);
+    free(c);
+    if (s) { rf_profile_free(p); return s; }
+    *out = p;
+    return RF_OK;
+}
+
 rf_status rf_profile_synth(const rf_psynth_opts *o, rf_profile **out, rf_err *err)
 {
+    if (o->like) return synth_like(o, out, err);
     rf_pmodel m = {0};
     snprintf(m.name, sizeof m.name, "synthetic-%dL-%d", o->n_layers, o->hidden);
     snprintf(m.architecture, sizeof m.architecture, "%s", o->n_experts ? "Qwen3MoeForCausalLM" : "Qwen3ForCausalLM");

@@ -6,7 +6,7 @@
  * generator: a 64-bit mix of the counter gives a uniform, which is mapped through a tabulated
  * inverse CDF (piecewise linear on a log-spaced grid of tail probabilities, so tails down to
  * p = 2^-33 are resolved). Tensors are produced in row blocks in parallel and written in order. */
-#include "common/internal.h"
+#include "arch/family.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -17,33 +17,146 @@
 
 /* ------------------------------------------------------------------ presets (published configs) */
 
+/* A preset is the published config.json of a model (its text part for multimodal wrappers), with
+ * the keys that scale with --scale named. The tensor list comes from the family's table
+ * (src/arch/), so names and shapes are the ones the catalogue reads. */
 typedef struct preset {
-    const char *name, *model_type, *arch;
-    int hidden, inter, layers, heads, kv, head_dim, vocab, tie;
-    int experts, topk, moe_inter;
-    int mixtral; /* block_sparse_moe.experts.E.w1/w2/w3 naming */
-    double rope_theta, rms_eps;
-    int max_pos, bos, eos;
-    double llama3_factor; /* > 0: rope_scaling llama3 with low 1, high 4, original 8192 */
+    const char *name, *arch;    /* preset name, architectures[0] */
+    const char *wrapper;        /* multimodal wrapper model_type (text under text_config), or NULL */
+    const char *config;         /* the text config as JSON */
+    const char *scaled;         /* space-separated size keys that scale with --scale (besides hidden/intermediate) */
+    int fp8;                    /* weights in FP8 with 128x128 block scales, as published */
+    int bos, eos;
 } preset;
 
+#define QWEN3(h, i, l, q, kv, tie) "{\"model_type\":\"qwen3\",\"hidden_size\":" #h ",\"intermediate_size\":" #i \
+    ",\"num_hidden_layers\":" #l ",\"num_attention_heads\":" #q ",\"num_key_value_heads\":" #kv ",\"head_dim\":128," \
+    "\"vocab_size\":151936,\"tie_word_embeddings\":" #tie ",\"hidden_act\":\"silu\",\"rms_norm_eps\":1e-6," \
+    "\"rope_theta\":1000000,\"max_position_embeddings\":40960,\"attention_bias\":false}"
+#define LLAMA3(h, i, l, q, kv, hd, tie, mp, rs) "{\"model_type\":\"llama\",\"hidden_size\":" #h ",\"intermediate_size\":" #i \
+    ",\"num_hidden_layers\":" #l ",\"num_attention_heads\":" #q ",\"num_key_value_heads\":" #kv ",\"head_dim\":" #hd \
+    ",\"vocab_size\":128256,\"tie_word_embeddings\":" #tie ",\"hidden_act\":\"silu\",\"rms_norm_eps\":1e-5," \
+    "\"rope_theta\":500000,\"max_position_embeddings\":" #mp ",\"attention_bias\":false,\"mlp_bias\":false" rs "}"
+#define L31(f) ",\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":" #f ",\"low_freq_factor\":1,\"high_freq_factor\":4," \
+    "\"original_max_position_embeddings\":8192}"
+
 static const preset presets[] = {
-    {"qwen3-0.6b", "qwen3", "Qwen3ForCausalLM", 1024, 3072, 28, 16, 8, 128, 151936, 1, 0, 0, 0, 0, 1e6, 1e-6, 40960, 151643, 151645, 0},
-    {"qwen3-1.7b", "qwen3", "Qwen3ForCausalLM", 2048, 6144, 28, 16, 8, 128, 151936, 1, 0, 0, 0, 0, 1e6, 1e-6, 40960, 151643, 151645, 0},
-    {"qwen3-4b", "qwen3", "Qwen3ForCausalLM", 2560, 9728, 36, 32, 8, 128, 151936, 1, 0, 0, 0, 0, 1e6, 1e-6, 40960, 151643, 151645, 0},
-    {"qwen3-8b", "qwen3", "Qwen3ForCausalLM", 4096, 12288, 36, 32, 8, 128, 151936, 0, 0, 0, 0, 0, 1e6, 1e-6, 40960, 151643, 151645, 0},
-    {"qwen3-14b", "qwen3", "Qwen3ForCausalLM", 5120, 17408, 40, 40, 8, 128, 151936, 0, 0, 0, 0, 0, 1e6, 1e-6, 40960, 151643, 151645, 0},
-    {"qwen3-32b", "qwen3", "Qwen3ForCausalLM", 5120, 25600, 64, 64, 8, 128, 151936, 0, 0, 0, 0, 0, 1e6, 1e-6, 40960, 151643, 151645, 0},
-    {"qwen3-30b-a3b", "qwen3_moe", "Qwen3MoeForCausalLM", 2048, 6144, 48, 32, 4, 128, 151936, 0, 128, 8, 768, 0, 1e6, 1e-6, 40960, 151643, 151645, 0},
-    {"qwen3-235b-a22b", "qwen3_moe", "Qwen3MoeForCausalLM", 4096, 12288, 94, 64, 4, 128, 151936, 0, 128, 8, 1536, 0, 1e6, 1e-6, 40960, 151643, 151645, 0},
-    {"qwen2.5-0.5b", "qwen2", "Qwen2ForCausalLM", 896, 4864, 24, 14, 2, 64, 151936, 1, 0, 0, 0, 0, 1e6, 1e-6, 32768, 151643, 151645, 0},
-    {"qwen2.5-7b", "qwen2", "Qwen2ForCausalLM", 3584, 18944, 28, 28, 4, 128, 152064, 0, 0, 0, 0, 0, 1e6, 1e-6, 32768, 151643, 151645, 0},
-    {"llama-3-8b", "llama", "LlamaForCausalLM", 4096, 14336, 32, 32, 8, 128, 128256, 0, 0, 0, 0, 0, 5e5, 1e-5, 8192, 128000, 128001, 0},
-    {"llama-3.1-8b", "llama", "LlamaForCausalLM", 4096, 14336, 32, 32, 8, 128, 128256, 0, 0, 0, 0, 0, 5e5, 1e-5, 131072, 128000, 128001, 8},
-    {"llama-3.2-1b", "llama", "LlamaForCausalLM", 2048, 8192, 16, 32, 8, 64, 128256, 1, 0, 0, 0, 0, 5e5, 1e-5, 131072, 128000, 128001, 32},
-    {"llama-3-70b", "llama", "LlamaForCausalLM", 8192, 28672, 80, 64, 8, 128, 128256, 0, 0, 0, 0, 0, 5e5, 1e-5, 8192, 128000, 128001, 0},
-    {"mistral-7b", "mistral", "MistralForCausalLM", 4096, 14336, 32, 32, 8, 128, 32768, 0, 0, 0, 0, 0, 1e6, 1e-5, 32768, 1, 2, 0},
-    {"mixtral-8x7b", "mixtral", "MixtralForCausalLM", 4096, 14336, 32, 32, 8, 128, 32000, 0, 8, 2, 14336, 1, 1e6, 1e-5, 32768, 1, 2, 0},
+    {"qwen3-0.6b", "Qwen3ForCausalLM", NULL, QWEN3(1024, 3072, 28, 16, 8, true), "", 0, 151643, 151645},
+    {"qwen3-1.7b", "Qwen3ForCausalLM", NULL, QWEN3(2048, 6144, 28, 16, 8, true), "", 0, 151643, 151645},
+    {"qwen3-4b", "Qwen3ForCausalLM", NULL, QWEN3(2560, 9728, 36, 32, 8, true), "", 0, 151643, 151645},
+    {"qwen3-8b", "Qwen3ForCausalLM", NULL, QWEN3(4096, 12288, 36, 32, 8, false), "", 0, 151643, 151645},
+    {"qwen3-14b", "Qwen3ForCausalLM", NULL, QWEN3(5120, 17408, 40, 40, 8, false), "", 0, 151643, 151645},
+    {"qwen3-32b", "Qwen3ForCausalLM", NULL, QWEN3(5120, 25600, 64, 64, 8, false), "", 0, 151643, 151645},
+    {"qwen3-30b-a3b", "Qwen3MoeForCausalLM", NULL,
+     "{\"model_type\":\"qwen3_moe\",\"hidden_size\":2048,\"intermediate_size\":6144,\"num_hidden_layers\":48,"
+     "\"num_attention_heads\":32,\"num_key_value_heads\":4,\"head_dim\":128,\"vocab_size\":151936,"
+     "\"tie_word_embeddings\":false,\"hidden_act\":\"silu\",\"rms_norm_eps\":1e-6,\"rope_theta\":1000000,"
+     "\"max_position_embeddings\":40960,\"num_experts\":128,\"num_experts_per_tok\":8,\"moe_intermediate_size\":768,"
+     "\"norm_topk_prob\":true,\"decoder_sparse_step\":1,\"mlp_only_layers\":[]}",
+     "moe_intermediate_size", 0, 151643, 151645},
+    {"qwen3-235b-a22b", "Qwen3MoeForCausalLM", NULL,
+     "{\"model_type\":\"qwen3_moe\",\"hidden_size\":4096,\"intermediate_size\":12288,\"num_hidden_layers\":94,"
+     "\"num_attention_heads\":64,\"num_key_value_heads\":4,\"head_dim\":128,\"vocab_size\":151936,"
+     "\"tie_word_embeddings\":false,\"hidden_act\":\"silu\",\"rms_norm_eps\":1e-6,\"rope_theta\":1000000,"
+     "\"max_position_embeddings\":40960,\"num_experts\":128,\"num_experts_per_tok\":8,\"moe_intermediate_size\":1536,"
+     "\"norm_topk_prob\":true,\"decoder_sparse_step\":1,\"mlp_only_layers\":[]}",
+     "moe_intermediate_size", 0, 151643, 151645},
+    {"qwen2.5-0.5b", "Qwen2ForCausalLM", NULL,
+     "{\"model_type\":\"qwen2\",\"hidden_size\":896,\"intermediate_size\":4864,\"num_hidden_layers\":24,"
+     "\"num_attention_heads\":14,\"num_key_value_heads\":2,\"vocab_size\":151936,\"tie_word_embeddings\":true,"
+     "\"hidden_act\":\"silu\",\"rms_norm_eps\":1e-6,\"rope_theta\":1000000,\"max_position_embeddings\":32768}",
+     "", 0, 151643, 151645},
+    {"qwen2.5-7b", "Qwen2ForCausalLM", NULL,
+     "{\"model_type\":\"qwen2\",\"hidden_size\":3584,\"intermediate_size\":18944,\"num_hidden_layers\":28,"
+     "\"num_attention_heads\":28,\"num_key_value_heads\":4,\"vocab_size\":152064,\"tie_word_embeddings\":false,"
+     "\"hidden_act\":\"silu\",\"rms_norm_eps\":1e-6,\"rope_theta\":1000000,\"max_position_embeddings\":32768}",
+     "", 0, 151643, 151645},
+    {"llama-3-8b", "LlamaForCausalLM", NULL, LLAMA3(4096, 14336, 32, 32, 8, 128, false, 8192, ""), "", 0, 128000, 128001},
+    {"llama-3.1-8b", "LlamaForCausalLM", NULL, LLAMA3(4096, 14336, 32, 32, 8, 128, false, 131072, L31(8)), "", 0,
+     128000, 128001},
+    {"llama-3.2-1b", "LlamaForCausalLM", NULL, LLAMA3(2048, 8192, 16, 32, 8, 64, true, 131072, L31(32)), "", 0,
+     128000, 128001},
+    {"llama-3-70b", "LlamaForCausalLM", NULL, LLAMA3(8192, 28672, 80, 64, 8, 128, false, 8192, ""), "", 0, 128000, 128001},
+    {"mistral-7b", "MistralForCausalLM", NULL,
+     "{\"model_type\":\"mistral\",\"hidden_size\":4096,\"intermediate_size\":14336,\"num_hidden_layers\":32,"
+     "\"num_attention_heads\":32,\"num_key_value_heads\":8,\"head_dim\":128,\"vocab_size\":32768,"
+     "\"tie_word_embeddings\":false,\"hidden_act\":\"silu\",\"rms_norm_eps\":1e-5,\"rope_theta\":1000000,"
+     "\"max_position_embeddings\":32768,\"sliding_window\":null}",
+     "", 0, 1, 2},
+    {"mixtral-8x7b", "MixtralForCausalLM", NULL,
+     "{\"model_type\":\"mixtral\",\"hidden_size\":4096,\"intermediate_size\":14336,\"num_hidden_layers\":32,"
+     "\"num_attention_heads\":32,\"num_key_value_heads\":8,\"vocab_size\":32000,\"tie_word_embeddings\":false,"
+     "\"hidden_act\":\"silu\",\"rms_norm_eps\":1e-5,\"rope_theta\":1000000,\"max_position_embeddings\":32768,"
+     "\"num_local_experts\":8,\"num_experts_per_tok\":2,\"sliding_window\":null}",
+     "", 0, 1, 2},
+    /* Llama-4-Scout-17B-16E: the published Llama4ForConditionalGeneration (vision tensors kept) */
+    {"llama-4-scout", "Llama4ForConditionalGeneration", "llama4",
+     "{\"model_type\":\"llama4_text\",\"hidden_size\":5120,\"intermediate_size\":8192,\"intermediate_size_mlp\":16384,"
+     "\"num_hidden_layers\":48,\"num_attention_heads\":40,\"num_key_value_heads\":8,\"head_dim\":128,"
+     "\"vocab_size\":202048,\"hidden_act\":\"silu\",\"rms_norm_eps\":1e-5,\"rope_theta\":500000,"
+     "\"max_position_embeddings\":10485760,\"num_local_experts\":16,\"num_experts_per_tok\":1,"
+     "\"interleave_moe_layer_step\":1,\"use_qk_norm\":true,\"attention_chunk_size\":8192,"
+     "\"attn_temperature_tuning\":true,\"floor_scale\":8192,\"attn_scale\":0.1,\"no_rope_layers\":[],"
+     "\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":16.0,\"low_freq_factor\":1.0,\"high_freq_factor\":1.0,"
+     "\"original_max_position_embeddings\":8192},\"attention_bias\":false,\"tie_word_embeddings\":false}",
+     "intermediate_size_mlp", 0, 200000, 200008},
+    /* Qwen2-57B-A14B */
+    {"qwen2-57b-a14b", "Qwen2MoeForCausalLM", NULL,
+     "{\"model_type\":\"qwen2_moe\",\"hidden_size\":3584,\"intermediate_size\":18944,\"num_hidden_layers\":28,"
+     "\"num_attention_heads\":28,\"num_key_value_heads\":4,\"vocab_size\":151936,\"tie_word_embeddings\":false,"
+     "\"hidden_act\":\"silu\",\"rms_norm_eps\":1e-6,\"rope_theta\":1000000,\"max_position_embeddings\":131072,"
+     "\"num_experts\":64,\"num_experts_per_tok\":8,\"moe_intermediate_size\":2560,"
+     "\"shared_expert_intermediate_size\":20480,\"norm_topk_prob\":false,\"decoder_sparse_step\":1,"
+     "\"mlp_only_layers\":[],\"use_sliding_window\":false}",
+     "moe_intermediate_size shared_expert_intermediate_size", 0, 151643, 151643},
+    /* GLM-4.5-Air (its multi-token-prediction layer 46 as published) */
+    {"glm-4.5-air", "Glm4MoeForCausalLM", NULL,
+     "{\"model_type\":\"glm4_moe\",\"hidden_size\":4096,\"intermediate_size\":10944,\"num_hidden_layers\":46,"
+     "\"num_attention_heads\":96,\"num_key_value_heads\":8,\"head_dim\":128,\"vocab_size\":151552,"
+     "\"tie_word_embeddings\":false,\"hidden_act\":\"silu\",\"rms_norm_eps\":1e-5,\"rope_theta\":1000000,"
+     "\"max_position_embeddings\":131072,\"partial_rotary_factor\":0.5,\"attention_bias\":true,\"use_qk_norm\":false,"
+     "\"n_routed_experts\":128,\"num_experts_per_tok\":8,\"moe_intermediate_size\":1408,\"n_shared_experts\":1,"
+     "\"first_k_dense_replace\":1,\"n_group\":1,\"topk_group\":1,\"routed_scaling_factor\":1.0,"
+     "\"norm_topk_prob\":true,\"num_nextn_predict_layers\":1}",
+     "moe_intermediate_size", 0, 151329, 151336},
+    /* GLM-4.7-Flash (glm4_moe_lite: DeepSeek-V3's layer) */
+    {"glm-4.7-flash", "Glm4MoeLiteForCausalLM", NULL,
+     "{\"model_type\":\"glm4_moe_lite\",\"hidden_size\":2048,\"intermediate_size\":10240,\"num_hidden_layers\":47,"
+     "\"num_attention_heads\":20,\"num_key_value_heads\":20,\"vocab_size\":154880,\"tie_word_embeddings\":false,"
+     "\"hidden_act\":\"silu\",\"rms_norm_eps\":1e-5,\"rope_theta\":1000000,\"max_position_embeddings\":202752,"
+     "\"q_lora_rank\":768,\"kv_lora_rank\":512,\"qk_nope_head_dim\":192,\"qk_rope_head_dim\":64,\"v_head_dim\":256,"
+     "\"n_routed_experts\":64,\"num_experts_per_tok\":4,\"moe_intermediate_size\":1536,\"n_shared_experts\":1,"
+     "\"first_k_dense_replace\":1,\"n_group\":1,\"topk_group\":1,\"routed_scaling_factor\":1.8,"
+     "\"norm_topk_prob\":true,\"num_nextn_predict_layers\":1}",
+     "moe_intermediate_size kv_lora_rank q_lora_rank", 0, 0, 154820},
+    /* DeepSeek-V3 / R1 as published: FP8 weights with 128x128 block scales, MTP layer 61 */
+    {"deepseek-v3", "DeepseekV3ForCausalLM", NULL,
+     "{\"model_type\":\"deepseek_v3\",\"hidden_size\":7168,\"intermediate_size\":18432,\"num_hidden_layers\":61,"
+     "\"num_attention_heads\":128,\"num_key_value_heads\":128,\"vocab_size\":129280,\"tie_word_embeddings\":false,"
+     "\"hidden_act\":\"silu\",\"rms_norm_eps\":1e-6,\"rope_theta\":10000,\"max_position_embeddings\":163840,"
+     "\"q_lora_rank\":1536,\"kv_lora_rank\":512,\"qk_nope_head_dim\":128,\"qk_rope_head_dim\":64,\"v_head_dim\":128,"
+     "\"n_routed_experts\":256,\"num_experts_per_tok\":8,\"moe_intermediate_size\":2048,\"n_shared_experts\":1,"
+     "\"first_k_dense_replace\":3,\"n_group\":8,\"topk_group\":4,\"routed_scaling_factor\":2.5,"
+     "\"norm_topk_prob\":true,\"num_nextn_predict_layers\":1,\"topk_method\":\"noaux_tc\","
+     "\"rope_scaling\":{\"type\":\"yarn\",\"factor\":40,\"original_max_position_embeddings\":4096,\"beta_fast\":32,"
+     "\"beta_slow\":1,\"mscale\":1.0,\"mscale_all_dim\":1.0}}",
+     "moe_intermediate_size kv_lora_rank q_lora_rank", 1, 0, 1},
+    /* Gemma-3-27B (Gemma3ForConditionalGeneration, vision tower kept) */
+    {"gemma-3-27b", "Gemma3ForConditionalGeneration", "gemma3",
+     "{\"model_type\":\"gemma3_text\",\"hidden_size\":5376,\"intermediate_size\":21504,\"num_hidden_layers\":62,"
+     "\"num_attention_heads\":32,\"num_key_value_heads\":16,\"head_dim\":128,\"vocab_size\":262208,"
+     "\"query_pre_attn_scalar\":168,\"sliding_window\":1024,\"sliding_window_pattern\":6,"
+     "\"rope_scaling\":{\"factor\":8.0,\"rope_type\":\"linear\"},\"rope_theta\":1000000,"
+     "\"rope_local_base_freq\":10000,\"rms_norm_eps\":1e-6,\"hidden_activation\":\"gelu_pytorch_tanh\","
+     "\"max_position_embeddings\":131072,\"final_logit_softcapping\":null,\"attn_logit_softcapping\":null}",
+     "", 0, 2, 1},
+    /* Phi-4 (14B) */
+    {"phi-4", "Phi3ForCausalLM", NULL,
+     "{\"model_type\":\"phi3\",\"hidden_size\":5120,\"intermediate_size\":17920,\"num_hidden_layers\":40,"
+     "\"num_attention_heads\":40,\"num_key_value_heads\":10,\"vocab_size\":100352,\"tie_word_embeddings\":false,"
+     "\"hidden_act\":\"silu\",\"rms_norm_eps\":1e-5,\"rope_theta\":250000,\"max_position_embeddings\":16384,"
+     "\"original_max_position_embeddings\":16384,\"partial_rotary_factor\":1.0,\"sliding_window\":null}",
+     "", 0, 100257, 100265},
 };
 #define NPRESETS ((int)(sizeof presets / sizeof presets[0]))
 
@@ -72,15 +185,18 @@ static int round128(double x)
     return v < 128 ? 128 : (int)v;
 }
 
-/* Resolved shapes: the preset with the scale and overrides applied. */
-typedef struct shape {
-    const preset *p;
-    int hidden, inter, moe_inter, layers, heads, kv, head_dim, vocab, experts, topk;
-} shape;
+static const char *torch_dtype_name(rf_dtype d)
+{
+    return d == RF_DT_F16 ? "float16" : d == RF_DT_F32 ? "float32" : "bfloat16";
+}
 
-static rf_status resolve(const rf_synth_opts *o, shape *s, rf_err *err)
+static int jint(json_t *o, const char *k) { return (int)json_integer_value(json_object_get(o, k)); }
+
+/* The whole config.json the options describe (the preset's, scaled and overridden). */
+static rf_status make_config(const rf_synth_opts *o, const preset **pp, json_t **out, rf_err *err)
 {
     const preset *p = find_preset(o->like);
+    *out = NULL;
     if (!p) {
         char list[1024];
         size_t n = 0;
@@ -89,121 +205,89 @@ static rf_status resolve(const rf_synth_opts *o, shape *s, rf_err *err)
             n += (size_t)snprintf(list + n, sizeof list - n, "%s%s", i ? ", " : "", presets[i].name);
         return rf_err_set(err, RF_ERR_INVALID, "unknown architecture preset '%s' (known: %s)", o->like ? o->like : "", list);
     }
+    *pp = p;
     double sc = o->scale > 0 ? o->scale : 1;
     if (sc > 1) return rf_err_set(err, RF_ERR_INVALID, "scale %g: must be in (0, 1]", sc);
     if (o->layers < 0 || o->vocab < 0 || o->experts < 0 || o->layers > 4096 || o->vocab > (1 << 24) || o->experts > 4096)
         return rf_err_set(err, RF_ERR_INVALID, "layers, vocab and experts must be positive and sane");
-    if (o->experts && !p->experts) return rf_err_set(err, RF_ERR_INVALID, "preset %s is not a mixture of experts", p->name);
-    memset(s, 0, sizeof *s);
-    s->p = p;
-    s->head_dim = p->head_dim;
-    int ratio = p->heads / p->kv;
-    s->kv = sc < 1 ? (int)lround(p->kv * sc) : p->kv;
-    s->kv = s->kv < 1 ? 1 : s->kv;
-    s->heads = s->kv * ratio;
-    /* Keep hidden = heads * head_dim where the architecture has it, if that stays a multiple of 128. */
-    if (sc == 1) s->hidden = p->hidden;
-    else if (p->hidden == p->heads * p->head_dim && (s->heads * s->head_dim) % 128 == 0) s->hidden = s->heads * s->head_dim;
-    else s->hidden = round128(p->hidden * sc);
-    s->inter = sc < 1 ? round128(p->inter * sc) : p->inter;
-    s->moe_inter = p->moe_inter ? (sc < 1 ? round128(p->moe_inter * sc) : p->moe_inter) : 0;
-    s->layers = o->layers ? o->layers : p->layers;
-    s->vocab = o->vocab ? o->vocab : p->vocab;
-    s->experts = o->experts ? o->experts : p->experts;
-    s->topk = p->topk < s->experts ? p->topk : s->experts;
-    if (p->mixtral) s->moe_inter = s->inter;
+    json_error_t je;
+    json_t *t = json_loads(p->config, 0, &je);
+    if (!t) return rf_err_set(err, RF_ERR_INTERNAL, "preset %s: %s", p->name, je.text);
+    static const char *const expert_keys[] = {"num_experts", "num_local_experts", "n_routed_experts"};
+    const char *ek = NULL;
+    for (int i = 0; i < 3; i++)
+        if (json_object_get(t, expert_keys[i])) ek = expert_keys[i];
+    if (o->experts && !ek) {
+        json_decref(t);
+        return rf_err_set(err, RF_ERR_INVALID, "preset %s is not a mixture of experts", p->name);
+    }
+    if (sc < 1) {
+        int heads = jint(t, "num_attention_heads"), kv = jint(t, "num_key_value_heads"), hidden = jint(t, "hidden_size");
+        int hd = json_object_get(t, "head_dim") ? jint(t, "head_dim") : hidden / heads, ratio = heads / kv;
+        int nkv = (int)lround(kv * sc);
+        nkv = nkv < 1 ? 1 : nkv;
+        /* Keep hidden = heads * head_dim where the architecture has it, if that stays a multiple of 128. */
+        int nh = nkv * ratio, nhid = hidden == heads * hd && (nh * hd) % 128 == 0 ? nh * hd : round128(hidden * sc);
+        json_object_set_new(t, "num_attention_heads", json_integer(nh));
+        json_object_set_new(t, "num_key_value_heads", json_integer(nkv));
+        json_object_set_new(t, "hidden_size", json_integer(nhid));
+        if (!json_object_get(t, "head_dim") && (nhid % nh || nhid / nh != hd)) json_object_set_new(t, "head_dim", json_integer(hd));
+        char keys[256];
+        snprintf(keys, sizeof keys, "intermediate_size %s", p->scaled);
+        for (char *k = strtok(keys, " "); k; k = strtok(NULL, " "))
+            if (json_is_integer(json_object_get(t, k)))
+                json_object_set_new(t, k, json_integer(round128(jint(t, k) * sc)));
+    }
+    if (o->layers) json_object_set_new(t, "num_hidden_layers", json_integer(o->layers));
+    if (o->vocab) json_object_set_new(t, "vocab_size", json_integer(o->vocab));
+    if (o->experts) {
+        json_object_set_new(t, ek, json_integer(o->experts));
+        int k = jint(t, "num_experts_per_tok");
+        if (k > o->experts) json_object_set_new(t, "num_experts_per_tok", json_integer(o->experts));
+        if (json_object_get(t, "n_group") && o->experts % jint(t, "n_group")) {
+            json_object_set_new(t, "n_group", json_integer(1));
+            json_object_set_new(t, "topk_group", json_integer(1));
+        }
+        int g = json_object_get(t, "n_group") ? jint(t, "n_group") : 1, tg = json_object_get(t, "topk_group") ? jint(t, "topk_group") : 1;
+        if (jint(t, "num_experts_per_tok") > tg * (o->experts / g)) json_object_set_new(t, "topk_group", json_integer(g));
+    }
+    json_object_set_new(t, "bos_token_id", json_integer(p->bos));
+    json_object_set_new(t, "eos_token_id", json_integer(p->eos));
+    json_t *c = t;
+    if (p->wrapper) {
+        c = json_object();
+        json_object_set_new(c, "model_type", json_string(p->wrapper));
+        json_object_set(c, "tie_word_embeddings", json_object_get(t, "tie_word_embeddings") ? json_object_get(t, "tie_word_embeddings")
+                                                                                             : json_true());
+        json_object_set_new(c, "text_config", t);
+        json_object_set_new(c, "vision_config", json_pack("{s:i}", "hidden_size", 1152));
+    }
+    json_object_set_new(c, "architectures", json_pack("[s]", p->arch));
+    json_object_set_new(c, "torch_dtype", json_string(torch_dtype_name(o->dtype ? o->dtype : RF_DT_BF16)));
+    if (p->fp8)
+        json_object_set_new(c, "quantization_config", json_pack("{s:s, s:s, s:s, s:[i,i]}", "activation_scheme", "dynamic",
+                                                                "fmt", "e4m3", "quant_method", "fp8", "weight_block_size",
+                                                                128, 128));
+    json_object_set_new(c, "ramfit_synthetic", json_true());
+    *out = c;
     return RF_OK;
 }
 
 rf_status rf_synth_config(const rf_synth_opts *o, rf_config *out, rf_err *err)
 {
-    shape s;
-    rf_status st = resolve(o, &s, err);
+    const preset *p;
+    json_t *j;
+    rf_status st = make_config(o, &p, &j, err);
     if (st) return st;
-    memset(out, 0, sizeof *out);
-    const preset *p = s.p;
-    out->arch = !strcmp(p->model_type, "qwen3") ? RF_ARCH_QWEN3 : !strcmp(p->model_type, "qwen3_moe") ? RF_ARCH_QWEN3_MOE
-              : !strcmp(p->model_type, "qwen2") ? RF_ARCH_QWEN2 : !strcmp(p->model_type, "mixtral") ? RF_ARCH_MIXTRAL
-              : !strcmp(p->model_type, "mistral") ? RF_ARCH_MISTRAL : RF_ARCH_LLAMA;
-    snprintf(out->model_type, sizeof out->model_type, "%s", p->model_type);
-    snprintf(out->architecture, sizeof out->architecture, "%s", p->arch);
-    out->hidden_size = s.hidden;
-    out->intermediate_size = s.inter;
-    out->num_layers = s.layers;
-    out->num_heads = s.heads;
-    out->num_kv_heads = s.kv;
-    out->head_dim = s.head_dim;
-    out->vocab_size = s.vocab;
-    out->tie_word_embeddings = p->tie;
-    out->attention_bias = !strcmp(p->model_type, "qwen2");
-    out->rms_norm_eps = p->rms_eps;
-    out->rope_theta = p->rope_theta;
-    out->max_position_embeddings = p->max_pos;
-    out->num_experts = s.experts;
-    out->experts_per_tok = s.topk;
-    out->moe_intermediate_size = s.moe_inter;
-    out->norm_topk_prob = s.experts ? 1 : 0;
-    out->decoder_sparse_step = s.experts ? 1 : 0;
-    out->bos_token_id = p->bos;
-    out->eos_token_id = p->eos;
-    out->torch_dtype = o->dtype ? o->dtype : RF_DT_BF16;
-    if (p->llama3_factor > 0) {
-        snprintf(out->rope_type, sizeof out->rope_type, "llama3");
-        out->rope_factor = p->llama3_factor;
-        out->rope_low_freq_factor = 1;
-        out->rope_high_freq_factor = 4;
-        out->rope_original_max_pos = 8192;
-    }
-    return RF_OK;
+    char *text = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    if (!text) return rf_err_set(err, RF_ERR_NOMEM, "out of memory");
+    st = rf_config_parse(text, o->like, out, err);
+    free(text);
+    return st ? rf_err_prefix(err, "synth preset") : RF_OK;
 }
 
 /* ------------------------------------------------------------------ config files */
-
-static const char *torch_dtype_name(rf_dtype d)
-{
-    return d == RF_DT_F16 ? "float16" : d == RF_DT_F32 ? "float32" : "bfloat16";
-}
-
-static json_t *config_json(const shape *s, rf_dtype dt)
-{
-    const preset *p = s->p;
-    json_t *j = json_object();
-    json_object_set_new(j, "architectures", json_pack("[s]", p->arch));
-    json_object_set_new(j, "model_type", json_string(p->model_type));
-    json_object_set_new(j, "hidden_size", json_integer(s->hidden));
-    json_object_set_new(j, "intermediate_size", json_integer(s->inter));
-    json_object_set_new(j, "num_hidden_layers", json_integer(s->layers));
-    json_object_set_new(j, "num_attention_heads", json_integer(s->heads));
-    json_object_set_new(j, "num_key_value_heads", json_integer(s->kv));
-    json_object_set_new(j, "head_dim", json_integer(s->head_dim));
-    json_object_set_new(j, "vocab_size", json_integer(s->vocab));
-    json_object_set_new(j, "tie_word_embeddings", json_boolean(p->tie));
-    json_object_set_new(j, "hidden_act", json_string("silu"));
-    json_object_set_new(j, "rms_norm_eps", json_real(p->rms_eps));
-    json_object_set_new(j, "rope_theta", json_real(p->rope_theta));
-    json_object_set_new(j, "max_position_embeddings", json_integer(p->max_pos));
-    json_object_set_new(j, "attention_bias", json_boolean(!strcmp(p->model_type, "qwen2")));
-    json_object_set_new(j, "bos_token_id", json_integer(p->bos));
-    json_object_set_new(j, "eos_token_id", json_integer(p->eos));
-    json_object_set_new(j, "torch_dtype", json_string(torch_dtype_name(dt)));
-    if (p->llama3_factor > 0)
-        json_object_set_new(j, "rope_scaling", json_pack("{s:s, s:f, s:f, s:f, s:i}", "rope_type", "llama3", "factor",
-                                                         p->llama3_factor, "low_freq_factor", 1.0, "high_freq_factor", 4.0,
-                                                         "original_max_position_embeddings", 8192));
-    if (s->experts && p->mixtral) {
-        json_object_set_new(j, "num_local_experts", json_integer(s->experts));
-        json_object_set_new(j, "num_experts_per_tok", json_integer(s->topk));
-    } else if (s->experts) {
-        json_object_set_new(j, "num_experts", json_integer(s->experts));
-        json_object_set_new(j, "num_experts_per_tok", json_integer(s->topk));
-        json_object_set_new(j, "moe_intermediate_size", json_integer(s->moe_inter));
-        json_object_set_new(j, "norm_topk_prob", json_true());
-        json_object_set_new(j, "decoder_sparse_step", json_integer(1));
-        json_object_set_new(j, "mlp_only_layers", json_array());
-    }
-    json_object_set_new(j, "ramfit_synthetic", json_true());
-    return j;
-}
 
 static rf_status write_json(const char *dir, const char *name, json_t *j, rf_err *err)
 {
@@ -217,20 +301,21 @@ static rf_status write_json(const char *dir, const char *name, json_t *j, rf_err
 
 /* ------------------------------------------------------------------ tensor list */
 
-enum { K_NORM, K_BIAS, K_EMBED, K_LINEAR };
+enum { K_NORM, K_BIAS, K_EMBED, K_LINEAR, K_FP8, K_SCALE };
 
 typedef struct tspec {
-    char name[128];
+    char name[420];
     int ndim, kind, layer;
     int in_hidden; /* consumes the hidden state (gets the layer's outlier input channels) */
-    uint64_t shape[2];
+    uint64_t shape[3];
+    uint64_t rows, cols; /* as a matrix: leading axes folded into rows */
 } tspec;
 
 typedef struct tlist { tspec *t; uint64_t n, cap; } tlist;
 
-static int add(tlist *l, int kind, int layer, int in_hidden, uint64_t r, uint64_t c, const char *fmt, ...)
+static int add(tlist *l, int kind, int layer, int in_hidden, int ndim, const uint64_t *shape, const char *fmt, ...)
     RF_PRINTF(7, 8);
-static int add(tlist *l, int kind, int layer, int in_hidden, uint64_t r, uint64_t c, const char *fmt, ...)
+static int add(tlist *l, int kind, int layer, int in_hidden, int ndim, const uint64_t *shape, const char *fmt, ...)
 {
     if (l->n == l->cap) {
         uint64_t nc = l->cap ? l->cap * 2 : 256;
@@ -248,53 +333,91 @@ static int add(tlist *l, int kind, int layer, int in_hidden, uint64_t r, uint64_
     t->kind = kind;
     t->layer = layer;
     t->in_hidden = in_hidden;
-    t->ndim = c ? 2 : 1;
-    t->shape[0] = r;
-    t->shape[1] = c;
+    t->ndim = ndim;
+    t->rows = 1;
+    for (int d = 0; d < ndim; d++) t->shape[d] = shape[d];
+    for (int d = 0; d + 1 < ndim; d++) t->rows *= shape[d];
+    t->cols = shape[ndim - 1];
     return 1;
 }
 
-static int build_list(const shape *s, tlist *l)
+/* The tensors of layer L (-1: top level) from the family table: every row the config requires
+ * (the Hugging Face layout), a fused tensor once, biases where the config has them. */
+static int add_rows(tlist *l, const rf_config *c, const rf_family *f, int L, int fp8)
 {
-    const preset *p = s->p;
-    const uint64_t H = (uint64_t)s->hidden, Q = (uint64_t)(s->heads * s->head_dim), KV = (uint64_t)(s->kv * s->head_dim);
-    int ok = add(l, K_EMBED, -1, 0, (uint64_t)s->vocab, H, "model.embed_tokens.weight");
-    int qwen3 = !strncmp(p->model_type, "qwen3", 5), bias = !strcmp(p->model_type, "qwen2");
-    for (int L = 0; ok && L < s->layers; L++) {
-        const char *pre = "model.layers";
-        ok &= add(l, K_NORM, L, 0, H, 0, "%s.%d.input_layernorm.weight", pre, L);
-        static const char *const qkv[3] = {"q", "k", "v"};
-        for (int k = 0; k < 3; k++) {
-            uint64_t rows = k ? KV : Q;
-            ok &= add(l, K_LINEAR, L, 1, rows, H, "%s.%d.self_attn.%s_proj.weight", pre, L, qkv[k]);
-            if (bias) ok &= add(l, K_BIAS, L, 0, rows, 0, "%s.%d.self_attn.%s_proj.bias", pre, L, qkv[k]);
-        }
-        ok &= add(l, K_LINEAR, L, 0, H, Q, "%s.%d.self_attn.o_proj.weight", pre, L);
-        if (qwen3) {
-            ok &= add(l, K_NORM, L, 0, (uint64_t)s->head_dim, 0, "%s.%d.self_attn.q_norm.weight", pre, L);
-            ok &= add(l, K_NORM, L, 0, (uint64_t)s->head_dim, 0, "%s.%d.self_attn.k_norm.weight", pre, L);
-        }
-        ok &= add(l, K_NORM, L, 0, H, 0, "%s.%d.post_attention_layernorm.weight", pre, L);
-        if (s->experts) {
-            const char *blk = p->mixtral ? "block_sparse_moe" : "mlp";
-            const uint64_t MI = (uint64_t)s->moe_inter, E = (uint64_t)s->experts;
-            ok &= add(l, K_LINEAR, L, 1, E, H, "%s.%d.%s.gate.weight", pre, L, blk);
-            for (int e = 0; ok && e < s->experts; e++) {
-                const char *g = p->mixtral ? "w1" : "gate_proj", *u = p->mixtral ? "w3" : "up_proj",
-                           *d = p->mixtral ? "w2" : "down_proj";
-                ok &= add(l, K_LINEAR, L, 1, MI, H, "%s.%d.%s.experts.%d.%s.weight", pre, L, blk, e, g);
-                ok &= add(l, K_LINEAR, L, 1, MI, H, "%s.%d.%s.experts.%d.%s.weight", pre, L, blk, e, u);
-                ok &= add(l, K_LINEAR, L, 0, H, MI, "%s.%d.%s.experts.%d.%s.weight", pre, L, blk, e, d);
+    int ok = 1;
+    for (int i = 0; ok && i < f->nrules; i++) {
+        const rf_trule *r = &f->rules[i];
+        if ((r->layer != 0) != (L >= 0) || r->need == RF_NEED_NEVER) continue;
+        int need = rf_rule_needed(c, r, L) || (r->need == RF_NEED_OPTIONAL && r->slot == RF_SLOT_ROUTER_BIAS &&
+                                               rf_config_layer_is_moe(c, L));
+        if (!need) continue;
+        int dup = 0; /* a fused tensor feeds two rows */
+        for (int k = 0; k < i; k++) dup |= f->rules[k].layer == r->layer && !strcmp(f->rules[k].path, r->path) &&
+                                          rf_rule_needed(c, &f->rules[k], L);
+        if (dup) continue;
+        uint64_t shp[3];
+        int n = rf_rule_source_shape(c, r, shp);
+        if (!n) continue;
+        int experts = strstr(r->path, "{E}") != NULL;
+        int vec = n == 1, matrix = !vec;
+        int kind = vec ? (r->slot == RF_SLOT_ROUTER_BIAS ? K_BIAS : K_NORM)
+                 : r->slot == RF_SLOT_EMBED ? K_EMBED : K_LINEAR;
+        /* FP8 as DeepSeek publishes: the layers' projections, not the router, norms or embeddings */
+        int f8 = fp8 && matrix && L >= 0 && !r->keep && kind == K_LINEAR;
+        int in_hidden = r->in == RF_DH;
+        for (int e = 0; ok && e < (experts ? c->num_experts : 1); e++) {
+            char path[160];
+            snprintf(path, sizeof path, "%s", r->path);
+            char *ph = strstr(path, "{E}");
+            if (ph) {
+                char tail[160];
+                snprintf(tail, sizeof tail, "%s", ph + 3);
+                snprintf(ph, sizeof path - (size_t)(ph - path), "%d%s", e, tail);
             }
-        } else {
-            const uint64_t I = (uint64_t)s->inter;
-            ok &= add(l, K_LINEAR, L, 1, I, H, "%s.%d.mlp.gate_proj.weight", pre, L);
-            ok &= add(l, K_LINEAR, L, 1, I, H, "%s.%d.mlp.up_proj.weight", pre, L);
-            ok &= add(l, K_LINEAR, L, 0, H, I, "%s.%d.mlp.down_proj.weight", pre, L);
+            char name[400];
+            if (L >= 0) snprintf(name, sizeof name, "%smodel.layers.%d.%s", c->tensor_prefix, L, path);
+            else snprintf(name, sizeof name, "%s%s", c->tensor_prefix, path);
+            ok &= add(l, f8 ? K_FP8 : kind, L, in_hidden, n, shp, "%s%s", name, r->exact ? "" : ".weight");
+            if (ok && f8) {
+                uint64_t s2[2] = {(l->t[l->n - 1].rows + 127) / 128, (l->t[l->n - 1].cols + 127) / 128};
+                ok &= add(l, K_SCALE, L, 0, 2, s2, "%s%s_scale_inv", name, r->exact ? "" : ".weight");
+            }
+            if (ok && rf_rule_bias_needed(c, r) && r->layout == RF_LAY_PLAIN) {
+                uint64_t b[1] = {rf_dim(c, (rf_dimsym)r->out)};
+                ok &= add(l, K_BIAS, L, 0, 1, b, "%s.bias", name);
+            }
         }
     }
-    if (ok) ok = add(l, K_NORM, -1, 0, H, 0, "model.norm.weight");
-    if (ok && !p->tie) ok = add(l, K_LINEAR, -1, 0, (uint64_t)s->vocab, H, "lm_head.weight");
+    return ok;
+}
+
+static int build_list(const preset *p, const rf_config *c, double sc, tlist *l)
+{
+    const rf_family *f = rf_family_of(c->arch);
+    const uint64_t H = (uint64_t)c->hidden_size;
+    int ok = f != NULL && add_rows(l, c, f, -1, p->fp8);
+    for (int L = 0; ok && L < c->num_layers; L++) ok = add_rows(l, c, f, L, p->fp8);
+    /* the published multi-token-prediction layer past num_hidden_layers (dropped by readers) */
+    for (int L = c->num_layers; ok && L < c->num_layers + c->extra_layers; L++) {
+        uint64_t v[1] = {H}, eh[2] = {H, 2 * H};
+        ok &= add(l, K_NORM, L, 0, 1, v, "%smodel.layers.%d.enorm.weight", c->tensor_prefix, L);
+        ok &= add(l, K_NORM, L, 0, 1, v, "%smodel.layers.%d.hnorm.weight", c->tensor_prefix, L);
+        ok &= add(l, K_LINEAR, L, 0, 2, eh, "%smodel.layers.%d.eh_proj.weight", c->tensor_prefix, L);
+    }
+    /* a wrapper's vision tower and projector: a few tensors with the published names */
+    uint64_t V = (uint64_t)(sc < 1 ? round128(1408 * sc) : 1408), S = (uint64_t)(sc < 1 ? round128(1152 * sc) : 1152);
+    if (ok && p->wrapper && !strcmp(p->wrapper, "llama4")) {
+        uint64_t pe[2] = {V, 588}, q[2] = {V, V}, mm[2] = {H, sc < 1 ? (uint64_t)round128(4096 * sc) : 4096};
+        ok &= add(l, K_LINEAR, -1, 0, 2, pe, "vision_model.patch_embedding.linear.weight");
+        ok &= add(l, K_LINEAR, -1, 0, 2, q, "vision_model.model.layers.0.self_attn.q_proj.weight");
+        ok &= add(l, K_LINEAR, -1, 0, 2, mm, "multi_modal_projector.linear_1.weight");
+    } else if (ok && p->wrapper) {
+        uint64_t pe[2] = {S, 588}, q[2] = {S, S}, mm[2] = {S, H};
+        ok &= add(l, K_LINEAR, -1, 0, 2, pe, "vision_tower.vision_model.embeddings.patch_embedding.weight");
+        ok &= add(l, K_LINEAR, -1, 0, 2, q, "vision_tower.vision_model.encoder.layers.0.self_attn.q_proj.weight");
+        ok &= add(l, K_LINEAR, -1, 0, 2, mm, "multi_modal_projector.mm_input_projection_weight");
+    }
     return ok;
 }
 
@@ -377,13 +500,12 @@ typedef struct tparams {
 
 typedef struct sctx {
     const rf_synth_opts *o;
-    const shape *s;
     const tspec *specs;
     dist d[D_COUNT];
     /* the current window */
     const struct gtask *tasks;
     void **bufs;
-    float **fbuf;      /* per worker */
+    float **fbuf;      /* per worker: FP8 blocks of 128 rows */
     rf_status *st;
     rf_err *err;
 } sctx;
@@ -392,9 +514,15 @@ typedef struct gtask { uint64_t tensor, row0, nrows; } gtask;
 
 #define GEN_BYTES (4ull << 20)
 #define FCHUNK 4096
+#define FP8_BLOCK 128
 
 /* Standard normal from one draw (tables: cheaper than Box-Muller and exact enough). */
 static float normal_of(const sctx *c, uint64_t key, uint64_t counter) { return dist_sample(&c->d[D_NORMAL], draw(key, counter)); }
+
+static rf_dtype tdtype(const sctx *c, const tspec *t)
+{
+    return t->kind == K_FP8 ? RF_DT_F8_E4M3 : t->kind == K_SCALE ? RF_DT_F32 : c->o->dtype;
+}
 
 static rf_status tensor_params(const sctx *c, const tspec *t, tparams *tp, rf_err *err)
 {
@@ -406,12 +534,12 @@ static rf_status tensor_params(const sctx *c, const tspec *t, tparams *tp, rf_er
     if (t->kind == K_BIAS) { tp->std = 0.02f; return RF_OK; }
     tp->dist = (draw(tp->key, ~0ull) & 1) ? D_T4 : D_T6;
     /* Per-layer, per-tensor spread of the std: log-normal around 0.5 / sqrt(fan-in). */
-    double base = t->kind == K_EMBED ? 0.02 : 0.5 / sqrt((double)t->shape[1]);
+    double base = t->kind == K_EMBED ? 0.02 : 0.5 / sqrt((double)t->cols);
     tp->std = (float)(base * exp(0.25 * normal_of(c, lkey, 1) + 0.1 * normal_of(c, tp->key, ~1ull)));
     /* Some layers have a few large input channels (the same ones for every matrix reading the
      * hidden state in that layer), as trained LLMs do. */
     if (t->in_hidden && t->layer >= 0 && draw(lkey, 2) % 4 == 0) {
-        uint64_t cols = t->shape[1];
+        uint64_t cols = t->cols;
         tp->colscale = malloc(cols * sizeof *tp->colscale);
         if (!tp->colscale) return rf_err_set(err, RF_ERR_NOMEM, "out of memory");
         for (uint64_t i = 0; i < cols; i++) tp->colscale[i] = 1;
@@ -422,14 +550,70 @@ static rf_status tensor_params(const sctx *c, const tspec *t, tparams *tp, rf_er
     return RF_OK;
 }
 
-static void gen_rows(const sctx *c, const tspec *t, const tparams *tp, uint64_t row0, uint64_t nrows, float *out,
+/* Row ROW of a matrix tensor in float32. */
+static void gen_row(const sctx *c, const tspec *t, const tparams *tp, uint64_t row, float *out)
+{
+    const uint64_t cols = t->cols;
+    const dist *ds = &c->d[tp->dist];
+    /* log-normal row scale */
+    float rs = tp->std * expf(0.3f * normal_of(c, tp->key ^ 0x5bd1e995u, row));
+    for (uint64_t i = 0; i < cols; i++) out[i] = rs * dist_sample(ds, draw(tp->key, row * cols + i));
+    if (tp->colscale)
+        for (uint64_t i = 0; i < cols; i++) out[i] *= tp->colscale[i];
+}
+
+/* float32 -> float8_e4m3fn, round to nearest even, saturating at +-448 (no infinities). */
+static uint8_t f32_to_e4m3(float x)
+{
+    uint8_t s = signbit(x) ? 0x80 : 0;
+    float a = fabsf(x);
+    if (!(a == a)) return 0x7f;
+    if (a >= 448.0f) return s | 0x7e;
+    if (a < 0.015625f) { /* subnormal: multiples of 2^-9 */
+        int q = (int)nearbyintf(a * 512.0f);
+        return s | (uint8_t)(q == 8 ? 0x08 : q);
+    }
+    int e;
+    float m = frexpf(a, &e); /* a = m 2^e, m in [0.5, 1) */
+    e -= 1;
+    int q = (int)nearbyintf((m * 2.0f - 1.0f) * 8.0f);
+    if (q == 8) q = 0, e++;
+    if (e > 8 || (e == 8 && q == 7)) return s | 0x7e;
+    return s | (uint8_t)((e + 7) << 3) | (uint8_t)q;
+}
+
+/* The FP8 block row B of tensor T: 128 rows generated, quantized per 128x128 block with scale
+ * amax / 448 (as DeepSeek's weights). Writes the FP8 rows to Q (may be NULL) and the block
+ * scales to SC (may be NULL). BUF holds 128 rows. */
+static void fp8_block_row(const sctx *c, const tspec *t, const tparams *tp, uint64_t b, float *buf, uint8_t *q, float *sc)
+{
+    uint64_t r0 = b * FP8_BLOCK, n = t->rows - r0 < FP8_BLOCK ? t->rows - r0 : FP8_BLOCK, cols = t->cols;
+    for (uint64_t r = 0; r < n; r++) gen_row(c, t, tp, r0 + r, buf + r * cols);
+    for (uint64_t c0 = 0; c0 < cols; c0 += FP8_BLOCK) {
+        uint64_t w = cols - c0 < FP8_BLOCK ? cols - c0 : FP8_BLOCK;
+        float amax = 0;
+        for (uint64_t r = 0; r < n; r++)
+            for (uint64_t j = 0; j < w; j++) amax = fmaxf(amax, fabsf(buf[r * cols + c0 + j]));
+        float scale = amax > 0 ? amax / 448.0f : 1.0f;
+        if (sc) sc[c0 / FP8_BLOCK] = scale;
+        if (q)
+            for (uint64_t r = 0; r < n; r++)
+                for (uint64_t j = 0; j < w; j++) q[r * cols + c0 + j] = f32_to_e4m3(buf[r * cols + c0 + j] / scale);
+    }
+}
+
+static void gen_rows(const sctx *c, const tspec *t, const tparams *tp, uint64_t row0, uint64_t nrows, float *fb,
                      void *dst, rf_dtype dt)
 {
-    const uint64_t cols = t->ndim == 2 ? t->shape[1] : t->shape[0];
-    const uint64_t rows = t->ndim == 2 ? nrows : 1;
-    const dist *ds = &c->d[tp->dist];
+    const uint64_t cols = t->cols;
     const uint64_t esz = rf_dtype_size(dt);
+    if (t->kind == K_FP8) { /* row0 and nrows are whole blocks */
+        for (uint64_t b = row0 / FP8_BLOCK; b * FP8_BLOCK < row0 + nrows; b++)
+            fp8_block_row(c, t, tp, b, fb, (uint8_t *)dst + (b * FP8_BLOCK - row0) * cols, NULL);
+        return;
+    }
     if (t->ndim == 1) { /* norms and biases: one "row" */
+        float out[FCHUNK];
         for (uint64_t c0 = 0; c0 < cols; c0 += FCHUNK) {
             uint64_t n = cols - c0 < FCHUNK ? cols - c0 : FCHUNK;
             for (uint64_t i = 0; i < n; i++) {
@@ -440,18 +624,9 @@ static void gen_rows(const sctx *c, const tspec *t, const tparams *tp, uint64_t 
         }
         return;
     }
-    for (uint64_t r = 0; r < rows; r++) {
-        uint64_t row = row0 + r;
-        /* log-normal row scale */
-        float rs = tp->std * expf(0.3f * normal_of(c, tp->key ^ 0x5bd1e995u, row));
-        for (uint64_t c0 = 0; c0 < cols; c0 += FCHUNK) {
-            uint64_t n = cols - c0 < FCHUNK ? cols - c0 : FCHUNK;
-            uint64_t base = row * cols + c0;
-            for (uint64_t i = 0; i < n; i++) out[i] = rs * dist_sample(ds, draw(tp->key, base + i));
-            if (tp->colscale)
-                for (uint64_t i = 0; i < n; i++) out[i] *= tp->colscale[c0 + i];
-            rf_convert_from_f32(dt, out, (char *)dst + (r * cols + c0) * esz, n, NULL);
-        }
+    for (uint64_t r = 0; r < nrows; r++) {
+        gen_row(c, t, tp, row0 + r, fb);
+        rf_convert_from_f32(dt, fb, (char *)dst + r * cols * esz, cols, NULL);
     }
 }
 
@@ -461,9 +636,18 @@ static void gen_task(void *ctx, uint64_t i, int worker)
     const gtask *g = &c->tasks[i];
     const tspec *t = &c->specs[g->tensor];
     tparams tp;
+    if (t->kind == K_SCALE) { /* the block scales of the FP8 weight declared just before */
+        const tspec *w = t - 1;
+        c->st[i] = tensor_params(c, w, &tp, &c->err[i]);
+        if (c->st[i]) return;
+        for (uint64_t r = 0; r < g->nrows; r++)
+            fp8_block_row(c, w, &tp, g->row0 + r, c->fbuf[worker], NULL, (float *)c->bufs[i] + r * t->cols);
+        free(tp.colscale);
+        return;
+    }
     c->st[i] = tensor_params(c, t, &tp, &c->err[i]);
     if (c->st[i]) return;
-    gen_rows(c, t, &tp, g->row0, g->nrows, c->fbuf[worker], c->bufs[i], c->o->dtype);
+    gen_rows(c, t, &tp, g->row0, g->nrows, c->fbuf[worker], c->bufs[i], tdtype(c, t));
     free(tp.colscale);
 }
 
@@ -479,46 +663,50 @@ static rf_status make_dir(const char *dir, rf_err *err)
     return rf_err_errno(err, errno, "%s: cannot create directory", dir);
 }
 
-static uint64_t rows_of(const tspec *t) { return t->ndim == 2 ? t->shape[0] : 1; }
-static uint64_t row_elems(const tspec *t) { return t->ndim == 2 ? t->shape[1] : t->shape[0]; }
-
 static rf_status write_data(sctx *c, rf_stw *w, rf_pool *pool, const tlist *l, rf_progress *prog, uint64_t total,
                             rf_err *err)
 {
     const int nt = rf_pool_threads(pool), wmax = 2 * nt;
-    const uint64_t esz = rf_dtype_size(c->o->dtype);
     gtask *tasks = calloc((size_t)wmax, sizeof *tasks);
     c->bufs = calloc((size_t)wmax, sizeof *c->bufs);
     c->fbuf = calloc((size_t)nt, sizeof *c->fbuf);
     c->st = calloc((size_t)wmax, sizeof *c->st);
     c->err = calloc((size_t)wmax, sizeof *c->err);
     rf_status s = tasks && c->bufs && c->fbuf && c->st && c->err ? RF_OK : rf_err_set(err, RF_ERR_NOMEM, "out of memory");
-    uint64_t cap = GEN_BYTES;
+    uint64_t cap = GEN_BYTES, fcap = FCHUNK;
     for (uint64_t i = 0; !s && i < l->n; i++) {
-        uint64_t rb = row_elems(&l->t[i]) * esz;
-        cap = rb > cap ? rb : cap; /* one row at least */
+        const tspec *t = &l->t[i];
+        uint64_t rb = t->cols * rf_dtype_size(tdtype(c, t));
+        if (t->kind == K_FP8) rb *= FP8_BLOCK;
+        cap = rb > cap ? rb : cap; /* one row (one FP8 block row) at least */
+        uint64_t fb = t->cols * (t->kind == K_FP8 || t->kind == K_SCALE ? FP8_BLOCK : 1);
+        if (t->kind == K_SCALE) fb = t[-1].cols * FP8_BLOCK;
+        fcap = fb > fcap ? fb : fcap;
     }
     for (int i = 0; !s && i < wmax; i++)
         if (!(c->bufs[i] = malloc(cap))) s = rf_err_set(err, RF_ERR_NOMEM, "out of memory");
     for (int i = 0; !s && i < nt; i++)
-        if (!(c->fbuf[i] = malloc(FCHUNK * sizeof(float)))) s = rf_err_set(err, RF_ERR_NOMEM, "out of memory");
+        if (!(c->fbuf[i] = malloc(fcap * sizeof(float)))) s = rf_err_set(err, RF_ERR_NOMEM, "out of memory");
     uint64_t ti = 0, row = 0, done = 0;
     while (!s && ti < l->n) {
         int n = 0;
         while (n < wmax && ti < l->n) {
             const tspec *t = &l->t[ti];
-            uint64_t rb = row_elems(t) * esz, per = GEN_BYTES / rb;
+            uint64_t rb = t->cols * rf_dtype_size(tdtype(c, t)), per = cap / rb;
+            if (t->kind == K_FP8) per = per / FP8_BLOCK * FP8_BLOCK;
+            if (t->kind == K_SCALE) per = per < 64 ? per : 64; /* each scale row generates 128 weight rows */
             per = per < 1 ? 1 : per;
-            uint64_t left = rows_of(t) - row, take = left < per ? left : per;
+            uint64_t left = t->rows - row, take = left < per ? left : per;
             tasks[n++] = (gtask){ti, row, take};
             row += take;
-            if (row == rows_of(t)) ti++, row = 0;
+            if (row == t->rows) ti++, row = 0;
         }
         c->tasks = tasks;
         rf_pool_run(pool, (uint64_t)n, gen_task, c);
         for (int i = 0; !s && i < n; i++) {
             if (c->st[i]) { *err = c->err[i]; s = c->st[i]; break; }
-            uint64_t bytes = tasks[i].nrows * row_elems(&l->t[tasks[i].tensor]) * esz;
+            const tspec *t = &l->t[tasks[i].tensor];
+            uint64_t bytes = tasks[i].nrows * t->cols * rf_dtype_size(tdtype(c, t));
             s = rf_stw_write(w, c->bufs[i], bytes, err);
             done += bytes;
         }
@@ -542,22 +730,20 @@ rf_status rf_synth_write(const rf_synth_opts *opts, const char *out_dir, rf_prog
     if (o.dtype == RF_DT_INVALID) o.dtype = RF_DT_BF16;
     if (o.dtype != RF_DT_BF16 && o.dtype != RF_DT_F16 && o.dtype != RF_DT_F32)
         return rf_err_set(err, RF_ERR_INVALID, "synth: dtype %s: expected BF16, F16 or F32", rf_dtype_name(o.dtype));
-    shape s;
-    rf_status st = resolve(&o, &s, err);
-    if (st) return st;
-    if ((st = make_dir(out_dir, err))) return st;
+    const preset *p;
+    json_t *cj = NULL;
+    rf_config *cfg = malloc(sizeof *cfg);
+    rf_status st = cfg ? rf_synth_config(&o, cfg, err) : rf_err_set(err, RF_ERR_NOMEM, "out of memory");
+    if (!st) st = make_config(&o, &p, &cj, err);
+    if (!st) st = make_dir(out_dir, err);
     tlist l = {0};
-    if (!build_list(&s, &l)) {
-        free(l.t);
-        return rf_err_set(err, RF_ERR_NOMEM, "out of memory");
-    }
-    sctx *c = calloc(1, sizeof *c);
+    if (!st && !build_list(p, cfg, o.scale > 0 ? o.scale : 1, &l)) st = rf_err_set(err, RF_ERR_NOMEM, "out of memory");
+    sctx *c = st ? NULL : calloc(1, sizeof *c);
     rf_pool *pool = NULL;
     rf_stw *w = NULL;
-    if (!c) st = rf_err_set(err, RF_ERR_NOMEM, "out of memory");
+    if (!st && !c) st = rf_err_set(err, RF_ERR_NOMEM, "out of memory");
     if (!st) {
         c->o = &o;
-        c->s = &s;
         c->specs = l.t;
         for (int d = 0; d < D_COUNT; d++) dist_init(&c->d[d], d);
         st = rf_pool_create(o.threads, &pool, err);
@@ -567,18 +753,24 @@ rf_status rf_synth_write(const rf_synth_opts *opts, const char *out_dir, rf_prog
     if (!st) st = rf_stw_set_metadata(w, "format", "pt", err);
     uint64_t total = 0;
     for (uint64_t i = 0; !st && i < l.n; i++) {
-        st = rf_stw_declare(w, l.t[i].name, o.dtype, l.t[i].ndim, l.t[i].shape, err);
-        total += rows_of(&l.t[i]) * row_elems(&l.t[i]) * rf_dtype_size(o.dtype);
+        rf_dtype dt = tdtype(c, &l.t[i]);
+        st = rf_stw_declare(w, l.t[i].name, dt, l.t[i].ndim, l.t[i].shape, err);
+        total += l.t[i].rows * l.t[i].cols * rf_dtype_size(dt);
     }
     if (!st) st = write_data(c, w, pool, &l, progress, total, err);
     if (!st) st = rf_stw_finish(w, err);
-    if (!st) st = write_json(out_dir, "config.json", config_json(&s, o.dtype), err);
+    if (!st) {
+        st = write_json(out_dir, "config.json", cj, err);
+        cj = NULL;
+    }
     if (!st)
         st = write_json(out_dir, "generation_config.json",
-                        json_pack("{s:i, s:i, s:b}", "bos_token_id", s.p->bos, "eos_token_id", s.p->eos, "do_sample", 0), err);
+                        json_pack("{s:i, s:i, s:b}", "bos_token_id", p->bos, "eos_token_id", p->eos, "do_sample", 0), err);
+    json_decref(cj);
     rf_stw_free(w);
     rf_pool_free(pool);
     free(c);
     free(l.t);
+    free(cfg);
     return st;
 }
