@@ -175,6 +175,65 @@ static void test_forward_f32(void **state)
     free(p);
 }
 
+/* Every family of the writer through a GGUF and back (the transformers fixtures of
+ * tests/fixtures/arch, with stories260k's tokenizer: the same 512 ids): F32 GGUF logits equal the
+ * checkpoint's. mistral's 16-token sliding window is not in llama.cpp's llama (nor in the GGUF):
+ * compared on the first 16 positions. */
+static void copy_file(const char *src, const char *dst)
+{
+    size_t n;
+    char *d = tu_read_file(src, &n);
+    assert_non_null(d);
+    assert_int_equal(tu_write_file(dst, d, n), 0);
+    free(d);
+}
+
+static void test_fixture_families(void **state)
+{
+    (void)state;
+    static const char *const fams[] = {"mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe"};
+    static const char *const files[] = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"};
+    for (size_t f = 0; f < sizeof fams / sizeof fams[0]; f++) {
+        char *dir = tu_mkdtemp(), src[1024], dst[1024];
+        for (size_t i = 0; i < 4; i++) {
+            if (i < 2) snprintf(src, sizeof src, "%s/tests/fixtures/arch/%s/%s", RF_SOURCE_DIR, fams[f], files[i]);
+            else snprintf(src, sizeof src, "%s/models/stories260k/%s", RF_SOURCE_DIR, files[i]);
+            snprintf(dst, sizeof dst, "%s/%s", dir, files[i]);
+            copy_file(src, dst);
+        }
+        rf_model *m;
+        rf_err err;
+        TU_OK(rf_model_open(dir, &m, &err), &err);
+        int *t = calloc(rf_model_unit_count(m) + 1, sizeof *t);
+        TU_OK(rf_gguf_types_uniform(m, RF_GT_F32, t, &err), &err);
+        char gp[1100];
+        snprintf(gp, sizeof gp, "%s.gguf", dir);
+        TU_OK(rf_gguf_export(m, t, NULL, gp, NULL, NULL, &err), &err);
+        rf_engine *a, *b;
+        rf_engine_opts o = {.threads = 2, .max_ctx = 64};
+        TU_OK(rf_engine_open(dir, &o, &a, &err), &err);
+        TU_OK(rf_engine_open(gp, &o, &b, &err), &err);
+        int n = strcmp(fams[f], "mistral") ? 40 : 16, V = rf_engine_vocab(a);
+        int32_t toks[40];
+        for (int i = 0; i < n; i++) toks[i] = (int32_t)((i * 131 + 7) % V);
+        float *la = malloc(sizeof(float) * (size_t)(n * V)), *lb = malloc(sizeof(float) * (size_t)(n * V));
+        TU_OK(rf_engine_forward(a, toks, n, la, 1, &err), &err);
+        TU_OK(rf_engine_forward(b, toks, n, lb, 1, &err), &err);
+        for (int i = 0; i < n * V; i++)
+            if (fabsf(la[i] - lb[i]) > 1e-4f * (1 + fabsf(la[i])))
+                fail_msg("%s: logit %d: checkpoint %g, GGUF %g", fams[f], i, la[i], lb[i]);
+        free(la);
+        free(lb);
+        rf_engine_free(a);
+        rf_engine_free(b);
+        rf_model_free(m);
+        free(t);
+        remove(gp);
+        tu_rmtree(dir);
+        free(dir);
+    }
+}
+
 /* The tokenizer rebuilt from tokenizer.ggml.* encodes and decodes as the original. */
 static void check_tokenizer(const char *model, const char *text_rel)
 {
@@ -305,7 +364,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matmul_types),      cmocka_unit_test(test_config),
-        cmocka_unit_test(test_forward_f32),       cmocka_unit_test(test_tokenizer_stories),
+        cmocka_unit_test(test_forward_f32),       cmocka_unit_test(test_fixture_families),       cmocka_unit_test(test_tokenizer_stories),
         cmocka_unit_test(test_tokenizer_qwen3),   cmocka_unit_test(test_forward_q8),
         cmocka_unit_test(test_refusals),
     };
