@@ -297,7 +297,8 @@ static int is_byte_token(const char *s, size_t len)
 static rf_status load_json(const char *path, int optional, json_t **out, rf_err *err)
 {
     json_error_t je;
-    *out = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+    /* optional: tokenizer_config.json, whose huge model_max_length needs reals (tokenizer.c) */
+    *out = json_load_file(path, JSON_REJECT_DUPLICATES | (optional ? JSON_DECODE_INT_AS_REAL : 0), &je);
     if (*out) return RF_OK;
     FILE *f = fopen(path, "r");
     if (!f && optional) return RF_OK;

@@ -344,7 +344,9 @@ rf_status rf_tok_load_json(const char *json, size_t len, const char *config_json
     if (!root) return rf_err_set(err, RF_ERR_FORMAT, "tokenizer.json: %s at line %d", je.text, je.line);
     json_t *cfg = NULL;
     if (config_json) {
-        cfg = json_loadb(config_json, config_len, 0, &je);
+        /* published configs hold model_max_length 1000000000000000019884624838656 (Llama 2/3): beyond
+         * jansson's integers, so numbers are read as reals (only strings and booleans are used) */
+        cfg = json_loadb(config_json, config_len, JSON_DECODE_INT_AS_REAL, &je);
         if (!cfg || !json_is_object(cfg)) {
             json_decref(root);
             json_decref(cfg);

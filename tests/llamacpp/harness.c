@@ -11,6 +11,8 @@
  *                                          (full protocol), one per line, for direct comparison
  *   logits-ids MODEL.gguf ID...            the logits of every position of the ids run as one
  *                                          sequence: one line of vocab values per position
+ *   tokenize-many MODEL.gguf FILE SPECIAL  FILE holds texts as "<bytes>\n<text>" records: one line of
+ *                                          ids per text (vocabulary only; SPECIAL 1: with BOS/EOS)
  * Built by tests/llamacpp/build.sh against the cached llama.cpp build. */
 #include "llama.h"
 
@@ -64,6 +66,7 @@ static int open_model(const char *path, int n_ctx, run *r)
     llama_log_set(quiet_log, NULL);
     llama_backend_init();
     struct llama_model_params mp = llama_model_default_params();
+    mp.vocab_only = n_ctx < 0; /* tokenizer-only files */
     mp.progress_callback = no_progress; /* the default prints dots to stderr */
     r->model = llama_model_load_from_file(path, mp);
     if (!r->model) {
@@ -72,7 +75,7 @@ static int open_model(const char *path, int n_ctx, run *r)
     }
     r->vocab = llama_model_get_vocab(r->model);
     r->n_vocab = llama_vocab_n_tokens(r->vocab);
-    if (n_ctx > 0) {
+    if (n_ctx > 0) { /* 0: vocabulary and weights, -1: vocabulary only; no context either way */
         struct llama_context_params cp = llama_context_default_params();
         cp.n_ctx = (uint32_t)n_ctx;
         cp.n_batch = (uint32_t)n_ctx;
@@ -273,6 +276,28 @@ static int cmd_logits_ids(const char *model, int n, char **ids_text)
     return 0;
 }
 
+static int cmd_tokenize_many(const char *model, const char *file, int special)
+{
+    run r = {0};
+    size_t len;
+    char *data = read_file(file, &len);
+    if (!data || open_model(model, -1, &r)) return 1;
+    for (size_t p = 0; p < len;) {
+        char *end;
+        long n = strtol(data + p, &end, 10);
+        if (*end != '\n' || n < 0 || (size_t)n > len - (size_t)(end + 1 - data)) break;
+        int k;
+        llama_token *ids = tokenize(&r, end + 1, (size_t)n, special, &k);
+        for (int i = 0; i < k; i++) printf(i ? " %d" : "%d", ids[i]);
+        printf("\n");
+        free(ids);
+        p = (size_t)(end + 1 - data) + (size_t)n;
+    }
+    free(data);
+    close_model(&r);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 4 && !strcmp(argv[1], "tokenize")) return cmd_tokenize(argv[2], argv[3]);
@@ -280,6 +305,7 @@ int main(int argc, char **argv)
         return cmd_ppl(argv[2], argv[3], atoi(argv[4]), argv[5], argc > 6 ? atol(argv[6]) : 0);
     if (argc >= 5 && !strcmp(argv[1], "generate")) return cmd_generate(argv[2], argv[3], atoi(argv[4]));
     if (argc >= 5 && !strcmp(argv[1], "logits")) return cmd_logits(argv[2], argv[3], atoi(argv[4]));
+    if (argc >= 5 && !strcmp(argv[1], "tokenize-many")) return cmd_tokenize_many(argv[2], argv[3], atoi(argv[4]));
     if (argc >= 4 && !strcmp(argv[1], "logits-ids")) return cmd_logits_ids(argv[2], argc - 3, argv + 3);
     fprintf(stderr, "usage: harness tokenize MODEL.gguf FILE | ppl MODEL.gguf FILE CTX full|llama.cpp [MAX_TOKENS] |\n"
                     "               generate MODEL.gguf PROMPT N | logits MODEL.gguf FILE CTX |\n"

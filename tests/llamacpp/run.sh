@@ -13,7 +13,9 @@
 #   - both engines' perplexity on the same file within 0.1% (llama.cpp rounds the activations to
 #     8 bits for its integer dot products, ramfit computes in float: the token count below keeps
 #     that noise under the bound).
-# And ggml's own encoders reproduce tests/fixtures/kquant/ggml_vectors.txt on this host.
+# And ggml's own encoders reproduce tests/fixtures/kquant/ggml_vectors.txt on this host; the arch
+# fixtures of the families without a shared model run in llama.cpp against transformers' logits;
+# llama.cpp tokenizes the real Llama 2/3 and Qwen3 vocabularies as Hugging Face from ramfit's GGUF.
 # Usage: tests/llamacpp/run.sh [MODEL ...]   (default: all four shared models)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -172,6 +174,18 @@ if [ $# -eq 0 ]; then
     else
       fail "$fam fixture: llama.cpp on ramfit's GGUF vs transformers: $r"
     fi
+  done
+fi
+
+# ---- real vocabularies without a model (../shared/tokenizers): llama.cpp tokenizes with ramfit's
+# tokenizer.ggml.* as Hugging Face does (the cases' ids)
+if [ $# -eq 0 ] && [ -x build-llamacpp/vocab_gguf ]; then
+  for tk in llama2 llama3 qwen3; do
+    d=$SHARED/tokenizers/$tk
+    [ -d "$d" ] || { fail "tokenizer $tk: no $d"; continue; }
+    build-llamacpp/vocab_gguf "$d" "$work/voc-$tk.gguf" >/dev/null 2>"$work/err" || { fail "tokenizer $tk: $(tail -1 "$work/err")"; continue; }
+    if r=$(python3 tests/llamacpp/cases_cmp.py "$d/cases.jsonl" "$work/voc-$tk.gguf" "$H"); then ok "tokenizer $tk: $r"
+    else fail "tokenizer $tk: $r"; fi
   done
 fi
 
