@@ -7,6 +7,10 @@
 #include "engine/engine_internal.h"
 #include "engine/gguf_weights.h"
 #include "io/gguf_arch.h"
+#include "tokenizer/tok_gguf.h"
+
+#include <jansson.h>
+#include <utf8proc.h>
 
 #include <math.h>
 #include <stdio.h>
@@ -291,6 +295,75 @@ static void test_tokenizer_qwen3(void **state)
     check_tokenizer("qwen3-dense-mini", "evaltext/debprose-test.txt");
 }
 
+/* The real vocabularies (../shared/tokenizers: Llama 2 SentencePiece without tokenizer.model, so
+ * scores from the merges; Llama 3 with ignore_merges; Qwen3): tokenizer.ggml.* written and read
+ * back give Hugging Face's ids on every published case, except, for Qwen3, text its NFC
+ * normalizer would change: GGUF has no normalizer (llama.cpp applies none either). */
+static void test_real_tokenizers(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"tokenizers/llama2", "tokenizers/llama3", "tokenizers/qwen3"};
+    int ran = 0;
+    for (size_t k = 0; k < 3; k++) {
+        const char *d = tu_shared_path(names[k]);
+        if (!d) continue;
+        char dir[1024], cases[1100], gp[1100];
+        snprintf(dir, sizeof dir, "%s", d);
+        snprintf(cases, sizeof cases, "%s/cases.jsonl", dir);
+        char *tmp = tu_mkdtemp();
+        snprintf(gp, sizeof gp, "%s/v.gguf", tmp);
+        rf_tok *orig, *back;
+        rf_err err;
+        TU_OK(rf_tok_load(dir, &orig, &err), &err);
+        rf_config cfg;
+        memset(&cfg, 0, sizeof cfg);
+        cfg.bos_token_id = cfg.eos_token_id = -1;
+        rf_ggufw *w;
+        TU_OK(rf_ggufw_create(gp, &w, &err), &err);
+        TU_OK(rf_ggufw_set_str(w, "general.architecture", "llama", &err), &err);
+        TU_OK(rf_tok_gguf_write(dir, &cfg, rf_tok_vocab_size(orig), w, NULL, &err), &err);
+        TU_OK(rf_ggufw_finish(w, &err), &err);
+        rf_ggufw_free(w);
+        TU_OK(rf_tok_load(gp, &back, &err), &err);
+        size_t n;
+        char *text = tu_read_file(cases, &n), *line = text;
+        int ncase = 0;
+        while (line && *line) {
+            char *nl = strchr(line, '\n');
+            if (nl) *nl = '\0';
+            json_t *c = json_loads(line, 0, NULL);
+            const char *t = json_string_value(json_object_get(c, "text"));
+            json_t *ids = json_object_get(c, "ids");
+            char *nfc = (char *)utf8proc_NFC((const utf8proc_uint8_t *)t);
+            int changed = k == 2 && nfc && strcmp(nfc, t);
+            free(nfc);
+            if (changed) {
+                json_decref(c);
+                line = nl ? nl + 1 : NULL;
+                continue;
+            }
+            int32_t *got;
+            uint64_t ng;
+            TU_OK(rf_tok_encode(back, t, strlen(t), 0, &got, &ng, &err), &err);
+            int same = ng == json_array_size(ids);
+            for (uint64_t i = 0; same && i < ng; i++) same = got[i] == json_integer_value(json_array_get(ids, i));
+            if (!same) fail_msg("%s: ids of %.60s differ from Hugging Face's", names[k], t);
+            free(got);
+            json_decref(c);
+            ncase++;
+            line = nl ? nl + 1 : NULL;
+        }
+        assert_true(ncase > 100);
+        free(text);
+        rf_tok_free(orig);
+        rf_tok_free(back);
+        tu_rmtree(tmp);
+        free(tmp);
+        ran++;
+    }
+    if (!ran) skip();
+}
+
 /* A quantized GGUF runs, and its logits stay near the checkpoint's (Q8_0). */
 static void test_forward_q8(void **state)
 {
@@ -365,7 +438,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matmul_types),      cmocka_unit_test(test_config),
         cmocka_unit_test(test_forward_f32),       cmocka_unit_test(test_fixture_families),       cmocka_unit_test(test_tokenizer_stories),
-        cmocka_unit_test(test_tokenizer_qwen3),   cmocka_unit_test(test_forward_q8),
+        cmocka_unit_test(test_tokenizer_qwen3),   cmocka_unit_test(test_real_tokenizers),   cmocka_unit_test(test_forward_q8),
         cmocka_unit_test(test_refusals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
