@@ -19,6 +19,10 @@ int rf_cmd_generate(int argc, char **argv);
 int rf_cmd_quantize(int argc, char **argv);
 int rf_cmd_profile(int argc, char **argv);
 int rf_cmd_calibrate(int argc, char **argv);
+/* inspect of a .gguf file (cmd_inspect_gguf.c). */
+int cli_inspect_gguf(const char *path, int json, int verbose);
+/* 1 if PATH is a regular file that starts with the GGUF magic. */
+int cli_is_gguf(const char *path);
 
 /* Print "ramfit: <status>: <message>" to stderr and return 1. */
 int cli_fail(const rf_err *err);

@@ -11,6 +11,7 @@ static const char *const usage_text =
     "                       [--threads N] [--ctx N] [--exact]\n"
     "\n"
     "Continue PROMPT (tokenized with the model's tokenizer, BOS added when the tokenizer adds one)\n"
+    "with MODEL_DIR (a checkpoint directory or a .gguf file)\n"
     "and stream the new text to stdout; speed goes to stderr at the end. Stops after N tokens or\n"
     "at the end-of-sequence token.\n"
     "\n"

@@ -8,10 +8,12 @@
 
 static const char *const usage_text =
     "usage: ramfit inspect MODEL_DIR [--json] [--verbose]\n"
+    "       ramfit inspect FILE.gguf [--json] [--verbose]\n"
     "\n"
     "Summarise a Hugging Face checkpoint (config.json + safetensors shards): architecture,\n"
     "exact parameter count, bytes by dtype and by role, tensors and quantization units.\n"
-    "Reads only headers; no tensor data.\n"
+    "Reads only headers; no tensor data. A GGUF file (ramfit's or llama.cpp's): architecture,\n"
+    "metadata, tokenizer, tensors and bytes by type.\n"
     "\n"
     "  --json       one JSON object on stdout (keys: docs/inspect.md)\n"
     "  --verbose    also list every tensor (name, dtype, shape, role, layer, expert, unit)\n"
@@ -446,6 +448,7 @@ int rf_cmd_inspect(int argc, char **argv)
         else dir = argv[i];
     }
     if (!dir) return cli_usage_error("inspect", "missing MODEL_DIR");
+    if (cli_is_gguf(dir)) return cli_inspect_gguf(dir, json, verbose);
     rf_err err;
     rf_err_clear(&err);
     rf_model *m = NULL;

@@ -43,6 +43,13 @@ static void usage(FILE *f)
             "  --threads N         budgets planned in parallel (default: all CPUs; same plans for any N)\n"
             "output:\n"
             "  -o PLAN             write the plan file (several budgets: PLAN must contain %%s for the label)\n"
+            "  --emit llama-quantize\n"
+            "                      write, at -o, llama-quantize's --tensor-type-file instead of the plan:\n"
+            "                      one anchored pattern per GGUF tensor, its type from the plan's bits\n"
+            "                      (2/3/4/5/6/8 -> Q2_K/Q3_K/Q4_K/Q5_K/Q6_K/Q8_0, kept -> --dtype), so\n"
+            "                      llama-quantize --tensor-type-file FILE IN.gguf OUT.gguf Q8_0 applies\n"
+            "                      the plan with llama.cpp's encoders (IN: e.g. ramfit's BF16 GGUF)\n"
+            "  --dtype bf16|f16|f32  with --emit: the type of kept units (default bf16)\n"
             "  --svg FILE          budget curve: predicted error vs size, min-safe and budgets marked\n"
             "  --curve-points N    points on the curve (default 48)\n"
             "  --json              print the report as JSON\n"
@@ -80,7 +87,7 @@ typedef struct args {
     const char *profile, *out, *svg, *weights_file;
     strs weight_kv, budgets, bpws, targets, sweeps;
     const char *method;
-    const char *mode, *veto, *context, *state_limit, *points, *threads;
+    const char *mode, *veto, *context, *state_limit, *points, *threads, *emit, *dtype;
     int unsafe, json, list_targets;
 } args;
 
@@ -118,6 +125,8 @@ static int parse_args(int argc, char **argv, args *a)
         else if (!strcmp(s, "--state-limit")) one = &a->state_limit;
         else if (!strcmp(s, "--curve-points")) one = &a->points;
         else if (!strcmp(s, "--threads")) one = &a->threads;
+        else if (!strcmp(s, "--emit")) one = &a->emit;
+        else if (!strcmp(s, "--dtype")) one = &a->dtype;
         else if (s[0] == '-' && s[1]) return cli_usage_error("plan", "unknown option '%s'", s);
         else if (!a->profile) { a->profile = s; continue; }
         else return cli_usage_error("plan", "unexpected argument '%s' (one PROFILE only)", s);
@@ -614,6 +623,25 @@ static void json_refused(const char *label, uint64_t budget, const rf_err *err, 
     printf("}");
 }
 
+/* llama-quantize's --tensor-type-file for PLAN at PATH. */
+static rf_status emit_tensor_types(const rf_plan *plan, const rf_profile *prof, int kept, const char *path, rf_err *err)
+{
+    char *text = NULL;
+    size_t len = 0;
+    rf_status s = rf_gguf_plan_tensor_types(plan, prof, kept, &text, &len, err);
+    if (s) return s;
+    FILE *f = fopen(path, "w");
+    int bad = !f || fwrite(text, 1, len, f) != len;
+    if (f && fclose(f) != 0) bad = 1;
+    free(text);
+    if (bad) {
+        err->code = RF_ERR_IO;
+        snprintf(err->msg, sizeof err->msg, "cannot write %s", path);
+        return RF_ERR_IO;
+    }
+    return RF_OK;
+}
+
 int rf_cmd_plan(int argc, char **argv)
 {
     if (cli_wants_help(argc, argv)) { usage(stdout); return 0; }
@@ -622,6 +650,24 @@ int rf_cmd_plan(int argc, char **argv)
     if (rc) { args_free(&a); return rc; }
     if (a.list_targets) { args_free(&a); return list_targets(); }
     if (!a.profile) { args_free(&a); return cli_usage_error("plan", "missing PROFILE"); }
+    if (a.emit && strcmp(a.emit, "llama-quantize")) {
+        rc = cli_usage_error("plan", "--emit: only llama-quantize, not '%s'", a.emit);
+        args_free(&a);
+        return rc;
+    }
+    if (a.emit && !a.out) { args_free(&a); return cli_usage_error("plan", "--emit llama-quantize needs -o FILE"); }
+    if (a.dtype && !a.emit) { args_free(&a); return cli_usage_error("plan", "--dtype is for --emit llama-quantize"); }
+    int kept = RF_GT_BF16;
+    if (a.dtype) {
+        if (!strcmp(a.dtype, "bf16")) kept = RF_GT_BF16;
+        else if (!strcmp(a.dtype, "f16")) kept = RF_GT_F16;
+        else if (!strcmp(a.dtype, "f32")) kept = RF_GT_F32;
+        else {
+            rc = cli_usage_error("plan", "--dtype must be bf16, f16 or f32, not '%s'", a.dtype);
+            args_free(&a);
+            return rc;
+        }
+    }
     uint64_t context = 4096, nthr = 0;
     if (a.context && !parse_u64(a.context, &context)) { args_free(&a); return cli_usage_error("plan", "--context must be a token count"); }
     if (a.threads && (!parse_u64(a.threads, &nthr) || nthr < 1 || nthr > 4096)) {
@@ -738,7 +784,7 @@ int rf_cmd_plan(int argc, char **argv)
         char path[1024] = {0};
         if (a.out) {
             plan_path(&a, reqs, rule, nplans, i, path, sizeof path);
-            if (rf_plan_save(plan, path, &err)) {
+            if (a.emit ? emit_tensor_types(plan, prof, kept, path, &err) : rf_plan_save(plan, path, &err)) {
                 rf_plan_free(plan);
                 if (a.json) printf("]}\n");
                 rc = cli_fail(&err);
@@ -751,7 +797,7 @@ int rf_cmd_plan(int argc, char **argv)
             if (have_same)
                 printf("  vs ramfit   at the same %llu B ramfit's objective is %.6g; this plan scores %.6g under ramfit's weights (%.3gx)\n",
                        (unsigned long long)rf_plan_total_bytes(plan), same, base, same > 0 ? base / same : INFINITY);
-            if (a.out) printf("  plan written to %s\n", path);
+            if (a.out) printf("  %s written to %s\n", a.emit ? "llama-quantize tensor types" : "plan", path);
         }
         rf_plan_free(plan);
     }

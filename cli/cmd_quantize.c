@@ -1,4 +1,5 @@
-/* ramfit quantize: write the MLX checkpoint a plan describes, or analyse + plan + write in one go. */
+/* ramfit quantize: write the MLX checkpoint a plan describes, or analyse + plan + write in one go;
+ * or a GGUF file for llama.cpp (--format gguf) from a plan or one uniform type. */
 #include "cli.h"
 
 #include <errno.h>
@@ -13,6 +14,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: ramfit quantize MODEL_DIR --plan PLAN -o OUT_DIR [options]\n"
             "       ramfit quantize MODEL_DIR --budget SIZE -o OUT_DIR [options]\n"
+            "       ramfit quantize MODEL_DIR --format gguf (--plan PLAN | --type TYPE) -o MODEL.gguf [options]\n"
             "\n"
             "Write the Apple MLX checkpoint (mlx-lm loads it as it is) that PLAN describes: safetensors\n"
             "shards, model.safetensors.index.json, config.json with per-module \"quantization\", the\n"
@@ -43,13 +45,22 @@ static void usage(FILE *f)
             "                         a profile analysed with the same --dtype\n"
             "  --max-shard-size SIZE  largest shard file (default 5GiB, as mlx-lm)\n"
             "  --threads N            worker threads (default: all CPUs)\n"
+            "  --format mlx|gguf      output format (default mlx; gguf when -o ends in .gguf)\n"
+            "\n"
+            "GGUF (one file llama.cpp loads as it is: its tensor names and metadata, the tokenizer):\n"
+            "  --type TYPE            every weight in TYPE, as llama-quantize --pure: Q2_K Q3_K Q4_K Q5_K\n"
+            "                         Q6_K Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 IQ4_NL IQ4_XS, or BF16 F16 F32\n"
+            "                         (unquantized); rows a k-quant cannot split get llama-quantize's\n"
+            "                         fallback type; norms and routers stay F32\n"
+            "  --plan PLAN            a ramfit plan: its bits per unit become Q2_K/Q3_K/Q4_K/Q5_K/Q6_K/Q8_0\n"
+            "                         (2/3/4/5/6/8 bits), kept units the --dtype (default bf16)\n"
             "  --quiet                no progress\n"
             "  --json                 print the result as JSON\n");
 }
 
 typedef struct args {
-    const char *model, *plan, *budget, *profile, *out, *mode, *dtype, *shard, *threads, *stats;
-    int force, quiet, json;
+    const char *model, *plan, *budget, *profile, *out, *mode, *dtype, *shard, *threads, *stats, *format, *type;
+    int force, quiet, json, gguf;
 } args;
 
 static int parse_args(int argc, char **argv, args *a)
@@ -70,6 +81,8 @@ static int parse_args(int argc, char **argv, args *a)
         else if (!strcmp(s, "--max-shard-size")) one = &a->shard;
         else if (!strcmp(s, "--threads")) one = &a->threads;
         else if (!strcmp(s, "--stats")) one = &a->stats;
+        else if (!strcmp(s, "--format")) one = &a->format;
+        else if (!strcmp(s, "--type")) one = &a->type;
         else if (s[0] == '-' && s[1]) return cli_usage_error("quantize", "unknown option '%s'", s);
         else if (!a->model) { a->model = s; continue; }
         else return cli_usage_error("quantize", "unexpected argument '%s' (one MODEL_DIR only)", s);
@@ -77,8 +90,24 @@ static int parse_args(int argc, char **argv, args *a)
         *one = argv[++i];
     }
     if (!a->model) return cli_usage_error("quantize", "no MODEL_DIR given");
-    if (!a->out) return cli_usage_error("quantize", "no output directory given (-o OUT_DIR)");
-    if (!a->plan == !a->budget) return cli_usage_error("quantize", "give exactly one of --plan PLAN and --budget SIZE");
+    if (!a->out) return cli_usage_error("quantize", "no output given (-o OUT_DIR, or -o MODEL.gguf)");
+    size_t ol = strlen(a->out);
+    if (a->format && strcmp(a->format, "mlx") && strcmp(a->format, "gguf"))
+        return cli_usage_error("quantize", "--format must be mlx or gguf, not '%s'", a->format);
+    a->gguf = a->format ? !strcmp(a->format, "gguf") : ol > 5 && !strcmp(a->out + ol - 5, ".gguf");
+    if (!a->gguf) {
+        if (a->type) return cli_usage_error("quantize", "--type is for --format gguf (MLX takes a plan or a budget)");
+        if (!a->plan == !a->budget) return cli_usage_error("quantize", "give exactly one of --plan PLAN and --budget SIZE");
+        return 0;
+    }
+    if (a->budget)
+        return cli_usage_error("quantize", "--budget with --format gguf: planning needs GGUF sizes and errors, which "
+                               "the profile does not have yet; give --plan PLAN or --type TYPE");
+    if (!a->plan == !a->type) return cli_usage_error("quantize", "--format gguf: give exactly one of --plan PLAN and --type TYPE");
+    if (a->mode || a->shard) return cli_usage_error("quantize", "--mode and --max-shard-size are for MLX output");
+    if (a->type && rf_gtype_parse(a->type) < 0)
+        return cli_usage_error("quantize", "--type: unknown GGUF type '%s' (Q4_K, Q6_K, Q8_0, BF16, ...)", a->type);
+    if (a->type && a->dtype) return cli_usage_error("quantize", "--dtype is for --plan (with --type, TYPE is the dtype)");
     return 0;
 }
 
@@ -217,6 +246,77 @@ static void print_summary(const args *a, const rf_quantize_result *r, uint64_t b
         printf("left out of %s (not needed to load the model): %s\n", a->out, r->skipped);
 }
 
+static void print_gguf_summary(const args *a, const rf_gguf_result *r)
+{
+    double bpw = r->params ? 8.0 * (double)r->tensor_bytes / (double)r->params : 0;
+    if (a->json) {
+        json_t *types = json_object();
+        for (int t = 0; t < RF_GT_COUNT; t++)
+            if (r->type_params[t]) json_object_set_new(types, rf_gtype_name(t), json_integer((json_int_t)r->type_params[t]));
+        json_t *j = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:f, s:o, s:s, s:s, s:f}", "out", a->out, "architecture",
+                              r->arch, "file_bytes", (json_int_t)r->file_bytes, "tensor_bytes",
+                              (json_int_t)r->tensor_bytes, "params", (json_int_t)r->params, "tensors",
+                              (json_int_t)r->tensors, "bpw", bpw, "type_params", types, "tokenizer_model",
+                              r->tok_model, "tokenizer_pre", r->tok_pre, "seconds", r->seconds);
+        char *text = j ? json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+        if (text) printf("%s\n", text);
+        free(text);
+        json_decref(j);
+        return;
+    }
+    char size[32];
+    rf_format_size(r->file_bytes, size, sizeof size);
+    printf("wrote %s: %s (%llu B), llama.cpp architecture %s, %llu tensors, %.3f bits per weight, tokenizer %s%s%s, "
+           "%.2f s\n  parameters by type:", a->out, size, (unsigned long long)r->file_bytes, r->arch,
+           (unsigned long long)r->tensors, bpw, r->tok_model, r->tok_pre[0] ? "/" : "", r->tok_pre, r->seconds);
+    for (int t = 0; t < RF_GT_COUNT; t++)
+        if (r->type_params[t]) printf(" %s %llu", rf_gtype_name(t), (unsigned long long)r->type_params[t]);
+    printf("\n");
+}
+
+static int run_gguf(const args *a)
+{
+    rf_err err;
+    rf_err_clear(&err);
+    rf_model *m = NULL;
+    rf_plan *plan = NULL;
+    rf_profile *prof = NULL;
+    int *types = NULL;
+    rf_gguf_opts go;
+    rf_gguf_opts_default(&go);
+    go.force = a->force;
+    if (a->threads) go.threads = atoi(a->threads);
+    int kept = RF_GT_BF16;
+    if (a->dtype) kept = !strcmp(a->dtype, "f16") ? RF_GT_F16 : !strcmp(a->dtype, "f32") ? RF_GT_F32 : RF_GT_BF16;
+    rf_status s = rf_model_open(a->model, &m, &err);
+    if (!s && !(types = calloc(rf_model_unit_count(m) + 1, sizeof *types)))
+        s = set_err(&err, RF_ERR_NOMEM, "out of memory");
+    if (!s && a->type) {
+        s = rf_gguf_types_uniform(m, rf_gtype_parse(a->type), types, &err);
+    } else if (!s) {
+        s = rf_plan_load(a->plan, &plan, &err);
+        if (!s && a->profile) {
+            s = rf_profile_load(a->profile, &prof, &err);
+            if (!s) s = rf_plan_check_profile(plan, prof, &err);
+        }
+        if (!s) s = rf_gguf_types_from_plan(m, plan, kept, types, &err);
+    }
+    rf_gguf_result r;
+    if (!s) {
+        cli_progress p;
+        cli_progress_init(&p, "gguf", a->quiet);
+        rf_progress pr = {cli_progress_cb, &p, cli_cancel_flag()};
+        s = rf_gguf_export(m, types, &go, a->out, &pr, &r, &err);
+        cli_progress_end(&p);
+    }
+    if (!s) print_gguf_summary(a, &r);
+    free(types);
+    rf_profile_free(prof);
+    rf_plan_free(plan);
+    rf_model_free(m);
+    return s ? cli_fail(&err) : 0;
+}
+
 int rf_cmd_quantize(int argc, char **argv)
 {
     if (cli_wants_help(argc, argv)) {
@@ -229,6 +329,7 @@ int rf_cmd_quantize(int argc, char **argv)
     uint64_t budget = 0;
     if (rc || (rc = parse_opts(&a, &o, &budget))) return rc;
     cli_install_signals();
+    if (a.gguf) return run_gguf(&a);
     rf_err err;
     rf_err_clear(&err);
     rf_model *m = NULL;

@@ -9,7 +9,8 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: ramfit tokenize MODEL_DIR [--text S | --file F] [--ids | --count] [--no-special] [--json]\n"
                "       ramfit tokenize MODEL_DIR --decode IDS [--json]\n\n"
-               "Tokenize text with MODEL_DIR/tokenizer.json (and tokenizer_config.json).\n"
+               "Tokenize text with MODEL_DIR/tokenizer.json (and tokenizer_config.json), or with the\n"
+               "tokenizer of a .gguf file given as MODEL_DIR (tokenizer.ggml.*).\n"
                "  --text S       text to encode (default: standard input)\n"
                "  --file F       encode the contents of file F\n"
                "  --ids          print only the ids, space-separated\n"

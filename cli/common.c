@@ -182,3 +182,14 @@ int cli_file_in_dir(const char *path, const char *dir)
     free(d);
     return in;
 }
+
+int cli_is_gguf(const char *path)
+{
+    struct stat sb;
+    if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) return 0;
+    FILE *f = fopen(path, "rb");
+    char m[4] = {0};
+    size_t n = f ? fread(m, 1, 4, f) : 0;
+    if (f) fclose(f);
+    return n == 4 && !memcmp(m, "GGUF", 4);
+}

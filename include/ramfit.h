@@ -207,6 +207,96 @@ void rf_stw_free(rf_stw *w);
 /* Bytes of tensor data in total (what index.json calls total_size). */
 uint64_t rf_stw_total_bytes(const rf_stw *w);
 
+/* ===================================================================== GGUF files (io/gguf.c) */
+
+/* llama.cpp's model file format, version 3 (version 2 files read too): a header of typed
+ * key/value metadata and tensor infos, then the tensor data, each tensor at an offset that is a
+ * multiple of general.alignment (default 32) in tensor-info order. Little-endian only. */
+typedef enum rf_gguf_vtype {
+    RF_GV_U8 = 0, RF_GV_I8 = 1, RF_GV_U16 = 2, RF_GV_I16 = 3, RF_GV_U32 = 4, RF_GV_I32 = 5, RF_GV_F32 = 6,
+    RF_GV_BOOL = 7, RF_GV_STR = 8, RF_GV_ARR = 9, RF_GV_U64 = 10, RF_GV_I64 = 11, RF_GV_F64 = 12,
+    RF_GV_COUNT
+} rf_gguf_vtype;
+const char *rf_gguf_vtype_name(rf_gguf_vtype t); /* "u32", "string", "array", ... */
+
+#define RF_GGUF_MAX_DIMS 4
+#define RF_GGUF_MAX_NAME 63 /* ggml's limit on tensor name length (GGML_MAX_NAME - 1) */
+
+/* A borrowed view of one tensor of an open GGUF file; valid until rf_gguf_close(). */
+typedef struct rf_gguf_tensor {
+    const char *name;
+    int type;                       /* rf_gtype */
+    int ndim;
+    uint64_t ne[RF_GGUF_MAX_DIMS];  /* ggml order: ne[0] is the row length, e.g. [in, out] for a matrix */
+    uint64_t nelem, nbytes;
+    uint64_t offset;                /* absolute file offset of the data */
+    const void *data;               /* mmapped, read-only */
+} rf_gguf_tensor;
+
+typedef struct rf_gguf rf_gguf;
+/* Open and validate a GGUF file (mmapped): every length, type, offset and size is checked before
+ * this returns; errors are RF_ERR_FORMAT naming the file and the key or tensor, RF_ERR_UNSUPPORTED
+ * for a version other than 2 or 3 or a big-endian file, RF_ERR_NOT_FOUND for a missing file. */
+rf_status rf_gguf_open(const char *path, rf_gguf **out, rf_err *err);
+/* The same on an image in memory (borrowed); LABEL names it in messages. */
+rf_status rf_gguf_open_memory(const void *data, uint64_t size, const char *label, rf_gguf **out, rf_err *err);
+void rf_gguf_close(rf_gguf *g);
+const char *rf_gguf_path(const rf_gguf *g);
+uint32_t rf_gguf_version(const rf_gguf *g);
+uint64_t rf_gguf_alignment(const rf_gguf *g);
+uint64_t rf_gguf_data_offset(const rf_gguf *g); /* start of the tensor data section */
+uint64_t rf_gguf_file_size(const rf_gguf *g);
+
+uint64_t rf_gguf_kv_count(const rf_gguf *g);
+const char *rf_gguf_kv_key(const rf_gguf *g, uint64_t i);
+rf_gguf_vtype rf_gguf_kv_type(const rf_gguf *g, uint64_t i);
+/* Arrays: element type and length (RF_GV_COUNT, 0 for a scalar). */
+rf_gguf_vtype rf_gguf_kv_arr_type(const rf_gguf *g, uint64_t i);
+uint64_t rf_gguf_kv_arr_len(const rf_gguf *g, uint64_t i);
+int64_t rf_gguf_find_kv(const rf_gguf *g, const char *key); /* -1 if absent */
+/* Scalar values by key. Absent key: RF_ERR_NOT_FOUND; another type: RF_ERR_FORMAT; both name the
+ * file and key. get_int takes any integer or bool type (a u64 above INT64_MAX is RF_ERR_FORMAT);
+ * get_float takes F32/F64. */
+rf_status rf_gguf_get_int(const rf_gguf *g, const char *key, int64_t *out, rf_err *err);
+rf_status rf_gguf_get_float(const rf_gguf *g, const char *key, double *out, rf_err *err);
+rf_status rf_gguf_get_str(const rf_gguf *g, const char *key, const char **s, uint64_t *len, rf_err *err);
+/* Element J of array KV: strings (pointer into the map, not NUL-terminated; *len its bytes),
+ * numbers (any numeric element type, as double). Out of range or wrong type: NULL / NAN. */
+const char *rf_gguf_arr_str(const rf_gguf *g, uint64_t kv, uint64_t j, uint64_t *len);
+double rf_gguf_arr_num(const rf_gguf *g, uint64_t kv, uint64_t j);
+/* The value of scalar KV I as text ("4096", "1e-06", "llama", "[array of 151936 string]"). */
+void rf_gguf_kv_text(const rf_gguf *g, uint64_t i, char *buf, size_t cap);
+
+uint64_t rf_gguf_tensor_count(const rf_gguf *g);
+const rf_gguf_tensor *rf_gguf_tensor_at(const rf_gguf *g, uint64_t i);
+const rf_gguf_tensor *rf_gguf_find_tensor(const rf_gguf *g, const char *name);
+
+/* Streaming writer: set the metadata and declare every tensor, then write the tensor data in
+ * declaration order (any number of pieces; padding is added between tensors); finish checks that
+ * everything was written and renames the temporary file (PATH.tmp-XXXXXX, created with the
+ * caller's umask) to PATH, replacing a file there. Keys and tensor names must be unique (tensor
+ * names at most RF_GGUF_MAX_NAME bytes, at most 4 dimensions). Any error fails later calls;
+ * free without finish removes the temporary file. Byte-for-byte deterministic output. */
+typedef struct rf_ggufw rf_ggufw;
+rf_status rf_ggufw_create(const char *path, rf_ggufw **out, rf_err *err);
+void rf_ggufw_free(rf_ggufw *w);
+rf_status rf_ggufw_set_str(rf_ggufw *w, const char *key, const char *value, rf_err *err);
+rf_status rf_ggufw_set_u32(rf_ggufw *w, const char *key, uint32_t value, rf_err *err);
+rf_status rf_ggufw_set_i32(rf_ggufw *w, const char *key, int32_t value, rf_err *err);
+rf_status rf_ggufw_set_f32(rf_ggufw *w, const char *key, float value, rf_err *err);
+rf_status rf_ggufw_set_bool(rf_ggufw *w, const char *key, int value, rf_err *err);
+/* Arrays: N strings (LENS may be NULL for NUL-terminated strings), or N numbers of element type
+ * ET (RF_GV_F32, RF_GV_I32, ...) stored as that type's bytes in V. */
+rf_status rf_ggufw_set_arr_str(rf_ggufw *w, const char *key, const char *const *v, const uint64_t *lens, uint64_t n,
+                               rf_err *err);
+rf_status rf_ggufw_set_arr(rf_ggufw *w, const char *key, rf_gguf_vtype et, const void *v, uint64_t n, rf_err *err);
+rf_status rf_ggufw_add_tensor(rf_ggufw *w, const char *name, int type, int ndim, const uint64_t *ne, rf_err *err);
+/* Size of the finished file (known once every tensor is declared) and of the data of tensor I. */
+uint64_t rf_ggufw_file_size(const rf_ggufw *w);
+uint64_t rf_ggufw_tensor_bytes(const rf_ggufw *w, uint64_t i);
+rf_status rf_ggufw_write(rf_ggufw *w, const void *data, uint64_t n, rf_err *err);
+rf_status rf_ggufw_finish(rf_ggufw *w, rf_err *err);
+
 /* ===================================================================== model catalogue (arch/model.c) */
 
 typedef enum rf_arch {
@@ -498,6 +588,43 @@ double rf_gptq_lambda(const rf_gptq *g);   /* the damping added to the diagonal 
 /* Quantize ROWS x COLS weights (COLS = the factor's n) as rf_quant_quantize does, with GPTQ. */
 rf_status rf_gptq_quantize(const rf_gptq *g, rf_dtype src, const void *w, uint64_t rows, uint64_t cols, int bits, int gs,
                            rf_qmode grid, rf_dtype sdtype, uint32_t *packed, void *scales, void *biases, rf_err *err);
+/* ===================================================================== ggml block types (quant/kquant.c) */
+
+/* Tensor types of GGUF files, numbered as ggml numbers them on disk. ramfit encodes and decodes
+ * F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL and IQ4_XS
+ * (rf_gtype_supported); the others are known by name and size only (inspect). The encoders give
+ * the same bytes as ggml's reference encoders, i.e. what llama-quantize writes without an
+ * importance matrix. */
+typedef enum rf_gtype {
+    RF_GT_F32 = 0, RF_GT_F16 = 1, RF_GT_Q4_0 = 2, RF_GT_Q4_1 = 3, RF_GT_Q5_0 = 6, RF_GT_Q5_1 = 7,
+    RF_GT_Q8_0 = 8, RF_GT_Q8_1 = 9, RF_GT_Q2_K = 10, RF_GT_Q3_K = 11, RF_GT_Q4_K = 12, RF_GT_Q5_K = 13,
+    RF_GT_Q6_K = 14, RF_GT_Q8_K = 15, RF_GT_IQ4_NL = 20, RF_GT_IQ4_XS = 23, RF_GT_I8 = 24, RF_GT_I16 = 25,
+    RF_GT_I32 = 26, RF_GT_I64 = 27, RF_GT_F64 = 28, RF_GT_BF16 = 30,
+    RF_GT_COUNT = 43     /* ids are below this */
+} rf_gtype;
+/* llama.cpp's spelling ("Q4_K", "BF16", "IQ4_XS"); NULL for an id ggml does not define. */
+const char *rf_gtype_name(int type);
+/* Case-insensitive name -> id; -1 when unknown. */
+int rf_gtype_parse(const char *name);
+/* Elements per block and bytes per block (0, 0 for an unknown id). */
+uint64_t rf_gtype_block(int type);
+uint64_t rf_gtype_block_bytes(int type);
+/* 1 if ramfit can encode and decode the type. */
+int rf_gtype_supported(int type);
+/* 1 for the block-quantized types (not F32/F16/BF16/F64/integers). */
+int rf_gtype_is_quantized(int type);
+/* Bytes of a row of NCOLS elements; 0 when NCOLS is not a multiple of the block (or unknown). */
+uint64_t rf_gtype_row_bytes(int type, uint64_t ncols);
+/* The type llama-quantize writes for TYPE on rows of NCOLS: TYPE itself when its block divides
+ * NCOLS, else its fallback (Q2_K/Q3_K -> Q4_0, Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0,
+ * IQ4_XS -> IQ4_NL), and F16 when that does not divide NCOLS either. */
+int rf_gtype_fallback(int type, uint64_t ncols);
+/* Encode NROWS rows of NCOLS floats (row-major) into OUT (nrows * row_bytes). Non-finite input:
+ * RF_ERR_NONFINITE naming row and column; a type ramfit cannot encode: RF_ERR_UNSUPPORTED;
+ * NCOLS not a multiple of the block: RF_ERR_INVALID. */
+rf_status rf_gquant_rows(int type, const float *x, uint64_t nrows, uint64_t ncols, void *out, rf_err *err);
+/* Decode one row of NCOLS elements. */
+rf_status rf_gdequant_row(int type, const void *row, uint64_t ncols, float *out, rf_err *err);
 
 /* ===================================================================== profile (analyse/profile.c) */
 
@@ -1166,6 +1293,55 @@ typedef struct rf_quantize_result {
  * RF_ERR_INTERRUPTED (progress cancel). RES may be NULL. */
 rf_status rf_quantize_write(const rf_model *m, const rf_plan *plan, const rf_quantize_opts *o, const char *out_dir,
                             const rf_progress *progress, rf_quantize_result *res, rf_err *err);
+
+/* ===================================================================== GGUF export (quantize/gguf_export.c) */
+
+/* Writes a GGUF v3 file that llama.cpp loads as it is: llama.cpp's architecture, tensor names and
+ * metadata for the family (io/gguf_arch.c; llama-family q/k rows permuted as convert_hf_to_gguf
+ * does), expert banks stacked as blk.N.ffn_*_exps, the tokenizer as tokenizer.ggml.* (from
+ * tokenizer.json; tokenizer/tok_gguf.c), general.quantization_version 2. Each unit weight is
+ * written in the GGUF type TYPES[unit] (an index into the catalogue's units); norms, biases and
+ * routers (ffn_gate_inp) are F32, as llama.cpp's converter writes them; a tied lm_head is not
+ * written (llama.cpp uses token_embd). The encoders give the bytes llama-quantize would give from
+ * the same floats. Streams the mmapped checkpoint in row blocks on a thread pool; output is
+ * byte-identical for any thread count; written to PATH.tmp-XXXXXX and renamed (nothing is left
+ * on error). Errors: RF_ERR_UNSUPPORTED (a family, config or tokenizer llama.cpp cannot run as
+ * ramfit does, naming why), RF_ERR_INVALID (a type that does not fit a unit's rows; an output in
+ * the model directory), RF_ERR_EXISTS (PATH exists, no force), RF_ERR_NONFINITE, RF_ERR_IO/NOSPACE. */
+typedef struct rf_gguf_opts {
+    int threads;              /* <= 0: online CPUs */
+    const char *name;         /* general.name; NULL: the model directory's base name */
+    int force;                /* replace an existing PATH */
+} rf_gguf_opts;
+void rf_gguf_opts_default(rf_gguf_opts *o);
+
+/* Unit types for a uniform TYPE, as llama-quantize --pure applies it: TYPE where its block fits
+ * the unit's rows, else llama-quantize's fallback (rf_gtype_fallback); routers F32. TYPE may be
+ * F32/F16/BF16 (an unquantized export). */
+rf_status rf_gguf_types_uniform(const rf_model *m, int type, int *types, rf_err *err);
+/* Unit types for an MLX plan (issue 15's rule, until plans carry GGUF types): bits 2/3/4/5/6/8
+ * -> Q2_K/Q3_K/Q4_K/Q5_K/Q6_K/Q8_0 (the group size is not used: k-quants fix their own blocks),
+ * kept units -> KEPT_TYPE (BF16, F16 or F32), with the width fallbacks and F32 routers. */
+int rf_gguf_type_for_bits(int bits, uint64_t cols, rf_role role, int kept_type);
+rf_status rf_gguf_types_from_plan(const rf_model *m, const rf_plan *plan, int kept_type, int *types, rf_err *err);
+
+typedef struct rf_gguf_result {
+    uint64_t file_bytes, tensor_bytes, params, tensors;
+    uint64_t type_params[RF_GT_COUNT]; /* parameters written in each type */
+    double seconds;
+    char arch[32];                     /* general.architecture */
+    char tok_model[16], tok_pre[32];   /* tokenizer.ggml.model / .pre */
+} rf_gguf_result;
+rf_status rf_gguf_export(const rf_model *m, const int *types, const rf_gguf_opts *o, const char *path,
+                         const rf_progress *progress, rf_gguf_result *res, rf_err *err);
+
+/* llama-quantize's --tensor-type-file for a plan: one "^NAME$=type" line per unit weight that
+ * GGUF stores (llama.cpp names, types by rf_gguf_type_for_bits; routers, which llama-quantize
+ * never quantizes, and a tied lm_head are left out), so that `llama-quantize --tensor-type-file`
+ * applies the plan with llama.cpp's own encoders to a GGUF of the same model (e.g. ramfit's BF16
+ * export). The profile supplies the architecture. *text is malloc'd. */
+rf_status rf_gguf_plan_tensor_types(const rf_plan *plan, const rf_profile *p, int kept_type, char **text, size_t *len,
+                                    rf_err *err);
 
 /* Reading an MLX checkpoint's quantization back (io/mlx.c): every "<module>.weight" resolved by
  * mlx-lm's loader rule (config "quantization"[module] if present, else the global bits/gs iff

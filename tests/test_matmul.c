@@ -26,7 +26,7 @@ static void test_unpack_vectors(void **state)
         for (int i = 0; i < v[k].bits; i++)
             for (int b = 0; b < 4; b++) bytes[4 * i + b] = (uint8_t)(v[k].words[i] >> (8 * b));
         uint16_t bias = 0x41b8;
-        rf_wmat w = {RF_DT_U32, v[k].bits, 32, RF_DT_BF16, 1, 32, bytes, &v[k].scale, &bias};
+        rf_wmat w = {RF_DT_U32, v[k].bits, 32, RF_DT_BF16, 1, 32, bytes, &v[k].scale, &bias, 0};
         rf_err err;
         TU_OK(rf_wmat_check(&w, "vec", &err), &err);
         float ref[32], fast[32];
@@ -246,7 +246,7 @@ static void test_wmat_check_rejects(void **state)
     uint32_t words[64] = {0};
     uint16_t s[8] = {0}, b[8] = {0};
     rf_err err;
-    rf_wmat w = {RF_DT_U32, 7, 32, RF_DT_BF16, 1, 64, words, s, b};
+    rf_wmat w = {RF_DT_U32, 7, 32, RF_DT_BF16, 1, 64, words, s, b, 0};
     assert_int_equal(rf_wmat_check(&w, "x", &err), RF_ERR_UNSUPPORTED);
     assert_non_null(strstr(err.msg, "x"));
     w.bits = 4; w.gs = 48;
@@ -257,7 +257,7 @@ static void test_wmat_check_rejects(void **state)
     assert_int_equal(rf_wmat_check(&w, "x", &err), RF_ERR_UNSUPPORTED);
     w.sdtype = RF_DT_BF16; w.scales = NULL;
     assert_int_equal(rf_wmat_check(&w, "x", &err), RF_ERR_FORMAT);
-    rf_wmat f = {RF_DT_I32, 0, 0, RF_DT_INVALID, 1, 64, words, NULL, NULL};
+    rf_wmat f = {RF_DT_I32, 0, 0, RF_DT_INVALID, 1, 64, words, NULL, NULL, 0};
     assert_int_equal(rf_wmat_check(&f, "y", &err), RF_ERR_UNSUPPORTED);
     /* Expert slicing: rows of a stacked bank. */
     tu_rng rng = {3};

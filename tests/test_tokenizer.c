@@ -772,6 +772,27 @@ static void test_load_error_names_file(void **state)
     free(dir);
 }
 
+/* Published tokenizer_config.json files (Llama 2/3) hold model_max_length
+ * 1000000000000000019884624838656, beyond a 64-bit integer: the config still loads. */
+static void test_huge_config_number(void **state)
+{
+    (void)state;
+    const char *dir = tu_model_dir("stories260k");
+    char path[1024];
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    size_t n;
+    char *json = tu_read_file(path, &n);
+    static const char cfg[] = "{\"add_bos_token\": true, \"bos_token\": \"<s>\", \"eos_token\": \"</s>\", "
+                              "\"model_max_length\": 1000000000000000019884624838656, \"tokenizer_class\": \"LlamaTokenizer\"}";
+    rf_tok *t;
+    rf_err err;
+    TU_OK(rf_tok_load_json(json, n, cfg, sizeof cfg - 1, &t, &err), &err);
+    assert_int_equal(rf_tok_bos_id(t), 1);
+    assert_int_equal(rf_tok_adds_bos(t), 1);
+    rf_tok_free(t);
+    free(json);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -782,8 +803,8 @@ int main(void)
         cmocka_unit_test(test_normalizers_and_metaspace), cmocka_unit_test(test_bytelevel_prefix_space),
         cmocka_unit_test(test_unsupported_and_invalid), cmocka_unit_test(test_stream_decode),
         cmocka_unit_test(test_threads),               cmocka_unit_test(test_cli),
-        cmocka_unit_test(test_load_error_names_file), cmocka_unit_test(test_real_qwen3),
-        cmocka_unit_test(test_real_llama3),           cmocka_unit_test(test_real_llama2),
+        cmocka_unit_test(test_load_error_names_file), cmocka_unit_test(test_huge_config_number),
+        cmocka_unit_test(test_real_qwen3), cmocka_unit_test(test_real_llama3), cmocka_unit_test(test_real_llama2),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

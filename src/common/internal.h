@@ -21,6 +21,11 @@ rf_status rf_err_errno(rf_err *err, int errnum, const char *fmt, ...) RF_PRINTF(
 /* rf_read_file; with JSON set, a file whose first bytes are not JSON ('{' or '[' after white
  * space) is refused from them (RF_ERR_FORMAT "not a JSON file"), not read whole first. */
 rf_status rf_read_file_ex(const char *path, uint64_t max, int json, char **out, size_t *len, rf_err *err);
+/* Read-only files (common/file.c). open: a missing file is RF_ERR_NOT_FOUND "PATH: no such file".
+ * map: a regular file mmapped read-only (an empty file gives map NULL, size 0); unmap takes NULL. */
+rf_status rf_file_open_ro(const char *path, int *fd, rf_err *err);
+rf_status rf_file_map(const char *path, void **map, uint64_t *size, rf_err *err);
+void rf_file_unmap(void *map, uint64_t size);
 
 /* Overflow-checked arithmetic for untrusted sizes: return 0 on overflow. */
 static inline int rf_mul_u64(uint64_t a, uint64_t b, uint64_t *r) { return !__builtin_mul_overflow(a, b, r); }

@@ -8,6 +8,7 @@
 #include "engine/engine_internal.h"
 #include "arch/model_internal.h"
 #include "io/mlx_internal.h"
+#include "engine/gguf_weights.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -47,6 +48,7 @@ struct rf_engine {
     rf_config cfg;
     char *dir;
     rf_model *model;
+    rf_ggm *gg;                /* GGUF hook: a GGUF file instead of model (engine/gguf_weights.c) */
     const rf_st *st;
     rf_pool *pool;
     rf_mlx_qcfg *quant;        /* config.json "quantization", read as mlx-lm does (io/mlx.c) */
@@ -129,6 +131,12 @@ static rf_status load_vec_t(rf_engine *e, const rf_tensor *t, uint64_t n, float 
 
 static rf_status load_vec(rf_engine *e, int layer, rf_slot s, uint64_t n, int required, float **out, rf_err *err)
 {
+    if (e->gg) { /* GGUF hook */
+        rf_status st = rf_ggm_vec(e->gg, layer, s, n, out, err);
+        if (!st && !*out && required)
+            return rf_err_set(err, RF_ERR_NOT_FOUND, "%s: layer %d has no %s weight", e->dir, layer, rf_slot_name(s));
+        return st || !*out ? st : own(e, *out, err);
+    }
     const rf_tensor *t = rf_model_slot_vector(e->model, layer, s);
     if (!t && required)
         return rf_err_set(err, RF_ERR_NOT_FOUND, "%s: layer %d has no %s weight", e->dir, layer, rf_slot_name(s));
@@ -259,6 +267,11 @@ static rf_status load_lin(rf_engine *e, int layer, rf_slot s, uint64_t out, uint
                           rf_err *err)
 {
     memset(l, 0, sizeof *l);
+    if (e->gg) { /* GGUF hook */
+        if (!rf_ggm_has(e->gg, layer, s) && !required) return RF_OK;
+        rf_status st = rf_ggm_matrix(e->gg, layer, s, 0, out, in, &l->w, &l->bias, err);
+        return st || !l->bias ? st : own(e, l->bias, err);
+    }
     const rf_unit *u = rf_model_slot_unit(e->model, layer, s);
     if (!u) {
         if (!required) return RF_OK;
@@ -277,6 +290,14 @@ static rf_status load_lin(rf_engine *e, int layer, rf_slot s, uint64_t out, uint
 static rf_status load_bank(rf_engine *e, int layer, rf_slot s, int n, uint64_t out, uint64_t in, lin **bank,
                            rf_err *err)
 {
+    if (e->gg) { /* GGUF hook: experts stacked in one tensor */
+        rf_wmat all;
+        rf_status st = rf_ggm_matrix(e->gg, layer, s, n, out, in, &all, NULL, err);
+        if (!st && !(*bank = calloc((size_t)n, sizeof **bank))) st = rf_err_set(err, RF_ERR_NOMEM, "out of memory");
+        if (!st) st = own(e, *bank, err);
+        for (int k = 0; !st && k < n; k++) (*bank)[k] = (lin){rf_wmat_rows(&all, (uint64_t)k * out, out), NULL, NULL, k};
+        return st;
+    }
     const rf_unit *u = rf_model_slot_unit(e->model, layer, s);
     if (!u) return rf_err_set(err, RF_ERR_NOT_FOUND, "%s: layer %d has no %s weights", e->dir, layer, rf_slot_name(s));
     if (u->n_members != n)
@@ -325,7 +346,7 @@ static rf_status load_layer(rf_engine *e, int li, rf_err *err)
         TRY(load_lin(e, li, RF_SLOT_O, dim, (uint64_t)e->odim, 1, &L->o, err));
     } else {
         uint64_t qd = (uint64_t)e->nh * hd, kvd = (uint64_t)e->nkv * hd;
-        if (rf_model_slot_unit(e->model, li, RF_SLOT_QKV)) {
+        if (e->model && rf_model_slot_unit(e->model, li, RF_SLOT_QKV)) {
             TRY(load_lin(e, li, RF_SLOT_QKV, qd + 2 * kvd, dim, 1, &L->qkv, err));
         } else {
             TRY(load_lin(e, li, RF_SLOT_Q, qd, dim, 1, &L->q, err));
@@ -341,7 +362,7 @@ static rf_status load_layer(rf_engine *e, int li, rf_err *err)
     L->moe = rf_config_layer_is_moe(c, li);
     if (!L->moe) {
         uint64_t f = (uint64_t)c->intermediate_size;
-        if (rf_model_slot_unit(e->model, li, RF_SLOT_GATE_UP)) {
+        if (e->model && rf_model_slot_unit(e->model, li, RF_SLOT_GATE_UP)) {
             TRY(load_lin(e, li, RF_SLOT_GATE_UP, 2 * f, dim, 1, &L->gate_up, err));
         } else {
             TRY(load_lin(e, li, RF_SLOT_GATE, f, dim, 1, &L->gate, err));
@@ -505,10 +526,16 @@ rf_status rf_engine_open(const char *model_dir, const rf_engine_opts *opts, rf_e
         return rf_err_set(err, RF_ERR_NOMEM, "out of memory opening %s", model_dir);
     }
     rf_status s;
-    if ((s = rf_model_open(model_dir, &e->model, err))) goto fail;
-    e->cfg = *rf_model_config(e->model);
-    if ((s = check_config(e, err)) || (s = read_quant_config(e, err))) goto fail;
-    e->st = rf_model_st(e->model);
+    if (rf_ggm_is_gguf(model_dir)) { /* GGUF hook: config and weights from the file */
+        if ((s = rf_ggm_open(model_dir, &e->gg, err))) goto fail;
+        e->cfg = *rf_ggm_config(e->gg);
+        if ((s = check_config(e, err))) goto fail;
+    } else {
+        if ((s = rf_model_open(model_dir, &e->model, err))) goto fail;
+        e->cfg = *rf_model_config(e->model);
+        if ((s = check_config(e, err)) || (s = read_quant_config(e, err))) goto fail;
+        e->st = rf_model_st(e->model);
+    }
     int mp = e->cfg.max_position_embeddings > 0 ? e->cfg.max_position_embeddings : 2048;
     e->max_ctx = opts && opts->max_ctx > 0 ? opts->max_ctx : (mp < 4096 ? mp : 4096);
     e->max_batch = opts && opts->max_batch > 0 ? opts->max_batch : 256;
@@ -561,6 +588,7 @@ void rf_engine_free(rf_engine *e)
     rf_mlx_qcfg_free(e->quant);
     rf_pool_free(e->pool);
     rf_model_free(e->model);
+    rf_ggm_free(e->gg);
     free(e->dir);
     free(e);
 }

@@ -17,6 +17,10 @@ typedef struct rf_wmat {
     uint64_t rows, cols;
     const void *data;
     const void *scales, *biases;
+    /* GGUF hook (matmul_ggml.c): a ggml block-quantized type (rf_gtype, e.g. RF_GT_Q4_K) when
+     * non-zero; data then holds rows * rf_gtype_row_bytes(gtype, cols) bytes and dtype is
+     * RF_DT_U8. 0 for every other view (F32/F16/BF16 GGUF tensors are plain dtype views). */
+    int gtype;
 } rf_wmat;
 
 /* Validate a view (dtype, bits, gs divides cols, cols*bits % 32 == 0). NAME labels errors. */
@@ -66,6 +70,16 @@ void rf_prof_enable(int on);
 uint64_t rf_prof_now(void);
 void rf_prof_add(int kind, uint64_t t0);   /* adds now - t0 */
 void rf_prof_read(double seconds[RF_PROF_N], uint64_t calls[RF_PROF_N], int reset);
+/* ggml block-quantized views (matmul_ggml.c): what the functions above do when w->gtype is set.
+ * Each output element is computed by one task in a fixed order (thread-count independent): a row
+ * is decoded to float32 (kquant decoders) and dotted with the activations. */
+rf_status rf_ggml_wmat_check(const rf_wmat *w, const char *name, rf_err *err);
+rf_wmat rf_ggml_wmat_rows(const rf_wmat *w, uint64_t r0, uint64_t n);
+uint64_t rf_ggml_wmat_bytes(const rf_wmat *w);
+void rf_ggml_row(const rf_wmat *w, uint64_t r, float *out);
+void rf_ggml_row_ref(const rf_wmat *w, uint64_t r, float *out);
+void rf_ggml_matmul(const rf_wmat *w, const float *x, int ntok, float *y, rf_pool *pool);
+void rf_ggml_matmul_ref(const rf_wmat *w, const float *x, int ntok, float *y);
 
 /* Small ops (engine.c). */
 void rf_op_rmsnorm(const float *x, const float *w, int n, float eps, float *out);

@@ -48,6 +48,7 @@ static int is_aligned(const void *p, uint64_t a) { return ((uintptr_t)p % a) == 
 
 rf_status rf_wmat_check(const rf_wmat *w, const char *name, rf_err *err)
 {
+    if (w->gtype) return rf_ggml_wmat_check(w, name, err); /* GGUF hook */
     if (!name) name = "?";
     if (w->rows == 0 || w->cols == 0 || !w->data)
         return rf_err_set(err, RF_ERR_FORMAT, "tensor %s: empty weight matrix", name);
@@ -82,6 +83,7 @@ rf_status rf_wmat_check(const rf_wmat *w, const char *name, rf_err *err)
 
 rf_wmat rf_wmat_rows(const rf_wmat *w, uint64_t r0, uint64_t n)
 {
+    if (w->gtype) return rf_ggml_wmat_rows(w, r0, n); /* GGUF hook */
     rf_wmat s = *w;
     s.rows = n;
     if (w->dtype == RF_DT_U32) {
@@ -97,6 +99,7 @@ rf_wmat rf_wmat_rows(const rf_wmat *w, uint64_t r0, uint64_t n)
 
 uint64_t rf_wmat_bytes(const rf_wmat *w)
 {
+    if (w->gtype) return rf_ggml_wmat_bytes(w); /* GGUF hook */
     if (w->dtype != RF_DT_U32) return w->rows * w->cols * rf_dtype_size(w->dtype);
     return w->rows * (row_bytes_packed(w) + 2 * row_groups(w) * rf_dtype_size(w->sdtype));
 }
@@ -124,7 +127,11 @@ static void deq_ref(const rf_wmat *w, uint64_t r, uint64_t c0, uint64_t n, float
     }
 }
 
-void rf_wmat_row_ref(const rf_wmat *w, uint64_t r, float *out) { deq_ref(w, r, 0, w->cols, out); }
+void rf_wmat_row_ref(const rf_wmat *w, uint64_t r, float *out)
+{
+    if (w->gtype) { rf_ggml_row_ref(w, r, out); return; } /* GGUF hook */
+    deq_ref(w, r, 0, w->cols, out);
+}
 
 /* ------------------------------------------------------------------ AVX2 + FMA + F16C paths */
 #if RF_X86
@@ -536,6 +543,7 @@ static void rows_scalar(const rf_wmat *w, const float *x, int ntok, float *y, ui
 
 void rf_wmat_row(const rf_wmat *w, uint64_t r, float *out)
 {
+    if (w->gtype) { rf_ggml_row(w, r, out); return; } /* GGUF hook */
 #if RF_X86
     unsigned f = rf_cpu_features();
     if ((f & RF_CPU_AVX2) && (f & RF_CPU_FMA) && (f & RF_CPU_F16C)) {
@@ -593,6 +601,7 @@ void rf_matmul(const rf_wmat *w, const float *x, int ntok, float *y, rf_pool *po
 static void matmul(const rf_wmat *w, const float *x, int ntok, float *y, rf_pool *pool)
 {
     if (ntok <= 0) return;
+    if (w->gtype) { rf_ggml_matmul(w, x, ntok, y, pool); return; } /* GGUF hook */
     unsigned f = rf_cpu_features();
     mm_job j = {.w = w, .x = x, .y = y, .ntok = ntok, .fast = (f & RF_CPU_AVX2) && (f & RF_CPU_FMA) && (f & RF_CPU_F16C),
                 .rows_per_task = ntok == 1 ? 64 : TILE_ROWS};
@@ -625,6 +634,7 @@ static void matmul(const rf_wmat *w, const float *x, int ntok, float *y, rf_pool
 
 void rf_matmul_ref(const rf_wmat *w, const float *x, int ntok, float *y)
 {
+    if (w->gtype) { rf_ggml_matmul_ref(w, x, ntok, y); return; } /* GGUF hook */
     float buf[TILE_COLS];
     for (uint64_t r = 0; r < w->rows; r++)
         for (int t = 0; t < ntok; t++) {

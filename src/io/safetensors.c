@@ -136,7 +136,7 @@ void rf_st_close(rf_st *st)
 {
     if (!st) return;
     for (uint64_t i = 0; i < st->nshards; i++) {
-        if (st->shards[i].map) munmap(st->shards[i].map, (size_t)st->shards[i].size);
+        rf_file_unmap(st->shards[i].map, st->shards[i].size);
         free(st->shards[i].path);
     }
     free(st->shards);
@@ -391,45 +391,15 @@ static rf_status finish_open(rf_st *st, rf_st **out, rf_err *err)
     return RF_OK;
 }
 
-/* Open PATH read-only; a missing file is RF_ERR_NOT_FOUND (a missing shard is common and distinct). */
-static rf_status open_ro(const char *path, int *fd, rf_err *err)
-{
-    *fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (*fd >= 0) return RF_OK;
-    if (errno == ENOENT) return rf_err_set(err, RF_ERR_NOT_FOUND, "%s: no such file", path);
-    return rf_err_errno(err, errno, "cannot open %s", path);
-}
-
 static rf_status map_file(const char *path, st_shard *sh, rf_err *err)
 {
     sh->path = strdup(path);
     if (!sh->path) return nomem(err, "path");
-    int fd;
-    rf_status orc = open_ro(path, &fd, err);
-    if (orc != RF_OK) return orc;
-    struct stat sb;
-    rf_status rc = RF_OK;
-    if (fstat(fd, &sb) != 0) {
-        rc = rf_err_errno(err, errno, "cannot stat %s", path);
-    } else if (!S_ISREG(sb.st_mode)) {
-        rc = rf_err_set(err, RF_ERR_IO, "%s: not a regular file", path);
-    } else if ((uint64_t)sb.st_size > SIZE_MAX) {
-        rc = rf_err_set(err, RF_ERR_IO, "%s: too large to map", path);
-    } else {
-        sh->size = (uint64_t)sb.st_size;
-        /* too-small files are reported by parse_shard; mmap of length 0 would fail */
-        if (sh->size >= 8) {
-            void *m = mmap(NULL, (size_t)sh->size, PROT_READ, MAP_SHARED, fd, 0);
-            if (m == MAP_FAILED) {
-                rc = rf_err_errno(err, errno, "cannot mmap %s", path);
-            } else {
-                sh->map = m;
-                sh->base = m;
-            }
-        }
-    }
-    close(fd);
-    return rc;
+    void *m;
+    rf_status rc = rf_file_map(path, &m, &sh->size, err);
+    sh->map = m;
+    sh->base = m;
+    return rc; /* too-small files are reported by parse_shard */
 }
 
 static rf_status open_single(const char *path, rf_st **out, rf_err *err)

@@ -5,6 +5,9 @@
  * RF_ERR_INVALID, never a guess. */
 #include "tokenizer/tokenizer_internal.h"
 #include "io/json_internal.h"
+#include "tokenizer/tok_gguf.h"
+
+#include <sys/stat.h>
 
 #include <errno.h>
 #include <stdlib.h>
@@ -375,6 +378,14 @@ rf_status rf_tok_load_json(const char *json, size_t len, const char *config_json
 rf_status rf_tok_load(const char *model_dir, rf_tok **out, rf_err *err)
 {
     *out = NULL;
+    struct stat sb;
+    if (stat(model_dir, &sb) == 0 && S_ISREG(sb.st_mode)) { /* a GGUF file: its tokenizer.ggml.* */
+        FILE *f = fopen(model_dir, "rb");
+        char m[4] = {0};
+        size_t got = f ? fread(m, 1, 4, f) : 0;
+        if (f) fclose(f);
+        if (got == 4 && !memcmp(m, "GGUF", 4)) return rf_tok_load_gguf(model_dir, out, err);
+    }
     size_t dl = strlen(model_dir);
     char *p1 = malloc(dl + 32), *p2 = malloc(dl + 32);
     if (!p1 || !p2) {
