@@ -4,6 +4,7 @@
  * "<p>.scales" is among the weights. The writer relies on the second rule: a kept module simply
  * has no .scales, and only modules that differ from the global default get an entry. */
 #include "io/mlx_internal.h"
+#include "arch/family.h"
 #include "io/json_internal.h"
 #include "plan/plan_internal.h"
 
@@ -215,8 +216,8 @@ static const char *torch_dtype_name(rf_dtype dt)
     }
 }
 
-rf_status rf_mlx_write_config(const char *src_dir, const char *dst_path, const rf_mlx_qmod *mods, size_t n,
-                              rf_dtype torch_dtype, rf_err *err)
+rf_status rf_mlx_write_config(const char *src_dir, const char *dst_path, const rf_config *cfg_parsed, const rf_mlx_qmod *mods,
+                              size_t n, rf_dtype torch_dtype, rf_err *err)
 {
     char src[4096];
     snprintf(src, sizeof src, "%s/config.json", src_dir);
@@ -242,6 +243,9 @@ rf_status rf_mlx_write_config(const char *src_dir, const char *dst_path, const r
         json_object_del(cfg, "quantization");
         json_object_del(cfg, "quantization_config");
         json_object_del(cfg, "_name_or_path"); /* mlx-lm's save_config drops it too */
+        if (cfg_parsed) s = rf_mlx_config(cfg_parsed, cfg, err);
+    }
+    if (!s) {
         if (n) {
             json_t *q = quant_object(mods, n), *qc = q ? json_deep_copy(q) : NULL;
             bad |= !q || !qc || json_object_set_new(cfg, "quantization", q) ||

@@ -20,9 +20,11 @@ void rf_mlx_default_config(const rf_mlx_qmod *mods, size_t n, int *bits, int *gs
 /* Write DST_PATH: SRC_DIR/config.json with "quantization" and "quantization_config" (the
  * default plus one entry per module whose config differs; both keys removed when N = 0), and
  * "torch_dtype" set to TORCH_DTYPE unless that is RF_DT_INVALID. Formatted as mlx-lm's
- * save_config does (top-level keys sorted, indent 4). */
-rf_status rf_mlx_write_config(const char *src_dir, const char *dst_path, const rf_mlx_qmod *mods, size_t n,
-                              rf_dtype torch_dtype, rf_err *err);
+ * save_config does (top-level keys sorted, indent 4). CFG (may be NULL): the parsed source config,
+ * whose keys mlx-lm needs in its older spelling are added (rf_mlx_config; a config mlx-lm cannot
+ * load is refused). */
+rf_status rf_mlx_write_config(const char *src_dir, const char *dst_path, const rf_config *cfg_parsed, const rf_mlx_qmod *mods,
+                              size_t n, rf_dtype torch_dtype, rf_err *err);
 
 /* Write a whole file: create (never overwrite), write, fsync, close; errors name PATH
  * (ENOSPC/EFBIG: RF_ERR_NOSPACE). */

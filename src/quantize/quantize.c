@@ -9,6 +9,7 @@
  * piece: a unit's packed weight first, then all its scales, then all its biases, so those two
  * are held until the unit's last row block is written: 1/16 of its source size at gs 32).
  * Everything is validated against the plan before the first byte is written. */
+#include "arch/family.h"
 #include "arch/model_internal.h"
 #include "io/json_internal.h"
 #include "io/mlx_internal.h"
@@ -152,7 +153,7 @@ static rf_status unit_item(qz *q, const rf_unit *u, const rf_plan_unit *pu, qz_i
         return rf_err_set(err, RF_ERR_MISMATCH, "plan unit %s has %llu parameters, the model's has %llu", u->name,
                           (ull)pu->nparams, (ull)u->nparams);
     memset(it, 0, sizeof *it);
-    snprintf(it->name, sizeof it->name, "%s", u->name);
+    snprintf(it->name, sizeof it->name, "%s%s", rf_mlx_tensor_prefix(rf_model_config(q->m)), u->name);
     it->unit = u;
     it->views = rf_model_unit_views(q->m, (uint64_t)rf_model_unit_index(q->m, u));
     it->nmem = u->n_members;
@@ -184,7 +185,7 @@ static rf_status unit_item(qz *q, const rf_unit *u, const rf_plan_unit *pu, qz_i
 static void plain_item(qz *q, const rf_tensor *t, qz_item *it)
 {
     memset(it, 0, sizeof *it);
-    snprintf(it->name, sizeof it->name, "%s", t->name);
+    snprintf(it->name, sizeof it->name, "%s%s", rf_mlx_tensor_prefix(rf_model_config(q->m)), t->name);
     it->plain = t;
     it->nmem = 1;
     it->cols = 1;
@@ -410,7 +411,7 @@ static rf_status declare_item(rf_stw *w, const qz_item *it, rf_err *err)
 {
     if (!it->unit) {
         const rf_tensor *t = it->plain;
-        return rf_stw_declare(w, t->name, it->out_dt, t->ndim, t->shape, err);
+        return rf_stw_declare(w, it->name, it->out_dt, t->ndim, t->shape, err);
     }
     const rf_unit *u = it->unit;
     uint64_t shp[3];
@@ -858,7 +859,7 @@ static rf_status write_config(const qz *q, const char *dir, rf_err *err)
             mods[n++] = (rf_mlx_qmod){q->items[i].name, q->items[i].bits, q->items[i].gs, q->items[i].params};
     char *path = path_cat(dir, "config.json");
     rf_dtype td = q->converted ? q->kept_f32 : RF_DT_INVALID;
-    rf_status s = path ? rf_mlx_write_config(rf_model_dir(q->m), path, mods, n, td, err)
+    rf_status s = path ? rf_mlx_write_config(rf_model_dir(q->m), path, rf_model_config(q->m), mods, n, td, err)
                        : rf_err_set(err, RF_ERR_NOMEM, "out of memory");
     free(path);
     free(mods);
@@ -1160,6 +1161,12 @@ rf_status rf_quantize_write(const rf_model *m, const rf_plan *plan, const rf_qua
     qz q = {.m = m, .plan = plan, .mode = rf_plan_mode(plan)};
     int exists = 0;
     rf_status s = check_plan(&q, &o, err);
+    if (!s) { /* a model mlx-lm could not load is refused before anything is written */
+        json_t *probe = json_object();
+        s = probe ? rf_mlx_config(rf_model_config(m), probe, err) : rf_err_set(err, RF_ERR_NOMEM, "out of memory");
+        if (s && s != RF_ERR_NOMEM) rf_err_prefix(err, "%s: ", rf_model_dir(m));
+        json_decref(probe);
+    }
     if (!s && o.gptq) {
         if (o.gptq_damp <= 0) o.gptq_damp = 0.01;
         if (!rf_stats_has_hessian(o.gptq))
