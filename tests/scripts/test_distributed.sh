@@ -58,6 +58,9 @@ if command -v parallel > /dev/null; then
 while [ $# -gt 0 ]; do case $1 in -l|-p|-o) shift 2 ;; -*) shift ;; *) break ;; esac; done
 shift
 [ "${1:-}" = "--" ] && shift
+# a real sshd gives the remote shell a login environment; GNU parallel's remote wrapper runs the
+# job with $SHELL and silently runs nothing without it (CI's environment has no SHELL)
+export SHELL=/bin/bash HOME=${HOME:-/tmp}
 exec bash -c "$*"
 SSH
     chmod +x "$tmp/bin/ssh"
