@@ -273,7 +273,10 @@ static int mlx_section(const rf_model *m, int verbose, json_t *root)
                                                                 "modules", mods));
     } else {
         json_decref(mods);
-        printf("\nMLX quantization (default %d bits, group size %d; modules resolved as mlx-lm loads them)\n", db, dg);
+        /* db 0: the global setting is not an affine config ramfit reads (mode mxfp4, ...): every
+         * quantized module has its own entry, else reading the checkpoint failed above */
+        if (db) printf("\nMLX quantization (default %d bits, group size %d; modules resolved as mlx-lm loads them)\n", db, dg);
+        else printf("\nMLX quantization (global setting unused: not an affine config; modules resolved as mlx-lm loads them)\n");
         printf("%-10s %8s %16s %16s %7s\n", "config", "modules", "params", "bytes", "bpw");
         for (int k = 0; k < nc; k++) {
             char c[24];

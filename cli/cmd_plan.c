@@ -492,17 +492,11 @@ static int setup_opts(const args *a, const rf_profile *prof, rf_plan_opts *o)
 static int clobbers_profile(const char *dst, const char *profile)
 {
     if (cli_same_file(dst, profile)) return 1;
-    json_t *j = json_load_file(profile, 0, NULL);
-    const char *f = json_string_value(json_object_get(json_object_get(j, "data"), "file"));
-    int hit = 0;
-    if (f) {
-        const char *slash = strrchr(profile, '/');
-        int dl = slash ? (int)(slash - profile + 1) : 0;
-        char data[4096];
-        snprintf(data, sizeof data, "%.*s%s", dl, profile, f);
-        hit = cli_same_file(dst, data);
-    }
-    json_decref(j);
+    char *data = NULL;
+    rf_err err;
+    /* an unreadable profile is reported when it is loaded: here it has no data file to protect */
+    int hit = !rf_profile_data_path(profile, &data, &err) && data && cli_same_file(dst, data);
+    free(data);
     return hit;
 }
 

@@ -21,32 +21,6 @@ static void usage(FILE *f)
                "Default output: one token per line (id and piece), then the counts.\n");
 }
 
-static char *read_stream(FILE *f, size_t *len)
-{
-    size_t cap = 1 << 16, n = 0;
-    char *p = malloc(cap);
-    if (!p) return NULL;
-    size_t r;
-    while ((r = fread(p + n, 1, cap - n, f)) > 0) {
-        n += r;
-        if (n == cap) {
-            char *q = realloc(p, cap *= 2);
-            if (!q) {
-                free(p);
-                return NULL;
-            }
-            p = q;
-        }
-    }
-    if (ferror(f)) {
-        free(p);
-        return NULL;
-    }
-    p[n] = 0;
-    *len = n;
-    return p;
-}
-
 /* JSON string body: escapes quotes, backslashes and control bytes; UTF-8 passes through. */
 static void put_json_str(const char *s, size_t n)
 {
@@ -207,18 +181,10 @@ int rf_cmd_tokenize(int argc, char **argv)
         size_t len = 0;
         if (text) len = strlen(text);
         else {
-            FILE *f = file ? fopen(file, "rb") : stdin;
-            if (!f) {
-                fprintf(stderr, "ramfit: error (io): %s: %s\n", file, strerror(errno));
+            /* bounded like every whole-file read (ppl --file): a wrong file or /dev/zero is refused */
+            if (rf_read_file(file ? file : "/dev/stdin", CLI_MAX_TEXT, &buf, &len, &err)) {
                 rf_tok_free(tok);
-                return 1;
-            }
-            buf = read_stream(f, &len);
-            if (file) fclose(f);
-            if (!buf) {
-                fprintf(stderr, "ramfit: error (io): cannot read %s\n", file ? file : "standard input");
-                rf_tok_free(tok);
-                return 1;
+                return cli_fail(&err);
             }
         }
         int32_t *ids;

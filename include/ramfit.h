@@ -782,6 +782,8 @@ rf_status rf_profile_to_parts(const rf_profile *p, const char *data_name, char *
 rf_status rf_profile_from_parts(const char *json, size_t json_len, const void *data, size_t data_len, const char *label,
                                 rf_profile **out, rf_err *err);
 rf_status rf_profile_load(const char *path, rf_profile **out, rf_err *err);
+/* The data file the profile index at PATH names (*OUT malloc'd; NULL for a self-contained file). */
+rf_status rf_profile_data_path(const char *path, char **out, rf_err *err);
 /* Remove what save wrote at PATH: the index and its data file (absent files are fine). */
 rf_status rf_profile_remove(const char *path, rf_err *err);
 

@@ -406,11 +406,42 @@ static void test_module_without_scales(void **state)
     json_decref(mods);
 }
 
+/* A global "mode": "mxfp4" that no module uses (each quantized module has its own affine entry):
+ * mlx-lm loads it, so does ramfit, and inspect does not report the unused global as "default 0
+ * bits" (it once did). */
+static void test_unused_fp_global(void **state)
+{
+    (void)state;
+    json_t *mods = source_modules(), *v;
+    const char *k;
+    json_t *q = json_pack("{s:i, s:i, s:s}", "group_size", 32, "bits", 4, "mode", "mxfp4");
+    json_object_foreach(mods, k, v)
+        json_object_set_new(q, k, json_pack("{s:I, s:i, s:s}", "bits", json_integer_value(v), "group_size", 64, "mode",
+                                            "affine"));
+    json_decref(mods);
+    reference();
+    char *dir = variant("mxfp4-unused", q);
+    rf_err err;
+    rf_status st;
+    char *m = resolved(dir, &st, &err);
+    if (st) fail_msg("rf_mlx_quant_read: %s", err.msg);
+    assert_string_equal(m, g_ref_mods);
+    free(m);
+    char cmd[4400], *out = NULL;
+    snprintf(cmd, sizeof cmd, "inspect %s", dir);
+    assert_int_equal(tu_run_cli(cmd, &out), 0);
+    if (strstr(out, "default 0 bits") || !strstr(out, "global setting unused")) fail_msg("inspect says:\n%s", out);
+    free(out);
+    tu_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shapes_mlx_lm_writes),
         cmocka_unit_test(test_shapes_refused),
+        cmocka_unit_test(test_unused_fp_global),
         cmocka_unit_test(test_module_without_scales),
     };
     int r = cmocka_run_group_tests(tests, setup, teardown);

@@ -534,6 +534,35 @@ static void test_profile_size_and_totals(void **state)
     rf_profile_free(p);
 }
 
+/* rf_profile_data_path (what plan checks before writing, so that -o never lands on a profile's
+ * data file): read through the shared JSON loader, so a number jansson cannot hold does not hide
+ * the data file (plan once parsed the index with plain jansson and then saw no data file). */
+static void test_profile_data_path(void **state)
+{
+    (void)state;
+    char *dir = tu_mkdtemp(), path[4200], want[4300];
+    snprintf(path, sizeof path, "%s/p.json", dir);
+    static const char idx[] = "{\"x\": 1000000000000000019884624838656, \"data\": {\"file\": \"p.bin\", \"bytes\": 10}}";
+    assert_int_equal(tu_write_file(path, idx, sizeof idx - 1), 0);
+    char *dp = NULL;
+    rf_err err;
+    TU_OK(rf_profile_data_path(path, &dp, &err), &err);
+    snprintf(want, sizeof want, "%s/p.bin", dir);
+    assert_non_null(dp);
+    assert_string_equal(dp, want);
+    free(dp);
+    static const char self[] = "{\"units\": []}";
+    assert_int_equal(tu_write_file(path, self, sizeof self - 1), 0);
+    TU_OK(rf_profile_data_path(path, &dp, &err), &err);
+    assert_null(dp);
+    static const char bad[] = "{\"data\": {\"file\": \"../p.bin\"}}";
+    assert_int_equal(tu_write_file(path, bad, sizeof bad - 1), 0);
+    assert_int_equal(rf_profile_data_path(path, &dp, &err), RF_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "plain file name"));
+    tu_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -542,6 +571,7 @@ int main(void)
         cmocka_unit_test(test_profile_validation),
         cmocka_unit_test(test_profile_version1),
         cmocka_unit_test(test_profile_version2),
+        cmocka_unit_test(test_profile_data_path),
         cmocka_unit_test(test_profile_merge),
         cmocka_unit_test(test_profile_size_and_totals),
     };

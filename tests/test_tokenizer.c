@@ -6,6 +6,7 @@
 #include "tokenizer/tokenizer_internal.h"
 
 #include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 #include <utf8proc.h>
 
@@ -740,6 +741,24 @@ static void test_cli(void **state)
     free(out);
     assert_int_equal(tu_run_cli("tokenize /nonexistent --text hi", &out), 1);
     free(out);
+    /* the input is bounded like ppl --file (it was read whole, whatever its size): a sparse
+     * file past 256 MiB is refused before it is read, naming the file and the limit */
+    char *tmp = tu_mkdtemp(), big[1024];
+    snprintf(big, sizeof big, "%s/big.txt", tmp);
+    FILE *f = fopen(big, "wb");
+    assert_non_null(f);
+    assert_int_equal(ftruncate(fileno(f), ((off_t)256 << 20) + 1), 0);
+    fclose(f);
+    snprintf(args, sizeof args, "tokenize %s --file %s --count", dir, big);
+    assert_int_equal(tu_run_cli(args, &out), 1);
+    if (!strstr(out, big) || !strstr(out, "larger than the 256 MiB")) fail_msg("tokenize --file BIG says: %s", out);
+    free(out);
+    /* standard input goes through the same bounded read */
+    snprintf(args, sizeof args, "tokenize %s --count < /dev/null", dir);
+    assert_int_equal(tu_run_cli(args, &out), 0);
+    free(out);
+    tu_rmtree(tmp);
+    free(tmp);
     /* the Llama tokenizers as published (model_max_length 1e30 in tokenizer_config.json) */
     const char *l3 = tu_shared_path("tokenizers/llama3/tokenizer.json");
     if (l3) {

@@ -1389,37 +1389,56 @@ rf_status rf_profile_from_parts(const char *json, size_t json_len, const void *d
     return from_parts(json, json_len, data, data_len, 1, label, out, err);
 }
 
+/* The data file an index ROOT read from PATH names (a plain name in PATH's directory): *DPATH
+ * (malloc'd, NULL for a self-contained file) and *DMAX, the length the index gives it. */
+static rf_status index_data(const json_t *root, const char *path, char **dpath, uint64_t *dmax, rf_err *err)
+{
+    *dpath = NULL;
+    *dmax = 0;
+    const json_t *jd = json_object_get(root, "data");
+    const char *file = json_string_value(json_object_get(jd, "file"));
+    if (rf_json_u64(json_object_get(jd, "bytes"), INT64_MAX - 1, dmax)) *dmax = 0;
+    if (!file) return RF_OK;
+    size_t fl = strlen(file);
+    if (!fl || fl >= 256 || strchr(file, '/'))
+        return rf_err_set(err, RF_ERR_FORMAT, "%s: field 'data.file' must be a plain file name", path);
+    const char *slash = strrchr(path, '/');
+    size_t dir = slash ? (size_t)(slash - path + 1) : 0;
+    if (!(*dpath = malloc(dir + fl + 1))) return rf_err_set(err, RF_ERR_NOMEM, "out of memory");
+    memcpy(*dpath, path, dir);
+    memcpy(*dpath + dir, file, fl + 1);
+    return RF_OK;
+}
+
+rf_status rf_profile_data_path(const char *path, char **out, rf_err *err)
+{
+    *out = NULL;
+    json_t *root;
+    uint64_t dmax;
+    rf_status s = rf_json_load(path, RF_MAX_PLAN_FILE, JSON_REJECT_DUPLICATES, &root, err);
+    if (!s) s = index_data(root, path, out, &dmax, err);
+    json_decref(root);
+    return s;
+}
+
 rf_status rf_profile_load(const char *path, rf_profile **out, rf_err *err)
 {
     *out = NULL;
-    char *text, *data = NULL;
+    char *text, *data = NULL, *dpath = NULL;
     size_t len, dlen = 0;
     rf_status s = rf_json_read_text(path, RF_MAX_PLAN_FILE, &text, &len, err);
     if (s) return s;
     json_t *root;
     if ((s = parse_root(text, len, path, &root, err))) { free(text); return s; }
-    /* an index names its data file: a plain name in the index's directory */
-    const char *jf = json_string_value(json_object_get(json_object_get(root, "data"), "file"));
-    uint64_t dmax = 0; /* the data file is as long as the index says (checked when read): a bound for reading it */
-    if (rf_json_u64(json_object_get(json_object_get(root, "data"), "bytes"), INT64_MAX - 1, &dmax)) dmax = 0;
-    char fbuf[256];
-    const char *file = jf && strlen(jf) < sizeof fbuf ? strcpy(fbuf, jf) : NULL;
+    uint64_t dmax; /* the data file is as long as the index says (checked when read): a bound for reading it */
+    s = index_data(root, path, &dpath, &dmax, err);
     json_decref(root);
-    if (file) {
-        const char *slash = strrchr(path, '/');
-        size_t dir = slash ? (size_t)(slash - path + 1) : 0, fl = strlen(file);
-        char *dpath = strchr(file, '/') || !fl ? NULL : malloc(dir + fl + 1);
-        if (!dpath) s = strchr(file, '/') || !fl ? rf_err_set(err, RF_ERR_FORMAT, "%s: field 'data.file' must be a plain file name", path)
-                                                 : rf_err_set(err, RF_ERR_NOMEM, "out of memory");
-        else {
-            memcpy(dpath, path, dir);
-            memcpy(dpath + dir, file, fl + 1);
-            s = rf_read_file(dpath, dmax + 1, &data, &dlen, err);
-            if (s) rf_err_prefix(err, "profile %s needs its data file", path);
-            free(dpath);
-        }
+    if (!s && dpath) {
+        s = rf_read_file(dpath, dmax + 1, &data, &dlen, err);
+        if (s) rf_err_prefix(err, "profile %s needs its data file", path);
     }
-    if (!s) s = from_parts(text, len, (const uint8_t *)data, dlen, file != NULL, path, out, err);
+    if (!s) s = from_parts(text, len, (const uint8_t *)data, dlen, dpath != NULL, path, out, err);
+    free(dpath);
     free(text);
     free(data);
     return s;

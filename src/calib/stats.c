@@ -383,12 +383,9 @@ static rf_status stats_new(const char *label, rf_stats **out, rf_err *err)
 static rf_status parse_text(rf_stats *s, const char *text, size_t len, uint64_t *data_bytes, char *bin_name, size_t cap,
                             uint64_t *mom_off, uint64_t *mom_fnv, rf_err *err)
 {
-    json_error_t je;
-    json_t *r = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
-    rf_status st = RF_OK;
-    if (!r || !json_is_object(r))
-        st = rf_err_set(err, RF_ERR_FORMAT, "%s: not a statistics file: %s (line %d)", s->path, r ? "not an object" : je.text,
-                        je.line);
+    json_t *r;
+    rf_status st = rf_json_parse(text, len, s->path, JSON_REJECT_DUPLICATES, &r, err);
+    if (!st && !json_is_object(r)) st = rf_err_set(err, RF_ERR_FORMAT, "%s: not a statistics file: not an object", s->path);
     if (!st) st = parse_index(s, r, data_bytes, bin_name, cap, mom_off, mom_fnv, err);
     json_decref(r);
     return st;

@@ -9,6 +9,7 @@
 #include "tokenizer/tok_gguf.h"
 #include "tokenizer/tokenizer_internal.h"
 #include "io/safetensors_internal.h"
+#include "io/json_internal.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -294,16 +295,16 @@ static int is_byte_token(const char *s, size_t len)
     return len == 6 && !memcmp(s, "<0x", 3) && strchr(hex, s[3]) && strchr(hex, s[4]) && s[5] == '>' && s[3] && s[4];
 }
 
+/* tokenizer.json (required) or tokenizer_config.json (optional: absent gives NULL) through the
+ * shared bounded loader, which also takes numbers such as Llama's huge model_max_length. */
 static rf_status load_json(const char *path, int optional, json_t **out, rf_err *err)
 {
-    json_error_t je;
-    /* optional: tokenizer_config.json, whose huge model_max_length needs reals (tokenizer.c) */
-    *out = json_load_file(path, JSON_REJECT_DUPLICATES | (optional ? JSON_DECODE_INT_AS_REAL : 0), &je);
-    if (*out) return RF_OK;
-    FILE *f = fopen(path, "r");
-    if (!f && optional) return RF_OK;
-    if (f) fclose(f);
-    return rf_err_set(err, f ? RF_ERR_FORMAT : RF_ERR_NOT_FOUND, "%s: %s (line %d)", path, je.text, je.line);
+    rf_err e;
+    rf_status s = rf_json_load(path, optional ? RF_MAX_CONFIG_FILE : RF_MAX_TOKENIZER_FILE, JSON_REJECT_DUPLICATES, out,
+                               &e);
+    if (s == RF_ERR_NOT_FOUND && optional) return RF_OK;
+    if (s && err) *err = e;
+    return s;
 }
 
 static rf_status fill_vocab(json_t *root, json_t *model, int32_t n_vocab, int spm, vocab *v, const char *label,
