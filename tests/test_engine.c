@@ -1272,6 +1272,61 @@ static void test_observer(void **state)
     rf_engine_free(e);
 }
 
+/* hidden_act (once ignored: every config ran SiLU): each name transformers' ACT2FN gives maps to
+ * its function, the function has transformers' formula (double precision reference), the GLU
+ * gates with it, and a name ramfit does not run is refused. */
+static void test_activations(void **state)
+{
+    (void)state;
+    static const struct { const char *name; rf_act act; } names[] = {
+        {"silu", RF_ACT_SILU}, {"swish", RF_ACT_SILU}, {"gelu", RF_ACT_GELU}, {"gelu_pytorch_tanh", RF_ACT_GELU_TANH},
+        {"gelu_new", RF_ACT_GELU_TANH}, {"gelu_fast", RF_ACT_GELU_TANH}, {"relu", RF_ACT_RELU}, {"relu2", RF_ACT_RELU2},
+    };
+    char json[512];
+    rf_config c;
+    rf_err err;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        snprintf(json, sizeof json, "{\"model_type\": \"llama\", \"hidden_size\": 64, \"intermediate_size\": 128, "
+                 "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"vocab_size\": 100, \"hidden_act\": \"%s\"}",
+                 names[i].name);
+        TU_OK(rf_config_parse(json, "config.json", &c, &err), &err);
+        if (c.act != names[i].act) fail_msg("hidden_act %s parsed as %d", names[i].name, (int)c.act);
+    }
+    static const char *const refused[] = {"softplus", "tanh", "SiLU", "gelu_10"};
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        snprintf(json, sizeof json, "{\"model_type\": \"llama\", \"hidden_size\": 64, \"intermediate_size\": 128, "
+                 "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"vocab_size\": 100, \"hidden_act\": \"%s\"}",
+                 refused[i]);
+        assert_int_equal(rf_config_parse(json, "config.json", &c, &err), RF_ERR_UNSUPPORTED);
+        if (!strstr(err.msg, refused[i]) || !strstr(err.msg, "hidden_act")) fail_msg("message: %s", err.msg);
+    }
+    static const float xs[] = {-6.0f, -2.5f, -1.0f, -0.3f, 0.0f, 0.2f, 1.0f, 1.7f, 4.0f, 9.0f};
+    enum { N = sizeof xs / sizeof xs[0] };
+    for (size_t k = 0; k < N; k++) {
+        double x = xs[k], want[5];
+        want[RF_ACT_SILU] = x / (1 + exp(-x));
+        want[RF_ACT_GELU] = 0.5 * x * (1 + erf(x / sqrt(2.0)));
+        want[RF_ACT_GELU_TANH] = 0.5 * x * (1 + tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+        want[RF_ACT_RELU] = x > 0 ? x : 0;
+        want[RF_ACT_RELU2] = x > 0 ? x * x : 0;
+        for (int a = 0; a < 5; a++) {
+            double got = rf_op_act((rf_act)a, xs[k]);
+            if (fabs(got - want[a]) > 1e-5 * (1 + fabs(want[a])))
+                fail_msg("%s(%g) = %.9g, want %.9g", rf_act_name((rf_act)a), x, got, want[a]);
+        }
+    }
+    /* the GLU: act(gate) * up, for every activation (SiLU through its own kernel) */
+    float up[N], out[N];
+    for (size_t k = 0; k < N; k++) up[k] = 0.5f + 0.25f * (float)k;
+    for (int a = 0; a < 5; a++) {
+        rf_op_glu((rf_act)a, xs, up, N, out);
+        for (size_t k = 0; k < N; k++) {
+            float want = rf_op_act((rf_act)a, xs[k]) * up[k];
+            if (fabsf(out[k] - want) > 1e-5f * (1 + fabsf(want))) fail_msg("glu %s at %zu: %g vs %g", rf_act_name((rf_act)a), k, out[k], want);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1292,6 +1347,7 @@ int main(void)
         cmocka_unit_test(test_fast_qwen3),
         cmocka_unit_test(test_fast_qwen3_moe),
         cmocka_unit_test(test_sampler),
+        cmocka_unit_test(test_activations),
         cmocka_unit_test(test_greedy_stories),
         cmocka_unit_test(test_ppl_llamacpp_protocol),
         cmocka_unit_test(test_kld),
