@@ -434,13 +434,60 @@ static void test_refusals(void **state)
     free(p);
 }
 
+/* Metadata values a config cannot hold (rope.freq_base NaN once became the default 10000, a
+ * block_count of 1.5 or 1e30 was cast to an integer): each is refused naming its key. */
+static void test_bad_metadata(void **state)
+{
+    (void)state;
+    char *dir = tu_mkdtemp();
+    size_t n = strlen(dir) + 32;
+    char *p = malloc(n);
+    snprintf(p, n, "%s/x.gguf", dir);
+    static const struct { const char *key; float v; } bad[] = {
+        {"llama.rope.freq_base", NAN}, {"llama.rope.freq_base", INFINITY}, {"llama.rope.freq_base", -5.0f},
+        {"llama.block_count", 1.5f},   {"llama.block_count", 1e30f},       {"llama.attention.head_count", -8.0f},
+        {"llama.expert_count", 2.5f},  {"llama.attention.layer_norm_rms_epsilon", NAN},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        rf_err err;
+        rf_ggufw *w;
+        TU_OK(rf_ggufw_create(p, &w, &err), &err);
+        TU_OK(rf_ggufw_set_str(w, "general.architecture", "llama", &err), &err);
+        static const char *const ints[] = {"llama.embedding_length", "llama.block_count", "llama.attention.head_count",
+                                           "llama.feed_forward_length"};
+        static const uint32_t iv[] = {64, 1, 8, 128};
+        for (int k = 0; k < 4; k++)
+            if (strcmp(ints[k], bad[i].key)) TU_OK(rf_ggufw_set_u32(w, ints[k], iv[k], &err), &err);
+        if (strcmp(bad[i].key, "llama.attention.layer_norm_rms_epsilon"))
+            TU_OK(rf_ggufw_set_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f, &err), &err);
+        TU_OK(rf_ggufw_set_f32(w, bad[i].key, bad[i].v, &err), &err);
+        uint64_t ne[2] = {64, 10};
+        TU_OK(rf_ggufw_add_tensor(w, "token_embd.weight", RF_GT_F32, 2, ne, &err), &err);
+        float z[640] = {0};
+        TU_OK(rf_ggufw_write(w, z, sizeof z, &err), &err);
+        TU_OK(rf_ggufw_finish(w, &err), &err);
+        rf_ggufw_free(w);
+        rf_gguf *g;
+        TU_OK(rf_gguf_open(p, &g, &err), &err);
+        rf_config c;
+        rf_status st = rf_gguf_config(g, &c, NULL, &err);
+        rf_gguf_close(g);
+        if (st != RF_ERR_FORMAT || !strstr(err.msg, bad[i].key))
+            fail_msg("%s = %g: %s \"%s\", want a format error naming the key", bad[i].key, bad[i].v, rf_status_name(st),
+                     st ? err.msg : "");
+    }
+    tu_rmtree(dir);
+    free(dir);
+    free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matmul_types),      cmocka_unit_test(test_config),
         cmocka_unit_test(test_forward_f32),       cmocka_unit_test(test_fixture_families),       cmocka_unit_test(test_tokenizer_stories),
         cmocka_unit_test(test_tokenizer_qwen3),   cmocka_unit_test(test_real_tokenizers),   cmocka_unit_test(test_forward_q8),
-        cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_refusals),          cmocka_unit_test(test_bad_metadata),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -5,6 +5,8 @@
 
 #include <jansson.h>
 
+#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -259,6 +261,9 @@ rf_status rf_gguf_config(const rf_gguf *g, rf_config *c, const rf_gguf_family **
     double nexp = 0, v;
     if ((s = meta_num(g, arch, "expert_count", 0, &nexp, err)) && s != RF_ERR_NOT_FOUND) return s;
     s = RF_OK;
+    if (!(nexp >= 0 && nexp <= 65536 && nexp == floor(nexp)))
+        return rf_err_set(err, RF_ERR_FORMAT, "%s: key %s.expert_count is %g: must be a whole number from 0 to 65536",
+                          rf_gguf_path(g), arch, nexp);
     if (!strcmp(arch, "llama") && nexp > 0) fam = rf_gguf_family_of(RF_ARCH_MIXTRAL);
     char key[160];
     snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
@@ -285,8 +290,20 @@ rf_status rf_gguf_config(const rf_gguf *g, rf_config *c, const rf_gguf_family **
             continue;
         }
         if (s) break;
-        json_object_set_new(j, keys[k].hf, !strcmp(keys[k].hf, "rms_norm_eps") || !strcmp(keys[k].hf, "rope_theta")
-                                               ? json_real(v) : json_integer((json_int_t)v));
+        /* checked here, naming the GGUF key: json_real drops a NaN/inf (rope_theta then silently
+         * took its default) and a cast of 1.5 or 1e30 to an integer is no count */
+        int real = !strcmp(keys[k].hf, "rms_norm_eps") || !strcmp(keys[k].hf, "rope_theta");
+        if (!isfinite(v) || (real && v <= 0)) {
+            s = rf_err_set(err, RF_ERR_FORMAT, "%s: key %s.%s is %g: must be a finite number > 0", rf_gguf_path(g), arch,
+                           keys[k].key, v);
+            break;
+        }
+        if (!real && (v != floor(v) || v < 0 || v > INT32_MAX)) {
+            s = rf_err_set(err, RF_ERR_FORMAT, "%s: key %s.%s is %g: must be a whole number from 0 to %d", rf_gguf_path(g),
+                           arch, keys[k].key, v, INT32_MAX);
+            break;
+        }
+        json_object_set_new(j, keys[k].hf, real ? json_real(v) : json_integer((json_int_t)v));
     }
     if (!s && !json_object_get(j, "rope_theta")) json_object_set_new(j, "rope_theta", json_real(10000.0)); /* llama.cpp's default */
     if (!s && nexp > 0) {
