@@ -6,7 +6,7 @@
 #
 # Each model is analysed in opt mode exactly (--exact) and from samples (--opt-sample N for each N
 # of --samples: the default 4096 and a small one, so that the shared models' units, most of which
-# have fewer than 2 x 4096 groups and are measured exactly at the default, are estimated too). At
+# have at most 8 x 4096 groups and are measured exactly at the default, are estimated too). At
 # the size of each uniform config of --sizes (the bytes of `ramfit plan --method uniform:B:G`), a
 # plan is solved from every profile; each plan is quantized and its KLD against the unquantized
 # model measured on the model's own text (`ramfit kld`, first --max-tokens tokens). Printed per
