@@ -61,7 +61,9 @@ range() { sort -g | awk 'NR==1{lo=$1} {hi=$1} END {printf "%.1f-%.1f", lo, hi}';
 make_models() { # preset layers -> sets dir, gguf, mlx
   local preset=$1 layers=$2 tag=$1${2:+-l$2}
   dir=$work/$tag-bf16; gguf=$work/$tag-q4km.gguf; mlx=$work/$tag-mlx
-  if [ ! -f "$dir/config.json" ]; then
+  # the BF16 checkpoint is only needed to make the other two (it is deleted by nothing, but a
+  # work directory copied without it is still usable)
+  if [ ! -f "$dir/config.json" ] && { [ ! -f "$gguf" ] || [ ! -f "$mlx/config.json" ]; }; then
     echo "making $dir" >&2
     nice "$ramfit" synth "$dir.tmp" --like "$preset" --vocab 4096 ${layers:+--layers $layers} --threads 2 --quiet --force
     cp "$tokdir/tokenizer.json" "$tokdir/tokenizer_config.json" "$dir.tmp/"
