@@ -565,26 +565,29 @@ RF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void gg_unpack
             c[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(L, 4), m4), hh);
         }
         __m512 sc = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)x->scales)));
-        *s16 = _mm512_mul_ps(sc, _mm512_set1_ps(rf_f16_to_f32(x->d)));
+        uint16_t dh;
+        memcpy(&dh, &x->d, 2);
+        *s16 = _mm512_mul_ps(sc, _mm512_broadcastss_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(dh))));
         *b16 = _mm512_mul_ps(*s16, _mm512_set1_ps(-32.0f));
         return;
     }
     const rfk_q4_k *x = (const rfk_q4_k *)p;
     const uint8_t *qs = type == RF_GT_Q5_K ? ((const rfk_q5_k *)p)->qs : x->qs;
-    /* the 6-bit scales and mins of the 12 packed bytes as 8 + 8 bytes (rfk_scale_min_k4) */
-    uint32_t u[4];
-    memcpy(u, x->scales, 12);
-    const uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
-    u[3] = ((u[2] >> 4) & k2) | (((u[1] >> 6) & k3) << 4);
-    uint32_t mins_lo = u[1] & k1;
-    u[1] = (u[2] & k2) | (((u[0] >> 6) & k3) << 4);
-    u[2] = mins_lo;
-    u[0] &= k1;
-    __m512 sm = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)u)));
+    /* d, dmin and the 12 packed bytes of 6-bit scales and mins (words u0 u1 u2) in one load;
+     * rfk_scale_min_k4 for all 8 sub-blocks: scales = u0 & 0x3f.., (u2 & 0x0f..) | (u0 >> 6 & 3..) << 4,
+     * mins = u1 & 0x3f.., (u2 >> 4 & 0x0f..) | (u1 >> 6 & 3..) << 4 */
+    __m128i hdr = _mm_loadu_si128((const __m128i *)p), u = _mm_srli_si128(hdr, 4);
+    __m128i A = _mm_shuffle_epi32(u, _MM_SHUFFLE(2, 1, 2, 0)), B = _mm_shuffle_epi32(u, _MM_SHUFFLE(1, 1, 0, 0));
+    __m128i lo6 = _mm_and_si128(A, _mm_set1_epi32(0x3f3f3f3f));
+    __m128i hi6 = _mm_or_si128(_mm_and_si128(_mm_srlv_epi32(A, _mm_set_epi32(4, 0, 0, 0)), _mm_set1_epi32(0x0f0f0f0f)),
+                               _mm_slli_epi32(_mm_and_si128(_mm_srli_epi32(B, 6), _mm_set1_epi32(0x03030303)), 4));
+    __m128i sm8 = _mm_blend_epi32(lo6, hi6, 0xA); /* 8 scale bytes, 8 min bytes */
+    __m512 sm = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(sm8));
+    __m128 dd = _mm_cvtph_ps(hdr); /* d, dmin */
     const __m512i dup = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
-    *s16 = _mm512_mul_ps(_mm512_permutexvar_ps(dup, sm), _mm512_set1_ps(rf_f16_to_f32(x->d)));
+    *s16 = _mm512_mul_ps(_mm512_permutexvar_ps(dup, sm), _mm512_broadcastss_ps(dd));
     *b16 = _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_add_epi32(dup, _mm512_set1_epi32(8)), sm),
-                         _mm512_set1_ps(-rf_f16_to_f32(x->dmin)));
+                         _mm512_broadcastss_ps(_mm_sub_ps(_mm_setzero_ps(), _mm_movehdup_ps(dd))));
     __m512i H = _mm512_setzero_si512();
     if (type == RF_GT_Q5_K)
         H = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)((const rfk_q5_k *)p)->qh));
