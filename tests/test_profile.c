@@ -255,7 +255,7 @@ static void test_profile_validation(void **state)
     QBAD("\"attn_q\", 0, 2, 1, 128, 128, \"BF16\", \"BF16\", 262143, 0, [1, 0, 1, 1, 0, 0, null, ", RF_ERR_FORMAT, "field 'values'");
 #undef QBAD
     expect_bad(t, "\"format\": \"ramfit-profile\"", "\"format\": \"ramfit-plan\"", RF_ERR_FORMAT, "field 'format'");
-    expect_bad(t, "\"version\": 3", "\"version\": 4", RF_ERR_UNSUPPORTED, "version 4");
+    expect_bad(t, "\"version\": 3", "\"version\": 5", RF_ERR_UNSUPPORTED, "version 5");
     expect_bad(t, "\"opt_sample\": 0", "\"opt_sample\": -1", RF_ERR_FORMAT, "field 'opt_sample'");
     expect_bad(t, "\"opt_sample\": 0", "\"opt_sample\": 0, \"shard\": [0, 0, 0, 0]", RF_ERR_FORMAT, "not a valid part");
     expect_bad(t, "\"opt_sample\": 0", "\"opt_sample\": 0, \"shard\": [3, 2, 0, 9]", RF_ERR_FORMAT, "not a valid part");
