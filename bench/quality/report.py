@@ -385,6 +385,14 @@ def calibrated_section(md, sweeps, command):
         md.append("- **Does data-free ramfit beat GPTQ uniform at matched size? %s.** Geometric mean KLD ratio (ramfit "
                   "data-free / GPTQ uniform) %.3f, i.e. %.1f%% %s KLD; PPL at or below or within the noise in %d of %d." % (
                       verdict, g, abs(1 - g) * 100, "lower" if g <= 1 else "higher", ppl_ok, n))
+        ratios = sorted(x["kld"] / y["kld"] for _, x, y, _ in vs_gptq)
+        per = {}
+        for k, x, y, _ in vs_gptq:
+            per.setdefault(k[0], []).append((x["kld"], y["kld"]))
+        md.append("  - Median ratio %.3f (the geometric mean is pulled down by the models whose uniform baselines are weakest). "
+                  "Per model (geometric mean over its texts and sizes, comparisons won): %s." % (
+                      ratios[len(ratios) // 2] if len(ratios) % 2 else (ratios[len(ratios) // 2 - 1] + ratios[len(ratios) // 2]) / 2,
+                      "; ".join("%s %.3f, %d of %d" % (m, geo(v), sum(1 for x, y in v if x <= y), len(v)) for m, v in per.items())))
         worse = [(k, x, y) for k, x, y, _ in vs_gptq if x["kld"] > y["kld"]]
         for k, x, y in worse:
             md.append("  - GPTQ uniform lower: %s / %s at the size of %s (%d B): ramfit KLD %s, GPTQ %s" % (
