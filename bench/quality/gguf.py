@@ -61,9 +61,12 @@ TOP_RE = re.compile(r"Same top p:\s+([0-9.]+)\s+±")
 
 
 def llama_kld(lbin, env, model_file, text, base, a):
-    out = run([os.path.join(lbin, "llama-perplexity"), "-m", model_file, "-f", text, "-c", str(a.ctx), "--chunks",
-               str(a.chunks), "-t", str(a.threads), "--kl-divergence-base", base, "--kl-divergence"], env)
-    m = KLD_RE.search(out)
+    for attempt in range(3):  # its log thread now and then loses the summary at exit: run it again
+        out = run([os.path.join(lbin, "llama-perplexity"), "-m", model_file, "-f", text, "-c", str(a.ctx), "--chunks",
+                   str(a.chunks), "-t", str(a.threads), "--kl-divergence-base", base, "--kl-divergence"], env)
+        m = KLD_RE.search(out)
+        if m:
+            break
     if not m:
         raise SystemExit("no KLD in llama-perplexity's output for %s:\n%s" % (model_file, out[-3000:]))
     top = TOP_RE.search(out)
