@@ -60,17 +60,26 @@ PPL_RE = re.compile(r"Mean\s+PPL\(Q\)\s*:\s*([0-9.eE+-]+)")
 TOP_RE = re.compile(r"Same top p:\s+([0-9.]+)\s+±")
 
 
+CHUNKS_RE = re.compile(r"computing over (\d+) chunks")
+ROW_RE = re.compile(r"^\s*(\d+)\s+[0-9.]+ ±\s+[0-9.]+\s+[-0-9.]+ ±\s+[0-9.]+\s+([0-9.]+) ±\s+([0-9.]+)\s", re.M)
+
+
 def llama_kld(lbin, env, model_file, text, base, a):
-    for attempt in range(3):  # its log thread now and then loses the summary at exit: run it again
+    """Mean KLD ± its error and the top-1 agreement. llama.cpp's logger now and then loses the
+    summary at exit: the run is repeated, and at last the final chunk's running mean (the same
+    number) is taken when every chunk's row was printed."""
+    for attempt in range(4):
         out = run([os.path.join(lbin, "llama-perplexity"), "-m", model_file, "-f", text, "-c", str(a.ctx), "--chunks",
                    str(a.chunks), "-t", str(a.threads), "--kl-divergence-base", base, "--kl-divergence"], env)
         m = KLD_RE.search(out)
+        top = TOP_RE.search(out)
         if m:
-            break
-    if not m:
-        raise SystemExit("no KLD in llama-perplexity's output for %s:\n%s" % (model_file, out[-3000:]))
-    top = TOP_RE.search(out)
-    return float(m.group(1)), float(m.group(2)), float(top.group(1)) / 100 if top else float("nan")
+            return float(m.group(1)), float(m.group(2)), float(top.group(1)) / 100 if top else float("nan")
+    rows = ROW_RE.findall(out)
+    n = CHUNKS_RE.search(out)
+    if rows and n and int(rows[-1][0]) == int(n.group(1)):
+        return float(rows[-1][1]), float(rows[-1][2]), float("nan")
+    raise SystemExit("no KLD in llama-perplexity's output for %s:\n%s" % (model_file, out[-3000:]))
 
 
 def ramfit_kld(a, base, quant, text):
@@ -86,8 +95,8 @@ def main():
     ap.add_argument("--models", default=",".join(ALL_MODELS))
     ap.add_argument("--presets", default=",".join(PRESETS))
     ap.add_argument("--ctx", type=int, default=256)
-    ap.add_argument("--chunks", type=int, default=64, help="windows of --ctx tokens scored (default 64)")
-    ap.add_argument("--text-bytes", type=int, default=200000, help="bytes of the evaluation text read")
+    ap.add_argument("--chunks", type=int, default=32, help="windows of --ctx tokens scored (default 32)")
+    ap.add_argument("--text-bytes", type=int, default=60000, help="bytes of the evaluation text read")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--bin", default=os.path.join(root, "build", "ramfit"))
     ap.add_argument("--shared", default=os.path.join(os.path.dirname(root), "shared"))
