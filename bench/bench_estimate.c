@@ -94,6 +94,35 @@ static double compare(const char *label, const rf_model *m, uint64_t sample, int
     printf("  %llu units of >= %llu parameters, %llu estimated (%llu candidates): largest error %.3f%%, rms %.3f%%: %s\n\n",
            (unsigned long long)n_units, (unsigned long long)min_params, (unsigned long long)n_est, (unsigned long long)n_cand,
            100 * worst, n_cand ? 100 * sqrt(sum2 / (double)n_cand) : 0.0, worst < 0.01 ? "within 1%" : "NOT within 1%");
+    /* where it matters: plans made on the estimates, scored on the exact errors, against the plans
+     * the exact errors give (same budgets: 10%, 30%, 50%, 70% of the way from min-safe to full) */
+    rf_plan_opts po;
+    rf_plan_opts_default(&po);
+    po.mode = g_gguf ? RF_QMODE_MLX : RF_QMODE_OPT;
+    rf_planner *pe, *px;
+    rf_err err;
+    if (!rf_planner_create(es, &po, &pe, &err) && !rf_planner_create(ex, &po, &px, &err)) {
+        uint64_t lo = rf_planner_min_safe(px), hi = rf_planner_full_bytes(px);
+        for (int k = 1; k <= 7; k += 2) {
+            uint64_t b = lo + (hi - lo) / 10 * (uint64_t)k;
+            rf_plan *a = NULL, *x = NULL;
+            double oa = 0;
+            if (!rf_planner_solve(pe, b, &a, &err) && !rf_planner_solve(px, b, &x, &err) &&
+                !rf_plan_evaluate(a, ex, &po, &oa, &err)) {
+                uint64_t diff = 0;
+                for (uint64_t u = 0; u < rf_plan_unit_count(a); u++)
+                    diff += rf_plan_get_unit(a, u)->bytes != rf_plan_get_unit(x, u)->bytes;
+                printf("  budget %llu B: the estimates' plan scores %.4f%% above the exact optimum (%llu of %llu units "
+                       "chose differently)\n", (unsigned long long)b, 100 * (oa / rf_plan_objective(x) - 1),
+                       (unsigned long long)diff, (unsigned long long)rf_plan_unit_count(a));
+            }
+            rf_plan_free(a);
+            rf_plan_free(x);
+        }
+        rf_planner_free(px);
+    }
+    rf_planner_free(pe);
+    printf("\n");
     fflush(stdout);
     rf_profile_free(es);
     return worst;
