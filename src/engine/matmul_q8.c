@@ -222,7 +222,7 @@ enum { PREFETCH_AHEAD = 8192, MAX_GROUPS = 4096 };
  * one activation block and one group, so a step costs one vpdpbusd per phase and token, then
  * one conversion, one scale product and one FMA per token. */
 typedef struct {
-    int bits, gshift, one_group;
+    int bits, gshift, one_group, two; /* two: a step covers exactly two groups */
     __m512i gidx, mask;         /* lane -> group offset in the step; code mask */
     unpack512 u;
 } rowk;
@@ -235,6 +235,7 @@ RF_TARGET_AVX512VNNI static rowk make_rowk(const rf_wmat *w)
     uint64_t S = phase ? 512 / (uint64_t)k.bits : 64;
     k.gshift = __builtin_ctzll((uint64_t)w->gs);
     k.one_group = S <= (uint64_t)w->gs;
+    k.two = S == 2 * (uint64_t)w->gs;
     int32_t gi[16];
     for (int l = 0; l < 16; l++) gi[l] = (int32_t)((4 * (uint64_t)nph * (uint64_t)l) >> k.gshift);
     k.gidx = _mm512_loadu_si512(gi);
@@ -269,7 +270,11 @@ RF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void row_step(
         } else {
             c[i][0] = unpack64(p, m, &k->u);
         }
-        sl[i] = og ? _mm512_set1_ps(sf[i][g0]) : _mm512_permutexvar_ps(k->gidx, _mm512_loadu_ps(sf[i] + g0));
+        /* two groups a step (5-bit g32, 4-bit g64, ...): two broadcasts, no shuffle (the permute
+         * made DRAM-bound decode of such rows 2x slower) */
+        sl[i] = og ? _mm512_set1_ps(sf[i][g0])
+                   : k->two ? _mm512_mask_broadcastss_ps(_mm512_set1_ps(sf[i][g0]), 0xFF00, _mm_load_ss(sf[i] + g0 + 1))
+                            : _mm512_permutexvar_ps(k->gidx, _mm512_loadu_ps(sf[i] + g0));
     }
     _Pragma("GCC unroll 4")
     for (int t = 0; t < NT; t++) {
