@@ -11,7 +11,7 @@
  * ../shared/models/qwen3-dense-mini's (use --vocab 4096).
  *
  * For each sample size: per unit, the largest |estimate / exact - 1| over its candidates (and
- * whether the unit was estimated at all: units with at most twice the sample's groups are
+ * whether the unit was estimated at all: units with at most 8 times the sample's groups are
  * measured exactly); then the largest over all units, and the time of each analysis. Exit
  * status 1 when an estimated candidate is 1% or more off. */
 #include "ramfit.h"

@@ -5,13 +5,15 @@
 # that other users' load hits both alike; the medians and their ratio are printed.
 #
 # usage: bench/llamacpp_side.sh [--shapes LIST] [--rounds R] [--threads N] [-p P] [-n N]
-#                               [--work DIR] [--kld] [--keep]
+#                               [--work DIR] [--gguf] [--kld] [--keep]
 #   --shapes LIST  comma-separated synth presets, each optionally :LAYERS (default
 #                  qwen3-1.7b,qwen3-8b,qwen3-30b-a3b:8)
 #   --rounds R     alternating rounds per shape (default 5); each round is one llama-bench run
 #                  (warm-up + 1 repetition) and one bench_model run (warm-up + 1) per ramfit mode
 #   --work DIR     where models are made and kept between runs (default ~/.cache/ramfit/side)
 #   --prepare      only make the models (synth, GGUF, Q4_K_M, MLX), no measurement
+#   --gguf         also ramfit on the very Q4_K_M file llama-bench reads (fast mode; the exact
+#                  mode decodes each weight row to float and is several times slower)
 #   --kld          also score ramfit's fast mode against its exact mode (KLD on 8192 tokens of
 #                  ../shared/evaltext/wiki.test.raw)
 #
@@ -23,7 +25,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 shapes="qwen3-1.7b,qwen3-8b,qwen3-30b-a3b:8"
-rounds=5; threads=2; P=128; N=32; kld=0; prepare=0
+rounds=5; threads=2; P=128; N=32; kld=0; prepare=0; gg=0
 work=${RAMFIT_SIDE_WORK:-$HOME/.cache/ramfit/side}
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -34,8 +36,9 @@ while [ $# -gt 0 ]; do
     -n) N=$2; shift 2 ;;
     --work) work=$2; shift 2 ;;
     --kld) kld=1; shift ;;
+    --gguf) gg=1; shift ;;
     --prepare) prepare=1; shift ;;
-    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "llamacpp_side.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
 done
@@ -61,7 +64,9 @@ range() { sort -g | awk 'NR==1{lo=$1} {hi=$1} END {printf "%.1f-%.1f", lo, hi}';
 make_models() { # preset layers -> sets dir, gguf, mlx
   local preset=$1 layers=$2 tag=$1${2:+-l$2}
   dir=$work/$tag-bf16; gguf=$work/$tag-q4km.gguf; mlx=$work/$tag-mlx
-  if [ ! -f "$dir/config.json" ]; then
+  # the BF16 checkpoint is only needed to make the other two (it is deleted by nothing, but a
+  # work directory copied without it is still usable)
+  if [ ! -f "$dir/config.json" ] && { [ ! -f "$gguf" ] || [ ! -f "$mlx/config.json" ]; }; then
     echo "making $dir" >&2
     nice "$ramfit" synth "$dir.tmp" --like "$preset" --vocab 4096 ${layers:+--layers $layers} --threads 2 --quiet --force
     cp "$tokdir/tokenizer.json" "$tokdir/tokenizer_config.json" "$dir.tmp/"
@@ -97,6 +102,10 @@ for item in "${list[@]}"; do
             else if ($c["n_gen"]==N && $c["n_prompt"]==0) print "llama tg", $c["avg_ts"]}' >>"$out"
     "$bench_model" "$mlx" --threads "$threads" -p "$P" -n "$N" -r 1 --mode both |
       awk -v P="$P" -v N="$N" '{sub("pp" P, "pp"); sub("tg" N, "tg"); print}' >>"$out"
+    if [ "$gg" = 1 ]; then
+      "$bench_model" "$gguf" --threads "$threads" -p "$P" -n "$N" -r 1 --mode fast |
+        awk -v P="$P" -v N="$N" '{sub("pp" P, "pp"); sub("tg" N, "tg"); print "g" $0}' >>"$out"
+    fi
   done
   load1=$(cut -d' ' -f1 /proc/loadavg)
   gb=$(stat -c %s "$gguf"); mb=$(du -b --apparent-size -c "$mlx"/*.safetensors | tail -1 | cut -f1)
@@ -105,7 +114,8 @@ for item in "${list[@]}"; do
   printf '%-24s %9s %17s %17s %8s %8s\n' "engine" "MB" "pp$P tok/s" "tg$N tok/s" "pp x" "tg x"
   lp=$(awk '$1=="llama" && $2=="pp" {print $3}' "$out" | median)
   lt=$(awk '$1=="llama" && $2=="tg" {print $3}' "$out" | median)
-  for e in llama fast exact; do
+  engines="llama fast exact"; [ "$gg" = 1 ] && engines="$engines gfast"
+  for e in $engines; do
     p=$(awk -v e=$e '$1==e && $2=="pp" {print $3}' "$out" | median)
     t=$(awk -v e=$e '$1==e && $2=="tg" {print $3}' "$out" | median)
     pr=$(awk -v e=$e '$1==e && $2=="pp" {print $3}' "$out" | range)
@@ -114,6 +124,7 @@ for item in "${list[@]}"; do
       llama) label="llama.cpp Q4_K_M"; bytes=$gb ;;
       fast) label="ramfit MLX fast"; bytes=$mb ;;
       exact) label="ramfit MLX exact"; bytes=$mb ;;
+      gfast) label="ramfit Q4_K_M fast"; bytes=$gb ;;
     esac
     awk -v l="$label" -v b="$bytes" -v p="$p" -v pr="($pr)" -v t="$t" -v tr="($tr)" -v lp="$lp" -v lt="$lt" \
       'BEGIN {printf "%-24s %9.0f %7.1f %-9s %7.1f %-9s %7.2fx %7.2fx\n", l, b / 1e6, p, pr, t, tr, p / lp, t / lt}'

@@ -365,6 +365,83 @@ static void test_real_tokenizers(void **state)
     if (!ran) skip();
 }
 
+/* The 8-bit activation path on k-quants (matmul_q8.c, generate and ppl --fast): the scalar
+ * reference within the rounding bound of the activations of the exact product (|w| d/2 per
+ * term, d the activation block's scale), the SIMD kernels (decode rows and batch panels, a
+ * partial last tile and ragged row counts) against the reference, bit-identical over thread
+ * counts; types without a kernel take the exact product. */
+static void test_matmul_q8_types(void **state)
+{
+    (void)state;
+    static const int qt[] = {RF_GT_Q4_K, RF_GT_Q5_K, RF_GT_Q6_K};
+    static const uint64_t shapes[][2] = {{70, 512}, {37, 768}, {5, 256}};
+    static const int nt[] = {1, 2, 4, 5, 7, 13};
+    tu_rng rng = {91};
+    rf_pool *p2;
+    rf_err err;
+    TU_OK(rf_pool_create(2, &p2, &err), &err);
+    int fast = 0;
+    for (size_t k = 0; k < sizeof qt / sizeof qt[0]; k++)
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            uint64_t rows = shapes[s][0], cols = shapes[s][1];
+            float *w = malloc(sizeof(float) * rows * cols), *x = malloc(sizeof(float) * cols * 13);
+            float *y = malloc(sizeof(float) * rows * 13), *yr = malloc(sizeof(float) * rows * 13);
+            float *ye = malloc(sizeof(float) * rows * 13), *y2 = malloc(sizeof(float) * rows * 13);
+            float *row = malloc(sizeof(float) * cols), *d = malloc(sizeof(float) * cols / 32);
+            int8_t *q8 = malloc(cols);
+            uint8_t *q = malloc(rows * rf_gtype_row_bytes(qt[k], cols));
+            for (uint64_t i = 0; i < rows * cols; i++) w[i] = (float)tu_rng_normal(&rng) * 0.05f + (i % 7 == 0 ? 0.02f : 0.0f);
+            for (uint64_t i = 0; i < cols * 13; i++) x[i] = (float)tu_rng_normal(&rng) * (i % 41 == 0 ? 8.0f : 1.0f);
+            TU_OK(rf_gquant_rows(qt[k], w, rows, cols, q, &err), &err);
+            rf_wmat m = {.dtype = RF_DT_U8, .gtype = qt[k], .rows = rows, .cols = cols, .data = q};
+            fast += rf_matmul_q8_supported(&m);
+            for (size_t n = 0; n < sizeof nt / sizeof nt[0]; n++) {
+                int T = nt[n];
+                rf_matmul_q8_ref(&m, x, T, yr);
+                rf_matmul_ref(&m, x, T, ye);
+                rf_matmul_q8(&m, x, T, y, NULL);
+                rf_matmul_q8(&m, x, T, y2, p2);
+                assert_memory_equal(y, y2, sizeof(float) * rows * (uint64_t)T);
+                for (int t = 0; t < T; t++) {
+                    rf_q8_quantize_ref(x + (uint64_t)t * cols, cols, q8, d, NULL);
+                    for (uint64_t r = 0; r < rows; r++) {
+                        rf_wmat_row_ref(&m, r, row);
+                        double bound = 0, mag = 0;
+                        for (uint64_t c = 0; c < cols; c++) {
+                            bound += fabs(row[c]) * d[c / 32] * 0.5;
+                            mag += fabs((double)row[c] * x[(uint64_t)t * cols + c]);
+                        }
+                        uint64_t i = (uint64_t)t * rows + r;
+                        if (!(fabs((double)yr[i] - ye[i]) <= bound * 1.0001 + 1e-5 * mag))
+                            fail_msg("%s %llux%llu tok %d row %llu: reference %g, exact %g, bound %g", rf_gtype_name(qt[k]),
+                                     (unsigned long long)rows, (unsigned long long)cols, t, (unsigned long long)r, yr[i],
+                                     ye[i], bound);
+                        if (!(fabs((double)y[i] - yr[i]) <= 2e-5 * mag + 1e-5))
+                            fail_msg("%s %llux%llu ntok %d tok %d row %llu: %g vs reference %g", rf_gtype_name(qt[k]),
+                                     (unsigned long long)rows, (unsigned long long)cols, T, t, (unsigned long long)r, y[i],
+                                     yr[i]);
+                    }
+                }
+            }
+            free(w); free(x); free(y); free(yr); free(ye); free(y2); free(row); free(d); free(q8); free(q);
+        }
+    /* no 8-bit kernel for Q8_0: the exact product */
+    uint64_t rows = 9, cols = 256;
+    float w[9 * 256], x[2 * 256], y1[18], y2[18];
+    uint8_t q[9 * 272];
+    for (int i = 0; i < 9 * 256; i++) w[i] = (float)tu_rng_normal(&rng);
+    for (int i = 0; i < 512; i++) x[i] = (float)tu_rng_normal(&rng);
+    TU_OK(rf_gquant_rows(RF_GT_Q8_0, w, rows, cols, q, &err), &err);
+    rf_wmat m = {.dtype = RF_DT_U8, .gtype = RF_GT_Q8_0, .rows = rows, .cols = cols, .data = q};
+    assert_false(rf_matmul_q8_supported(&m));
+    rf_matmul(&m, x, 2, y1, NULL);
+    rf_matmul_q8(&m, x, 2, y2, NULL);
+    assert_memory_equal(y1, y2, sizeof y1);
+    rf_pool_free(p2);
+    unsigned need = RF_CPU_AVX512 | RF_CPU_AVX512VNNI | RF_CPU_AVX512VBMI;
+    if ((rf_cpu_features() & need) == need) assert_int_equal(fast, 9);
+}
+
 /* A quantized GGUF runs, and its logits stay near the checkpoint's (Q8_0). */
 static void test_forward_q8(void **state)
 {
@@ -484,7 +561,7 @@ static void test_bad_metadata(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_matmul_types),      cmocka_unit_test(test_config),
+        cmocka_unit_test(test_matmul_types), cmocka_unit_test(test_matmul_q8_types),      cmocka_unit_test(test_config),
         cmocka_unit_test(test_forward_f32),       cmocka_unit_test(test_fixture_families),       cmocka_unit_test(test_tokenizer_stories),
         cmocka_unit_test(test_tokenizer_qwen3),   cmocka_unit_test(test_real_tokenizers),   cmocka_unit_test(test_forward_q8),
         cmocka_unit_test(test_refusals),          cmocka_unit_test(test_bad_metadata),

@@ -406,6 +406,7 @@ static rf_profile *part_of(const rf_profile *p, int k, int n, uint64_t first, ui
     rf_err err;
     TU_OK(rf_profile_create(rf_profile_model(p), rf_profile_modes(p), rf_profile_configs(p), &q, &err), &err);
     rf_profile_set_opt_sample(q, rf_profile_opt_sample(p));
+    rf_profile_set_calibration(q, rf_profile_calibration(p));
     TU_OK(rf_profile_set_shard(q, k, n, first, rf_profile_unit_count(p), &err), &err);
     for (uint64_t f = 0; f < rf_profile_file_count(p); f++)
         TU_OK(rf_profile_add_file(q, rf_profile_file(p, f)->name, rf_profile_file(p, f)->bytes, &err), &err);
@@ -434,6 +435,9 @@ static void test_profile_merge(void **state)
     rf_err err;
     TU_OK(rf_profile_synth(&so, &p, &err), &err);
     rf_profile_set_opt_sample(p, 4096);
+    /* an activation-weighted analysis (analyse --stats): its "calibration" key survives the merge */
+    rf_pcalib cal = {.weighted = 1, .text = "calib.txt", .tokens = 32768, .stats_checksum = 0x0123456789abcdefull};
+    rf_profile_set_calibration(p, &cal);
     char *want, *got;
     void *wd, *gd;
     size_t wn, gn, wdn, gdn;
@@ -494,6 +498,17 @@ static void test_profile_merge(void **state)
             other = part_of(p, 3, 3, 2 * nu / 3, nu - 2 * nu / 3 - 1);
             const rf_profile *tx[3] = {parts[0], parts[1], other};
             expect_merge_fails(tx, 3, "the parts hold");
+            rf_profile_free(other);
+            /* weighted by other statistics, or not weighted at all */
+            other = part_of(p, 2, 3, nu / 3, 2 * nu / 3 - nu / 3);
+            rf_pcalib c2 = cal;
+            c2.stats_checksum ^= 1;
+            rf_profile_set_calibration(other, &c2);
+            const rf_profile *wx[3] = {parts[0], other, parts[2]};
+            expect_merge_fails(wx, 3, "activation weighting");
+            rf_pcalib none = {0};
+            rf_profile_set_calibration(other, &none);
+            expect_merge_fails(wx, 3, "activation weighting");
             rf_profile_free(other);
         }
         for (int k = 0; k < n; k++) {

@@ -1566,6 +1566,13 @@ static int same_others(const rf_profile *a, const rf_profile *b)
     return 1;
 }
 
+/* The statistics that weighted the errors (analyse --stats): none in both, or the same file. */
+static int same_calibration(const rf_pcalib *a, const rf_pcalib *b)
+{
+    if (a->weighted != b->weighted) return 0;
+    return !a->weighted || (a->stats_checksum == b->stats_checksum && a->tokens == b->tokens && !strcmp(a->text, b->text));
+}
+
 static int same_files(const rf_profile *a, const rf_profile *b)
 {
     if (a->n_files != b->n_files) return 0;
@@ -1604,6 +1611,7 @@ rf_status rf_profile_merge(const rf_profile *const *parts, size_t n, const char 
                            : b->opt_sample != a->opt_sample           ? "the opt sampling (--opt-sample/--exact)"
                            : b->shard_total != a->shard_total         ? "the number of units"
                            : !same_others(a, b)                       ? "the other tensors"
+                           : !same_calibration(&a->calib, &b->calib)  ? "the activation weighting (analyse --stats)"
                                                                       : NULL;
         if (what)
             s = rf_err_set(err, RF_ERR_MISMATCH, "%s and %s are not parts of one analysis: %s differ (fingerprints %016llx, "
@@ -1630,7 +1638,10 @@ rf_status rf_profile_merge(const rf_profile *const *parts, size_t n, const char 
                        (unsigned long long)a->shard_total);
     rf_profile *p = NULL;
     if (!s) s = rf_profile_create(&a->model, a->modes, a->configs, &p, err);
-    if (!s) p->opt_sample = a->opt_sample;
+    if (!s) {
+        p->opt_sample = a->opt_sample;
+        p->calib = a->calib; /* the "calibration" key: a weighted analysis stays weighted when merged */
+    }
     for (uint64_t f = 0; !s && f < a->n_files; f++) s = rf_profile_add_file(p, a->files[f].name, a->files[f].bytes, err);
     for (int k = 0; k < count && !s; k++) {
         const rf_profile *b = parts[at[k] - 1];

@@ -20,6 +20,7 @@
  * count. Float weights, and CPUs without AVX-512 VNNI/VBMI, take rf_matmul. */
 #include "engine/engine_internal.h"
 #include "engine/simd512.h"
+#include "quant/kquant.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -29,6 +30,9 @@
 #endif
 
 enum { QB = 32 };          /* activation block */
+enum { GG_SB = 256, GG_G = 16 }; /* GGUF k-quants: super-block, scale group (see below) */
+
+static int gg_type_ok(int t) { return t == RF_GT_Q4_K || t == RF_GT_Q5_K || t == RF_GT_Q6_K; }
 
 static float scalar_at(rf_dtype dt, const void *p, uint64_t i)
 {
@@ -67,8 +71,11 @@ void rf_q8_quantize_ref(const float *x, uint64_t cols, int8_t *q, float *d, floa
     }
 }
 
+static void gg_matmul_q8_ref(const rf_wmat *w, const float *x, int ntok, float *y);
+
 void rf_matmul_q8_ref(const rf_wmat *w, const float *x, int ntok, float *y)
 {
+    if (w->gtype && gg_type_ok(w->gtype) && w->cols % GG_SB == 0) { gg_matmul_q8_ref(w, x, ntok, y); return; }
     if (w->dtype != RF_DT_U32) { rf_matmul_ref(w, x, ntok, y); return; }
     uint64_t cols = w->cols, nb = cols / QB, gs = (uint64_t)w->gs, ng = cols / gs;
     uint64_t rb = cols * (uint64_t)w->bits / 8;
@@ -97,6 +104,81 @@ void rf_matmul_q8_ref(const rf_wmat *w, const float *x, int ntok, float *y)
     free(q);
     free(d);
     free(sm);
+}
+
+
+/* ------------------------------------------------------------------ GGUF k-quants
+ * Q4_K, Q5_K and Q6_K in the same affine form: per super-block of 256 columns, unsigned codes c
+ * (4, 5 or 6 bits) and per 16 columns a scale s and a bias b, w = s * c + b:
+ *   Q4_K/Q5_K: s = d * sc_j, b = -dmin * m_j for the 32-column sub-block j (6-bit sc_j, m_j);
+ *   Q6_K:      s = d * sc_k (int8 sc_k), b = -32 s (the codes are stored with 32 added).
+ * So y = sum_k s_k sum_{blocks} d_b (c . q) + b_k * sum(x over the 16 columns), integer inside
+ * each 16 columns, as the MLX kernels above. llama.cpp (Q8_K activations) rounds the x sums of
+ * the mins to 8 bits as well; here they are the exact float sums. */
+/* One super-block in natural column order: codes c[256], scales s[16] and biases b[16]. */
+static void gg_unpack_ref(int type, const uint8_t *blk, uint8_t c[GG_SB], float s[GG_G], float b[GG_G])
+{
+    if (type == RF_GT_Q6_K) {
+        const rfk_q6_k *x = (const rfk_q6_k *)blk;
+        const float d = rf_f16_to_f32(x->d);
+        for (int k = 0; k < GG_G; k++) s[k] = d * (float)x->scales[k], b[k] = -32.0f * s[k];
+        for (int h = 0; h < 2; h++)
+            for (int l = 0; l < 32; l++) {
+                const uint8_t *ql = x->ql + 64 * h, *qh = x->qh + 32 * h;
+                uint8_t *o = c + 128 * h;
+                o[l] = (uint8_t)((ql[l] & 0xF) | ((qh[l] >> 0) & 3) << 4);
+                o[l + 32] = (uint8_t)((ql[l + 32] & 0xF) | ((qh[l] >> 2) & 3) << 4);
+                o[l + 64] = (uint8_t)((ql[l] >> 4) | ((qh[l] >> 4) & 3) << 4);
+                o[l + 96] = (uint8_t)((ql[l + 32] >> 4) | ((qh[l] >> 6) & 3) << 4);
+            }
+        return;
+    }
+    /* Q4_K and Q5_K share the header and the scale packing (rfk_q4_k's prefix) */
+    const rfk_q4_k *x = (const rfk_q4_k *)blk;
+    const float d = rf_f16_to_f32(x->d), dmin = rf_f16_to_f32(x->dmin);
+    const uint8_t *qs = type == RF_GT_Q5_K ? ((const rfk_q5_k *)blk)->qs : x->qs;
+    const uint8_t *qh = type == RF_GT_Q5_K ? ((const rfk_q5_k *)blk)->qh : NULL;
+    for (int j = 0; j < 8; j++) {
+        uint8_t sc, m;
+        rfk_scale_min_k4(j, x->scales, &sc, &m);
+        s[2 * j] = s[2 * j + 1] = d * sc;
+        b[2 * j] = b[2 * j + 1] = -dmin * m;
+        for (int l = 0; l < 32; l++) {
+            uint8_t v = (uint8_t)(j & 1 ? qs[32 * (j / 2) + l] >> 4 : qs[32 * (j / 2) + l] & 0xF);
+            if (qh) v = (uint8_t)(v | ((qh[l] >> j) & 1) << 4);
+            c[32 * j + l] = v;
+        }
+    }
+}
+
+static void gg_matmul_q8_ref(const rf_wmat *w, const float *x, int ntok, float *y)
+{
+    uint64_t cols = w->cols, rb = rf_gtype_row_bytes(w->gtype, cols), bb = rb / (cols / GG_SB);
+    int8_t *q = malloc(cols);
+    float *d = malloc(cols / QB * sizeof(float));
+    if (!q || !d) abort();
+    uint8_t c[GG_SB];
+    float s[GG_G], b[GG_G];
+    for (int t = 0; t < ntok; t++) {
+        const float *xt = x + (uint64_t)t * cols;
+        rf_q8_quantize_ref(xt, cols, q, d, NULL);
+        for (uint64_t r = 0; r < w->rows; r++) {
+            double acc = 0;
+            for (uint64_t sb = 0; sb < cols / GG_SB; sb++) {
+                gg_unpack_ref(w->gtype, (const uint8_t *)w->data + r * rb + sb * bb, c, s, b);
+                for (int k = 0; k < GG_G; k++) {
+                    uint64_t c0 = sb * GG_SB + (uint64_t)k * GG_G;
+                    int64_t dot = 0;
+                    float xs = 0;
+                    for (int i = 0; i < GG_G; i++) dot += (int64_t)c[k * GG_G + i] * q[c0 + (uint64_t)i], xs += xt[c0 + (uint64_t)i];
+                    acc += (double)s[k] * d[c0 / QB] * (double)dot + (double)b[k] * xs;
+                }
+            }
+            y[(uint64_t)t * w->rows + r] = (float)acc;
+        }
+    }
+    free(q);
+    free(d);
 }
 
 #if RF_X86
@@ -140,7 +222,7 @@ enum { PREFETCH_AHEAD = 8192, MAX_GROUPS = 4096 };
  * one activation block and one group, so a step costs one vpdpbusd per phase and token, then
  * one conversion, one scale product and one FMA per token. */
 typedef struct {
-    int bits, gshift, one_group;
+    int bits, gshift, one_group, two; /* two: a step covers exactly two groups */
     __m512i gidx, mask;         /* lane -> group offset in the step; code mask */
     unpack512 u;
 } rowk;
@@ -153,6 +235,7 @@ RF_TARGET_AVX512VNNI static rowk make_rowk(const rf_wmat *w)
     uint64_t S = phase ? 512 / (uint64_t)k.bits : 64;
     k.gshift = __builtin_ctzll((uint64_t)w->gs);
     k.one_group = S <= (uint64_t)w->gs;
+    k.two = S == 2 * (uint64_t)w->gs;
     int32_t gi[16];
     for (int l = 0; l < 16; l++) gi[l] = (int32_t)((4 * (uint64_t)nph * (uint64_t)l) >> k.gshift);
     k.gidx = _mm512_loadu_si512(gi);
@@ -176,7 +259,9 @@ RF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void row_step(
     _Pragma("GCC unroll 4")
     for (int i = 0; i < R; i++) {
         const uint8_t *p = rows[i] + st * SB;
-        if (!(st & 1)) _mm_prefetch((const char *)p + PREFETCH_AHEAD, _MM_HINT_T0);
+        /* every step: a prefetch every other 64-byte step left DRAM-bound decode of 5-bit g64
+         * rows at ~13 GB/s a core, one per step gives ~20 (the k-quant rows' rate) */
+        _mm_prefetch((const char *)p + PREFETCH_AHEAD, _MM_HINT_T0);
         if (phase) {
             __m512i v = _mm512_maskz_loadu_epi8(m, p);
             _Pragma("GCC unroll 4")
@@ -185,7 +270,11 @@ RF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void row_step(
         } else {
             c[i][0] = unpack64(p, m, &k->u);
         }
-        sl[i] = og ? _mm512_set1_ps(sf[i][g0]) : _mm512_permutexvar_ps(k->gidx, _mm512_loadu_ps(sf[i] + g0));
+        /* two groups a step (5-bit g32, 4-bit g64, ...): two broadcasts, no shuffle (the permute
+         * made DRAM-bound decode of such rows 2x slower) */
+        sl[i] = og ? _mm512_set1_ps(sf[i][g0])
+                   : k->two ? _mm512_mask_broadcastss_ps(_mm512_set1_ps(sf[i][g0]), 0xFF00, _mm_load_ss(sf[i] + g0 + 1))
+                            : _mm512_permutexvar_ps(k->gidx, _mm512_loadu_ps(sf[i] + g0));
     }
     _Pragma("GCC unroll 4")
     for (int t = 0; t < NT; t++) {
@@ -329,7 +418,7 @@ enum { GR = 32, KT = 512 };
 
 typedef struct {
     uint32_t codes[KT / 4][GR];         /* 4 consecutive codes of a row per word */
-    float sc[KT / QB][GR], bi[KT / QB][GR];
+    float sc[KT / 16][GR], bi[KT / 16][GR]; /* per group: gs >= 32 (MLX) or 16 (GGUF k-quants) */
 } panel;
 
 /* Rows [r0, r0 + nr) (nr <= 32), columns [k0, k0 + kn) into the panel; missing rows are zero. */
@@ -368,10 +457,12 @@ RF_TARGET_AVX512VNNI static void pack_panel(const rf_wmat *w, uint64_t r0, int n
 enum { GNT = 6 };
 
 RF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void gemm_tile(const panel *P, uint64_t k0, uint64_t kn,
-                                                                            uint64_t gs, const qx *a, int t0, int NT,
-                                                                            float *y, uint64_t ldy, uint64_t r0,
+                                                                            uint64_t gs, int sub, const qx *a, int t0,
+                                                                            int NT, float *y, uint64_t ldy, uint64_t r0,
                                                                             __mmask16 m0, __mmask16 m1, int first)
 {
+    /* sub (a constant of each instance): columns per integer sum, 32 (one activation block) or
+     * 16 (GGUF k-quant groups: two sums per activation block, each with its own scale) */
     __m512 f0[GNT], f1[GNT];
     const int8_t *xq[GNT];
     const float *xd[GNT], *xg[GNT];
@@ -384,7 +475,7 @@ RF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void gemm_tile
         xd[t] = a->d + (uint64_t)(t0 + t) * a->nb + k0 / QB;
         xg[t] = a->gsum + (uint64_t)(t0 + t) * a->ng + k0 / gs;
     }
-    const uint64_t bpg = gs / QB;
+    const uint64_t bpg = gs / (uint64_t)sub;
     for (uint64_t g = 0; g < kn / gs; g++) {
         const __m512 s0 = _mm512_load_ps(P->sc[g]), s1 = _mm512_load_ps(P->sc[g] + 16);
         for (uint64_t b = g * bpg; b < (g + 1) * bpg; b++) {
@@ -392,8 +483,8 @@ RF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void gemm_tile
             _Pragma("GCC unroll 6")
             for (int t = 0; t < NT; t++) i0[t] = i1[t] = _mm512_setzero_si512();
             _Pragma("GCC unroll 8")
-            for (uint64_t j = 0; j < QB / 4; j++) {
-                uint64_t k4 = b * (QB / 4) + j;
+            for (uint64_t j = 0; j < (uint64_t)sub / 4; j++) {
+                uint64_t k4 = b * ((uint64_t)sub / 4) + j;
                 __m512i w0 = _mm512_load_si512(&P->codes[k4][0]), w1 = _mm512_load_si512(&P->codes[k4][16]);
                 _Pragma("GCC unroll 6")
                 for (int t = 0; t < NT; t++) {
@@ -406,7 +497,7 @@ RF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void gemm_tile
             }
             _Pragma("GCC unroll 6")
             for (int t = 0; t < NT; t++) {
-                __m512 dx = _mm512_set1_ps(xd[t][b]);
+                __m512 dx = _mm512_set1_ps(xd[t][b * (uint64_t)sub / QB]);
                 f0[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i0[t]), _mm512_mul_ps(s0, dx), f0[t]);
                 f1[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i1[t]), _mm512_mul_ps(s1, dx), f1[t]);
             }
@@ -427,6 +518,24 @@ RF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void gemm_tile
     }
 }
 
+/* Every token of the batch against one packed panel. */
+RF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void gemm_tokens(const panel *P, uint64_t k0, uint64_t kn,
+                                                                              uint64_t gs, int sub, const qx *a, float *y,
+                                                                              uint64_t ldy, uint64_t r0, __mmask16 m0,
+                                                                              __mmask16 m1, int first)
+{
+    int t = 0;
+    for (; t + GNT <= a->ntok; t += GNT) gemm_tile(P, k0, kn, gs, sub, a, t, GNT, y, ldy, r0, m0, m1, first);
+    switch (a->ntok - t) {
+    case 1: gemm_tile(P, k0, kn, gs, sub, a, t, 1, y, ldy, r0, m0, m1, first); break;
+    case 2: gemm_tile(P, k0, kn, gs, sub, a, t, 2, y, ldy, r0, m0, m1, first); break;
+    case 3: gemm_tile(P, k0, kn, gs, sub, a, t, 3, y, ldy, r0, m0, m1, first); break;
+    case 4: gemm_tile(P, k0, kn, gs, sub, a, t, 4, y, ldy, r0, m0, m1, first); break;
+    case 5: gemm_tile(P, k0, kn, gs, sub, a, t, 5, y, ldy, r0, m0, m1, first); break;
+    default: break;
+    }
+}
+
 RF_TARGET_AVX512VNNI static void gemm_block(const rf_wmat *w, const qx *a, float *y, uint64_t r0, panel *P)
 {
     unpack512 u = make_unpack512(w->bits);
@@ -437,16 +546,185 @@ RF_TARGET_AVX512VNNI static void gemm_block(const rf_wmat *w, const qx *a, float
     for (uint64_t k0 = 0; k0 < cols; k0 += KT) {
         uint64_t kn = cols - k0 < KT ? cols - k0 : KT;
         pack_panel(w, r0, nr, k0, kn, P, &u);
-        int first = k0 == 0, t = 0;
-        for (; t + GNT <= a->ntok; t += GNT) gemm_tile(P, k0, kn, gs, a, t, GNT, y, rows, r0, m0, m1, first);
-        switch (a->ntok - t) {
-        case 1: gemm_tile(P, k0, kn, gs, a, t, 1, y, rows, r0, m0, m1, first); break;
-        case 2: gemm_tile(P, k0, kn, gs, a, t, 2, y, rows, r0, m0, m1, first); break;
-        case 3: gemm_tile(P, k0, kn, gs, a, t, 3, y, rows, r0, m0, m1, first); break;
-        case 4: gemm_tile(P, k0, kn, gs, a, t, 4, y, rows, r0, m0, m1, first); break;
-        case 5: gemm_tile(P, k0, kn, gs, a, t, 5, y, rows, r0, m0, m1, first); break;
-        default: break;
+        gemm_tokens(P, k0, kn, gs, 32, a, y, rows, r0, m0, m1, k0 == 0);
+    }
+}
+
+
+/* ---- GGUF k-quants (Q4_K, Q5_K, Q6_K): a super-block to 4 vectors of 64 codes in natural
+ * column order, the 16 group scales and biases as floats. */
+RF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void gg_unpack(int type, const uint8_t *p, __m512i c[4],
+                                                                            __m512 *s16, __m512 *b16)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    if (type == RF_GT_Q6_K) {
+        const rfk_q6_k *x = (const rfk_q6_k *)p;
+        const __m512i m2 = _mm512_set1_epi8(3);
+        /* 16-bit shift counts per half: the 2 high bits of columns l, l+32 (lo) and l+64, l+96 (hi) */
+        const __m512i sh_lo = _mm512_inserti64x4(_mm512_set1_epi16(0), _mm256_set1_epi16(2), 1);
+        const __m512i sh_hi = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(6), 1);
+        for (int h = 0; h < 2; h++) {
+            __m512i L = _mm512_loadu_si512(x->ql + 64 * h);
+            __m512i H = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(x->qh + 32 * h)));
+            __m512i hl = _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(H, sh_lo), m2), 4);
+            __m512i hh = _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(H, sh_hi), m2), 4);
+            c[2 * h] = _mm512_or_si512(_mm512_and_si512(L, m4), hl);
+            c[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(L, 4), m4), hh);
         }
+        __m512 sc = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)x->scales)));
+        uint16_t dh;
+        memcpy(&dh, &x->d, 2);
+        *s16 = _mm512_mul_ps(sc, _mm512_broadcastss_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(dh))));
+        *b16 = _mm512_mul_ps(*s16, _mm512_set1_ps(-32.0f));
+        return;
+    }
+    const rfk_q4_k *x = (const rfk_q4_k *)p;
+    const uint8_t *qs = type == RF_GT_Q5_K ? ((const rfk_q5_k *)p)->qs : x->qs;
+    /* d, dmin and the 12 packed bytes of 6-bit scales and mins (words u0 u1 u2) in one load;
+     * rfk_scale_min_k4 for all 8 sub-blocks: scales = u0 & 0x3f.., (u2 & 0x0f..) | (u0 >> 6 & 3..) << 4,
+     * mins = u1 & 0x3f.., (u2 >> 4 & 0x0f..) | (u1 >> 6 & 3..) << 4 */
+    __m128i hdr = _mm_loadu_si128((const __m128i *)p), u = _mm_srli_si128(hdr, 4);
+    __m128i A = _mm_shuffle_epi32(u, _MM_SHUFFLE(2, 1, 2, 0)), B = _mm_shuffle_epi32(u, _MM_SHUFFLE(1, 1, 0, 0));
+    __m128i lo6 = _mm_and_si128(A, _mm_set1_epi32(0x3f3f3f3f));
+    __m128i hi6 = _mm_or_si128(_mm_and_si128(_mm_srlv_epi32(A, _mm_set_epi32(4, 0, 0, 0)), _mm_set1_epi32(0x0f0f0f0f)),
+                               _mm_slli_epi32(_mm_and_si128(_mm_srli_epi32(B, 6), _mm_set1_epi32(0x03030303)), 4));
+    __m128i sm8 = _mm_blend_epi32(lo6, hi6, 0xA); /* 8 scale bytes, 8 min bytes */
+    __m512 sm = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(sm8));
+    __m128 dd = _mm_cvtph_ps(hdr); /* d, dmin */
+    const __m512i dup = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
+    *s16 = _mm512_mul_ps(_mm512_permutexvar_ps(dup, sm), _mm512_broadcastss_ps(dd));
+    *b16 = _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_add_epi32(dup, _mm512_set1_epi32(8)), sm),
+                         _mm512_broadcastss_ps(_mm_sub_ps(_mm_setzero_ps(), _mm_movehdup_ps(dd))));
+    __m512i H = _mm512_setzero_si512();
+    if (type == RF_GT_Q5_K)
+        H = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)((const rfk_q5_k *)p)->qh));
+    const __m512i one = _mm512_set1_epi8(1);
+    for (int h = 0; h < 2; h++) {
+        /* bytes l of 32-byte run j: column l of sub-block 2j (low nibble) and 2j+1 (high) */
+        __m512i v = _mm512_loadu_si512(qs + 64 * h);
+        __m512i lo = _mm512_and_si512(v, m4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+        for (int k = 0; k < 2; k++) {
+            __m512i ck = k ? _mm512_shuffle_i64x2(lo, hi, 0xEE) : _mm512_shuffle_i64x2(lo, hi, 0x44);
+            if (type == RF_GT_Q5_K) {
+                int j = 2 * (2 * h + k); /* sub-blocks j, j+1: bits j and j+1 of qh */
+                __m512i cnt = _mm512_inserti64x4(_mm512_set1_epi16((short)j), _mm256_set1_epi16((short)(j + 1)), 1);
+                ck = _mm512_or_si512(ck, _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(H, cnt), one), 4));
+            }
+            c[2 * h + k] = ck;
+        }
+    }
+}
+
+/* Decode with k-quant rows: row r for tokens t0 .. t0+NT, the super-block unpacked once. */
+RF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void gg_row(const rf_wmat *w, int type, const qx *a,
+                                                                         int t0, int NT, float *y, uint64_t r,
+                                                                         uint64_t rb, uint64_t bb)
+{
+    const uint8_t *row = (const uint8_t *)w->data + r * rb;
+    __m512 acc0[4], acc1[4], accb[4];
+    _Pragma("GCC unroll 4")
+    for (int t = 0; t < NT; t++) acc0[t] = acc1[t] = accb[t] = _mm512_setzero_ps();
+    __m512i idx[4];
+    for (int v = 0; v < 4; v++) idx[v] = _mm512_srli_epi32(_mm512_add_epi32(_mm512_set1_epi32(16 * v), _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0)), 2);
+    for (uint64_t sb = 0; sb < w->cols / GG_SB; sb++) {
+        const uint8_t *p = row + sb * bb;
+        _mm_prefetch((const char *)p + PREFETCH_AHEAD, _MM_HINT_T0);
+        _mm_prefetch((const char *)p + PREFETCH_AHEAD + 64, _MM_HINT_T0);
+        _mm_prefetch((const char *)p + PREFETCH_AHEAD + 128, _MM_HINT_T0);
+        if (bb > 192) _mm_prefetch((const char *)p + PREFETCH_AHEAD + 192, _MM_HINT_T0);
+        __m512i c[4];
+        __m512 s16, b16, ls[4];
+        gg_unpack(type, p, c, &s16, &b16);
+        _Pragma("GCC unroll 4")
+        for (int v = 0; v < 4; v++) ls[v] = _mm512_permutexvar_ps(idx[v], s16);
+        _Pragma("GCC unroll 4")
+        for (int t = 0; t < NT; t++) {
+            const int8_t *xq = a->q + (uint64_t)(t0 + t) * a->ld + sb * GG_SB;
+            const float *dl = a->dl + (uint64_t)(t0 + t) * (a->ld / 4) + sb * (GG_SB / 4);
+            __m512i d[4];
+            _Pragma("GCC unroll 4")
+            for (int v = 0; v < 4; v++) d[v] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), c[v], _mm512_loadu_si512(xq + 64 * v));
+            acc0[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d[0]), _mm512_mul_ps(ls[0], _mm512_loadu_ps(dl)), acc0[t]);
+            acc1[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d[1]), _mm512_mul_ps(ls[1], _mm512_loadu_ps(dl + 16)), acc1[t]);
+            acc0[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d[2]), _mm512_mul_ps(ls[2], _mm512_loadu_ps(dl + 32)), acc0[t]);
+            acc1[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d[3]), _mm512_mul_ps(ls[3], _mm512_loadu_ps(dl + 48)), acc1[t]);
+            accb[t] = _mm512_fmadd_ps(b16, _mm512_loadu_ps(a->gsum + (uint64_t)(t0 + t) * a->ng + sb * GG_G), accb[t]);
+        }
+    }
+    _Pragma("GCC unroll 4")
+    for (int t = 0; t < NT; t++)
+        y[(uint64_t)(t0 + t) * w->rows + r] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc0[t], acc1[t]), accb[t]));
+}
+
+RF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void gg_span_t(const rf_wmat *w, int type, const qx *a,
+                                                                            float *y, uint64_t r0, uint64_t r1)
+{
+    uint64_t rb = rf_gtype_row_bytes(type, w->cols), bb = rb / (w->cols / GG_SB);
+    for (int t = 0; t < a->ntok; t += 4) {
+        int nt = a->ntok - t < 4 ? a->ntok - t : 4;
+        for (uint64_t r = r0; r < r1; r++) switch (nt) {
+            case 1: gg_row(w, type, a, t, 1, y, r, rb, bb); break;
+            case 2: gg_row(w, type, a, t, 2, y, r, rb, bb); break;
+            case 3: gg_row(w, type, a, t, 3, y, r, rb, bb); break;
+            default: gg_row(w, type, a, t, 4, y, r, rb, bb); break;
+            }
+    }
+}
+
+RF_TARGET_AVX512VNNI static void gg_span(const rf_wmat *w, const qx *a, float *y, uint64_t r0, uint64_t r1)
+{
+    switch (w->gtype) { /* the type a constant of each instance */
+    case RF_GT_Q4_K: gg_span_t(w, RF_GT_Q4_K, a, y, r0, r1); break;
+    case RF_GT_Q5_K: gg_span_t(w, RF_GT_Q5_K, a, y, r0, r1); break;
+    default: gg_span_t(w, RF_GT_Q6_K, a, y, r0, r1); break;
+    }
+}
+
+/* Batches: rows [r0, r0 + nr) of a k-quant matrix, columns [k0, k0 + kn) into the panel of the
+ * MLX batches (groups of 16 columns), tmp holding 16 rows of KT codes. */
+RF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void gg_pack_t(const rf_wmat *w, int type, uint64_t r0,
+                                                                            int nr, uint64_t k0, uint64_t kn, panel *P,
+                                                                            uint8_t *tmp)
+{
+    uint64_t rb = rf_gtype_row_bytes(type, w->cols), bb = rb / (w->cols / GG_SB);
+    float sb16[GG_G], bb16[GG_G];
+    for (int h = 0; h < GR / 16; h++) {
+        for (int i = 0; i < 16; i++) {
+            int ri = 16 * h + i;
+            for (uint64_t sb = 0; sb < kn / GG_SB; sb++) {
+                __m512i c[4];
+                __m512 s16 = _mm512_setzero_ps(), b16 = s16;
+                if (ri < nr) gg_unpack(type, (const uint8_t *)w->data + (r0 + (uint64_t)ri) * rb + (k0 / GG_SB + sb) * bb, c, &s16, &b16);
+                else c[0] = c[1] = c[2] = c[3] = _mm512_setzero_si512();
+                for (int v = 0; v < 4; v++) _mm512_storeu_si512(tmp + (uint64_t)i * KT + sb * GG_SB + 64 * (uint64_t)v, c[v]);
+                _mm512_storeu_ps(sb16, s16);
+                _mm512_storeu_ps(bb16, b16);
+                for (int k = 0; k < GG_G; k++) P->sc[sb * GG_G + (uint64_t)k][ri] = sb16[k], P->bi[sb * GG_G + (uint64_t)k][ri] = bb16[k];
+            }
+        }
+        for (uint64_t c = 0; c * 64 < kn; c++) {
+            __m512i r[16];
+            for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_si512(tmp + (uint64_t)i * KT + c * 64);
+            transpose16(r);
+            for (int j = 0; j < 16; j++) _mm512_storeu_si512(&P->codes[c * 16 + (uint64_t)j][16 * h], r[j]);
+        }
+    }
+}
+
+RF_TARGET_AVX512VNNI static void gg_gemm_block(const rf_wmat *w, const qx *a, float *y, uint64_t r0, panel *P, uint8_t *tmp)
+{
+    uint64_t rows = w->rows, cols = w->cols;
+    int nr = rows - r0 < GR ? (int)(rows - r0) : GR;
+    __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xFFFF : (1u << nr) - 1);
+    __mmask16 m1 = (__mmask16)(nr >= 32 ? 0xFFFF : nr > 16 ? (1u << (nr - 16)) - 1 : 0);
+    for (uint64_t k0 = 0; k0 < cols; k0 += KT) {
+        uint64_t kn = cols - k0 < KT ? cols - k0 : KT;
+        switch (w->gtype) {
+        case RF_GT_Q4_K: gg_pack_t(w, RF_GT_Q4_K, r0, nr, k0, kn, P, tmp); break;
+        case RF_GT_Q5_K: gg_pack_t(w, RF_GT_Q5_K, r0, nr, k0, kn, P, tmp); break;
+        default: gg_pack_t(w, RF_GT_Q6_K, r0, nr, k0, kn, P, tmp); break;
+        }
+        gemm_tokens(P, k0, kn, GG_G, GG_G, a, y, rows, r0, m0, m1, k0 == 0);
     }
 }
 
@@ -459,13 +737,16 @@ enum { LAYOUT_PANEL, LAYOUT_CHUNKS, LAYOUT_PHASES };
 RF_TARGET_AVX512VNNI static void prepare_qx(const rf_wmat *w, const float *x, int ntok, qx *a, int layout, int8_t *tmp)
 {
     uint64_t gpb = (uint64_t)w->gs / QB;
-    int bits = w->bits, nph = 8 / bits;
-    uint64_t S = 512 / (uint64_t)bits;
+    int bits = w->bits, nph = w->gtype ? 1 : 8 / bits;
+    uint64_t S = w->gtype ? 64 : 512 / (uint64_t)bits;
     for (int t = 0; t < ntok; t++) {
         int8_t *q = a->q + (uint64_t)t * a->ld, *nat = layout == LAYOUT_PHASES ? tmp : q;
         float *d = a->d + (uint64_t)t * a->nb, *bs = a->bsum + (uint64_t)t * a->nb, *gsum = a->gsum + (uint64_t)t * a->ng;
         quantize_512(x + (uint64_t)t * a->cols, a->cols, nat, d, bs);
         memset(nat + a->cols, 0, a->ld - a->cols);
+        if (w->gtype) /* k-quant groups of 16: the float sums of x itself */
+            for (uint64_t g = 0; g < a->ng; g++) gsum[g] = _mm512_reduce_add_ps(_mm512_loadu_ps(x + (uint64_t)t * a->cols + g * GG_G));
+        else
         for (uint64_t g = 0; g < a->ng; g++) {
             float s = 0;
             for (uint64_t b = 0; b < gpb; b++) s += bs[g * gpb + b];
@@ -503,10 +784,16 @@ static void q8_task(void *ctx, uint64_t task, int worker)
     const q8_job *j = ctx;
     uint64_t r0 = task * j->rows_per_task;
     uint64_t r1 = r0 + j->rows_per_task < j->w->rows ? r0 + j->rows_per_task : j->w->rows;
-    if (!j->gemm) { gemv_span(j->w, j->a, j->y, r0, r1); return; }
-    panel *P = aligned_alloc(64, sizeof(panel));
+    if (!j->gemm) {
+        if (j->w->gtype) gg_span(j->w, j->a, j->y, r0, r1);
+        else gemv_span(j->w, j->a, j->y, r0, r1);
+        return;
+    }
+    panel *P = aligned_alloc(64, sizeof(panel) + (j->w->gtype ? 16 * KT : 0));
     if (!P) abort();
-    for (uint64_t r = r0; r < r1; r += GR) gemm_block(j->w, j->a, j->y, r, P);
+    for (uint64_t r = r0; r < r1; r += GR)
+        if (j->w->gtype) gg_gemm_block(j->w, j->a, j->y, r, P, (uint8_t *)(P + 1));
+        else gemm_block(j->w, j->a, j->y, r, P);
     free(P);
 }
 #endif
@@ -518,8 +805,9 @@ int rf_matmul_q8_supported(const rf_wmat *w)
 {
 #if RF_X86
     unsigned need = RF_CPU_AVX512 | RF_CPU_AVX512VNNI | RF_CPU_AVX512VBMI;
-    return w->dtype == RF_DT_U32 && (rf_cpu_features() & need) == need && w->cols / (uint64_t)w->gs <= MAX_GROUPS &&
-           w->gs % QB == 0 && KT % w->gs == 0;
+    if ((rf_cpu_features() & need) != need) return 0;
+    if (w->gtype) return gg_type_ok(w->gtype) && w->cols % GG_SB == 0;
+    return w->dtype == RF_DT_U32 && w->cols / (uint64_t)w->gs <= MAX_GROUPS && w->gs % QB == 0 && KT % w->gs == 0;
 #else
     (void)w;
     return 0;
@@ -547,9 +835,9 @@ static void matmul_q8(const rf_wmat *w, const float *x, int ntok, float *y, rf_p
     /* padded to whole 64-byte steps of 2-bit codes (256), so every kernel reads zeros past cols */
     a.ld = (w->cols + 255) / 256 * 256;
     a.nb = w->cols / QB;
-    a.ng = w->cols / (uint64_t)w->gs;
+    a.ng = w->cols / (w->gtype ? GG_G : (uint64_t)w->gs);
     int gemm = ntok >= GEMM_MIN_TOKENS;
-    int layout = gemm ? LAYOUT_PANEL : phase_bits(w->bits) ? LAYOUT_PHASES : LAYOUT_CHUNKS;
+    int layout = gemm ? LAYOUT_PANEL : !w->gtype && phase_bits(w->bits) ? LAYOUT_PHASES : LAYOUT_CHUNKS;
     uint64_t T = (uint64_t)ntok;
     size_t nq = T * a.ld + (layout == LAYOUT_PHASES ? a.ld : 0), nf = T * (2 * a.nb + a.ng + (gemm ? 0 : a.ld / 4));
     void *buf = malloc(nq + nf * sizeof(float) + 64);
