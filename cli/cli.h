@@ -42,6 +42,9 @@ int cli_same_file(const char *a, const char *b);
 /* 0 if a file can be created at PATH (its directory exists and is writable); otherwise prints the error
  * naming PATH and returns 1. For commands whose long work would otherwise find out only at the end. */
 int cli_check_output(const char *path);
+/* The profile 'ramfit analyse MODEL_DIR' writes by default (and one-shot quantize reuses):
+ * NAME.profile.json, or NAME.gguf.profile.json for GGUF candidates. 0 when none can be named. */
+int cli_default_profile(const char *model_dir, int gguf, char *out, size_t cap);
 /* 1 if a file created at PATH would land in DIR or below it (links resolved). */
 int cli_file_in_dir(const char *path, const char *dir);
 

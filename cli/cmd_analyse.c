@@ -11,6 +11,7 @@ static const char *const usage_text =
     "usage: ramfit analyse MODEL_DIR [-o PROFILE] [--threads N] [--mode mlx|opt|both]\n"
     "                      [--candidates LIST] [--dtype bf16|f16|f32] [--exact | --opt-sample N]\n"
     "                      [--shard K/N] [--stats STATS] [--resume] [--quiet] [--json]\n"
+    "       ramfit analyse MODEL_DIR --format gguf [-o PROFILE] [--gguf-sample N | --exact] [--dtype D]\n"
     "\n"
     "Measure every quantization unit of a checkpoint at every candidate config (bits 2/3/4/5/6/8\n"
     "x group size 32/64/128 where the group size divides the input dimension, plus keep): exact\n"
@@ -23,9 +24,11 @@ static const char *const usage_text =
     "  --mode M           quantizer whose error is measured: mlx (MLX's min/max, default), opt\n"
     "                     (error-minimising scale/bias) or both\n"
     "  --opt-sample N     opt mode: search N groups per group size of each unit (default 4096);\n"
-    "                     a unit with more than 2N groups gets an estimate from that sample, within\n"
-    "                     about 1% of the exact error (docs/profile.md); the profile marks estimates\n"
-    "  --exact            opt mode: search every group of every unit (exact, several times slower)\n"
+    "                     a config of a unit with more than 8N groups (32N at 8 bits) gets an\n"
+    "                     estimate from that sample, within about 1% of the exact error\n"
+    "                     (docs/profile.md); the profile marks estimates\n"
+    "  --exact            opt mode: search every group of every unit (exact; ~25x slower than the\n"
+    "                     default on an 8B-wide model: docs/profile.md, 'Accuracy')\n"
     "  --shard K/N        analyse part K of N (a deterministic 1/N of the units, by bytes) and write\n"
     "                     a part profile (default name: MODEL_DIR's name + .profile.partK-of-N.json);\n"
     "                     'ramfit profile merge' joins the N parts (docs/distributed.md)\n"
@@ -37,6 +40,15 @@ static const char *const usage_text =
     "  --stats STATS      weight every error by the input statistics of 'ramfit calibrate' (E[x_j^2]\n"
     "                     of each input column, llama.cpp's importance matrix idea): the planner then\n"
     "                     minimises the error of the layers' outputs on that text (default: data-free)\n"
+    "  --format gguf      candidates are llama.cpp's types instead of MLX configs: for each tensor\n"
+    "                     Q2_K Q3_K Q4_K Q5_K Q6_K Q8_0 (rows of a multiple of 256; llama-quantize's\n"
+    "                     fallbacks Q4_0 Q5_0 Q5_1 Q8_0 for other multiples of 32), their exact bytes\n"
+    "                     in the .gguf file and ggml's encoders' error; the profile also counts the\n"
+    "                     file's header, metadata and tokenizer, so 'ramfit plan' budgets the whole\n"
+    "                     file (default name: MODEL_DIR's name + .gguf.profile.json)\n"
+    "  --gguf-sample N    GGUF: measure about N weights (evenly spaced rows) of each larger unit\n"
+    "                     (default 1048576) and scale the error by the rows' energy (docs/profile.md);\n"
+    "                     --exact measures every row\n"
     "  --resume           continue an interrupted run from PROFILE.partial (Ctrl-C saves it)\n"
     "  --quiet            no progress display\n"
     "  --json             print a JSON summary on stdout\n";
@@ -93,6 +105,18 @@ int rf_cmd_analyse(int argc, char **argv)
             if (rc) return rc;
         } else if (!strcmp(a, "--exact")) {
             o.opt_sample = RF_ANALYSE_EXACT;
+            o.gguf_sample = RF_ANALYSE_EXACT;
+        } else if (!strcmp(a, "--format")) {
+            if (!more || (strcmp(argv[i + 1], "gguf") && strcmp(argv[i + 1], "mlx")))
+                return cli_usage_error("analyse", "--format needs mlx or gguf");
+            o.gguf = !strcmp(argv[++i], "gguf");
+        } else if (!strcmp(a, "--gguf-sample")) {
+            char *end;
+            unsigned long long v = more ? strtoull(argv[i + 1], &end, 10) : 0;
+            if (!more || *end || argv[i + 1][0] < '1' || argv[i + 1][0] > '9' || v > (1ull << 50))
+                return cli_usage_error("analyse", "--gguf-sample needs a number of weights (1 .. 2^50)");
+            o.gguf_sample = v;
+            i++;
         } else if (!strcmp(a, "--opt-sample")) {
             char *end;
             unsigned long long v = more ? strtoull(argv[i + 1], &end, 10) : 0;
@@ -131,7 +155,7 @@ int rf_cmd_analyse(int argc, char **argv)
         if (inside)
             return cli_usage_error("analyse", "the current directory is the model directory: the profile is not written "
                                    "into a model directory by default; give -o PROFILE");
-        if (!rf_analyse_default_path(dir, defpath, sizeof defpath))
+        if (!cli_default_profile(dir, o.gguf, defpath, sizeof defpath))
             return cli_usage_error("analyse", "cannot name a default profile for '%s'; give -o PROFILE", dir);
         if (o.shard_count) { /* NAME.profile.json -> NAME.profile.partK-of-N.json */
             size_t n = strlen(defpath);
@@ -205,7 +229,11 @@ int rf_cmd_analyse(int argc, char **argv)
                "%.1f s (%.2f GB/s)\n",
                out, (unsigned long long)units, (unsigned long long)cand, (unsigned long long)rf_profile_other_count(prof),
                (unsigned long long)rf_profile_param_count(prof), size, secs, secs > 0 ? (double)input / secs / 1e9 : 0.0);
-        if (est_units)
+        if (est_units && o.gguf)
+            printf("GGUF errors of %llu large unit%s estimated from evenly spaced rows of about %llu weights (--exact "
+                   "measures every row)\n", (unsigned long long)est_units, est_units == 1 ? "" : "s",
+                   (unsigned long long)rf_profile_gguf_sample(prof));
+        else if (est_units)
             printf("opt errors of %llu large unit%s estimated from a sample of %llu groups per group size (about 1%% "
                    "accurate; --exact measures every group)\n", (unsigned long long)est_units, est_units == 1 ? "" : "s",
                    (unsigned long long)rf_profile_opt_sample(prof));

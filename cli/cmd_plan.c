@@ -45,8 +45,9 @@ static void usage(FILE *f)
             "  -o PLAN             write the plan file (several budgets: PLAN must contain %%s for the label)\n"
             "  --emit llama-quantize\n"
             "                      write, at -o, llama-quantize's --tensor-type-file instead of the plan:\n"
-            "                      one anchored pattern per GGUF tensor, its type from the plan's bits\n"
-            "                      (2/3/4/5/6/8 -> Q2_K/Q3_K/Q4_K/Q5_K/Q6_K/Q8_0, kept -> --dtype), so\n"
+            "                      one anchored pattern per GGUF tensor, its type the plan's (a GGUF\n"
+            "                      profile: 'ramfit analyse --format gguf') or from its bits (MLX profile:\n"
+            "                      2/3/4/5/6/8 -> Q2_K/Q3_K/Q4_K/Q5_K/Q6_K/Q8_0), kept -> --dtype, so\n"
             "                      llama-quantize --tensor-type-file FILE IN.gguf OUT.gguf Q8_0 applies\n"
             "                      the plan with llama.cpp's encoders (IN: e.g. ramfit's BF16 GGUF)\n"
             "  --dtype bf16|f16|f32  with --emit: the type of kept units (default bf16)\n"
@@ -174,9 +175,11 @@ static int parse_u64(const char *s, uint64_t *out)
 
 static void size_str(uint64_t b, char *buf, size_t cap) { rf_format_size(b, buf, cap); }
 
-static void cfg_str(int bits, int gs, char *buf, size_t cap)
+/* GTYPE: a GGUF candidate's type, named as llama.cpp names it. */
+static void cfg_str(int bits, int gs, int gtype, char *buf, size_t cap)
 {
     if (!bits) snprintf(buf, cap, "keep");
+    else if (gtype) snprintf(buf, cap, "%s", rf_gtype_name(gtype));
     else snprintf(buf, cap, "%d/%d", bits, gs);
 }
 
@@ -188,7 +191,7 @@ static void print_units(const rf_plan *plan, const uint64_t *order, uint64_t fro
     for (uint64_t k = 0; k < n; k++) {
         const rf_plan_unit *u = rf_plan_get_unit(plan, order[step > 0 ? from + k : from - k]);
         char c[16];
-        cfg_str(u->bits, u->gs, c, sizeof c);
+        cfg_str(u->bits, u->gs, u->gtype, c, sizeof c);
         printf("    %-52.52s %-7s %6.2f %9.2f %10.3g\n", u->name, c, 8.0 * (double)u->bytes / (double)u->nparams, sqnr(u->d), u->weight);
     }
 }
@@ -198,7 +201,8 @@ static void print_plan(const rf_plan *plan, const char *label, uint64_t budget)
     char s1[32], s2[32];
     size_str(rf_plan_total_bytes(plan), s1, sizeof s1);
     size_str(budget, s2, sizeof s2);
-    printf("\n%s  [method %s, mode %s]\n", label, rf_plan_method_text(plan), rf_plan_mode(plan) == RF_QMODE_OPT ? "opt" : "mlx");
+    printf("\n%s  [method %s, mode %s]\n", label, rf_plan_method_text(plan),
+           rf_plan_is_gguf(plan) ? "gguf" : rf_plan_mode(plan) == RF_QMODE_OPT ? "opt" : "mlx");
     if (rf_plan_status_of(plan) == RF_PLAN_RULE)
         printf("  size        %s (%llu B), %.3f bpw%s\n", s1, (unsigned long long)rf_plan_total_bytes(plan), rf_plan_bpw(plan),
                budget ? (rf_plan_total_bytes(plan) <= budget ? " (fits the budget)" : " (OVER the budget)") : "");
@@ -238,11 +242,15 @@ static void print_plan(const rf_plan *plan, const char *label, uint64_t budget)
     printf("  %-8s %6s %14s %7s %14s\n", "config", "units", "params", "share", "bytes");
     for (int i = 0; i < ns && i < 32; i++) {
         char c[16];
-        cfg_str(sh[i].bits, sh[i].gs, c, sizeof c);
+        cfg_str(sh[i].bits, sh[i].gs, sh[i].gtype, c, sizeof c);
         printf("  %-8s %6llu %14llu %6.2f%% %14llu\n", c, (unsigned long long)sh[i].units, (unsigned long long)sh[i].nparams,
                100.0 * (double)sh[i].nparams / (double)rf_plan_param_count(plan), (unsigned long long)sh[i].bytes);
     }
-    printf("  other tensors (norms, 1-D): %llu B, always kept\n", (unsigned long long)rf_plan_other_bytes(plan));
+    if (rf_plan_is_gguf(plan))
+        printf("  other tensors (norms, 1-D, F32) and the file's header, metadata and tokenizer: %llu B\n",
+               (unsigned long long)rf_plan_other_bytes(plan));
+    else
+        printf("  other tensors (norms, 1-D): %llu B, always kept\n", (unsigned long long)rf_plan_other_bytes(plan));
     uint64_t *order = malloc(sizeof *order * (n ? n : 1));
     if (!order || n == 0) { free(order); return; }
     rf_plan_protection_order(plan, order, NULL);
@@ -280,7 +288,9 @@ static void json_units(const rf_plan *plan, const uint64_t *order, uint64_t from
         const rf_plan_unit *u = rf_plan_get_unit(plan, order[step > 0 ? from + k : from - k]);
         printf("%s{\"name\": ", k ? ", " : "");
         json_str(u->name);
-        printf(", \"bits\": %d, \"gs\": %d, \"d\": ", u->bits, u->gs);
+        printf(", \"bits\": %d, \"gs\": %d, ", u->bits, u->gs);
+        if (u->gtype) printf("\"gguf_type\": \"%s\", ", rf_gtype_name(u->gtype));
+        printf("\"d\": ");
         json_num(u->d);
         printf("}");
     }
@@ -317,8 +327,10 @@ static void json_plan(const rf_plan *plan, const char *label, uint64_t budget, c
     rf_plan_share sh[32];
     int ns = rf_plan_shares(plan, sh, 32);
     for (int i = 0; i < ns && i < 32; i++)
-        printf("%s{\"bits\": %d, \"gs\": %d, \"units\": %llu, \"params\": %llu, \"bytes\": %llu}", i ? ", " : "", sh[i].bits, sh[i].gs,
-               (unsigned long long)sh[i].units, (unsigned long long)sh[i].nparams, (unsigned long long)sh[i].bytes);
+        printf("%s{\"bits\": %d, \"gs\": %d, %s%s%s\"units\": %llu, \"params\": %llu, \"bytes\": %llu}", i ? ", " : "", sh[i].bits,
+               sh[i].gs, sh[i].gtype ? "\"gguf_type\": \"" : "", sh[i].gtype ? rf_gtype_name(sh[i].gtype) : "",
+               sh[i].gtype ? "\", " : "", (unsigned long long)sh[i].units, (unsigned long long)sh[i].nparams,
+               (unsigned long long)sh[i].bytes);
     printf("]");
     uint64_t n = rf_plan_unit_count(plan);
     uint64_t *order = malloc(sizeof *order * (n ? n : 1));
@@ -721,7 +733,10 @@ int rf_cmd_plan(int argc, char **argv)
             printf("; %s %s (%.3f bpw)%s", o.unsafe ? "smallest possible" : "min-safe", s2, 8.0 * (double)rf_planner_min_safe(pl) / P,
                    o.unsafe ? " (veto lifted)" : "");
         if (!rule && !o.unsafe) printf(" at the %.1f dB veto", o.veto_db);
-        printf("\n  budgets cover tensor bytes only (not config.json or tokenizer files)\n");
+        if (rf_profile_is_gguf(prof))
+            printf("\n  GGUF candidates: budgets cover the whole .gguf file (header, metadata and tokenizer included)\n");
+        else
+            printf("\n  budgets cover tensor bytes only (not config.json or tokenizer files)\n");
     }
     int rows = 0;
     /* budgets are solved in chunks on all threads, then reported in order */

@@ -14,7 +14,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: ramfit quantize MODEL_DIR --plan PLAN -o OUT_DIR [options]\n"
             "       ramfit quantize MODEL_DIR --budget SIZE -o OUT_DIR [options]\n"
-            "       ramfit quantize MODEL_DIR --format gguf (--plan PLAN | --type TYPE) -o MODEL.gguf [options]\n"
+            "       ramfit quantize MODEL_DIR --format gguf (--budget SIZE | --plan PLAN | --type TYPE) -o MODEL.gguf [options]\n"
             "\n"
             "Write the Apple MLX checkpoint (mlx-lm loads it as it is) that PLAN describes: safetensors\n"
             "shards, model.safetensors.index.json, config.json with per-module \"quantization\", the\n"
@@ -34,7 +34,8 @@ static void usage(FILE *f)
             "  --force                replace an existing OUT_DIR\n"
             "  --mode mlx|opt|gptq    quantizer: must be the plan's (default: the plan's). One-shot: opt,\n"
             "                         the error-minimising quantizer that wins in docs/quality.md, unless\n"
-            "                         a reused profile has only mlx measurements (mlx analyses ~20x faster).\n"
+            "                         a reused profile has only mlx measurements (opt analyses at about\n"
+            "                         mlx's speed: docs/distributed.md, 'Speed on one machine').\n"
             "                         gptq: GPTQ with --stats on the plan's grid (mlx: MLX's min/max scale\n"
             "                         and bias per group, as mlx-lm's gptq; opt: the error-minimising ones)\n"
             "  --stats STATS          with --mode gptq: the statistics of 'ramfit calibrate' (with Hessians)\n"
@@ -52,8 +53,13 @@ static void usage(FILE *f)
             "                         Q6_K Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 IQ4_NL IQ4_XS, or BF16 F16 F32\n"
             "                         (unquantized); rows a k-quant cannot split get llama-quantize's\n"
             "                         fallback type; norms and routers stay F32\n"
-            "  --plan PLAN            a ramfit plan: its bits per unit become Q2_K/Q3_K/Q4_K/Q5_K/Q6_K/Q8_0\n"
-            "                         (2/3/4/5/6/8 bits), kept units the --dtype (default bf16)\n"
+            "  --budget SIZE          the best file of at most SIZE bytes (the whole .gguf: header,\n"
+            "                         metadata and tokenizer included): analyses the model over GGUF types\n"
+            "                         (or reuses --profile / MODEL.gguf.profile.json when it matches) and\n"
+            "                         plans over Q2_K..Q8_0 per tensor, as 'ramfit plan' does (docs/gguf.md)\n"
+            "  --plan PLAN            a ramfit plan: a GGUF plan's types, or an MLX plan's bits per unit as\n"
+            "                         Q2_K/Q3_K/Q4_K/Q5_K/Q6_K/Q8_0 (2/3/4/5/6/8 bits); kept units the --dtype\n"
+            "                         (default bf16)\n"
             "  --quiet                no progress\n"
             "  --json                 print the result as JSON\n");
 }
@@ -100,10 +106,8 @@ static int parse_args(int argc, char **argv, args *a)
         if (!a->plan == !a->budget) return cli_usage_error("quantize", "give exactly one of --plan PLAN and --budget SIZE");
         return 0;
     }
-    if (a->budget)
-        return cli_usage_error("quantize", "--budget with --format gguf: planning needs GGUF sizes and errors, which "
-                               "the profile does not have yet; give --plan PLAN or --type TYPE");
-    if (!a->plan == !a->type) return cli_usage_error("quantize", "--format gguf: give exactly one of --plan PLAN and --type TYPE");
+    if (!!a->plan + !!a->type + !!a->budget != 1)
+        return cli_usage_error("quantize", "--format gguf: give exactly one of --budget SIZE, --plan PLAN and --type TYPE");
     if (a->mode || a->shard) return cli_usage_error("quantize", "--mode and --max-shard-size are for MLX output");
     if (a->type && rf_gtype_parse(a->type) < 0)
         return cli_usage_error("quantize", "--type: unknown GGUF type '%s' (Q4_K, Q6_K, Q8_0, BF16, ...)", a->type);
@@ -155,16 +159,68 @@ static int file_exists(const char *p)
 }
 
 /* One-shot: a matching saved profile or a fresh analysis, then the plan for BUDGET. */
+static rf_gguf_opts gguf_opts(const args *a)
+{
+    rf_gguf_opts go;
+    rf_gguf_opts_default(&go);
+    go.force = a->force;
+    if (a->threads) go.threads = atoi(a->threads);
+    return go;
+}
+
+/* The plan for a .gguf file of at most BUDGET bytes: the profile's totals are the file's size
+ * (fixed part included) except for padding of kept tensors, which it counts on the safe side;
+ * should the file still come out larger (another general.name, an edited profile), the plan is
+ * made again for a budget lower by the excess. */
+static rf_status gguf_plan(const rf_model *m, const args *a, const rf_profile *prof, uint64_t budget, int kept,
+                           rf_plan **plan, rf_err *err)
+{
+    rf_plan_opts po;
+    rf_plan_opts_default(&po);
+    po.mode = RF_QMODE_MLX; /* a GGUF profile's errors (ggml's encoders) sit in this slot */
+    rf_gguf_opts go = gguf_opts(a);
+    int *types = calloc(rf_model_unit_count(m) + 1, sizeof *types);
+    if (!types) return set_err(err, RF_ERR_NOMEM, "out of memory");
+    rf_planner *pl = NULL;
+    rf_status s = rf_planner_create(prof, &po, &pl, err);
+    uint64_t b = budget;
+    for (int tries = 0; !s && tries < 8; tries++) {
+        uint64_t file = 0;
+        s = rf_planner_solve(pl, b, plan, err);
+        if (!s) s = rf_gguf_types_from_plan(m, *plan, kept, types, err);
+        if (!s) s = rf_gguf_file_bytes(m, types, &go, &file, err);
+        if (s || file <= budget) break;
+        rf_plan_free(*plan);
+        *plan = NULL;
+        if (file - budget >= b) { s = set_err(err, RF_ERR_BUDGET, "no GGUF file of %llu bytes fits", (unsigned long long)budget); break; }
+        b -= file - budget;
+    }
+    if (!s && !*plan) s = set_err(err, RF_ERR_INTERNAL, "the GGUF plan did not converge to the budget");
+    if (s && *plan) { rf_plan_free(*plan); *plan = NULL; }
+    rf_planner_free(pl);
+    free(types);
+    return s;
+}
+
+/* A profile of the kind the output needs (GGUF types or MLX configs). */
+static rf_status check_kind(const rf_profile *p, int gguf, rf_err *err)
+{
+    if (rf_profile_is_gguf(p) == gguf) return RF_OK;
+    return set_err(err, RF_ERR_MISMATCH, "it has %s candidates, the output needs %s ones (ramfit analyse%s)",
+                   rf_profile_is_gguf(p) ? "GGUF" : "MLX", gguf ? "GGUF" : "MLX", gguf ? " --format gguf" : "");
+}
+
 static rf_status plan_for_budget(const rf_model *m, const args *a, rf_quantize_opts *o, uint64_t budget,
                                  rf_plan **plan, rf_err *err)
 {
     rf_profile *prof = NULL;
     rf_status s = RF_OK;
     char defpath[4096];
-    if (!a->profile && rf_analyse_default_path(rf_model_dir(m), defpath, sizeof defpath) && file_exists(defpath)) {
+    if (!a->profile && cli_default_profile(rf_model_dir(m), a->gguf, defpath, sizeof defpath) && file_exists(defpath)) {
         /* what 'ramfit analyse MODEL_DIR' saved here; used only if it matches */
         rf_err e2;
-        if (rf_profile_load(defpath, &prof, &e2) == RF_OK && rf_analyse_check_profile(m, prof, &e2) == RF_OK &&
+        if (rf_profile_load(defpath, &prof, &e2) == RF_OK && check_kind(prof, a->gguf, &e2) == RF_OK &&
+            rf_analyse_check_profile(m, prof, &e2) == RF_OK &&
             (o->f32_as == RF_DT_INVALID || rf_analyse_check_dtype(m, prof, o->f32_as, &e2) == RF_OK)) {
             if (!a->quiet) fprintf(stderr, "ramfit: reusing the profile %s\n", defpath);
         } else {
@@ -177,6 +233,7 @@ static rf_status plan_for_budget(const rf_model *m, const args *a, rf_quantize_o
         /* reused */
     } else if (a->profile && file_exists(a->profile)) {
         s = rf_profile_load(a->profile, &prof, err);
+        if (!s) s = check_kind(prof, a->gguf, err);
         if (!s) s = rf_analyse_check_profile(m, prof, err);
         if (!s && o->f32_as != RF_DT_INVALID) s = rf_analyse_check_dtype(m, prof, o->f32_as, err);
         if (s) {
@@ -190,6 +247,7 @@ static rf_status plan_for_budget(const rf_model *m, const args *a, rf_quantize_o
         rf_analyse_opts_default(&ao);
         ao.threads = o->threads;
         ao.modes = 1u << (o->mode >= 0 ? o->mode : RF_QMODE_OPT);
+        ao.gguf = a->gguf;
         if (o->f32_as != RF_DT_INVALID) ao.f32_as = o->f32_as; /* counted and measured as they will be written */
         cli_progress pa;
         cli_progress_init(&pa, "analyse", a->quiet);
@@ -197,6 +255,13 @@ static rf_status plan_for_budget(const rf_model *m, const args *a, rf_quantize_o
         s = rf_analyse(m, &ao, &prof, err);
         cli_progress_end(&pa);
         if (!s && a->profile) s = rf_profile_save(prof, a->profile, err);
+    }
+    if (!s && a->gguf) { /* the errors of ggml's encoders, in mode slot mlx */
+        o->mode = RF_QMODE_MLX;
+        int kept = o->f32_as == RF_DT_F32 ? RF_GT_F32 : o->f32_as == RF_DT_F16 ? RF_GT_F16 : RF_GT_BF16;
+        s = gguf_plan(m, a, prof, budget, kept, plan, err);
+        rf_profile_free(prof);
+        return s;
     }
     if (!s && o->mode < 0) o->mode = rf_profile_modes(prof) >> RF_QMODE_OPT & 1 ? RF_QMODE_OPT : RF_QMODE_MLX;
     if (!s && !(rf_profile_modes(prof) >> o->mode & 1))
@@ -246,7 +311,7 @@ static void print_summary(const args *a, const rf_quantize_result *r, uint64_t b
         printf("left out of %s (not needed to load the model): %s\n", a->out, r->skipped);
 }
 
-static void print_gguf_summary(const args *a, const rf_gguf_result *r)
+static void print_gguf_summary(const args *a, const rf_gguf_result *r, uint64_t budget, const rf_plan *plan)
 {
     double bpw = r->params ? 8.0 * (double)r->tensor_bytes / (double)r->params : 0;
     if (a->json) {
@@ -258,6 +323,11 @@ static void print_gguf_summary(const args *a, const rf_gguf_result *r)
                               (json_int_t)r->tensor_bytes, "params", (json_int_t)r->params, "tensors",
                               (json_int_t)r->tensors, "bpw", bpw, "type_params", types, "tokenizer_model",
                               r->tok_model, "tokenizer_pre", r->tok_pre, "seconds", r->seconds);
+        if (j && budget) {
+            json_object_set_new(j, "budget", json_integer((json_int_t)budget));
+            json_object_set_new(j, "plan_bytes", json_integer((json_int_t)rf_plan_total_bytes(plan)));
+            json_object_set_new(j, "plan_objective", json_real(rf_plan_objective(plan)));
+        }
         char *text = j ? json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
         if (text) printf("%s\n", text);
         free(text);
@@ -272,9 +342,15 @@ static void print_gguf_summary(const args *a, const rf_gguf_result *r)
     for (int t = 0; t < RF_GT_COUNT; t++)
         if (r->type_params[t]) printf(" %s %llu", rf_gtype_name(t), (unsigned long long)r->type_params[t]);
     printf("\n");
+    if (budget) {
+        char bs[32];
+        rf_format_size(budget, bs, sizeof bs);
+        printf("  budget %s (%llu B): the plan counts %llu B, the file has %llu B\n", bs, (unsigned long long)budget,
+               (unsigned long long)rf_plan_total_bytes(plan), (unsigned long long)r->file_bytes);
+    }
 }
 
-static int run_gguf(const args *a)
+static int run_gguf(const args *a, rf_quantize_opts *o, uint64_t budget)
 {
     rf_err err;
     rf_err_clear(&err);
@@ -282,16 +358,18 @@ static int run_gguf(const args *a)
     rf_plan *plan = NULL;
     rf_profile *prof = NULL;
     int *types = NULL;
-    rf_gguf_opts go;
-    rf_gguf_opts_default(&go);
-    go.force = a->force;
-    if (a->threads) go.threads = atoi(a->threads);
+    rf_gguf_opts go = gguf_opts(a);
     int kept = RF_GT_BF16;
     if (a->dtype) kept = !strcmp(a->dtype, "f16") ? RF_GT_F16 : !strcmp(a->dtype, "f32") ? RF_GT_F32 : RF_GT_BF16;
     rf_status s = rf_model_open(a->model, &m, &err);
     if (!s && !(types = calloc(rf_model_unit_count(m) + 1, sizeof *types)))
         s = set_err(&err, RF_ERR_NOMEM, "out of memory");
-    if (!s && a->type) {
+    if (!s && a->budget) {
+        /* kept units as the profile counts them: F32 sources as bf16 unless --dtype */
+        if (a->dtype) s = rf_quantize_check_dtype(m, o->f32_as, &err);
+        if (!s) s = plan_for_budget(m, a, o, budget, &plan, &err);
+        if (!s) s = rf_gguf_types_from_plan(m, plan, kept, types, &err);
+    } else if (!s && a->type) {
         s = rf_gguf_types_uniform(m, rf_gtype_parse(a->type), types, &err);
     } else if (!s) {
         s = rf_plan_load(a->plan, &plan, &err);
@@ -309,7 +387,7 @@ static int run_gguf(const args *a)
         s = rf_gguf_export(m, types, &go, a->out, &pr, &r, &err);
         cli_progress_end(&p);
     }
-    if (!s) print_gguf_summary(a, &r);
+    if (!s) print_gguf_summary(a, &r, budget, plan);
     free(types);
     rf_profile_free(prof);
     rf_plan_free(plan);
@@ -329,7 +407,7 @@ int rf_cmd_quantize(int argc, char **argv)
     uint64_t budget = 0;
     if (rc || (rc = parse_opts(&a, &o, &budget))) return rc;
     cli_install_signals();
-    if (a.gguf) return run_gguf(&a);
+    if (a.gguf) return run_gguf(&a, &o, budget);
     rf_err err;
     rf_err_clear(&err);
     rf_model *m = NULL;

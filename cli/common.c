@@ -193,3 +193,15 @@ int cli_is_gguf(const char *path)
     if (f) fclose(f);
     return n == 4 && !memcmp(m, "GGUF", 4);
 }
+
+int cli_default_profile(const char *model_dir, int gguf, char *out, size_t cap)
+{
+    if (!rf_analyse_default_path(model_dir, out, cap)) return 0;
+    size_t n = strlen(out);
+    if (!gguf) return 1;
+    /* NAME.profile.json -> NAME.gguf.profile.json */
+    if (n < 13 || n + 5 >= cap) return 0;
+    memmove(out + n - 8, out + n - 13, 14);
+    memcpy(out + n - 13, ".gguf", 5);
+    return 1;
+}

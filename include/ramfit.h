@@ -278,6 +278,8 @@ const rf_gguf_tensor *rf_gguf_find_tensor(const rf_gguf *g, const char *name);
  * names at most RF_GGUF_MAX_NAME bytes, at most 4 dimensions). Any error fails later calls;
  * free without finish removes the temporary file. Byte-for-byte deterministic output. */
 typedef struct rf_ggufw rf_ggufw;
+/* PATH NULL: a writer that only sizes (metadata and tensor declarations for rf_ggufw_file_size;
+ * no file, writing data is refused). */
 rf_status rf_ggufw_create(const char *path, rf_ggufw **out, rf_err *err);
 void rf_ggufw_free(rf_ggufw *w);
 rf_status rf_ggufw_set_str(rf_ggufw *w, const char *key, const char *value, rf_err *err);
@@ -619,6 +621,19 @@ uint64_t rf_gtype_row_bytes(int type, uint64_t ncols);
  * NCOLS, else its fallback (Q2_K/Q3_K -> Q4_0, Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0,
  * IQ4_XS -> IQ4_NL), and F16 when that does not divide NCOLS either. */
 int rf_gtype_fallback(int type, uint64_t ncols);
+/* Candidate types of a GGUF planning profile ('ramfit analyse --format gguf'), in increasing size
+ * per weight: Q2_K Q3_K Q4_0 Q4_K Q5_0 Q5_1 Q5_K Q6_K Q8_0. A unit's candidates are the types
+ * llama-quantize writes for Q2_K, Q3_K, Q4_K, Q5_K, Q6_K and Q8_0 on its rows (rf_gtype_fallback):
+ * the k-quants on rows of a multiple of 256, their fallbacks (Q4_0, Q5_0, Q5_1, Q8_0) on rows of a
+ * multiple of 32 only, none (kept) on other widths and for routers (llama-quantize never
+ * quantizes them). Index i of the table is the candidate's config index in the profile. */
+#define RF_GCAND_N 9
+int rf_gcand_type(int i);               /* -1 outside [0, RF_GCAND_N) */
+int rf_gcand_index(int type);           /* -1 when TYPE is not a candidate type */
+unsigned rf_gcand_mask(uint64_t ncols); /* bit i: rf_gcand_type(i) is a candidate for rows of NCOLS */
+/* Nominal bits of a type (Q2_K 2, Q3_K 3, Q4_0/Q4_K 4, Q5_x 5, Q6_K 6, Q8_0 8; float types their
+ * width); what reports and the plan file's "bits" say for a GGUF candidate. 0 when unknown. */
+int rf_gtype_bits(int type);
 /* Encode NROWS rows of NCOLS floats (row-major) into OUT (nrows * row_bytes). Non-finite input:
  * RF_ERR_NONFINITE naming row and column; a type ramfit cannot encode: RF_ERR_UNSUPPORTED;
  * NCOLS not a multiple of the block: RF_ERR_INVALID. */
@@ -632,12 +647,13 @@ rf_status rf_gdequant_row(int type, const void *row, uint64_t ncols, float *out,
  * bytes and measured error, per quantizer mode; plus every other tensor's kept bytes, so the
  * totals account for the whole model. Written once by the analysis pass, read by the planner.
  * File format (versioned JSON): docs/profile.md. */
-#define RF_PROFILE_VERSION 3 /* versions 1 and 2 still load */
+#define RF_PROFILE_VERSION 4 /* GGUF profiles; MLX profiles are written as version 3; versions 1 to 3 load */
 
 /* One affine candidate of a unit. Keep (the unquantized original) is implicit: bytes =
  * kept_bytes, error 0. An error measurement absent for a mode has sse = NaN. */
 typedef struct rf_pcand {
-    int bits, gs;
+    int bits, gs;               /* GGUF profiles: rf_gtype_bits(gtype) and the type's block (32 or 256) */
+    int gtype;                  /* GGUF profiles: the ggml type (rf_gcand_type); 0 in MLX profiles */
     uint64_t bytes;             /* exact MLX bytes of all members: packed words + scales + biases */
     rf_qerr err[2];             /* indexed by rf_qmode; err[m].ssq equals the unit's ssq */
 } rf_pcand;
@@ -711,6 +727,12 @@ void rf_punit_init(rf_punit *u, const char *name, rf_role role, int layer, int n
 /* Append a candidate; MLX or OPT may be NULL (mode not measured). */
 rf_status rf_punit_add_cand(rf_punit *u, int bits, int gs, uint64_t bytes,
                             const rf_qerr *mlx, const rf_qerr *opt, rf_err *err);
+/* Append a candidate of a GGUF profile: ggml type GTYPE (a rf_gcand_type), its exact bytes in the
+ * file (every member's rows, padded to GGUF's 32-byte alignment) and its error (ggml's encoders; the
+ * profile's only mode, slot RF_QMODE_MLX). */
+rf_status rf_punit_add_gcand(rf_punit *u, int gtype, uint64_t bytes, const rf_qerr *e, rf_err *err);
+/* Exact bytes of GTYPE for a unit of MEMBERS x ROWS x COLS in a GGUF file (one tensor, padded to 32). */
+uint64_t rf_gguf_tensor_bytes(int gtype, uint64_t members, uint64_t rows, uint64_t cols);
 /* Append records (copied and validated; errors name the unit and field). Units are sorted
  * into canonical candidate order; unit and tensor names must be unique. */
 rf_status rf_profile_add_unit(rf_profile *p, const rf_punit *u, rf_err *err);
@@ -718,6 +740,18 @@ rf_status rf_profile_add_other(rf_profile *p, const rf_pother *o, rf_err *err);
 rf_status rf_profile_add_file(rf_profile *p, const char *name, uint64_t bytes, rf_err *err);
 /* How the opt errors were measured: groups per group size searched in a large unit (the sample
  * target of rf_analyse_opts.opt_sample); 0: every group (exact), or no opt mode. Default 0. */
+/* A GGUF profile (version 4): candidates are ggml types (configs: a mask over rf_gcand_type's
+ * table), errors are ggml's encoders' in mode slot RF_QMODE_MLX, kept units are written as their
+ * dtype (routers F32), other tensors F32, and FIXED is the rest of the .gguf file (header,
+ * metadata, tokenizer, alignment padding of the kept tensors), counted in rf_profile_other_bytes
+ * and rf_profile_full_bytes so that a plan's total is the whole file. Set before adding units. */
+void rf_profile_set_gguf(rf_profile *p, uint64_t fixed);
+int rf_profile_is_gguf(const rf_profile *p);
+uint64_t rf_profile_gguf_fixed(const rf_profile *p);
+/* GGUF profiles: rows per unit whose error was measured (0: every row), and the target weights
+ * sampled per unit (analyse --gguf-sample). */
+void rf_profile_set_gguf_sample(rf_profile *p, uint64_t weights);
+uint64_t rf_profile_gguf_sample(const rf_profile *p);
 void rf_profile_set_opt_sample(rf_profile *p, uint64_t groups);
 uint64_t rf_profile_opt_sample(const rf_profile *p);
 /* A part of a profile made by 'ramfit analyse --shard K/N' (rf_analyse_opts.shard_*): shard
@@ -854,6 +888,7 @@ typedef struct rf_plan_unit {
     rf_role role;
     int layer;
     int bits, gs;            /* 0, 0: kept */
+    int gtype;               /* GGUF plans: the ggml type of a quantized unit; 0: kept or an MLX plan */
     uint64_t nparams, bytes;
     double d;                /* predicted relative squared error (0 when kept) */
     double weight;           /* objective weight */
@@ -905,13 +940,15 @@ uint64_t rf_plan_fingerprint(const rf_plan *plan);
 /* The profile's f32_as (what the model's F32 tensors are counted as); RF_DT_INVALID when it has
  * none or the plan file does not say (plans before ramfit 0.2). */
 rf_dtype rf_plan_f32_as(const rf_plan *plan);
+/* 1 for a plan over a GGUF profile: units carry ggml types, the total is the .gguf file's size. */
+int rf_plan_is_gguf(const rf_plan *plan);
 /* Objective of PLAN's configs under the weights and mode of O (compares baselines with ramfit). */
 rf_status rf_plan_evaluate(const rf_plan *plan, const rf_profile *p, const rf_plan_opts *o, double *objective, rf_err *err);
 /* RF_ERR_MISMATCH unless PLAN was made from a profile of the same checkpoint with the same units. */
 rf_status rf_plan_check_profile(const rf_plan *plan, const rf_profile *p, rf_err *err);
 
 /* Report data: parameters and bytes at each config (keep is bits 0), sorted by bits then gs. */
-typedef struct rf_plan_share { int bits, gs; uint64_t units, nparams, bytes; } rf_plan_share;
+typedef struct rf_plan_share { int bits, gs, gtype; uint64_t units, nparams, bytes; } rf_plan_share;
 /* Fills up to CAP entries, returns how many configs the plan uses. */
 int rf_plan_shares(const rf_plan *plan, rf_plan_share *out, int cap);
 /* Unit indices ordered from most protected (most bits per weight, then lowest D) to least. */
@@ -1173,12 +1210,20 @@ typedef struct rf_analyse_opts {
     /* Analyse only shard shard_index (1-based) of shard_count: a deterministic share of the units,
      * contiguous and balanced by bytes; the result is a part for rf_profile_merge. 0: all units. */
     int shard_index, shard_count;
+    /* GGUF candidates instead of MLX configs (analyse --format gguf): every unit's ggml types
+     * (rf_gcand_mask), exact file bytes, ggml's encoders' errors; modes and configs are ignored.
+     * Errors of a unit with more than 2 x gguf_sample weights are estimated from evenly spaced
+     * rows holding about gguf_sample weights (docs/profile.md); 0: RF_ANALYSE_GGUF_SAMPLE;
+     * RF_ANALYSE_EXACT: every row. The export's fixed part needs the model's tokenizer. */
+    int gguf;
+    uint64_t gguf_sample;
     const rf_stats *stats;    /* calibration statistics of this model: every error weighted by E[x_j^2] of its
                                * input column (src/calib/weighted.c); units without statistics (an untied
                                * embedding) stay data-free. NULL: data-free (the default) */
 } rf_analyse_opts;
 #define RF_ANALYSE_OPT_SAMPLE 4096
 #define RF_ANALYSE_EXACT UINT64_MAX
+#define RF_ANALYSE_GGUF_SAMPLE (1ull << 20)
 void rf_analyse_opts_default(rf_analyse_opts *o);
 /* "K/N" (1 <= K <= N <= 100000) -> shard index and count. */
 rf_status rf_analyse_parse_shard(const char *text, int *index, int *count, rf_err *err);
@@ -1321,11 +1366,14 @@ void rf_gguf_opts_default(rf_gguf_opts *o);
  * the unit's rows, else llama-quantize's fallback (rf_gtype_fallback); routers F32. TYPE may be
  * F32/F16/BF16 (an unquantized export). */
 rf_status rf_gguf_types_uniform(const rf_model *m, int type, int *types, rf_err *err);
-/* Unit types for an MLX plan (issue 15's rule, until plans carry GGUF types): bits 2/3/4/5/6/8
- * -> Q2_K/Q3_K/Q4_K/Q5_K/Q6_K/Q8_0 (the group size is not used: k-quants fix their own blocks),
- * kept units -> KEPT_TYPE (BF16, F16 or F32), with the width fallbacks and F32 routers. */
+/* Unit types for a plan: a GGUF plan's units give their ggml type (rf_plan_is_gguf); an MLX
+ * plan's bits 2/3/4/5/6/8 map to Q2_K/Q3_K/Q4_K/Q5_K/Q6_K/Q8_0 (the group size is not used:
+ * k-quants fix their own blocks); kept units -> KEPT_TYPE (BF16, F16 or F32), with the width
+ * fallbacks and F32 routers. */
 int rf_gguf_type_for_bits(int bits, uint64_t cols, rf_role role, int kept_type);
 rf_status rf_gguf_types_from_plan(const rf_model *m, const rf_plan *plan, int kept_type, int *types, rf_err *err);
+/* Size of the file rf_gguf_export would write for TYPES (nothing is written); checks as export does. */
+rf_status rf_gguf_file_bytes(const rf_model *m, const int *types, const rf_gguf_opts *o, uint64_t *bytes, rf_err *err);
 
 typedef struct rf_gguf_result {
     uint64_t file_bytes, tensor_bytes, params, tensors;

@@ -655,6 +655,31 @@ static void test_cli(void **state)
     snprintf(args, sizeof args, "analyse %s --mode opt --stats %s/s.json -o %s/p.json --quiet", model, dir, dir);
     assert_int_equal(tu_run_cli(args, &out), 0);
     free(out);
+    /* the same analysis in two parts (analyse --shard), merged: the one run's profile byte for byte, its
+     * "calibration" key (the statistics' checksum) included */
+    for (int k = 1; k <= 2; k++) {
+        snprintf(args, sizeof args, "analyse %s --mode opt --stats %s/s.json --shard %d/2 --threads %d -o %s/part%d.json --quiet",
+                 model, dir, k, k, dir, k);
+        assert_int_equal(tu_run_cli(args, &out), 0);
+        free(out);
+    }
+    snprintf(args, sizeof args, "%s/m", dir);
+    assert_int_equal(mkdir(args, 0755), 0);
+    snprintf(args, sizeof args, "profile merge %s/part2.json %s/part1.json -o %s/m/p.json", dir, dir, dir);
+    assert_int_equal(tu_run_cli(args, &out), 0);
+    free(out);
+    for (int i = 0; i < 2; i++) {
+        char a[4096], b[4096];
+        snprintf(a, sizeof a, "%s/p.%s", dir, i ? "bin" : "json");
+        snprintf(b, sizeof b, "%s/m/p.%s", dir, i ? "bin" : "json");
+        size_t na, nb;
+        char *x = tu_read_file(a, &na), *y = tu_read_file(b, &nb);
+        assert_non_null(x);
+        assert_non_null(y);
+        if (na != nb || memcmp(x, y, na)) fail_msg("merged %s differs from the single run's", b);
+        if (!i) assert_non_null(strstr(y, "\"calibration\""));
+        free(x), free(y);
+    }
     snprintf(args, sizeof args, "plan %s/p.json --budget 230kB -o %s/plan.json", dir, dir);
     assert_int_equal(tu_run_cli(args, &out), 0);
     free(out);

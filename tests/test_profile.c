@@ -255,7 +255,7 @@ static void test_profile_validation(void **state)
     QBAD("\"attn_q\", 0, 2, 1, 128, 128, \"BF16\", \"BF16\", 262143, 0, [1, 0, 1, 1, 0, 0, null, ", RF_ERR_FORMAT, "field 'values'");
 #undef QBAD
     expect_bad(t, "\"format\": \"ramfit-profile\"", "\"format\": \"ramfit-plan\"", RF_ERR_FORMAT, "field 'format'");
-    expect_bad(t, "\"version\": 3", "\"version\": 4", RF_ERR_UNSUPPORTED, "version 4");
+    expect_bad(t, "\"version\": 3", "\"version\": 5", RF_ERR_UNSUPPORTED, "version 5");
     expect_bad(t, "\"opt_sample\": 0", "\"opt_sample\": -1", RF_ERR_FORMAT, "field 'opt_sample'");
     expect_bad(t, "\"opt_sample\": 0", "\"opt_sample\": 0, \"shard\": [0, 0, 0, 0]", RF_ERR_FORMAT, "not a valid part");
     expect_bad(t, "\"opt_sample\": 0", "\"opt_sample\": 0, \"shard\": [3, 2, 0, 9]", RF_ERR_FORMAT, "not a valid part");
@@ -406,6 +406,7 @@ static rf_profile *part_of(const rf_profile *p, int k, int n, uint64_t first, ui
     rf_err err;
     TU_OK(rf_profile_create(rf_profile_model(p), rf_profile_modes(p), rf_profile_configs(p), &q, &err), &err);
     rf_profile_set_opt_sample(q, rf_profile_opt_sample(p));
+    rf_profile_set_calibration(q, rf_profile_calibration(p));
     TU_OK(rf_profile_set_shard(q, k, n, first, rf_profile_unit_count(p), &err), &err);
     for (uint64_t f = 0; f < rf_profile_file_count(p); f++)
         TU_OK(rf_profile_add_file(q, rf_profile_file(p, f)->name, rf_profile_file(p, f)->bytes, &err), &err);
@@ -434,6 +435,9 @@ static void test_profile_merge(void **state)
     rf_err err;
     TU_OK(rf_profile_synth(&so, &p, &err), &err);
     rf_profile_set_opt_sample(p, 4096);
+    /* an activation-weighted analysis (analyse --stats): its "calibration" key survives the merge */
+    rf_pcalib cal = {.weighted = 1, .text = "calib.txt", .tokens = 32768, .stats_checksum = 0x0123456789abcdefull};
+    rf_profile_set_calibration(p, &cal);
     char *want, *got;
     void *wd, *gd;
     size_t wn, gn, wdn, gdn;
@@ -494,6 +498,17 @@ static void test_profile_merge(void **state)
             other = part_of(p, 3, 3, 2 * nu / 3, nu - 2 * nu / 3 - 1);
             const rf_profile *tx[3] = {parts[0], parts[1], other};
             expect_merge_fails(tx, 3, "the parts hold");
+            rf_profile_free(other);
+            /* weighted by other statistics, or not weighted at all */
+            other = part_of(p, 2, 3, nu / 3, 2 * nu / 3 - nu / 3);
+            rf_pcalib c2 = cal;
+            c2.stats_checksum ^= 1;
+            rf_profile_set_calibration(other, &c2);
+            const rf_profile *wx[3] = {parts[0], other, parts[2]};
+            expect_merge_fails(wx, 3, "activation weighting");
+            rf_pcalib none = {0};
+            rf_profile_set_calibration(other, &none);
+            expect_merge_fails(wx, 3, "activation weighting");
             rf_profile_free(other);
         }
         for (int k = 0; k < n; k++) {
@@ -563,6 +578,116 @@ static void test_profile_data_path(void **state)
     free(dir);
 }
 
+/* GGUF profiles (version 4): candidates are ggml types with their exact padded file bytes, the
+ * file's fixed part counts as other bytes, both forms round-trip bit for bit, and what does not
+ * fit a GGUF profile is refused naming the field. */
+static void test_profile_gguf(void **state)
+{
+    (void)state;
+    rf_pmodel m = {0};
+    snprintf(m.name, sizeof m.name, "g");
+    snprintf(m.architecture, sizeof m.architecture, "Qwen3ForCausalLM");
+    snprintf(m.model_type, sizeof m.model_type, "qwen3");
+    m.num_layers = 2;
+    m.hidden_size = 512;
+    m.fingerprint = 7;
+    rf_profile *p;
+    rf_err err;
+    TU_OK(rf_profile_create(&m, 1, (1u << RF_GCAND_N) - 1, &p, &err), &err);
+    rf_profile_set_gguf(p, 12345);
+    rf_profile_set_gguf_sample(p, 4096);
+    assert_int_equal(rf_gcand_mask(512), 1u << rf_gcand_index(RF_GT_Q2_K) | 1u << rf_gcand_index(RF_GT_Q3_K) |
+                                             1u << rf_gcand_index(RF_GT_Q4_K) | 1u << rf_gcand_index(RF_GT_Q5_K) |
+                                             1u << rf_gcand_index(RF_GT_Q6_K) | 1u << rf_gcand_index(RF_GT_Q8_0));
+    assert_int_equal(rf_gcand_mask(96), 1u << rf_gcand_index(RF_GT_Q4_0) | 1u << rf_gcand_index(RF_GT_Q5_0) |
+                                            1u << rf_gcand_index(RF_GT_Q5_1) | 1u << rf_gcand_index(RF_GT_Q8_0));
+    assert_int_equal(rf_gcand_mask(172), 0);
+    /* 3 x 256 Q4_K: 3 rows of 144 bytes = 432, padded to 448 */
+    assert_int_equal(rf_gguf_tensor_bytes(RF_GT_Q4_K, 1, 3, 256), 448);
+    assert_int_equal(rf_gguf_tensor_bytes(RF_GT_Q4_K, 1, 3, 96), 0);
+    rf_punit u;
+    rf_punit_init(&u, "model.layers.0.self_attn.q_proj", RF_ROLE_ATTN_Q, 0, 2, 3, 256, 3 * 256, RF_DT_BF16);
+    u.ssq = 10;
+    for (int i = 0; i < RF_GCAND_N; i++) {
+        int t = rf_gcand_type(i);
+        if (!(rf_gcand_mask(256) >> i & 1)) continue;
+        rf_qerr q = {0.1 / (i + 1), 10, 0.01f * (float)(i + 1)};
+        TU_OK(rf_punit_add_gcand(&u, t, rf_gguf_tensor_bytes(t, 1, 3, 256), &q, &err), &err);
+    }
+    u.estimated = 1u << rf_gcand_index(RF_GT_Q4_K);
+    assert_int_equal(rf_punit_add_gcand(&u, RF_GT_IQ4_XS, 1, NULL, &err), RF_ERR_INVALID);
+    TU_OK(rf_profile_add_unit(p, &u, &err), &err);
+    rf_punit k;
+    rf_punit_init(&k, "model.layers.0.mlp.gate", RF_ROLE_ROUTER, 0, 2, 8, 512, 8 * 512, RF_DT_F32); /* kept F32 */
+    TU_OK(rf_profile_add_unit(p, &k, &err), &err);
+    assert_int_equal(rf_profile_other_bytes(p), 12345);
+    assert_int_equal(rf_profile_full_bytes(p), 12345 + 3 * 256 * 2 + 8 * 512 * 4);
+    /* an MLX candidate does not belong in a GGUF profile, nor a type the rows cannot take */
+    rf_punit bad;
+    rf_punit_init(&bad, "x", RF_ROLE_ATTN_K, 0, 2, 4, 512, 4 * 512, RF_DT_BF16);
+    rf_qerr q1 = {1, 0, 1};
+    TU_OK(rf_punit_add_cand(&bad, 4, 64, rf_quant_bytes(4 * 512, 4, 64, RF_DT_BF16), &q1, NULL, &err), &err);
+    assert_int_equal(rf_profile_add_unit(p, &bad, &err), RF_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "an MLX candidate in a GGUF profile"));
+    rf_punit_init(&bad, "y", RF_ROLE_ATTN_K, 0, 2, 4, 96, 4 * 96, RF_DT_BF16);
+    TU_OK(rf_punit_add_gcand(&bad, RF_GT_Q4_K, 4 * 144, &q1, &err), &err);
+    assert_int_equal(rf_profile_add_unit(p, &bad, &err), RF_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "Q4_K is not a candidate for rows of 96"));
+    rf_punit_init(&bad, "r", RF_ROLE_ROUTER, 0, 2, 8, 256, 8 * 256, RF_DT_F32); /* llama-quantize never quantizes routers */
+    TU_OK(rf_punit_add_gcand(&bad, RF_GT_Q8_0, rf_gguf_tensor_bytes(RF_GT_Q8_0, 1, 8, 256), &q1, &err), &err);
+    assert_int_equal(rf_profile_add_unit(p, &bad, &err), RF_ERR_FORMAT);
+    rf_punit_init(&bad, "z", RF_ROLE_ATTN_K, 0, 2, 3, 256, 3 * 256, RF_DT_BF16);
+    TU_OK(rf_punit_add_gcand(&bad, RF_GT_Q4_K, 432, &q1, &err), &err); /* unpadded */
+    assert_int_equal(rf_profile_add_unit(p, &bad, &err), RF_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "is not the size of Q4_K"));
+
+    char *t1, *t2;
+    size_t n1, n2;
+    TU_OK(rf_profile_to_json(p, &t1, &n1, &err), &err);
+    assert_non_null(strstr(t1, "\"version\": 4"));
+    assert_non_null(strstr(t1, "\"modes\": [\"gguf\"]"));
+    assert_non_null(strstr(t1, "\"gguf\": {\"fixed\": 12345, \"sample\": 4096}"));
+    rf_profile *q;
+    TU_OK(rf_profile_from_json(t1, n1, "g.json", &q, &err), &err);
+    assert_true(rf_profile_is_gguf(q));
+    assert_int_equal(rf_profile_gguf_fixed(q), 12345);
+    assert_int_equal(rf_profile_gguf_sample(q), 4096);
+    const rf_punit *r = rf_profile_unit(q, 0);
+    assert_int_equal(r->n_cands, 6);
+    assert_int_equal(r->cands[0].gtype, RF_GT_Q2_K);
+    assert_int_equal(r->cands[2].gtype, RF_GT_Q4_K);
+    assert_int_equal(r->cands[2].bits, 4);
+    assert_int_equal(r->cands[2].gs, 256);
+    assert_int_equal(r->cands[2].bytes, 448);
+    assert_int_equal(r->estimated, 1u << rf_gcand_index(RF_GT_Q4_K));
+    TU_OK(rf_profile_to_json(q, &t2, &n2, &err), &err);
+    assert_int_equal(n1, n2);
+    assert_memory_equal(t1, t2, n1);
+    free(t2);
+    rf_profile_free(q);
+    /* the two-file form */
+    char *dir = tu_mkdtemp(), path[512];
+    snprintf(path, sizeof path, "%s/g.json", dir);
+    TU_OK(rf_profile_save(p, path, &err), &err);
+    TU_OK(rf_profile_load(path, &q, &err), &err);
+    TU_OK(rf_profile_to_json(q, &t2, &n2, &err), &err);
+    assert_int_equal(n1, n2);
+    assert_memory_equal(t1, t2, n1);
+    free(t2);
+    rf_profile_free(q);
+    tu_rmtree(dir);
+    free(dir);
+    /* refusals */
+    expect_bad(t1, "\"modes\": [\"gguf\"]", "\"modes\": [\"mlx\"]", RF_ERR_FORMAT, "configs");
+    expect_bad(t1, "\"version\": 4", "\"version\": 3", RF_ERR_FORMAT, "modes");
+    expect_bad(t1, "\"Q2_K\", \"Q3_K\"", "\"Q3_K\", \"Q2_K\"", RF_ERR_FORMAT, "not in table order");
+    expect_bad(t1, "\"Q2_K\", \"Q3_K\"", "\"IQ4_XS\", \"Q3_K\"", RF_ERR_FORMAT, "unknown GGUF candidate type");
+    expect_bad(t1, "\"gguf\": {\"fixed\": 12345,", "\"gguf\": {\"fixed\": -1,", RF_ERR_FORMAT, "fixed");
+    expect_bad(t1, "\"BF16\", \"gguf\"", "\"BF16\", \"BF16\"", RF_ERR_FORMAT, "sizes");
+    free(t1);
+    rf_profile_free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -573,6 +698,7 @@ int main(void)
         cmocka_unit_test(test_profile_version2),
         cmocka_unit_test(test_profile_data_path),
         cmocka_unit_test(test_profile_merge),
+        cmocka_unit_test(test_profile_gguf),
         cmocka_unit_test(test_profile_size_and_totals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -62,6 +62,10 @@ def parse_args():
     ap.add_argument("--calib-tokens", type=int, default=32768,
                     help="tokens of the calibration text (the second half of each model's first text); 0: no calibrated "
                          "methods")
+    ap.add_argument("--calibrated-only", action="store_true",
+                    help="only the calibrated comparison: at the size of every uniform baseline, uniform, GPTQ uniform, "
+                         "ramfit data-free, ramfit activation-weighted and ramfit + GPTQ; its section of quality.md is "
+                         "rewritten between its markers, the rest of the file is kept (reuses --work's measurements)")
     ap.add_argument("--bin", default=os.path.join(root, "build", "ramfit"), help="the ramfit CLI")
     ap.add_argument("--shared", default=os.path.join(os.path.dirname(root), "shared"))
     ap.add_argument("--work", default=os.path.join(root, "build", "quality-work"), help="profiles, plans and result caches")
@@ -69,6 +73,8 @@ def parse_args():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--verbose", action="store_true")
     a = ap.parse_args()
+    if a.calibrated_only and a.calib_tokens <= 0:
+        ap.error("--calibrated-only needs --calib-tokens > 0")
     if a.quick:
         a.max_tokens = min(a.max_tokens, 4096)
         a.damage_tokens = min(a.damage_tokens, 2048)
@@ -180,7 +186,10 @@ def sweep(a, cli, m):
     params = m.profile["totals"]["params"]
     min_safe = None
     cap = None
+    only = a.calibrated_only  # the uniform sizes and the calibrated comparison's methods only
     for label, family, how in rule_baselines(a.quick or m.name in a.quick_models.split(",")):
+        if only and family != "uniform":
+            continue
         if isinstance(how, tuple):
             path = os.path.join(m.work, "plan-%s.json" % how[1])
             total = write_plan(m.template, m.profile, llama_preset(m.profile, how[1]), "mlx", "llama:" + how[1], path)
@@ -200,7 +209,7 @@ def sweep(a, cli, m):
                   "quant": m.gptq(), "target": r["bytes"]} for r in rows if r["family"] == "uniform"]
     r, _ = m.plan("min-safe", ["--budget", m.profile["totals"]["bytes"], "--mode", "opt"])
     min_safe = r["min_safe"] if r else None  # the default (opt) quantizer's min-safe at the 9 dB veto
-    sizes = sorted({r["bytes"] for r in rows} | ({min_safe} if min_safe else set()))
+    sizes = sorted({r["bytes"] for r in rows} | ({min_safe} if min_safe and not only else set()))
     for size in sizes:
         below = min_safe is not None and size < min_safe
         methods = [("ramfit opt", "ramfit", ["--mode", "opt"]), ("ramfit mlx", "ramfit-mlx", ["--mode", "mlx"]),
@@ -210,6 +219,8 @@ def sweep(a, cli, m):
         if calibrated:  # the activation-weighted profile's plan, quantized as it is and with GPTQ
             methods += [("ramfit opt, activation-weighted", "ramfit-act", ["--mode", "opt"]),
                         ("ramfit opt + GPTQ, activation-weighted", "ramfit-gptq", ["--mode", "opt"])]
+        if only:
+            methods = [x for x in methods if x[1] in ("ramfit", "ramfit-act", "ramfit-gptq")]
         for label, family, args in methods:
             unsafe = below  # per method: the MLX quantizer's min-safe is higher than opt's
             extra = ["--unsafe"] if unsafe else []
@@ -255,7 +266,7 @@ def run_damage(a, cli, m):
 def main():
     a = parse_args()
     a.source = report.source_version()  # when the run starts: later edits to the tree do not change what measured
-    phases = set(a.phases.split(","))
+    phases = set() if a.calibrated_only else set(a.phases.split(","))
     cli = Cli(a.bin, a.threads, a.verbose)
     os.makedirs(a.work, exist_ok=True)
     models = [n for n in a.models.split(",") if n and os.path.isdir(os.path.join(a.shared, "models", n))]
@@ -292,6 +303,16 @@ def main():
                 "sizes": oracle.measure(m.ev, m.profile, m.template, d["rows"], state["weights"], os.path.join(a.shared, "evaltext", d["text"]),
                                         os.path.join(m.work, "units"), a.oracle_sizes)}
             save_json(state_path, state)
+    if a.calibrated_only:  # kept apart from the full sweeps, whose report sections stay as they are
+        for name in models:
+            log("%s: calibrated comparison" % name)
+            state.setdefault("calibrated", {})[name] = sweep(a, cli, runs[name])
+            save_json(state_path, state)
+        state["calibrated_command"] = "bench/quality.sh " + " ".join(sys.argv[1:])
+        state["calibrated_models"] = models
+        save_json(state_path, state)
+        report.splice_calibrated(a, state)
+        return
     for name in models:
         m = runs[name]
         if "sweep" in phases:

@@ -78,6 +78,9 @@ def write(a, state, profiles):
            "",
            "    " + state["command"],
            "",
+           "GGUF output against llama.cpp's own presets (Q2_K..Q6_K) at their exact file sizes, measured by llama.cpp: "
+           "[quality-gguf.md](quality-gguf.md) (`bench/quality_gguf.sh`).",
+           "",
            "Source: %s. The first run analyses each model into --work and measures every plan; reruns reuse "
            "those measurements (keyed by each plan's quantizer and unit configs), so a changed quantizer needs a "
            "fresh --work." % measured_by(state),
@@ -97,21 +100,14 @@ def write(a, state, profiles):
            "Q6_K->6/64; routers kept; the plan file is written by the benchmark). ramfit and RAM are planned at "
            "the exact size of every rule baseline (budget = its bytes), so every baseline has a matched-size "
            "comparison; sizes below min-safe are planned with `--unsafe` (marked u).", ""]
-    if any(state["sweeps"].get(n, {}).get("calib") for n in state["models"]):
-        md += ["Calibrated methods (they read a calibration text; everything above is data-free): **GPTQ uniform b/gs** "
-               "(the uniform plan quantized by `ramfit quantize --mode gptq` on MLX's min/max grid, as mlx-lm's gptq: "
-               "what a GPTQ user gets at that size), **ramfit opt, activation-weighted** (`ramfit analyse --stats`: every "
-               "candidate's error weighted by E[x_j^2] of its input column; planned with the same weights, quantized "
-               "by opt) and **ramfit opt + GPTQ, activation-weighted** (that plan quantized by GPTQ on the opt grid). "
-               "The statistics come from `ramfit calibrate` on the second half of each model's first text; every "
-               "evaluated token lies in the first half (section 'Calibrated methods').", ""]
     summary = []
     for name in state["models"]:
         sw = state["sweeps"].get(name)
         if sw:
             summary += model_section(md, sw, out)
     targets_section(md, summary)
-    calibrated_section(md, state)
+    sweeps, command = calibrated_sweeps(state)
+    calibrated_section(md, sweeps, command)
     family_ratio(md, state, "ramfit", "uncalibrated", "What the calibration changes",
                  "KLD of ramfit opt with the calibrated weights divided by its KLD with the uncalibrated priors "
                  "(lm_head, v_proj, down_proj 2, router 4, first and last layer 2, exponent 1) at the same sizes: below "
@@ -268,17 +264,60 @@ def geo(pairs):
     return math.exp(sum(math.log(x / y) for x, y in pairs) / len(pairs)) if pairs else float("nan")
 
 
-def calibrated_section(md, state):
+CAL_BEGIN = "<!-- calibrated methods: begin (bench/quality.sh --calibrated-only rewrites up to the end marker) -->"
+CAL_END = "<!-- calibrated methods: end -->"
+
+
+def calibrated_sweeps(state):
+    """(sweeps with calibrated rows, the command that measured them): the full run's, else --calibrated-only's."""
+    full = [state["sweeps"][n] for n in state["models"] if state["sweeps"].get(n, {}).get("calib")]
+    if full:
+        return full, state["command"]
+    part = state.get("calibrated", {})
+    return [part[n] for n in state.get("calibrated_models", []) if n in part], state.get("calibrated_command")
+
+
+def splice_calibrated(a, state):
+    """Rewrite only the calibrated section of quality.md (between its markers; appended when the file has none), from
+    the --calibrated-only measurements: the rest of the file, from the full run, is kept as it is."""
+    path = os.path.join(a.out, "quality.md")
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        text = "# Quality: ramfit against its baselines, measured\n\n"
+    part = state.get("calibrated", {})
+    md = []
+    calibrated_section(md, [part[n] for n in state["calibrated_models"] if n in part], state["calibrated_command"])
+    block = "\n".join(md).rstrip("\n") + "\n"
+    if CAL_BEGIN in text and CAL_END in text:
+        head, rest = text.split(CAL_BEGIN, 1)
+        text = head + block + rest.split(CAL_END, 1)[1].lstrip("\n")
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def calibrated_section(md, sweeps, command):
     """The four methods at every matched size, and the plain answers: does data-free ramfit beat GPTQ uniform,
-    and is ramfit + calibration the lowest KLD of all."""
-    sweeps = [state["sweeps"][n] for n in state["models"] if state["sweeps"].get(n, {}).get("calib")]
+    and is ramfit + calibration the lowest KLD of all. Written between CAL_BEGIN and CAL_END."""
     if not sweeps:
         return
-    md += ["## Calibrated methods: GPTQ and activation-weighted error", "",
-           "At every matched size (the sizes of the rule baselines): GPTQ uniform (only where the baseline is uniform), "
-           "data-free ramfit (ramfit opt above), ramfit with activation-weighted errors, and ramfit + GPTQ (the "
-           "activation-weighted plan quantized by GPTQ). 'lowest' names the method with the lowest KLD among all measured "
-           "at that size (these four, the rule baseline, ramfit mlx and RAM). Calibration:", ""]
+    md += [CAL_BEGIN, "", "## Calibrated methods: GPTQ and activation-weighted error", "",
+           "Command (%s):" % ", ".join(sorted({"measured by " + sw.get("source", "unrecorded") for sw in sweeps})), "",
+           "    " + command, "",
+           "Calibrated methods read a calibration text; every other method in this file is data-free. **GPTQ uniform "
+           "b/gs**: the uniform plan quantized by `ramfit quantize --mode gptq --stats S` on MLX's min/max grid, as "
+           "mlx-lm's gptq (what a GPTQ user gets at that size). **ramfit data-free**: ramfit opt, the default. **ramfit "
+           "act-weighted**: `ramfit analyse --stats S` (every candidate's error weighted by E[x_j^2] of its input column), "
+           "planned with the same weights, quantized by opt. **ramfit + GPTQ**: that plan quantized by GPTQ on the opt "
+           "grid. S comes from `ramfit calibrate` on the second half of each model's first text; every evaluated token "
+           "lies in the first half or in another text.", "",
+           "At every matched size (the sizes of the rule baselines measured in the run: %s): 'lowest' names the method "
+           "with the lowest KLD among all measured at that size (these four, the rule baseline itself, and ramfit mlx and "
+           "RAM where the run measured them). %d tokens per text, ctx %d. Calibration:" % (
+               ", ".join(sorted({r["family"] for sw in sweeps for r in sw["rows"] if r["family"] in RULE_FAMILIES})), sweeps[0]["max_tokens"], sweeps[0]["ctx"]), ""]
     for sw in sweeps:
         c = sw["calib"]
         md.append("- %s: `ramfit calibrate --max-tokens` on bytes %d..%d of %s (its second half, from a line start): %d "
@@ -296,15 +335,15 @@ def calibrated_section(md, state):
         for text in sw["texts"]:
             c = ppl_noise(rows, text)
             md += ["### %s on %s (calibrated methods)" % (sw["model"], text), "",
-                   "| size of | bytes | " + " | ".join("%s PPL | KLD" % n for n, _ in CAL_METHODS) + " | lowest KLD |",
-                   "|---|---:|" + "---:|---:|" * len(CAL_METHODS) + "---|"]
+                   "| size of | bytes | baseline PPL | KLD | " + " | ".join("%s PPL | KLD" % n for n, _ in CAL_METHODS) +
+                   " | lowest KLD |", "|---|---:|---:|---:|" + "---:|---:|" * len(CAL_METHODS) + "---|"]
             for b in sorted((r for r in rows if r["family"] in RULE_FAMILIES), key=lambda r: (r["bytes"], r["label"])):
                 size = b["bytes"]
                 got = {"gptq": gptq.get(size) if b["family"] == "uniform" else None}
                 got.update({f: fams[f].get(size) for f in fams})
                 if not got["ramfit"]:
                     continue
-                cells = []
+                cells = ["%.4f" % b["texts"][text]["ppl"], fnum(b["texts"][text]["kld"], 5)]
                 for _, f in CAL_METHODS:
                     r = got.get(f)
                     cells += ["%.4f" % r["texts"][text]["ppl"], fnum(r["texts"][text]["kld"], 5)] if r else ["-", "-"]
@@ -358,7 +397,7 @@ def calibrated_section(md, state):
     if gu_vs_u:
         md.append("- GPTQ uniform against uniform (MLX's round-to-nearest, the same grid and bytes): geometric mean KLD "
                   "ratio %.3f, at or below in %d of %d." % (geo(gu_vs_u), sum(1 for x, y in gu_vs_u if x <= y), len(gu_vs_u)))
-    md.append("")
+    md += ["", CAL_END, ""]
 
 
 def family_ratio(md, state, fa, fb, title, text_intro):

@@ -174,7 +174,7 @@ typedef struct blk {
     double sse[RF_QCFG_N]; /* mlx mode */
     float emax[RF_QCFG_N];
     rf_qsums opt;          /* opt mode: the sums rf_qsums_error turns into errors (exact or estimated) */
-    double wssq;           /* activation-weighted: sum of w^2 x E[x_j^2] */
+    double wssq;           /* activation-weighted: sum of w^2 x E[x_j^2]; GGUF: of the measured rows */
 } blk;
 
 typedef struct ustate {
@@ -187,6 +187,7 @@ typedef struct ustate {
     unsigned cfgs;     /* configs measured */
     double rate[RF_QCFG_N]; /* opt mode: sampling rate per config (1: every group) */
     int other_shard;   /* not in the shard being analysed */
+    uint64_t gstride;  /* GGUF: every gstride-th row (of all members' rows) is measured; 1: all */
     rf_dtype sdt;      /* scale/bias dtype */
     blk *res;
     uint64_t a_left, b_left;
@@ -213,6 +214,7 @@ typedef struct actx {
     uint8_t *gather;   /* GATHER_BYTES per worker: rows of transformed members (views), read out */
     volatile int *cancel;
     rf_dtype f32_as;   /* kept dtype of F32 tensors */
+    int gguf;          /* candidates are ggml types (rf_gcand_type) */
 } actx;
 
 static int is_quant_src(rf_dtype d) { return d == RF_DT_F32 || d == RF_DT_BF16 || d == RF_DT_F16 || d == RF_DT_F8_E4M3; }
@@ -407,6 +409,55 @@ static rf_status out_piece(void *u, const float *x, size_t n, uint64_t e0, rf_er
     return RF_OK;
 }
 
+/* GGUF candidates: the rows of W (NR rows from row R0 of member K) that the unit's sample takes
+ * (every gstride-th of all members' rows, from the middle of the first stride: evenly spaced, so
+ * heads, experts and halves of a matrix are all represented) are encoded with ggml's encoders and
+ * decoded; their squared error goes to B's mlx sums, their sum of squares to B's wssq. The unit's
+ * error is then sse x ssq / (ssq of the measured rows): exact when every row is measured. */
+static rf_status gguf_errors(const ustate *s, rf_dtype dt, const void *w, uint64_t k, uint64_t r0, uint64_t nr, blk *b,
+                             rf_err *err)
+{
+    const uint64_t cols = s->u->cols, g0 = k * s->rows_m + r0, st = s->gstride, off = st / 2;
+    uint64_t first = g0 % st <= off ? g0 - g0 % st + off : g0 - g0 % st + st + off;
+    if (first >= g0 + nr) return RF_OK;
+    size_t qmax = 0;
+    for (int ci = 0; ci < RF_GCAND_N; ci++)
+        if (s->cfgs >> ci & 1) {
+            size_t rb = (size_t)rf_gtype_row_bytes(rf_gcand_type(ci), cols);
+            qmax = rb > qmax ? rb : qmax;
+        }
+    float *x = malloc(sizeof(float) * (size_t)cols * 2 + qmax);
+    if (!x) return rf_err_set(err, RF_ERR_NOMEM, "out of memory");
+    float *y = x + cols;
+    void *q = y + cols;
+    rf_status r = RF_OK;
+    const uint64_t esz = rf_dtype_size(dt);
+    for (uint64_t g = first; g < g0 + nr && !r; g += st) {
+        r = rf_convert_to_f32(dt, (const uint8_t *)w + (g - g0) * cols * esz, x, cols, err);
+        double ss = 0;
+        for (uint64_t j = 0; j < cols && !r; j++) ss += (double)x[j] * x[j];
+        b->wssq += ss;
+        for (int ci = 0; ci < RF_GCAND_N && !r; ci++) {
+            if (!(s->cfgs >> ci & 1)) continue;
+            int t = rf_gcand_type(ci);
+            r = rf_gquant_rows(t, x, 1, cols, q, err);
+            if (!r) r = rf_gdequant_row(t, q, cols, y, err);
+            if (r) break;
+            double e = 0;
+            float em = b->emax[ci];
+            for (uint64_t j = 0; j < cols; j++) {
+                float d = x[j] - y[j];
+                e += (double)d * d;
+                em = fabsf(d) > em ? fabsf(d) : em;
+            }
+            b->sse[ci] += e;
+            b->emax[ci] = em;
+        }
+    }
+    free(x);
+    return r;
+}
+
 /* Errors of NR rows at W (dtype DT; rows R0.. of member K) for every measured config and mode,
  * added to B; weighted by COLW per input column when given (src/calib/weighted.c: every group is
  * measured then, the opt errors too, so they go into B's opt sums as exact ones). */
@@ -441,6 +492,7 @@ static rf_status sub_errors(const actx *c, const ustate *s, rf_dtype dt, const v
         b->wssq += wssq; /* the same for every mode (set, not added, by each call) */
         return RF_OK;
     }
+    if (c->gguf) return gguf_errors(s, dt, w, k, r0, nr, b, err);
     (void)k, (void)r0;
     if (c->modes >> RF_QMODE_OPT & 1) {
         rf_qsample sp = {.member = k, .member_rows = s->rows_m, .row0 = r0};
@@ -596,6 +648,14 @@ static rf_status setup_unit(const rf_model *m, const rf_analyse_opts *o, const r
     s->sdt = u->dtype == RF_DT_F16                            ? RF_DT_F16
              : u->dtype == RF_DT_F32 || u->dtype == RF_DT_F64 ? rf_quantize_out_dtype(u->dtype, o->f32_as)
                                                                : RF_DT_BF16;
+    if (o->gguf) {
+        /* routers stay F32 (llama-quantize never quantizes them) */
+        if (u->quantizable && u->role != RF_ROLE_ROUTER) s->cfgs = rf_gcand_mask(u->cols);
+        const uint64_t want = o->gguf_sample ? o->gguf_sample : RF_ANALYSE_GGUF_SAMPLE, all = u->nparams / u->cols;
+        const uint64_t rows = want == RF_ANALYSE_EXACT ? all : (want + u->cols - 1) / u->cols;
+        s->gstride = all > 2 * rows ? all / rows : 1;
+        return RF_OK;
+    }
     for (int c = 0; c < RF_QCFG_N && u->quantizable; c++)
         if ((o->configs >> c & 1) && u->cols % (uint64_t)rf_cfg_gs(c) == 0) s->cfgs |= 1u << c;
     /* 8-bit errors vary most from group to group (the codes resolve the weights' own BF16 grid):
@@ -607,6 +667,40 @@ static rf_status setup_unit(const rf_model *m, const rf_analyse_opts *o, const r
     return RF_OK;
 }
 
+/* A GGUF unit's candidates from its block sums (in block order); takes P. */
+static rf_status finish_gguf(const actx *c, ustate *s, rf_punit *p, rf_err *err)
+{
+    const rf_unit *u = s->u;
+    double mssq = 0; /* of the measured rows */
+    for (uint64_t b = 0; b < s->nblk; b++) mssq += s->res[b].wssq;
+    /* ratio estimate: the sample's error per unit of energy, times the unit's energy */
+    const double scale = s->gstride == 1 ? 1 : mssq > 0 ? p->ssq / mssq : 0;
+    for (int ci = 0; ci < RF_GCAND_N; ci++) {
+        if (!(s->cfgs >> ci & 1)) continue;
+        double sse = 0;
+        float e = 0;
+        for (uint64_t b = 0; b < s->nblk; b++) {
+            sse += s->res[b].sse[ci];
+            e = s->res[b].emax[ci] > e ? s->res[b].emax[ci] : e;
+        }
+        if (s->gstride > 1) sse = mssq > 0 ? sse * scale : sse * (double)s->gstride;
+        rf_qerr q = {sse, p->ssq, e};
+        int t = rf_gcand_type(ci);
+        if (!isfinite(sse)) {
+            free(p);
+            return rf_err_set(err, RF_ERR_NONFINITE, "unit %s: the %s quantization error overflows", u->name, rf_gtype_name(t));
+        }
+        rf_status st = rf_punit_add_gcand(p, t, rf_gguf_tensor_bytes(t, (uint64_t)p->n_members, u->rows, u->cols), &q, err);
+        if (st) { free(p); return st; }
+        if (s->gstride > 1) p->estimated |= 1u << ci;
+    }
+    s->rec = p;
+    s->done = 1;
+    free(s->res);
+    s->res = NULL;
+    return RF_OK;
+}
+
 /* The unit's record from its block sums (in block order). */
 static rf_status finish_unit(const actx *c, ustate *s, rf_err *err)
 {
@@ -615,7 +709,7 @@ static rf_status finish_unit(const actx *c, ustate *s, rf_err *err)
     rf_punit *p = malloc(sizeof *p);
     if (!p) return rf_err_set(err, RF_ERR_NOMEM, "out of memory");
     rf_punit_init(p, u->name, u->role, u->layer, cfg->num_layers, u->rows, u->cols, u->nparams,
-                  rf_quantize_out_dtype(u->dtype, c->f32_as));
+                  c->gguf && u->role == RF_ROLE_ROUTER ? RF_DT_F32 : rf_quantize_out_dtype(u->dtype, c->f32_as));
     p->n_members = (int)(u->nparams / (u->rows * u->cols));
     double s1 = 0, s2 = 0, s3 = 0, s4 = 0, amax = 0;
     uint64_t nout = 0;
@@ -634,12 +728,14 @@ static rf_status finish_unit(const actx *c, ustate *s, rf_err *err)
         s2 = 0;
         for (uint64_t b = 0; b < s->nblk; b++) s2 += s->res[b].wssq;
     }
+
     p->ssq = s2;
     p->stats.mean = mu;
     p->stats.rms = sqrt(e2);
     p->stats.absmax = amax;
     p->stats.kurtosis = var > 0 && m4 > 0 ? m4 / (var * var) - 3 : 0;
     p->stats.frac_6sigma = (double)nout / n;
+    if (c->gguf) return finish_gguf(c, s, p, err);
     rf_qsums opt;
     memset(&opt, 0, sizeof opt);
     for (uint64_t b = 0; b < s->nblk; b++) rf_qsums_add(&opt, &s->res[b].opt);
@@ -757,6 +853,43 @@ static uint64_t opt_sample_of(const rf_analyse_opts *o)
     return o->opt_sample ? o->opt_sample : RF_ANALYSE_OPT_SAMPLE;
 }
 
+static uint64_t gguf_sample_of(const rf_analyse_opts *o)
+{
+    if (!o->gguf || o->gguf_sample == RF_ANALYSE_EXACT) return 0;
+    return o->gguf_sample ? o->gguf_sample : RF_ANALYSE_GGUF_SAMPLE;
+}
+
+/* GGUF profile P of M: the file's fixed part is the size of the file with every unit kept less
+ * the kept units and other tensors that P lists (header, metadata, tokenizer, tensor infos, a
+ * rope_freqs tensor, alignment padding of kept tensors). */
+static rf_status gguf_fixed(const rf_model *m, rf_profile *p, rf_err *err)
+{
+    const uint64_t nu = rf_model_unit_count(m);
+    int *types = malloc(sizeof *types * (size_t)(nu ? nu : 1));
+    if (!types) return rf_err_set(err, RF_ERR_NOMEM, "out of memory");
+    for (uint64_t u = 0; u < nu; u++) {
+        const rf_unit *un = rf_model_unit(m, u);
+        int64_t k = rf_profile_find_unit(p, un->name);
+        rf_dtype d = k >= 0 ? rf_profile_unit(p, (uint64_t)k)->dtype : RF_DT_BF16;
+        types[u] = un->role == RF_ROLE_ROUTER || d == RF_DT_F32 ? RF_GT_F32 : d == RF_DT_F16 ? RF_GT_F16 : RF_GT_BF16;
+        if (un->role == RF_ROLE_LM_HEAD && rf_model_config(m)->tie_word_embeddings && un->nparams) {
+            free(types);
+            return rf_err_set(err, RF_ERR_UNSUPPORTED, "%s: the embeddings are tied but the checkpoint stores %s too: "
+                              "llama.cpp's file has no such tensor, so a GGUF plan cannot count it", rf_model_dir(m), un->name);
+        }
+    }
+    uint64_t file = 0;
+    rf_status s = rf_gguf_file_bytes(m, types, NULL, &file, err);
+    free(types);
+    if (s) return s;
+    uint64_t listed = rf_profile_full_bytes(p);
+    if (file < listed)
+        return rf_err_set(err, RF_ERR_INTERNAL, "%s: the GGUF file (%llu B) is smaller than the tensors the profile lists "
+                          "(%llu B)", rf_model_dir(m), (unsigned long long)file, (unsigned long long)listed);
+    rf_profile_set_gguf(p, file - listed);
+    return RF_OK;
+}
+
 /* SHARD: first unit and units in all of a part (select_shard). */
 static rf_status build_profile(const rf_model *m, const rf_analyse_opts *o, const ustate *us, const uint64_t shard[2],
                                int complete, rf_profile **out, rf_err *err)
@@ -771,6 +904,10 @@ static rf_status build_profile(const rf_model *m, const rf_analyse_opts *o, cons
     rf_profile *p;
     rf_status s = rf_profile_create(&pm, o->modes, o->configs, &p, err);
     if (!s) rf_profile_set_opt_sample(p, opt_sample_of(o));
+    if (!s && o->gguf) {
+        rf_profile_set_gguf(p, 0); /* the fixed part once every tensor is listed (below) */
+        rf_profile_set_gguf_sample(p, gguf_sample_of(o));
+    }
     if (!s && o->shard_count) s = rf_profile_set_shard(p, o->shard_index, o->shard_count, shard[0], shard[1], err);
     const rf_st *st = rf_model_st(m);
     for (uint64_t f = 0; !s && f < rf_st_file_count(st); f++)
@@ -785,13 +922,14 @@ static rf_status build_profile(const rf_model *m, const rf_analyse_opts *o, cons
             s = rf_err_set(err, RF_ERR_INTERNAL, "unit of %s not analysed", ti->t->name);
             break;
         }
-        rf_dtype kd = rf_quantize_out_dtype(ti->t->dtype, f32_as);
+        rf_dtype kd = o->gguf ? RF_DT_F32 : rf_quantize_out_dtype(ti->t->dtype, f32_as); /* GGUF: as llama.cpp's converter */
         if ((s = check_kept_finite(ti->t, kd, err))) break;
         rf_pother ot = {.role = ti->role, .layer = ti->layer, .nparams = ti->t->nelem, .dtype = kd,
                         .bytes = ti->t->nelem * rf_dtype_size(kd)};
         snprintf(ot.name, sizeof ot.name, "%s", ti->t->name);
         s = rf_profile_add_other(p, &ot, err);
     }
+    if (!s && complete && o->gguf) s = gguf_fixed(m, p, err);
     if (s) { rf_profile_free(p); return s; }
     *out = p;
     return RF_OK;
@@ -837,6 +975,7 @@ static rf_status load_partial(const rf_model *m, const rf_analyse_opts *o, ustat
     rf_profile_shard(p, &sk, &sn, &sf, &st_);
     if (have->fingerprint != pm.fingerprint || strcmp(have->ramfit_version, pm.ramfit_version) ||
         rf_profile_modes(p) != o->modes || rf_profile_configs(p) != o->configs || rf_profile_opt_sample(p) != opt_sample_of(o) ||
+        rf_profile_is_gguf(p) != (o->gguf != 0) || rf_profile_gguf_sample(p) != gguf_sample_of(o) ||
         sk != o->shard_index || sn != o->shard_count || (sn && (sf != shard[0] || st_ != shard[1])) ||
         rf_profile_calibration(p)->weighted != (o->stats != NULL) ||
         (o->stats && rf_profile_calibration(p)->stats_checksum != rf_stats_checksum(o->stats))) {
@@ -1032,6 +1171,13 @@ rf_status rf_analyse(const rf_model *m, const rf_analyse_opts *opts, rf_profile 
     if (o.modes & ~3u) return rf_err_set(err, RF_ERR_INVALID, "analyse: bad mode mask 0x%x", o.modes);
     if (o.configs & ~(unsigned)RF_PROFILE_ALL_CONFIGS) return rf_err_set(err, RF_ERR_INVALID, "analyse: bad config mask 0x%x", o.configs);
     if (o.resume && !o.partial_path) return rf_err_set(err, RF_ERR_INVALID, "analyse: resume needs a partial file path");
+    if (o.gguf) {
+        if (o.shard_count || o.stats)
+            return rf_err_set(err, RF_ERR_UNSUPPORTED, "analyse: GGUF candidates are measured on one machine, data-free "
+                              "(no --shard, no --stats)");
+        o.modes = 1u << RF_QMODE_MLX; /* the errors' slot */
+        o.configs = (1u << RF_GCAND_N) - 1;
+    }
     if (o.shard_count || o.shard_index)
         if (o.shard_count < 1 || o.shard_count > RF_MAX_SHARDS || o.shard_index < 1 || o.shard_index > o.shard_count)
             return rf_err_set(err, RF_ERR_INVALID, "analyse: shard %d of %d: expected 1 <= K <= N <= %d", o.shard_index,
@@ -1059,7 +1205,7 @@ rf_status rf_analyse(const rf_model *m, const rf_analyse_opts *opts, rf_profile 
     if (!st) {
         int nt = rf_pool_threads(r.pool);
         r.c = (actx){.m = m, .st = rf_model_st(m), .us = r.us, .modes = o.modes, .cancel = o.progress.cancel,
-                     .f32_as = o.f32_as};
+                     .f32_as = o.f32_as, .gguf = o.gguf};
         r.c.tst = calloc(WINDOW_MAX, sizeof *r.c.tst);
         r.c.terr = calloc(WINDOW_MAX, sizeof *r.c.terr);
         r.c.conv = malloc((size_t)nt * CONV_N * sizeof *r.c.conv);
@@ -1125,7 +1271,9 @@ rf_status rf_analyse_check_profile(const rf_model *m, const rf_profile *p, rf_er
         nunits++;
         int64_t k = rf_profile_find_unit(p, un->name);
         const rf_punit *pu = k >= 0 ? rf_profile_unit(p, (uint64_t)k) : NULL;
-        if (!pu || pu->rows != un->rows || pu->cols != un->cols || pu->nparams != un->nparams || rf_quantize_out_dtype(un->dtype, pu->dtype) != pu->dtype)
+        int gguf_router = rf_profile_is_gguf(p) && un->role == RF_ROLE_ROUTER && pu && pu->dtype == RF_DT_F32; /* kept F32 */
+        if (!pu || pu->rows != un->rows || pu->cols != un->cols || pu->nparams != un->nparams ||
+            (rf_quantize_out_dtype(un->dtype, pu->dtype) != pu->dtype && !gguf_router))
             return rf_err_set(err, RF_ERR_MISMATCH, "the profile's unit %s %s the model's (%s): re-run ramfit analyse",
                               un->name, pu ? "differs from" : "is missing from the profile, unlike", rf_model_dir(m));
     }
@@ -1145,17 +1293,17 @@ rf_status rf_analyse_check_dtype(const rf_model *m, const rf_profile *p, rf_dtyp
     for (uint64_t u = 0; u < rf_model_unit_count(m); u++) {
         const rf_unit *un = rf_model_unit(m, u);
         int64_t k = un->dtype == RF_DT_F32 ? rf_profile_find_unit(p, un->name) : -1;
-        if (k < 0) continue;
+        if (k < 0 || (rf_profile_is_gguf(p) && un->role == RF_ROLE_ROUTER)) continue; /* GGUF routers are F32 */
         const rf_punit *pu = rf_profile_unit(p, (uint64_t)k);
         rf_dtype sd = want; /* the scale dtype its candidates were counted in */
-        for (int c = 0; c < pu->n_cands && sd == want; c++)
+        for (int c = 0; c < pu->n_cands && sd == want && !rf_profile_is_gguf(p); c++)
             if (pu->cands[c].bytes != rf_quant_bytes(pu->nparams, pu->cands[c].bits, pu->cands[c].gs, want)) sd = RF_DT_INVALID;
         if (pu->dtype != want || sd != want)
             return rf_err_set(err, RF_ERR_MISMATCH, "the profile counts F32 tensors such as %s as %s%s, not %s: it was "
                               "analysed for another --dtype", un->name, rf_dtype_name(pu->dtype),
                               sd == want ? "" : " (with other scales)", rf_dtype_name(want));
     }
-    for (uint64_t i = 0; i < rf_profile_other_count(p); i++) {
+    for (uint64_t i = 0; i < rf_profile_other_count(p) && !rf_profile_is_gguf(p); i++) { /* GGUF: F32 as llama.cpp's */
         const rf_pother *o = rf_profile_other(p, i);
         const rf_tensor *t = rf_st_find(rf_model_st(m), o->name);
         if (t && t->dtype == RF_DT_F32 && o->dtype != want)

@@ -173,6 +173,8 @@ struct rf_profile {
     uint64_t nslots;
     uint64_t params, full_bytes, other_bytes;
     uint64_t opt_sample;              /* rf_profile_set_opt_sample */
+    int gguf;                         /* rf_profile_set_gguf: candidates are ggml types */
+    uint64_t gguf_fixed, gguf_sample;
     int shard_index, shard_count;     /* rf_profile_set_shard; count 0: a whole profile */
     uint64_t shard_first, shard_total;
     rf_pcalib calib;            /* activation-weighted errors (analyse --stats): optional "calibration" key */
@@ -298,6 +300,26 @@ void rf_punit_init(rf_punit *u, const char *name, rf_role role, int layer, int n
     u->kept_bytes = nparams * rf_dtype_size(dtype);
 }
 
+uint64_t rf_gguf_tensor_bytes(int gtype, uint64_t members, uint64_t rows, uint64_t cols)
+{
+    uint64_t rb = rf_gtype_row_bytes(gtype, cols), b;
+    if (!rb || !rf_mul_u64(rb, rows, &b) || !rf_mul_u64(b, members, &b) || b > (1ull << 62)) return 0;
+    return (b + 31) & ~31ull; /* every tensor is padded to GGUF's alignment */
+}
+
+rf_status rf_punit_add_gcand(rf_punit *u, int gtype, uint64_t bytes, const rf_qerr *e, rf_err *err)
+{
+    if (rf_gcand_index(gtype) < 0)
+        return rf_err_set(err, RF_ERR_INVALID, "unit %s: %s is not a GGUF candidate type", u->name,
+                          rf_gtype_name(gtype) ? rf_gtype_name(gtype) : "(unknown)");
+    rf_status s = rf_punit_add_cand(u, rf_gtype_bits(gtype), (int)rf_gtype_block(gtype), bytes, e, NULL, err);
+    if (!s) u->cands[u->n_cands - 1].gtype = gtype;
+    return s;
+}
+
+/* A candidate's index in its profile's config list: the MLX config, or the GGUF table index. */
+static int cand_index(const rf_pcand *c) { return c->gtype ? rf_gcand_index(c->gtype) : rf_cfg_index(c->bits, c->gs); }
+
 rf_status rf_punit_add_cand(rf_punit *u, int bits, int gs, uint64_t bytes, const rf_qerr *mlx, const rf_qerr *opt,
                             rf_err *err)
 {
@@ -306,6 +328,7 @@ rf_status rf_punit_add_cand(rf_punit *u, int bits, int gs, uint64_t bytes, const
     rf_pcand *c = &u->cands[u->n_cands++];
     c->bits = bits;
     c->gs = gs;
+    c->gtype = 0;
     c->bytes = bytes;
     const rf_qerr absent = {NAN, u->ssq, NAN};
     c->err[RF_QMODE_MLX] = mlx ? *mlx : absent;
@@ -316,7 +339,7 @@ rf_status rf_punit_add_cand(rf_punit *u, int bits, int gs, uint64_t bytes, const
 static int cand_cmp(const void *a, const void *b)
 {
     const rf_pcand *x = a, *y = b;
-    int cx = rf_cfg_index(x->bits, x->gs), cy = rf_cfg_index(y->bits, y->gs);
+    int cx = cand_index(x), cy = cand_index(y);
     return (cx > cy) - (cx < cy);
 }
 
@@ -354,14 +377,26 @@ static rf_status check_unit(const rf_profile *p, const rf_punit *u, rf_err *err)
     unsigned seen = 0;
     for (int k = 0; k < u->n_cands; k++) {
         const rf_pcand *c = &u->cands[k];
-        int ci = rf_cfg_index(c->bits, c->gs);
+        int ci = cand_index(c);
+        if (!c->gtype != !p->gguf)
+            return rf_err_set(err, RF_ERR_FORMAT, "unit %s: field 'c[%d]': %s candidate in %s profile", n, k,
+                              c->gtype ? "a GGUF" : "an MLX", p->gguf ? "a GGUF" : "an MLX");
+        if (c->gtype) {
+            if (ci < 0 || !(rf_gcand_mask(u->cols) >> ci & 1) || u->role == RF_ROLE_ROUTER || c->bits != rf_gtype_bits(c->gtype) ||
+                c->gs != (int)rf_gtype_block(c->gtype))
+                return rf_err_set(err, RF_ERR_FORMAT, "unit %s: field 'c[%d]': %s is not a candidate for rows of %llu", n, k,
+                                  rf_gtype_name(c->gtype) ? rf_gtype_name(c->gtype) : "(unknown type)", (unsigned long long)u->cols);
+            if (c->bytes != rf_gguf_tensor_bytes(c->gtype, (uint64_t)u->n_members, u->rows, u->cols))
+                return rf_err_set(err, RF_ERR_FORMAT, "unit %s: field 'c[%d].bytes': %llu is not the size of %s", n, k,
+                                  (unsigned long long)c->bytes, rf_gtype_name(c->gtype));
+        }
         if (ci < 0) return rf_err_set(err, RF_ERR_FORMAT, "unit %s: field 'c[%d]': %d bits / gs %d is not a config", n, k, c->bits, c->gs);
         if (u->cols % (uint64_t)c->gs) return rf_err_set(err, RF_ERR_FORMAT, "unit %s: field 'c[%d]': gs %d does not divide cols %llu", n, k, c->gs, (unsigned long long)u->cols);
         if (!(p->configs >> ci & 1)) return rf_err_set(err, RF_ERR_FORMAT, "unit %s: field 'c[%d]': %d/%d is not in the profile's config list", n, k, c->bits, c->gs);
         if (seen >> ci & 1) return rf_err_set(err, RF_ERR_FORMAT, "unit %s: field 'c[%d]': duplicate %d/%d", n, k, c->bits, c->gs);
         seen |= 1u << ci;
         uint64_t lo = np / 8 * (uint64_t)c->bits, hi = lo + np / (uint64_t)c->gs * 16;
-        if (c->bytes < lo || c->bytes > hi)
+        if (!c->gtype && (c->bytes < lo || c->bytes > hi))
             return rf_err_set(err, RF_ERR_FORMAT, "unit %s: field 'c[%d].bytes': %llu is not a possible size of %d/%d", n, k,
                               (unsigned long long)c->bytes, c->bits, c->gs);
         int have = 0;
@@ -377,7 +412,7 @@ static rf_status check_unit(const rf_profile *p, const rf_punit *u, rf_err *err)
             have = 1;
         }
         if (!have) return rf_err_set(err, RF_ERR_FORMAT, "unit %s: field 'c[%d]': no error measured in any mode", n, k);
-        if ((u->estimated >> ci & 1) && isnan(c->err[RF_QMODE_OPT].sse))
+        if ((u->estimated >> ci & 1) && isnan(c->err[p->gguf ? RF_QMODE_MLX : RF_QMODE_OPT].sse))
             return rf_err_set(err, RF_ERR_FORMAT, "unit %s: field 'estimated': %d/%d has no opt error to estimate", n, c->bits, c->gs);
     }
     if (u->estimated & ~seen)
@@ -438,6 +473,16 @@ rf_status rf_profile_add_other(rf_profile *p, const rf_pother *o, rf_err *err)
 }
 
 void rf_profile_set_opt_sample(rf_profile *p, uint64_t groups) { p->opt_sample = groups; }
+
+void rf_profile_set_gguf(rf_profile *p, uint64_t fixed)
+{
+    p->gguf = 1;
+    p->gguf_fixed = fixed;
+}
+int rf_profile_is_gguf(const rf_profile *p) { return p->gguf; }
+uint64_t rf_profile_gguf_fixed(const rf_profile *p) { return p->gguf ? p->gguf_fixed : 0; }
+void rf_profile_set_gguf_sample(rf_profile *p, uint64_t weights) { p->gguf_sample = weights; }
+uint64_t rf_profile_gguf_sample(const rf_profile *p) { return p->gguf_sample; }
 uint64_t rf_profile_opt_sample(const rf_profile *p) { return p->opt_sample; }
 
 rf_status rf_profile_set_shard(rf_profile *p, int index, int count, uint64_t first, uint64_t total, rf_err *err)
@@ -489,8 +534,9 @@ const rf_pother *rf_profile_other(const rf_profile *p, uint64_t i) { return i < 
 uint64_t rf_profile_file_count(const rf_profile *p) { return p->n_files; }
 const rf_pfile *rf_profile_file(const rf_profile *p, uint64_t i) { return i < p->n_files ? &p->files[i] : NULL; }
 uint64_t rf_profile_param_count(const rf_profile *p) { return p->params; }
-uint64_t rf_profile_full_bytes(const rf_profile *p) { return p->full_bytes; }
-uint64_t rf_profile_other_bytes(const rf_profile *p) { return p->other_bytes; }
+/* A GGUF profile's fixed part of the file counts as other bytes: plan totals are file sizes. */
+uint64_t rf_profile_full_bytes(const rf_profile *p) { return p->full_bytes + rf_profile_gguf_fixed(p); }
+uint64_t rf_profile_other_bytes(const rf_profile *p) { return p->other_bytes + rf_profile_gguf_fixed(p); }
 
 int64_t rf_profile_find_unit(const rf_profile *p, const char *name)
 {
@@ -680,15 +726,16 @@ static void write_unit(rf_sb *b, const rf_profile *p, const rf_punit *u, int inl
     rf_sb_json_str(b, u->name);
     rf_sb_printf(b, ", \"%s\", %d, %d, %d, %llu, %llu, \"%s\", ", rf_role_name(u->role), u->layer, u->n_layers, u->n_members,
                  (unsigned long long)u->rows, (unsigned long long)u->cols, rf_dtype_name(u->dtype));
-    rf_dtype sd = unit_scale_dtype(u);
+    rf_dtype sd = p->gguf ? RF_DT_INVALID : unit_scale_dtype(u);
     unsigned mask = 0;
-    if (sd != RF_DT_INVALID) rf_sb_printf(b, "\"%s\"", rf_dtype_name(sd));
+    if (p->gguf) rf_sb_puts(b, "\"gguf\""); /* bytes follow from the type and shape */
+    else if (sd != RF_DT_INVALID) rf_sb_printf(b, "\"%s\"", rf_dtype_name(sd));
     else {
         rf_sb_puts(b, "[");
         for (int k = 0; k < u->n_cands; k++) rf_sb_printf(b, "%s%llu", k ? ", " : "", (unsigned long long)u->cands[k].bytes);
         rf_sb_puts(b, "]");
     }
-    for (int k = 0; k < u->n_cands; k++) mask |= 1u << rf_cfg_index(u->cands[k].bits, u->cands[k].gs);
+    for (int k = 0; k < u->n_cands; k++) mask |= 1u << cand_index(&u->cands[k]);
     rf_sb_printf(b, ", %u, %u", mask, u->estimated);
     if (inline_values) {
         rf_sb_puts(b, ", [");
@@ -716,7 +763,7 @@ static rf_status write_profile(const rf_profile *p, const char *data_name, char 
     const rf_pmodel *m = &p->model;
     rf_sb_puts(&b, "{\n  ");
     put_str(&b, "format", "ramfit-profile", 1);
-    put_int(&b, "version", RF_PROFILE_VERSION, 0);
+    put_int(&b, "version", p->gguf ? RF_PROFILE_VERSION : 3, 0); /* MLX profiles stay version 3 */
     rf_sb_puts(&b, ",\n  ");
     put_str(&b, "ramfit_version", m->ramfit_version, 1);
     rf_sb_puts(&b, ",\n  \"model\": {");
@@ -738,19 +785,26 @@ static rf_status write_profile(const rf_profile *p, const char *data_name, char 
     int first = 1;
     for (int mo = 0; mo < 2; mo++)
         if (p->modes >> mo & 1) {
-            rf_sb_printf(&b, "%s\"%s\"", first ? "" : ", ", rf_qmode_token((rf_qmode)mo));
+            rf_sb_printf(&b, "%s\"%s\"", first ? "" : ", ", p->gguf ? "gguf" : rf_qmode_token((rf_qmode)mo));
             first = 0;
         }
     rf_sb_puts(&b, "],\n  \"configs\": [");
     first = 1;
     for (int c = 0; c < RF_QCFG_N; c++)
         if (p->configs >> c & 1) {
-            rf_sb_printf(&b, "%s[%d, %d]", first ? "" : ", ", rf_cfg_bits(c), rf_cfg_gs(c));
+            if (p->gguf) rf_sb_printf(&b, "%s\"%s\"", first ? "" : ", ", rf_gtype_name(rf_gcand_type(c)));
+            else rf_sb_printf(&b, "%s[%d, %d]", first ? "" : ", ", rf_cfg_bits(c), rf_cfg_gs(c));
             first = 0;
         }
     rf_sb_puts(&b, "]");
     rf_sb_puts(&b, ",\n  ");
     put_u64(&b, "opt_sample", p->opt_sample, 1);
+    if (p->gguf) {
+        rf_sb_puts(&b, ",\n  \"gguf\": {");
+        put_u64(&b, "fixed", p->gguf_fixed, 1);
+        put_u64(&b, "sample", p->gguf_sample, 0);
+        rf_sb_puts(&b, "}");
+    }
     if (p->shard_count) {
         rf_sb_puts(&b, ",\n  \"shard\": ");
         rf_sb_printf(&b, "[%d, %d, %llu, %llu]", p->shard_index, p->shard_count, (unsigned long long)p->shard_first,
@@ -958,10 +1012,28 @@ static rf_status rd_model(rd *r, json_t *root, rf_pmodel *m)
     return RF_OK;
 }
 
-static rf_status rd_modes_configs(rd *r, json_t *root, unsigned *modes, unsigned *configs)
+static rf_status rd_modes_configs(rd *r, json_t *root, int ver, unsigned *modes, unsigned *configs, int *gguf)
 {
     r->where = "header";
     json_t *jm = json_object_get(root, "modes"), *jc = json_object_get(root, "configs");
+    const char *m0 = json_string_value(json_array_get(jm, 0));
+    *gguf = 0;
+    if (ver >= 4 && json_is_array(jm) && json_array_size(jm) == 1 && m0 && !strcmp(m0, "gguf")) {
+        /* ggml types by name, in table order; the errors sit in mode slot 0 */
+        *gguf = 1;
+        *modes = 1u << RF_QMODE_MLX;
+        *configs = 0;
+        if (!json_is_array(jc) || json_array_size(jc) > RF_GCAND_N) return bad(r, "configs", "expected GGUF type names");
+        int last = -1;
+        for (size_t i = 0; i < json_array_size(jc); i++) {
+            const char *t = json_string_value(json_array_get(jc, i));
+            int c = t ? rf_gcand_index(rf_gtype_parse(t)) : -1;
+            if (c <= last) return bad(r, "configs", "unknown GGUF candidate type or not in table order");
+            last = c;
+            *configs |= 1u << c;
+        }
+        return RF_OK;
+    }
     if (!json_is_array(jm) || json_array_size(jm) < 1 || json_array_size(jm) > 2) return bad(r, "modes", "expected [\"mlx\"], [\"opt\"] or both");
     *modes = 0;
     int last = -1;
@@ -1108,7 +1180,8 @@ static rf_status rd_row_enum(rd *r, json_t *row, size_t i, const char *k, int ro
 /* [name, role, layer, n_layers, members, rows, cols, dtype, sizes, configs, estimated (version 3),
  * values?]: params and kept bytes follow from the shape, candidate bytes from "sizes" (a scale
  * dtype, or the list). */
-static rf_status rd_unit_v2(rd *r, json_t *row, int ver, unsigned modes, vio *data, rf_punit *u)
+/* GGUF: a GGUF profile's unit, GCFG its type mask. */
+static rf_status rd_unit_v2(rd *r, json_t *row, int ver, int gguf, unsigned gcfg, unsigned modes, vio *data, rf_punit *u)
 {
     memset(u, 0, sizeof *u);
     const size_t nf = ver >= 3 ? NUF : NUF2; /* with the inline values */
@@ -1135,14 +1208,26 @@ static rf_status rd_unit_v2(rd *r, json_t *row, int ver, unsigned modes, vio *da
         u->nparams > (1ull << 52))
         return bad(r, "rows", "rows * cols * members too large");
     u->kept_bytes = u->nparams * rf_dtype_size(u->dtype);
-    for (int c = 0; c < RF_QCFG_N; c++)
-        if (mask >> c & 1) {
-            u->cands[u->n_cands].bits = rf_cfg_bits(c);
-            u->cands[u->n_cands++].gs = rf_cfg_gs(c);
-        }
     json_t *sz = json_array_get(row, 8);
+    if (gguf) { /* GGUF candidates: type table indices, sizes "gguf" */
+        if (mask & ~gcfg) return bad(r, "configs", "not in the profile's GGUF type list");
+        if (!json_is_string(sz) || strcmp(json_string_value(sz), "gguf")) return bad(r, "sizes", "expected \"gguf\"");
+        for (int c = 0; c < RF_GCAND_N; c++)
+            if (mask >> c & 1) {
+                rf_pcand *x = &u->cands[u->n_cands++];
+                x->gtype = rf_gcand_type(c);
+                x->bits = rf_gtype_bits(x->gtype);
+                x->gs = (int)rf_gtype_block(x->gtype);
+                x->bytes = rf_gguf_tensor_bytes(x->gtype, (uint64_t)mem, u->rows, u->cols);
+            }
+    } else
+        for (int c = 0; c < RF_QCFG_N; c++)
+            if (mask >> c & 1) {
+                u->cands[u->n_cands].bits = rf_cfg_bits(c);
+                u->cands[u->n_cands++].gs = rf_cfg_gs(c);
+            }
     rf_dtype sd = json_is_string(sz) ? rf_dtype_from_name(json_string_value(sz)) : RF_DT_INVALID;
-    for (int k = 0; k < u->n_cands; k++) {
+    for (int k = 0; k < u->n_cands && !gguf; k++) {
         rf_pcand *c = &u->cands[k];
         json_t *e = json_array_get(sz, (size_t)k);
         if (sd == RF_DT_BF16 || sd == RF_DT_F16 || sd == RF_DT_F32) c->bytes = rf_quant_bytes(u->nparams, c->bits, c->gs, sd);
@@ -1151,7 +1236,7 @@ static rf_status rd_unit_v2(rd *r, json_t *row, int ver, unsigned modes, vio *da
         else
             return bad(r, "sizes", "expected BF16, F16, F32 or one byte count per candidate");
     }
-    if (!u->n_cands && !(json_is_string(sz) || (json_is_array(sz) && !json_array_size(sz))))
+    if (!gguf && !u->n_cands && !(json_is_string(sz) || (json_is_array(sz) && !json_array_size(sz))))
         return bad(r, "sizes", "expected a scale dtype or []");
     vio v = {.arr = json_array_get(row, nf - 1)};
     if (!data && !json_is_array(v.arr)) return bad(r, "values", "expected an array");
@@ -1270,7 +1355,16 @@ static rf_status rd_profile(rd *r, json_t *root, const uint8_t *bin, size_t nbin
     rf_pmodel m;
     unsigned modes = 0, configs = 0;
     rf_status s;
-    if ((s = rd_model(r, root, &m)) || (s = rd_modes_configs(r, root, &modes, &configs))) return s;
+    int gguf = 0;
+    if ((s = rd_model(r, root, &m)) || (s = rd_modes_configs(r, root, (int)ver, &modes, &configs, &gguf))) return s;
+    uint64_t gfixed = 0, gsample = 0;
+    if (gguf) {
+        json_t *jg = json_object_get(root, "gguf");
+        r->where = "header";
+        if (!json_is_object(jg)) return bad(r, "gguf", "expected {fixed, sample}");
+        if ((s = rd_u64(r, jg, "fixed", &gfixed)) || (s = rd_u64(r, jg, "sample", &gsample))) return s;
+        if (gfixed > (1ull << 40)) return bad(r, "gguf", "fixed part out of range");
+    }
     if (ver == 1 && (s = rd_cand_fields_v1(r, root, modes))) return s;
     uint64_t opt_sample = 0;
     long long shard[4] = {0, 0, 0, 0};
@@ -1296,6 +1390,10 @@ static rf_status rd_profile(rd *r, json_t *root, const uint8_t *bin, size_t nbin
     rf_profile *p;
     if ((s = rf_profile_create(&m, modes, configs, &p, r->err))) return add_failed(r, s);
     rf_profile_set_opt_sample(p, opt_sample);
+    if (gguf) {
+        rf_profile_set_gguf(p, gfixed);
+        rf_profile_set_gguf_sample(p, gsample);
+    }
     if (json_object_get(root, "shard") && (s = rf_profile_set_shard(p, (int)shard[0], (int)shard[1], (uint64_t)shard[2], (uint64_t)shard[3], r->err))) {
         rf_profile_free(p);
         return add_failed(r, s);
@@ -1329,7 +1427,7 @@ static rf_status rd_profile(rd *r, json_t *root, const uint8_t *bin, size_t nbin
         r->where = where;
         if (ver >= 2) nm = json_string_value(json_array_get(ju, 0));
         snprintf(where, sizeof where, "unit %zu (%.160s)", i, nm ? nm : "?");
-        s = ver >= 2 ? rd_unit_v2(r, ju, (int)ver, modes, indexed ? &dv : NULL, u) : rd_unit(r, ju, modes, u);
+        s = ver >= 2 ? rd_unit_v2(r, ju, (int)ver, gguf, configs, modes, indexed ? &dv : NULL, u) : rd_unit(r, ju, modes, u);
         if (!s && (s = rf_profile_add_unit(p, u, r->err))) s = add_failed(r, s);
     }
     free(u);
@@ -1468,6 +1566,13 @@ static int same_others(const rf_profile *a, const rf_profile *b)
     return 1;
 }
 
+/* The statistics that weighted the errors (analyse --stats): none in both, or the same file. */
+static int same_calibration(const rf_pcalib *a, const rf_pcalib *b)
+{
+    if (a->weighted != b->weighted) return 0;
+    return !a->weighted || (a->stats_checksum == b->stats_checksum && a->tokens == b->tokens && !strcmp(a->text, b->text));
+}
+
 static int same_files(const rf_profile *a, const rf_profile *b)
 {
     if (a->n_files != b->n_files) return 0;
@@ -1506,6 +1611,7 @@ rf_status rf_profile_merge(const rf_profile *const *parts, size_t n, const char 
                            : b->opt_sample != a->opt_sample           ? "the opt sampling (--opt-sample/--exact)"
                            : b->shard_total != a->shard_total         ? "the number of units"
                            : !same_others(a, b)                       ? "the other tensors"
+                           : !same_calibration(&a->calib, &b->calib)  ? "the activation weighting (analyse --stats)"
                                                                       : NULL;
         if (what)
             s = rf_err_set(err, RF_ERR_MISMATCH, "%s and %s are not parts of one analysis: %s differ (fingerprints %016llx, "
@@ -1532,7 +1638,10 @@ rf_status rf_profile_merge(const rf_profile *const *parts, size_t n, const char 
                        (unsigned long long)a->shard_total);
     rf_profile *p = NULL;
     if (!s) s = rf_profile_create(&a->model, a->modes, a->configs, &p, err);
-    if (!s) p->opt_sample = a->opt_sample;
+    if (!s) {
+        p->opt_sample = a->opt_sample;
+        p->calib = a->calib; /* the "calibration" key: a weighted analysis stays weighted when merged */
+    }
     for (uint64_t f = 0; !s && f < a->n_files; f++) s = rf_profile_add_file(p, a->files[f].name, a->files[f].bytes, err);
     for (int k = 0; k < count && !s; k++) {
         const rf_profile *b = parts[at[k] - 1];

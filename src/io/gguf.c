@@ -559,9 +559,18 @@ static rf_status wfail(rf_ggufw *w, rf_status s)
 
 rf_status rf_ggufw_create(const char *path, rf_ggufw **out, rf_err *err)
 {
-    if (!path || !out || !*path) return rf_err_set(err, RF_ERR_INVALID, "rf_ggufw_create: no path");
+    if (!out || (path && !*path)) return rf_err_set(err, RF_ERR_INVALID, "rf_ggufw_create: no path");
     *out = NULL;
     rf_ggufw *w = calloc(1, sizeof *w);
+    if (!path) { /* sizing only */
+        if (!w || !(w->path = strdup("(GGUF size)"))) {
+            free(w);
+            return nomem(err, "(GGUF size)");
+        }
+        w->fd = -1;
+        *out = w;
+        return RF_OK;
+    }
     size_t n = strlen(path) + 32;
     if (!w || !(w->path = strdup(path)) || !(w->tmp = malloc(n))) {
         if (w) free(w->path);
@@ -816,6 +825,7 @@ rf_status rf_ggufw_write(rf_ggufw *w, const void *data, uint64_t n, rf_err *err)
 {
     if (w->state == W_FAILED) return rf_err_set(err, RF_ERR_INVALID, "%s: the writer failed earlier", w->path);
     if (w->state == W_DONE) return rf_err_set(err, RF_ERR_INVALID, "%s: already finished", w->path);
+    if (!w->tmp) return rf_err_set(err, RF_ERR_INVALID, "%s: a sizing writer writes no data", w->path);
     rf_status s = w->state == W_DECLARE ? start_data(w, err) : RF_OK;
     if (!s) s = advance(w, err);
     while (!s && n) {
@@ -837,6 +847,7 @@ rf_status rf_ggufw_finish(rf_ggufw *w, rf_err *err)
 {
     if (w->state == W_FAILED) return rf_err_set(err, RF_ERR_INVALID, "%s: the writer failed earlier", w->path);
     if (w->state == W_DONE) return rf_err_set(err, RF_ERR_INVALID, "%s: already finished", w->path);
+    if (!w->tmp) return rf_err_set(err, RF_ERR_INVALID, "%s: a sizing writer writes no file", w->path);
     rf_status s = w->state == W_DECLARE ? start_data(w, err) : RF_OK;
     if (!s) s = advance(w, err);
     if (!s && w->cur < w->nt)

@@ -267,6 +267,7 @@ struct rf_plan {
     char model[256], architecture[128];
     uint64_t fingerprint;
     rf_dtype f32_as;
+    int gguf;                 /* over a GGUF profile: units carry ggml types */
     uint64_t n;
     rf_plan_unit *units;
     char (*names)[160];
@@ -357,12 +358,15 @@ void rf_planner_free(rf_planner *pl)
 uint64_t rf_planner_min_safe(const rf_planner *pl) { return pl->min_safe; }
 uint64_t rf_planner_full_bytes(const rf_planner *pl) { return pl->full; }
 
-static int find_cand(const rf_punit *u, int bits, int gs)
+/* GTYPE: a GGUF plan unit's type (0: an MLX config). */
+static int find_cand(const rf_punit *u, int bits, int gs, int gtype)
 {
     for (int k = 0; k < u->n_cands; k++)
-        if (u->cands[k].bits == bits && u->cands[k].gs == gs) return k;
+        if (u->cands[k].bits == bits && u->cands[k].gs == gs && u->cands[k].gtype == gtype) return k;
     return -1;
 }
+
+int rf_plan_is_gguf(const rf_plan *p) { return p->gguf; }
 
 /* RAM/MINT's candidate set (keep is always there). */
 static int ram_allows(int bits, int gs)
@@ -405,7 +409,7 @@ static rf_status rule_assign(rf_planner *pl, rf_err *err)
         pl->fixed[i] = -1;
         if (u->cols % (uint64_t)gs) continue; /* mlx-lm skips modules gs does not divide */
         if (u->n_cands == 0) continue;        /* not quantizable (e.g. a raw parameter mlx-lm never quantizes) */
-        int k = find_cand(u, bits, gs);
+        int k = find_cand(u, bits, gs, 0);
         if (k < 0 || isnan(u->cands[k].err[RF_QMODE_MLX].sse))
             return rf_err_set(err, RF_ERR_NOT_FOUND, "profile has no %s measurement of %d bits / gs %d for unit %s",
                               rf_qmode_token(RF_QMODE_MLX), bits, gs, u->name);
@@ -460,6 +464,9 @@ rf_status rf_planner_create(const rf_profile *p, const rf_plan_opts *o, rf_plann
         return rf_err_set(err, RF_ERR_INVALID, "profile of %s has no '%s' measurements (it has: %s)", rf_profile_model(p)->name,
                           rf_qmode_token(o->mode), rf_profile_modes(p) & 1 ? "mlx" : "opt");
     if (!isfinite(o->veto_db)) return rf_err_set(err, RF_ERR_INVALID, "planner: veto must be finite");
+    if (rf_profile_is_gguf(p) && o->method != RF_METHOD_RAMFIT)
+        return rf_err_set(err, RF_ERR_INVALID, "profile of %s has GGUF candidates: the baseline rules (uniform, mixed, ram) are "
+                          "MLX recipes; llama.cpp's own presets are made by llama-quantize", rf_profile_model(p)->name);
     if (!(o->weights.exponent > 0 && o->weights.exponent <= 16)) return rf_err_set(err, RF_ERR_INVALID, "planner: exponent must be in (0, 16]");
     rf_planner *pl = calloc(1, sizeof *pl);
     if (!pl) return rf_err_set(err, RF_ERR_NOMEM, "out of memory");
@@ -502,6 +509,7 @@ static void plan_header(const rf_planner *pl, rf_plan *plan, uint64_t budget)
     snprintf(plan->architecture, sizeof plan->architecture, "%s", m->architecture);
     plan->f32_as = m->f32_as;
     plan->fingerprint = m->fingerprint;
+    plan->gguf = rf_profile_is_gguf(pl->prof);
 }
 
 /* Fill unit i of PLAN with candidate K (-1: keep) and add it to the totals. */
@@ -515,13 +523,14 @@ static void plan_set(const rf_planner *pl, rf_plan *plan, uint64_t i, int k)
     x->nparams = u->nparams;
     x->weight = pl->weight[i];
     if (k < 0) {
-        x->bits = x->gs = 0;
+        x->bits = x->gs = x->gtype = 0;
         x->bytes = u->kept_bytes;
         x->d = x->max_abs = 0;
     } else {
         const rf_pcand *c = &u->cands[k];
         x->bits = c->bits;
         x->gs = c->gs;
+        x->gtype = c->gtype;
         x->bytes = c->bytes;
         x->d = rf_pcand_d(u, c, pl->o.mode);
         x->max_abs = c->err[pl->o.mode].max_abs;
@@ -650,6 +659,9 @@ rf_status rf_plan_bpw_budget(const rf_profile *p, double bpw, uint64_t *budget, 
 rf_status rf_plan_check_profile(const rf_plan *plan, const rf_profile *p, rf_err *err)
 {
     const rf_pmodel *m = rf_profile_model(p);
+    if (plan->gguf != rf_profile_is_gguf(p))
+        return rf_err_set(err, RF_ERR_MISMATCH, "the plan is over %s candidates, the profile has %s ones", plan->gguf ? "GGUF" : "MLX",
+                          rf_profile_is_gguf(p) ? "GGUF" : "MLX");
     if (plan->fingerprint != m->fingerprint || strcmp(plan->model, m->name))
         return rf_err_set(err, RF_ERR_MISMATCH, "plan is for %s (fingerprint %016llx), profile is of %s (fingerprint %016llx)",
                           plan->model, (unsigned long long)plan->fingerprint, m->name, (unsigned long long)m->fingerprint);
@@ -662,9 +674,10 @@ rf_status rf_plan_check_profile(const rf_plan *plan, const rf_profile *p, rf_err
         const rf_punit *u = j < 0 ? NULL : rf_profile_unit(p, (uint64_t)j);
         if (!u || u->nparams != x->nparams)
             return rf_err_set(err, RF_ERR_MISMATCH, "plan unit %s is not in the profile (or has another shape)", x->name);
-        int c = x->bits ? find_cand(u, x->bits, x->gs) : -1;
+        int c = x->bits ? find_cand(u, x->bits, x->gs, x->gtype) : -1;
         if (x->bits && c < 0)
-            return rf_err_set(err, RF_ERR_MISMATCH, "plan unit %s: %d/%d is not a candidate in the profile", x->name, x->bits, x->gs);
+            return rf_err_set(err, RF_ERR_MISMATCH, "plan unit %s: %d/%d%s%s is not a candidate in the profile", x->name, x->bits,
+                              x->gs, x->gtype ? " " : "", x->gtype ? rf_gtype_name(x->gtype) : "");
         uint64_t pb = x->bits ? u->cands[c].bytes : u->kept_bytes;
         if (pb != x->bytes)
             return rf_err_set(err, RF_ERR_MISMATCH, "plan unit %s: %llu bytes, the profile counts %llu for %s (made under "
@@ -687,7 +700,7 @@ rf_status rf_plan_evaluate(const rf_plan *plan, const rf_profile *p, const rf_pl
         const rf_punit *u = rf_profile_unit(p, (uint64_t)rf_profile_find_unit(p, x->name));
         double d = 0;
         if (x->bits) {
-            d = rf_pcand_d(u, &u->cands[find_cand(u, x->bits, x->gs)], plan->mode);
+            d = rf_pcand_d(u, &u->cands[find_cand(u, x->bits, x->gs, x->gtype)], plan->mode);
             if (isnan(d))
                 return rf_err_set(err, RF_ERR_NOT_FOUND, "unit %s: no %s measurement of %d/%d", x->name, rf_qmode_token(plan->mode), x->bits, x->gs);
         }
@@ -708,10 +721,11 @@ int rf_plan_shares(const rf_plan *plan, rf_plan_share *out, int cap)
     memset(all, 0, sizeof all);
     for (uint64_t i = 0; i < plan->n; i++) {
         const rf_plan_unit *x = &plan->units[i];
-        int slot = x->bits ? 1 + rf_cfg_index(x->bits, x->gs) : 0;
+        int slot = !x->bits ? 0 : 1 + (x->gtype ? rf_gcand_index(x->gtype) : rf_cfg_index(x->bits, x->gs));
         if (slot < 0) continue;
         all[slot].bits = x->bits;
         all[slot].gs = x->gs;
+        all[slot].gtype = x->gtype;
         all[slot].units++;
         all[slot].nparams += x->nparams;
         all[slot].bytes += x->bytes;
@@ -759,6 +773,7 @@ rf_status rf_plan_to_json(const rf_plan *plan, char **out, size_t *len, rf_err *
     rf_sb_printf(&b, ", \"fingerprint\": \"%016llx\", \"units\": %llu", (unsigned long long)plan->fingerprint,
                  (unsigned long long)plan->n);
     if (plan->f32_as != RF_DT_INVALID) rf_sb_printf(&b, ", \"f32_as\": \"%s\"", rf_dtype_name(plan->f32_as));
+    if (plan->gguf) rf_sb_puts(&b, ", \"gguf\": true"); /* total_bytes is the whole .gguf file */
     rf_sb_puts(&b, "},\n");
     rf_sb_printf(&b, "  \"method\": \"%s\", \"mode\": \"%s\", \"status\": \"%s\", \"weights\": {\"rule\": \"%s\", \"exponent\": ",
                  plan->method_text, rf_qmode_token(plan->mode), rf_plan_status_name(plan->status), rule_names[plan->rule]);
@@ -779,9 +794,11 @@ rf_status rf_plan_to_json(const rf_plan *plan, char **out, size_t *len, rf_err *
         const rf_plan_unit *x = &plan->units[i];
         rf_sb_puts(&b, i ? ",\n    {\"name\": " : "\n    {\"name\": ");
         rf_sb_json_str(&b, x->name);
-        rf_sb_printf(&b, ", \"role\": \"%s\", \"layer\": %d, \"bits\": %d, \"gs\": %d, \"params\": %llu, \"bytes\": %llu, \"d\": ",
+        rf_sb_printf(&b, ", \"role\": \"%s\", \"layer\": %d, \"bits\": %d, \"gs\": %d, \"params\": %llu, \"bytes\": %llu",
                      rf_profile_role_token(x->role), x->layer, x->bits, x->gs, (unsigned long long)x->nparams,
                      (unsigned long long)x->bytes);
+        if (x->gtype) rf_sb_printf(&b, ", \"gguf_type\": \"%s\"", rf_gtype_name(x->gtype));
+        rf_sb_puts(&b, ", \"d\": ");
         rf_sb_double(&b, x->d);
         rf_sb_puts(&b, ", \"weight\": ");
         rf_sb_double(&b, x->weight);
@@ -911,6 +928,10 @@ static rf_status plan_read(json_t *root, const char *label, rf_plan **out, rf_er
     else if (!jget_str(prof, "fingerprint", fp, sizeof fp) || strlen(fp) != 16 || strspn(fp, "0123456789abcdef") != 16) f = "profile.fingerprint";
     else if (!jget_str(root, "method", t, sizeof t) || rf_plan_parse_method(t, &o, NULL)) f = "method";
     else if (!jget_str(root, "mode", t, sizeof t) || (strcmp(t, "mlx") && strcmp(t, "opt"))) f = "mode";
+    if (!f && json_object_get(prof, "gguf")) {
+        if (!json_is_true(json_object_get(prof, "gguf"))) f = "profile.gguf";
+        pl->gguf = 1;
+    }
     if (!f && json_object_get(prof, "f32_as")) { /* optional: plans before 0.2 do not say */
         char dt[16];
         pl->f32_as = jget_str(prof, "f32_as", dt, sizeof dt) ? rf_dtype_from_name(dt) : RF_DT_INVALID;
@@ -959,15 +980,26 @@ static rf_status plan_read(json_t *root, const char *label, rf_plan **out, rf_er
         double lay = 0, bits = 0, gs = 0;
         snprintf(where, sizeof where, "unit %llu", (unsigned long long)i);
         f = NULL;
-        if (!json_is_object(ju)) f = "(unit)";
+        char gt[16];
+        int gtype = 0;
+        if (json_is_object(ju) && json_object_get(ju, "gguf_type")) {
+            gtype = pl->gguf && jget_str(ju, "gguf_type", gt, sizeof gt) ? rf_gtype_parse(gt) : -1;
+            if (rf_gcand_index(gtype) < 0) f = "gguf_type";
+        }
+        if (f) {
+        } else if (!json_is_object(ju)) f = "(unit)";
         else if (!jget_str(ju, "name", pl->names[i], sizeof pl->names[i]) || !pl->names[i][0]) f = "name";
         else if (!jget_str(ju, "role", role, sizeof role) || rf_role_from_token(role) < 0) f = "role";
         else if (!jget_num(ju, "layer", &lay) || lay < -1 || lay > 1e9 || lay != floor(lay)) f = "layer";
         else if (!jget_num(ju, "bits", &bits) || !jget_num(ju, "gs", &gs) || bits > 64 || gs > 1024 || bits < 0 || gs < 0 ||
-                 !((bits == 0 && gs == 0) || rf_cfg_index((int)bits, (int)gs) >= 0) || bits != floor(bits) || gs != floor(gs)) f = "bits/gs";
+                 bits != floor(bits) || gs != floor(gs) ||
+                 !(gtype ? (int)bits == rf_gtype_bits(gtype) && (uint64_t)gs == rf_gtype_block(gtype)
+                         : (bits == 0 && gs == 0) || rf_cfg_index((int)bits, (int)gs) >= 0)) f = "bits/gs";
         else if (!jget_u64(ju, "params", &x->nparams) || x->nparams > (1ull << 52)) f = "params";
-        else if (!jget_u64(ju, "bytes", &x->bytes) || x->bytes > (1ull << 62) || !unit_bytes_fit(x->nparams, (int)bits, (int)gs, x->bytes))
-            f = "bytes";
+        else if (!jget_u64(ju, "bytes", &x->bytes) || x->bytes > (1ull << 62) ||
+                 (gtype ? x->bytes < x->nparams / rf_gtype_block(gtype) * rf_gtype_block_bytes(gtype)
+                        : !unit_bytes_fit(x->nparams, (int)bits, (int)gs, x->bytes)))
+            f = "bytes"; /* a GGUF unit's exact bytes (padding, members) are checked against its profile */
         else if (!jget_num(ju, "d", &x->d) || x->d < 0) f = "d";
         else if (!jget_num(ju, "weight", &x->weight) || x->weight < 0) f = "weight";
         else if (!jget_num(ju, "max_abs", &x->max_abs) || x->max_abs < 0) f = "max_abs";
@@ -979,6 +1011,7 @@ static rf_status plan_read(json_t *root, const char *label, rf_plan **out, rf_er
         x->layer = (int)lay;
         x->bits = (int)bits;
         x->gs = (int)gs;
+        x->gtype = gtype;
         sum += x->bytes;
         params += x->nparams;
     }

@@ -77,6 +77,45 @@ uint64_t rf_gtype_row_bytes(int type, uint64_t ncols)
     return ncols / i->block * i->bytes;
 }
 
+static const int gcands[RF_GCAND_N] = {RF_GT_Q2_K, RF_GT_Q3_K, RF_GT_Q4_0, RF_GT_Q4_K, RF_GT_Q5_0,
+                                        RF_GT_Q5_1, RF_GT_Q5_K, RF_GT_Q6_K, RF_GT_Q8_0};
+
+int rf_gcand_type(int i) { return i >= 0 && i < RF_GCAND_N ? gcands[i] : -1; }
+
+int rf_gcand_index(int type)
+{
+    for (int i = 0; i < RF_GCAND_N; i++)
+        if (gcands[i] == type) return i;
+    return -1;
+}
+
+unsigned rf_gcand_mask(uint64_t ncols)
+{
+    /* what llama-quantize writes when asked for each of these on such rows: one rule (the fallback) */
+    static const int asked[] = {RF_GT_Q2_K, RF_GT_Q3_K, RF_GT_Q4_K, RF_GT_Q5_K, RF_GT_Q6_K, RF_GT_Q8_0};
+    unsigned m = 0;
+    for (size_t i = 0; i < sizeof asked / sizeof asked[0]; i++) {
+        int k = rf_gcand_index(rf_gtype_fallback(asked[i], ncols));
+        if (k >= 0) m |= 1u << k;
+    }
+    return m;
+}
+
+int rf_gtype_bits(int type)
+{
+    switch (type) {
+    case RF_GT_Q2_K: return 2;
+    case RF_GT_Q3_K: return 3;
+    case RF_GT_Q4_0: case RF_GT_Q4_1: case RF_GT_Q4_K: case RF_GT_IQ4_NL: case RF_GT_IQ4_XS: return 4;
+    case RF_GT_Q5_0: case RF_GT_Q5_1: case RF_GT_Q5_K: return 5;
+    case RF_GT_Q6_K: return 6;
+    case RF_GT_Q8_0: return 8;
+    case RF_GT_F16: case RF_GT_BF16: return 16;
+    case RF_GT_F32: return 32;
+    default: return 0;
+    }
+}
+
 int rf_gtype_fallback(int type, uint64_t ncols)
 {
     const gtype_info *i = info(type);

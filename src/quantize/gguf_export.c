@@ -61,6 +61,13 @@ rf_status rf_gguf_types_uniform(const rf_model *m, int type, int *types, rf_err 
     return RF_OK;
 }
 
+/* A GGUF plan's unit has its type (checked against the rows); an MLX plan's follows from its bits. */
+static int plan_unit_type(const rf_plan *plan, const rf_plan_unit *pu, uint64_t cols, int kept_type)
+{
+    if (!rf_plan_is_gguf(plan) || pu->role == RF_ROLE_ROUTER || !pu->bits) return rf_gguf_type_for_bits(pu->bits, cols, pu->role, kept_type);
+    return rf_gcand_mask(cols) >> rf_gcand_index(pu->gtype) & 1 ? pu->gtype : -1;
+}
+
 rf_status rf_gguf_types_from_plan(const rf_model *m, const rf_plan *plan, int kept_type, int *types, rf_err *err)
 {
     if (!is_float_type(kept_type))
@@ -78,9 +85,10 @@ rf_status rf_gguf_types_from_plan(const rf_model *m, const rf_plan *plan, int ke
             return rf_err_set(err, RF_ERR_MISMATCH, "the plan has no unit %s: it was made for another model (%s)",
                               un->name, rf_plan_model_name(plan));
         const rf_plan_unit *pu = rf_plan_get_unit(plan, (uint64_t)pi);
-        types[u] = rf_gguf_type_for_bits(pu->bits, un->cols, un->role, kept_type);
+        types[u] = plan_unit_type(plan, pu, un->cols, kept_type);
         if (types[u] < 0)
-            return rf_err_set(err, RF_ERR_MISMATCH, "plan unit %s: %d bits has no GGUF type", un->name, pu->bits);
+            return rf_err_set(err, RF_ERR_MISMATCH, "plan unit %s: %d bits%s has no GGUF type for rows of %llu", un->name,
+                              pu->bits, pu->gtype ? " (a GGUF type)" : "", (ull)un->cols);
     }
     return RF_OK;
 }
@@ -498,6 +506,63 @@ static rf_status write_data(gx *g, rf_ggufw *w, rf_pool *pool, const rf_progress
     return RF_OK;
 }
 
+static void gx_free(gx *g)
+{
+    for (uint64_t i = 0; i < g->nitems; i++) free(g->items[i].synth);
+    free(g->items);
+    free(g->jobs);
+    free(g->arena);
+    free(g->jerr);
+    free(g->jst);
+}
+
+/* Everything up to the tensor data: checks, items, jobs, the header on W (PATH NULL: a sizing
+ * writer, no output checks). */
+static rf_status gx_prepare(gx *g, const rf_gguf_opts *o, const char *path, rf_ggufw **w, rf_gguf_result *r, rf_err *err)
+{
+    const rf_model *m = g->m;
+    const rf_config *c = rf_model_config(m);
+    g->fam = rf_gguf_family_of(c->arch);
+    rf_status s = RF_OK;
+    const char *why;
+    if (!g->fam)
+        s = rf_err_set(err, RF_ERR_UNSUPPORTED, "%s: ramfit has no GGUF mapping for architecture %s", rf_model_dir(m),
+                       c->model_type);
+    else if ((why = g->fam->unsupported(c)))
+        s = rf_err_set(err, RF_ERR_UNSUPPORTED, "%s: cannot write %s as llama.cpp's %s: %s", rf_model_dir(m),
+                       c->model_type, g->fam->gguf_arch, why);
+    if (!s && path) s = check_path(rf_model_dir(m), path, o->force, err);
+    if (!s) s = build_items(g, err);
+    if (!s && path) s = build_jobs(g, err);
+    for (uint64_t i = 0; i < g->nitems && !s; i++) {
+        r->type_params[g->items[i].type] += g->items[i].params;
+        r->params += g->items[i].params;
+        r->tensor_bytes += g->items[i].bytes;
+    }
+    if (!s) s = rf_ggufw_create(path, w, err);
+    if (!s) s = write_meta(g, *w, o, r, err);
+    for (uint64_t i = 0; i < g->nitems && !s; i++)
+        s = rf_ggufw_add_tensor(*w, g->items[i].name, g->items[i].type, g->items[i].ndim, g->items[i].ne, err);
+    return s;
+}
+
+rf_status rf_gguf_file_bytes(const rf_model *m, const int *types, const rf_gguf_opts *opts, uint64_t *bytes, rf_err *err)
+{
+    if (!m || !types || !bytes) return rf_err_set(err, RF_ERR_INVALID, "rf_gguf_file_bytes: NULL argument");
+    rf_gguf_opts o;
+    if (opts) o = *opts;
+    else rf_gguf_opts_default(&o);
+    rf_gguf_result r;
+    memset(&r, 0, sizeof r);
+    gx g = {.m = m, .types = types};
+    rf_ggufw *w = NULL;
+    rf_status s = gx_prepare(&g, &o, NULL, &w, &r, err);
+    if (!s) *bytes = rf_ggufw_file_size(w);
+    rf_ggufw_free(w);
+    gx_free(&g);
+    return s;
+}
+
 rf_status rf_gguf_export(const rf_model *m, const int *types, const rf_gguf_opts *opts, const char *path,
                          const rf_progress *progress, rf_gguf_result *res, rf_err *err)
 {
@@ -508,30 +573,10 @@ rf_status rf_gguf_export(const rf_model *m, const int *types, const rf_gguf_opts
     else rf_gguf_opts_default(&o);
     rf_gguf_result r;
     memset(&r, 0, sizeof r);
-    const rf_config *c = rf_model_config(m);
-    gx g = {.m = m, .types = types, .fam = rf_gguf_family_of(c->arch)};
-    rf_status s = RF_OK;
-    const char *why;
-    if (!g.fam)
-        s = rf_err_set(err, RF_ERR_UNSUPPORTED, "%s: ramfit has no GGUF mapping for architecture %s", rf_model_dir(m),
-                       c->model_type);
-    else if ((why = g.fam->unsupported(c)))
-        s = rf_err_set(err, RF_ERR_UNSUPPORTED, "%s: cannot write %s as llama.cpp's %s: %s", rf_model_dir(m),
-                       c->model_type, g.fam->gguf_arch, why);
-    if (!s) s = check_path(rf_model_dir(m), path, o.force, err);
-    if (!s) s = build_items(&g, err);
-    if (!s) s = build_jobs(&g, err);
-    for (uint64_t i = 0; i < g.nitems && !s; i++) {
-        r.type_params[g.items[i].type] += g.items[i].params;
-        r.params += g.items[i].params;
-        r.tensor_bytes += g.items[i].bytes;
-    }
+    gx g = {.m = m, .types = types};
     rf_ggufw *w = NULL;
     rf_pool *pool = NULL;
-    if (!s) s = rf_ggufw_create(path, &w, err);
-    if (!s) s = write_meta(&g, w, &o, &r, err);
-    for (uint64_t i = 0; i < g.nitems && !s; i++)
-        s = rf_ggufw_add_tensor(w, g.items[i].name, g.items[i].type, g.items[i].ndim, g.items[i].ne, err);
+    rf_status s = gx_prepare(&g, &o, path, &w, &r, err);
     if (!s) s = rf_pool_create(o.threads, &pool, err);
     if (!s) s = write_data(&g, w, pool, progress, err);
     if (!s) {
@@ -546,12 +591,7 @@ rf_status rf_gguf_export(const rf_model *m, const int *types, const rf_gguf_opts
         snprintf(r.arch, sizeof r.arch, "%s", g.fam->gguf_arch);
         *res = r;
     }
-    for (uint64_t i = 0; i < g.nitems; i++) free(g.items[i].synth);
-    free(g.items);
-    free(g.jobs);
-    free(g.arena);
-    free(g.jerr);
-    free(g.jst);
+    gx_free(&g);
     return s;
 }
 
@@ -588,7 +628,7 @@ rf_status rf_gguf_plan_tensor_types(const rf_plan *plan, const rf_profile *p, in
                            fam->gguf_arch);
             break;
         }
-        int t = rf_gguf_type_for_bits(u->bits, pu->cols, u->role, kept_type);
+        int t = plan_unit_type(plan, u, pu->cols, kept_type);
         if (t < 0) {
             s = rf_err_set(err, RF_ERR_MISMATCH, "plan unit %s: %d bits has no GGUF type", u->name, u->bits);
             break;

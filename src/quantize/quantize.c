@@ -1160,6 +1160,8 @@ rf_status rf_quantize_write(const rf_model *m, const rf_plan *plan, const rf_qua
     else rf_quantize_opts_default(&o);
     qz q = {.m = m, .plan = plan, .mode = rf_plan_mode(plan)};
     int exists = 0;
+    if (rf_plan_is_gguf(plan))
+        return rf_err_set(err, RF_ERR_MISMATCH, "the plan is over GGUF types: write it with --format gguf (a .gguf file)");
     rf_status s = check_plan(&q, &o, err);
     if (!s) { /* a model mlx-lm could not load is refused before anything is written */
         json_t *probe = json_object();
