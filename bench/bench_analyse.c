@@ -2,7 +2,12 @@
  * side in one run.
  *
  *   bench_analyse [--like qwen3-8b] [--scale F] [--layers N] [--experts N] [--vocab N]
- *                 [--threads 1,2] [--modes mlx,opt] [--opt-sample N | --exact] [--candidates LIST]
+ *                 [--threads 1,2] [--modes mlx,opt,gguf] [--opt-sample N | --exact] [--candidates LIST]
+ *                 [--gguf-sample N] [--tokenizer FILE]
+ *
+ * Mode gguf (analyse --format gguf) counts the .gguf file's fixed part, which needs a tokenizer:
+ * --tokenizer FILE is copied into the synthetic model (default: ../shared/models/qwen3-dense-mini's
+ * tokenizer.json, a 4096-token vocabulary: use --vocab 4096).
  *                 [--dir PATH] [--keep] [--repeat N]
  *
  * Writes the synthetic model into --dir (default: a new directory under $TMPDIR or /tmp; reused
@@ -44,7 +49,11 @@ typedef struct result {
     int ok;
 } result;
 
+#define GGUF_MODE (1u << 8) /* "gguf": analyse --format gguf */
+
 /* The child writes its figures to FD: wall seconds, input GB, units, estimated units. */
+static uint64_t g_gguf_sample; /* --gguf-sample (0: the default) */
+
 static int run_child(const char *dir, int threads, unsigned modes, unsigned configs, uint64_t sample, int fd)
 {
     rf_model *m;
@@ -53,9 +62,13 @@ static int run_child(const char *dir, int threads, unsigned modes, unsigned conf
     rf_analyse_opts o;
     rf_analyse_opts_default(&o);
     o.threads = threads;
-    o.modes = modes;
+    o.modes = modes & 3u;
     o.configs = configs;
     o.opt_sample = sample;
+    if (modes & GGUF_MODE) {
+        o.gguf = 1;
+        o.gguf_sample = sample == RF_ANALYSE_EXACT ? sample : g_gguf_sample;
+    }
     double last = now();
     o.progress = (rf_progress){progress, &last, NULL};
     rf_profile *p;
@@ -123,6 +136,7 @@ int main(int argc, char **argv)
     rf_synth_opts_default(&so);
     so.like = "qwen3-8b";
     const char *dir = NULL, *modes_arg = "mlx,opt", *cands = "all", *threads_arg = "1,2";
+    const char *tokenizer = "../shared/models/qwen3-dense-mini/tokenizer.json";
     int keep = 0, repeat = 1;
     uint64_t sample = 0;
     for (int i = 1; i < argc; i++) {
@@ -139,6 +153,8 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--modes") || !strcmp(a, "--mode")) modes_arg = v;
         else if (!strcmp(a, "--candidates")) cands = v;
         else if (!strcmp(a, "--opt-sample")) sample = strtoull(v, NULL, 10);
+        else if (!strcmp(a, "--gguf-sample")) g_gguf_sample = strtoull(v, NULL, 10);
+        else if (!strcmp(a, "--tokenizer")) tokenizer = v;
         else if (!strcmp(a, "--repeat")) repeat = atoi(v) > 0 ? atoi(v) : 1;
         else if (!strcmp(a, "--dir")) dir = v, keep = 1;
         else { fprintf(stderr, "unknown option %s\n", a); return 2; }
@@ -168,6 +184,13 @@ int main(int argc, char **argv)
         printf("  synth: %.1f s\n", now() - t0);
         sync();
     }
+    char tokdst[4200];
+    snprintf(tokdst, sizeof tokdst, "%s/tokenizer.json", dir);
+    if (access(tokdst, F_OK) != 0 && access(tokenizer, R_OK) == 0) {
+        char cmd[8600];
+        snprintf(cmd, sizeof cmd, "cp '%s' '%s'", tokenizer, tokdst);
+        if (system(cmd) != 0) fprintf(stderr, "could not copy %s\n", tokenizer);
+    }
     warm(dir);
     printf("bench_analyse %s: simd %s, opt sample %s\n", dir,
            rf_cpu_features() & RF_CPU_AVX512 ? "avx512" : rf_cpu_features() & RF_CPU_AVX2 ? "avx2" : "off",
@@ -185,8 +208,8 @@ int main(int argc, char **argv)
         snprintf(marg, sizeof marg, "%s", modes_arg);
         char *save = NULL;
         for (char *mp = strtok_r(marg, ",", &save); mp; mp = strtok_r(NULL, ",", &save)) {
-            unsigned modes;
-            if (rf_analyse_parse_modes(mp, &modes, &err)) { fprintf(stderr, "%s\n", err.msg); return 2; }
+            unsigned modes = GGUF_MODE;
+            if (strcmp(mp, "gguf") && rf_analyse_parse_modes(mp, &modes, &err)) { fprintf(stderr, "%s\n", err.msg); return 2; }
             result best = {0};
             for (int rep = 0; rep < repeat; rep++) {
                 result r = measure(dir, threads, modes, configs, sample);

@@ -482,12 +482,192 @@ static void test_tokenizer_refusals(void **state)
     free(dir);
 }
 
+/* The error analyse --format gguf records for unit U: ggml's encoders on every row, summed in row order. */
+static void direct_error(const rf_model *m, const rf_unit *u, int type, double *sse, double *ssq)
+{
+    *sse = *ssq = 0;
+    float *x = malloc(sizeof(float) * u->cols * 2), *y = x + u->cols;
+    void *q = malloc(rf_gtype_row_bytes(type, u->cols));
+    rf_err err;
+    for (int k = 0; k < u->n_members; k++) {
+        const rf_tensor *t = rf_model_tinfo(m, (uint64_t)u->members[k])->t;
+        for (uint64_t r = 0; r < t->nelem / u->cols; r++) {
+            TU_OK(rf_convert_to_f32(t->dtype, (const uint8_t *)t->data + r * u->cols * rf_dtype_size(t->dtype), x, u->cols,
+                                    &err), &err);
+            TU_OK(rf_gquant_rows(type, x, 1, u->cols, q, &err), &err);
+            TU_OK(rf_gdequant_row(type, q, u->cols, y, &err), &err);
+            double e = 0, s2 = 0;
+            for (uint64_t j = 0; j < u->cols; j++) {
+                float d = x[j] - y[j];
+                e += (double)d * d;
+                s2 += (double)x[j] * x[j];
+            }
+            *sse += e;
+            *ssq += s2;
+        }
+    }
+    free(q);
+    free(x);
+}
+
+static rf_profile *gguf_profile(const rf_model *m, uint64_t sample)
+{
+    rf_analyse_opts ao;
+    rf_analyse_opts_default(&ao);
+    ao.threads = 2;
+    ao.gguf = 1;
+    ao.gguf_sample = sample;
+    rf_profile *p;
+    rf_err err;
+    TU_OK(rf_analyse(m, &ao, &p, &err), &err);
+    return p;
+}
+
+/* Planning over GGUF types (issue 16): analyse --format gguf records every unit's llama.cpp types
+ * with their exact bytes in the file and ggml's encoders' error (checked against the encoders
+ * here), the row-sampled estimate stays close to the exact error, and for a budget the plan's
+ * total is the file's size: the written file is exactly that, never above the budget. The plan's
+ * types reach the file and llama-quantize's tensor-type file, and survive the plan file. */
+static void test_gguf_budget(void **state)
+{
+    (void)state;
+    rf_model *m = open_model("qwen3-dense-mini");
+    if (!m) skip();
+    rf_err err;
+    rf_profile *px = gguf_profile(m, RF_ANALYSE_EXACT), *ps = gguf_profile(m, 4096);
+    assert_true(rf_profile_is_gguf(px));
+    assert_int_equal(rf_profile_gguf_sample(px), 0);
+    assert_int_equal(rf_profile_gguf_sample(ps), 4096);
+    TU_OK(rf_analyse_check_profile(m, px, &err), &err);
+    double worst = 0;
+    for (uint64_t i = 0; i < rf_profile_unit_count(px); i++) {
+        const rf_punit *u = rf_profile_unit(px, i), *v = rf_profile_unit(ps, i);
+        const rf_unit *mu = rf_model_unit(m, (uint64_t)rf_model_unit_find(m, u->name));
+        assert_int_equal(u->n_cands, __builtin_popcount(rf_gcand_mask(u->cols)));
+        assert_int_equal(u->estimated, 0);
+        assert_int_equal(v->n_cands, u->n_cands);
+        if (u->nparams / u->cols > 2 * ((4096 + u->cols - 1) / u->cols)) /* sampled: every candidate an estimate */
+            assert_int_equal(v->estimated, rf_gcand_mask(u->cols));
+        for (int k = 0; k < u->n_cands; k++) {
+            const rf_pcand *c = &u->cands[k];
+            assert_int_equal(c->bytes, rf_gguf_tensor_bytes(c->gtype, (uint64_t)u->n_members, u->rows, u->cols));
+            if (i % 7 == 0 || mu->role == RF_ROLE_EMBED) { /* the encoders themselves, on a few units */
+                double sse, ssq;
+                direct_error(m, mu, c->gtype, &sse, &ssq);
+                assert_true(fabs(sse - c->err[RF_QMODE_MLX].sse) <= 1e-9 * sse);
+                assert_true(fabs(ssq - u->ssq) <= 1e-6 * ssq); /* the moments sum in float lanes */
+            }
+            double rel = fabs(v->cands[k].err[0].sse / c->err[0].sse - 1);
+            worst = rel > worst ? rel : worst;
+        }
+    }
+    /* 16 rows per unit: a rough sample, still within 15% on every unit and candidate */
+    if (worst > 0.15) fail_msg("sampled GGUF error off by %.1f%%", 100 * worst);
+
+    rf_plan_opts po;
+    rf_plan_opts_default(&po);
+    po.mode = RF_QMODE_MLX;
+    rf_planner *pl;
+    TU_OK(rf_planner_create(px, &po, &pl, &err), &err);
+    char *dir = tu_mkdtemp(), *path = path_in(dir, "b.gguf");
+    int *t = calloc(rf_model_unit_count(m), sizeof *t);
+    uint64_t lo = rf_planner_min_safe(pl), hi = rf_planner_full_bytes(pl);
+    for (int step = 0; step < 3; step++) {
+        uint64_t budget = lo + (hi - lo) * (uint64_t)(1 + 3 * step) / 10, fb = 0;
+        rf_plan *plan;
+        TU_OK(rf_planner_solve(pl, budget, &plan, &err), &err);
+        assert_true(rf_plan_is_gguf(plan));
+        TU_OK(rf_gguf_types_from_plan(m, plan, RF_GT_BF16, t, &err), &err);
+        int quantized = 0;
+        for (uint64_t u = 0; u < rf_model_unit_count(m); u++) {
+            const rf_plan_unit *pu = rf_plan_get_unit(plan, (uint64_t)rf_plan_find_unit(plan, rf_model_unit(m, u)->name));
+            assert_int_equal(t[u], pu->gtype ? pu->gtype : RF_GT_BF16);
+            quantized += pu->gtype != 0;
+        }
+        assert_true(quantized > 0);
+        TU_OK(rf_gguf_file_bytes(m, t, NULL, &fb, &err), &err);
+        assert_int_equal(fb, rf_plan_total_bytes(plan)); /* no kept tensor needs padding here */
+        assert_true(fb <= budget);
+        rf_gguf_result r;
+        export_types(m, t, path, 2, &r);
+        struct stat sb;
+        assert_int_equal(stat(path, &sb), 0);
+        assert_int_equal((uint64_t)sb.st_size, fb);
+        assert_int_equal(r.file_bytes, fb);
+        /* the plan file keeps the types; llama-quantize's file names them */
+        char *json;
+        size_t n;
+        TU_OK(rf_plan_to_json(plan, &json, &n, &err), &err);
+        assert_non_null(strstr(json, "\"gguf\": true"));
+        assert_non_null(strstr(json, "\"gguf_type\": \""));
+        rf_plan *back;
+        TU_OK(rf_plan_from_json(json, n, "p.json", &back, &err), &err);
+        TU_OK(rf_plan_check_profile(back, px, &err), &err);
+        for (uint64_t u = 0; u < rf_plan_unit_count(plan); u++)
+            assert_int_equal(rf_plan_get_unit(back, u)->gtype, rf_plan_get_unit(plan, u)->gtype);
+        char *tt;
+        TU_OK(rf_gguf_plan_tensor_types(back, px, RF_GT_BF16, &tt, &n, &err), &err);
+        for (uint64_t u = 0; u < rf_plan_unit_count(plan); u++) {
+            const rf_plan_unit *pu = rf_plan_get_unit(plan, u);
+            char hf[200], gname[96], line[160], lower[16];
+            snprintf(hf, sizeof hf, "%s.weight", pu->name);
+            assert_true(rf_gguf_tensor_name(rf_gguf_family_of(RF_ARCH_QWEN3), hf, gname, sizeof gname));
+            snprintf(lower, sizeof lower, "%s", rf_gtype_name(pu->gtype ? pu->gtype : RF_GT_BF16));
+            for (char *q = lower; *q; q++) if (*q >= 'A' && *q <= 'Z') *q = (char)(*q + 32);
+            snprintf(line, sizeof line, "=%s\n", lower);
+            if (!strstr(tt, line)) fail_msg("tensor-type file lacks type %s", lower);
+        }
+        free(tt);
+        free(json);
+        /* an MLX write of a GGUF plan is refused */
+        char *od = path_in(dir, "mlx");
+        assert_int_equal(rf_quantize_write(m, back, NULL, od, NULL, NULL, &err), RF_ERR_MISMATCH);
+        free(od);
+        rf_plan_free(back);
+        rf_plan_free(plan);
+    }
+    /* stories260k: F32 weights counted as BF16, llama-quantize's fallback types on 64-wide rows, kept
+     * 172-wide down_proj, a tied embedding: the file is still the plan's total */
+    rf_model *ms = open_model("stories260k");
+    rf_profile *pss = gguf_profile(ms, 0);
+    int *ts = calloc(rf_model_unit_count(ms), sizeof *ts);
+    for (uint64_t i = 0; i < rf_profile_unit_count(pss); i++) {
+        const rf_punit *u = rf_profile_unit(pss, i);
+        for (int k = 0; k < u->n_cands; k++) assert_true(u->cands[k].gtype == RF_GT_Q4_0 || u->cands[k].gtype == RF_GT_Q5_0 ||
+                                                         u->cands[k].gtype == RF_GT_Q5_1 || u->cands[k].gtype == RF_GT_Q8_0);
+        assert_int_equal(u->n_cands, u->cols == 64 ? 4 : 0);
+    }
+    rf_plan *sp;
+    uint64_t sfb = 0;
+    TU_OK(rf_plan_solve(pss, &po, 300000, &sp, &err), &err);
+    TU_OK(rf_gguf_types_from_plan(ms, sp, RF_GT_BF16, ts, &err), &err);
+    TU_OK(rf_gguf_file_bytes(ms, ts, NULL, &sfb, &err), &err);
+    assert_int_equal(sfb, rf_plan_total_bytes(sp));
+    assert_true(sfb <= 300000);
+    rf_plan_free(sp);
+    free(ts);
+    rf_profile_free(pss);
+    rf_model_free(ms);
+    /* the MLX baselines are not for GGUF profiles */
+    rf_planner *bad;
+    assert_int_equal(rf_plan_parse_method("uniform:4:64", &po, &err), RF_OK);
+    assert_int_equal(rf_planner_create(px, &po, &bad, &err), RF_ERR_INVALID);
+    free(t);
+    free(path);
+    tu_rmtree(dir);
+    free(dir);
+    rf_planner_free(pl);
+    rf_profile_free(px);
+    rf_profile_free(ps);
+    rf_model_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stories_f32_and_q4k), cmocka_unit_test(test_deterministic),
         cmocka_unit_test(test_moe),                 cmocka_unit_test(test_failures),
-        cmocka_unit_test(test_plan_types),          cmocka_unit_test(test_tokenizer_refusals),
+        cmocka_unit_test(test_plan_types), cmocka_unit_test(test_gguf_budget),          cmocka_unit_test(test_tokenizer_refusals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -578,6 +578,116 @@ static void test_profile_data_path(void **state)
     free(dir);
 }
 
+/* GGUF profiles (version 4): candidates are ggml types with their exact padded file bytes, the
+ * file's fixed part counts as other bytes, both forms round-trip bit for bit, and what does not
+ * fit a GGUF profile is refused naming the field. */
+static void test_profile_gguf(void **state)
+{
+    (void)state;
+    rf_pmodel m = {0};
+    snprintf(m.name, sizeof m.name, "g");
+    snprintf(m.architecture, sizeof m.architecture, "Qwen3ForCausalLM");
+    snprintf(m.model_type, sizeof m.model_type, "qwen3");
+    m.num_layers = 2;
+    m.hidden_size = 512;
+    m.fingerprint = 7;
+    rf_profile *p;
+    rf_err err;
+    TU_OK(rf_profile_create(&m, 1, (1u << RF_GCAND_N) - 1, &p, &err), &err);
+    rf_profile_set_gguf(p, 12345);
+    rf_profile_set_gguf_sample(p, 4096);
+    assert_int_equal(rf_gcand_mask(512), 1u << rf_gcand_index(RF_GT_Q2_K) | 1u << rf_gcand_index(RF_GT_Q3_K) |
+                                             1u << rf_gcand_index(RF_GT_Q4_K) | 1u << rf_gcand_index(RF_GT_Q5_K) |
+                                             1u << rf_gcand_index(RF_GT_Q6_K) | 1u << rf_gcand_index(RF_GT_Q8_0));
+    assert_int_equal(rf_gcand_mask(96), 1u << rf_gcand_index(RF_GT_Q4_0) | 1u << rf_gcand_index(RF_GT_Q5_0) |
+                                            1u << rf_gcand_index(RF_GT_Q5_1) | 1u << rf_gcand_index(RF_GT_Q8_0));
+    assert_int_equal(rf_gcand_mask(172), 0);
+    /* 3 x 256 Q4_K: 3 rows of 144 bytes = 432, padded to 448 */
+    assert_int_equal(rf_gguf_tensor_bytes(RF_GT_Q4_K, 1, 3, 256), 448);
+    assert_int_equal(rf_gguf_tensor_bytes(RF_GT_Q4_K, 1, 3, 96), 0);
+    rf_punit u;
+    rf_punit_init(&u, "model.layers.0.self_attn.q_proj", RF_ROLE_ATTN_Q, 0, 2, 3, 256, 3 * 256, RF_DT_BF16);
+    u.ssq = 10;
+    for (int i = 0; i < RF_GCAND_N; i++) {
+        int t = rf_gcand_type(i);
+        if (!(rf_gcand_mask(256) >> i & 1)) continue;
+        rf_qerr q = {0.1 / (i + 1), 10, 0.01f * (float)(i + 1)};
+        TU_OK(rf_punit_add_gcand(&u, t, rf_gguf_tensor_bytes(t, 1, 3, 256), &q, &err), &err);
+    }
+    u.estimated = 1u << rf_gcand_index(RF_GT_Q4_K);
+    assert_int_equal(rf_punit_add_gcand(&u, RF_GT_IQ4_XS, 1, NULL, &err), RF_ERR_INVALID);
+    TU_OK(rf_profile_add_unit(p, &u, &err), &err);
+    rf_punit k;
+    rf_punit_init(&k, "model.layers.0.mlp.gate", RF_ROLE_ROUTER, 0, 2, 8, 512, 8 * 512, RF_DT_F32); /* kept F32 */
+    TU_OK(rf_profile_add_unit(p, &k, &err), &err);
+    assert_int_equal(rf_profile_other_bytes(p), 12345);
+    assert_int_equal(rf_profile_full_bytes(p), 12345 + 3 * 256 * 2 + 8 * 512 * 4);
+    /* an MLX candidate does not belong in a GGUF profile, nor a type the rows cannot take */
+    rf_punit bad;
+    rf_punit_init(&bad, "x", RF_ROLE_ATTN_K, 0, 2, 4, 512, 4 * 512, RF_DT_BF16);
+    rf_qerr q1 = {1, 0, 1};
+    TU_OK(rf_punit_add_cand(&bad, 4, 64, rf_quant_bytes(4 * 512, 4, 64, RF_DT_BF16), &q1, NULL, &err), &err);
+    assert_int_equal(rf_profile_add_unit(p, &bad, &err), RF_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "an MLX candidate in a GGUF profile"));
+    rf_punit_init(&bad, "y", RF_ROLE_ATTN_K, 0, 2, 4, 96, 4 * 96, RF_DT_BF16);
+    TU_OK(rf_punit_add_gcand(&bad, RF_GT_Q4_K, 4 * 144, &q1, &err), &err);
+    assert_int_equal(rf_profile_add_unit(p, &bad, &err), RF_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "Q4_K is not a candidate for rows of 96"));
+    rf_punit_init(&bad, "r", RF_ROLE_ROUTER, 0, 2, 8, 256, 8 * 256, RF_DT_F32); /* llama-quantize never quantizes routers */
+    TU_OK(rf_punit_add_gcand(&bad, RF_GT_Q8_0, rf_gguf_tensor_bytes(RF_GT_Q8_0, 1, 8, 256), &q1, &err), &err);
+    assert_int_equal(rf_profile_add_unit(p, &bad, &err), RF_ERR_FORMAT);
+    rf_punit_init(&bad, "z", RF_ROLE_ATTN_K, 0, 2, 3, 256, 3 * 256, RF_DT_BF16);
+    TU_OK(rf_punit_add_gcand(&bad, RF_GT_Q4_K, 432, &q1, &err), &err); /* unpadded */
+    assert_int_equal(rf_profile_add_unit(p, &bad, &err), RF_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "is not the size of Q4_K"));
+
+    char *t1, *t2;
+    size_t n1, n2;
+    TU_OK(rf_profile_to_json(p, &t1, &n1, &err), &err);
+    assert_non_null(strstr(t1, "\"version\": 4"));
+    assert_non_null(strstr(t1, "\"modes\": [\"gguf\"]"));
+    assert_non_null(strstr(t1, "\"gguf\": {\"fixed\": 12345, \"sample\": 4096}"));
+    rf_profile *q;
+    TU_OK(rf_profile_from_json(t1, n1, "g.json", &q, &err), &err);
+    assert_true(rf_profile_is_gguf(q));
+    assert_int_equal(rf_profile_gguf_fixed(q), 12345);
+    assert_int_equal(rf_profile_gguf_sample(q), 4096);
+    const rf_punit *r = rf_profile_unit(q, 0);
+    assert_int_equal(r->n_cands, 6);
+    assert_int_equal(r->cands[0].gtype, RF_GT_Q2_K);
+    assert_int_equal(r->cands[2].gtype, RF_GT_Q4_K);
+    assert_int_equal(r->cands[2].bits, 4);
+    assert_int_equal(r->cands[2].gs, 256);
+    assert_int_equal(r->cands[2].bytes, 448);
+    assert_int_equal(r->estimated, 1u << rf_gcand_index(RF_GT_Q4_K));
+    TU_OK(rf_profile_to_json(q, &t2, &n2, &err), &err);
+    assert_int_equal(n1, n2);
+    assert_memory_equal(t1, t2, n1);
+    free(t2);
+    rf_profile_free(q);
+    /* the two-file form */
+    char *dir = tu_mkdtemp(), path[512];
+    snprintf(path, sizeof path, "%s/g.json", dir);
+    TU_OK(rf_profile_save(p, path, &err), &err);
+    TU_OK(rf_profile_load(path, &q, &err), &err);
+    TU_OK(rf_profile_to_json(q, &t2, &n2, &err), &err);
+    assert_int_equal(n1, n2);
+    assert_memory_equal(t1, t2, n1);
+    free(t2);
+    rf_profile_free(q);
+    tu_rmtree(dir);
+    free(dir);
+    /* refusals */
+    expect_bad(t1, "\"modes\": [\"gguf\"]", "\"modes\": [\"mlx\"]", RF_ERR_FORMAT, "configs");
+    expect_bad(t1, "\"version\": 4", "\"version\": 3", RF_ERR_FORMAT, "modes");
+    expect_bad(t1, "\"Q2_K\", \"Q3_K\"", "\"Q3_K\", \"Q2_K\"", RF_ERR_FORMAT, "not in table order");
+    expect_bad(t1, "\"Q2_K\", \"Q3_K\"", "\"IQ4_XS\", \"Q3_K\"", RF_ERR_FORMAT, "unknown GGUF candidate type");
+    expect_bad(t1, "\"gguf\": {\"fixed\": 12345,", "\"gguf\": {\"fixed\": -1,", RF_ERR_FORMAT, "fixed");
+    expect_bad(t1, "\"BF16\", \"gguf\"", "\"BF16\", \"BF16\"", RF_ERR_FORMAT, "sizes");
+    free(t1);
+    rf_profile_free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -588,6 +698,7 @@ int main(void)
         cmocka_unit_test(test_profile_version2),
         cmocka_unit_test(test_profile_data_path),
         cmocka_unit_test(test_profile_merge),
+        cmocka_unit_test(test_profile_gguf),
         cmocka_unit_test(test_profile_size_and_totals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -78,6 +78,9 @@ def write(a, state, profiles):
            "",
            "    " + state["command"],
            "",
+           "GGUF output against llama.cpp's own presets (Q2_K..Q6_K) at their exact file sizes, measured by llama.cpp: "
+           "[quality-gguf.md](quality-gguf.md) (`bench/quality_gguf.sh`).",
+           "",
            "Source: %s. The first run analyses each model into --work and measures every plan; reruns reuse "
            "those measurements (keyed by each plan's quantizer and unit configs), so a changed quantizer needs a "
            "fresh --work." % measured_by(state),

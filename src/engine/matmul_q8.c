@@ -222,7 +222,8 @@ enum { PREFETCH_AHEAD = 8192, MAX_GROUPS = 4096 };
  * one activation block and one group, so a step costs one vpdpbusd per phase and token, then
  * one conversion, one scale product and one FMA per token. */
 typedef struct {
-    int bits, gshift, one_group;
+    int bits, gshift, one_group, two; /* two: a step covers exactly two groups */
+    uint64_t rb;                /* bytes of a row */
     __m512i gidx, mask;         /* lane -> group offset in the step; code mask */
     unpack512 u;
 } rowk;
@@ -235,6 +236,8 @@ RF_TARGET_AVX512VNNI static rowk make_rowk(const rf_wmat *w)
     uint64_t S = phase ? 512 / (uint64_t)k.bits : 64;
     k.gshift = __builtin_ctzll((uint64_t)w->gs);
     k.one_group = S <= (uint64_t)w->gs;
+    k.two = S == 2 * (uint64_t)w->gs;
+    k.rb = w->cols * (uint64_t)w->bits / 8;
     int32_t gi[16];
     for (int l = 0; l < 16; l++) gi[l] = (int32_t)((4 * (uint64_t)nph * (uint64_t)l) >> k.gshift);
     k.gidx = _mm512_loadu_si512(gi);
@@ -258,7 +261,14 @@ RF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void row_step(
     _Pragma("GCC unroll 4")
     for (int i = 0; i < R; i++) {
         const uint8_t *p = rows[i] + st * SB;
-        if (!(st & 1)) _mm_prefetch((const char *)p + PREFETCH_AHEAD, _MM_HINT_T0);
+        /* every step: a prefetch every other 64-byte step left DRAM-bound decode of 5-bit g64
+         * rows at ~13 GB/s a core, one per step gives ~20 (the k-quant rows' rate). Each of the
+         * R rows read in lockstep is its own stream, prefetched ahead along itself and, past
+         * its end, in the same row of the next block: a plain p + distance lands in a row of
+         * the current block once rows are longer than distance / (R - 1), and did not help. */
+        uint64_t off = st * SB + (R > 1 ? PREFETCH_AHEAD / 2 : PREFETCH_AHEAD);
+        if (R > 1 && off >= k->rb) off += (uint64_t)(R - 1) * k->rb;
+        _mm_prefetch((const char *)rows[i] + off, _MM_HINT_T0);
         if (phase) {
             __m512i v = _mm512_maskz_loadu_epi8(m, p);
             _Pragma("GCC unroll 4")
@@ -267,7 +277,11 @@ RF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void row_step(
         } else {
             c[i][0] = unpack64(p, m, &k->u);
         }
-        sl[i] = og ? _mm512_set1_ps(sf[i][g0]) : _mm512_permutexvar_ps(k->gidx, _mm512_loadu_ps(sf[i] + g0));
+        /* two groups a step (5-bit g32, 4-bit g64, ...): two broadcasts, no shuffle (the permute
+         * made DRAM-bound decode of such rows 2x slower) */
+        sl[i] = og ? _mm512_set1_ps(sf[i][g0])
+                   : k->two ? _mm512_mask_broadcastss_ps(_mm512_set1_ps(sf[i][g0]), 0xFF00, _mm_load_ss(sf[i] + g0 + 1))
+                            : _mm512_permutexvar_ps(k->gidx, _mm512_loadu_ps(sf[i] + g0));
     }
     _Pragma("GCC unroll 4")
     for (int t = 0; t < NT; t++) {

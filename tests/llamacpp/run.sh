@@ -10,6 +10,8 @@
 #     encoders for each type;
 #   - a ramfit plan, written as llama-quantize's --tensor-type-file, gives with llama-quantize
 #     the file ramfit writes for the same plan (types, bytes, size);
+#   - a GGUF plan (analyse --format gguf) at the Q4_K file's size: quantize --budget fits it and
+#     writes the plan's file, which llama-quantize reproduces from the plan's types and llama.cpp runs;
 #   - both engines' perplexity on the same file within 0.1% (llama.cpp rounds the activations to
 #     8 bits for its integer dot products, ramfit computes in float: the token count below keeps
 #     that noise under the bound).
@@ -148,6 +150,35 @@ EOF
     ok "$model: plan ($(wc -l < "$work/$model.types.txt") tensor types) applied by llama-quantize = ramfit's GGUF, bit for bit; files $a and $b bytes"
   else
     fail "$model: llama-quantize with ramfit's tensor types differs: $(head -3 "$work/cmp.txt" | tr '\n' ';')"
+  fi
+
+  # planning over GGUF types (ramfit analyse --format gguf): at the uniform Q4_K file's size, the
+  # one-shot file fits the budget, equals the plan's file, llama-quantize with the plan's types
+  # writes it bit for bit, and llama.cpp runs it
+  gbudget=$(stat -c %s "$work/$model.Q4_K.gguf")
+  "$RAMFIT" analyse "$dir" --format gguf -o "$work/$model.gguf.profile.json" --quiet >/dev/null
+  "$RAMFIT" plan "$work/$model.gguf.profile.json" --budget "$gbudget" -o "$work/$model.gplan.json" >/dev/null
+  "$RAMFIT" plan "$work/$model.gguf.profile.json" --budget "$gbudget" --emit llama-quantize -o "$work/$model.gtypes.txt" >/dev/null
+  "$RAMFIT" quantize "$dir" --format gguf --plan "$work/$model.gplan.json" -o "$work/$model.gplan.gguf" --quiet >/dev/null
+  "$RAMFIT" quantize "$dir" --format gguf --budget "$gbudget" --profile "$work/$model.gguf.profile.json" \
+      -o "$work/$model.gbudget.gguf" --quiet >/dev/null
+  gsize=$(stat -c %s "$work/$model.gbudget.gguf")
+  if [ "$gsize" -le "$gbudget" ] && cmp -s "$work/$model.gplan.gguf" "$work/$model.gbudget.gguf"; then
+    ok "$model: quantize --budget $gbudget --format gguf: $gsize bytes, the plan's file"
+  else
+    fail "$model: quantize --budget $gbudget --format gguf wrote $gsize bytes, or not the plan's file"
+  fi
+  "$Q" --tensor-type-file "$work/$model.gtypes.txt" "$work/$model.$unq.gguf" "$work/$model.lqgplan.gguf" Q8_0 2 >"$work/lq.log" 2>&1 ||
+    fail "$model: llama-quantize --tensor-type-file (GGUF plan) failed: $(tail -2 "$work/lq.log")"
+  if python3 tests/llamacpp/gguf_cmp.py "$work/$model.gplan.gguf" "$work/$model.lqgplan.gguf" --quiet > "$work/cmp.txt"; then
+    ok "$model: GGUF plan ($(cut -d= -f2 "$work/$model.gtypes.txt" | sort | uniq -c | tr -s ' \n' ' ')) applied by llama-quantize = ramfit's file, bit for bit"
+  else
+    fail "$model: llama-quantize with a GGUF plan's types differs: $(head -3 "$work/cmp.txt" | tr '\n' ';')"
+  fi
+  if gen=$("$H" generate "$work/$model.gbudget.gguf" "$prompt" 12 2>"$work/err") && [ "$(echo "$gen" | head -1 | wc -w)" -gt 1 ]; then
+    ok "$model: the GGUF plan's file generates in llama.cpp"
+  else
+    fail "$model: llama.cpp does not load/generate the GGUF plan's file: $(tail -2 "$work/err")"
   fi
 done
 
