@@ -326,7 +326,7 @@ def calibrated_section(md, sweeps, command):
                       sw["model"], c["from_byte"], c["bytes"], c["text"], c["tokens"], c["head_tokens"], sw["max_tokens"],
                       " and ".join(t for t in sw["texts"] if t != c["text"]) or "-"))
     md.append("")
-    vs_gptq, lowest, act_vs_free, gptq_vs_rtn, gu_vs_u = [], [], [], [], []
+    vs_gptq, lowest, act_vs_free, gptq_vs_rtn, gu_vs_u, per_size = [], [], [], [], [], []
     for sw in sweeps:
         rows = sw["rows"]
         fams = {f: by_target(rows, f) for _, f in CAL_METHODS if f != "gptq"}
@@ -354,6 +354,7 @@ def calibrated_section(md, sweeps, command):
                 t = {f: got[f]["texts"][text] for f in got if got[f]}
                 key = (sw["model"], text, b["label"], size)
                 if "gptq" in t:
+                    per_size.append((key, t))
                     vs_gptq.append((key, t["ramfit"], t["gptq"], compare_ppl(t["ramfit"], t["gptq"], c)))
                     gu_vs_u.append((t["gptq"]["kld"], b["texts"][text]["kld"]))
                 if "ramfit-gptq" in t:
@@ -363,7 +364,19 @@ def calibrated_section(md, sweeps, command):
                 if "ramfit-gptq" in t and "ramfit-act" in t:
                     gptq_vs_rtn.append((t["ramfit-gptq"]["kld"], t["ramfit-act"]["kld"]))
             md.append("")
-    md += ["Summary over every model, text and size:", ""]
+    md += ["Per model and text (KLD ratios are geometric means over the sizes; 'lowest' counts the sizes where "
+           "ramfit + GPTQ has the lowest KLD of every method measured):", "",
+           "| model | text | sizes | data-free ramfit <= GPTQ uniform | data-free / GPTQ uniform | ramfit + GPTQ lowest | "
+           "ramfit + GPTQ / GPTQ uniform | act-weighted / data-free |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for mt in sorted({k[:2] for k, *_ in vs_gptq}, key=lambda k: ([sw["model"] for sw in sweeps].index(k[0]), k[1])):
+        v = [(x, y) for k, x, y, _ in vs_gptq if k[:2] == mt]
+        low = [ok for k, _, ok in lowest if k[:2] == mt]
+        rg = [(t["ramfit-gptq"]["kld"], t["gptq"]["kld"]) for k, t in per_size if k[:2] == mt and "ramfit-gptq" in t]
+        af = [(t["ramfit-act"]["kld"], t["ramfit"]["kld"]) for k, t in per_size if k[:2] == mt and "ramfit-act" in t]
+        md.append("| %s | %s | %d | %d | %.3f | %d of %d | %.3f | %.3f |" % (
+            mt[0], mt[1], len(v), sum(1 for x, y in v if x["kld"] <= y["kld"]), geo([(x["kld"], y["kld"]) for x, y in v]),
+            sum(low), len(low), geo(rg), geo(af)))
+    md += ["", "Summary over every model, text and size:", ""]
     if vs_gptq:
         n = len(vs_gptq)
         le = sum(1 for _, x, y, _ in vs_gptq if x["kld"] <= y["kld"])
@@ -375,6 +388,14 @@ def calibrated_section(md, sweeps, command):
         md.append("- **Does data-free ramfit beat GPTQ uniform at matched size? %s.** Geometric mean KLD ratio (ramfit "
                   "data-free / GPTQ uniform) %.3f, i.e. %.1f%% %s KLD; PPL at or below or within the noise in %d of %d." % (
                       verdict, g, abs(1 - g) * 100, "lower" if g <= 1 else "higher", ppl_ok, n))
+        ratios = sorted(x["kld"] / y["kld"] for _, x, y, _ in vs_gptq)
+        per = {}
+        for k, x, y, _ in vs_gptq:
+            per.setdefault(k[0], []).append((x["kld"], y["kld"]))
+        md.append("  - Median ratio %.3f (the geometric mean is pulled down by the models whose uniform baselines are weakest). "
+                  "Per model (geometric mean over its texts and sizes, comparisons won): %s." % (
+                      ratios[len(ratios) // 2] if len(ratios) % 2 else (ratios[len(ratios) // 2 - 1] + ratios[len(ratios) // 2]) / 2,
+                      "; ".join("%s %.3f, %d of %d" % (m, geo(v), sum(1 for x, y in v if x <= y), len(v)) for m, v in per.items())))
         worse = [(k, x, y) for k, x, y, _ in vs_gptq if x["kld"] > y["kld"]]
         for k, x, y in worse:
             md.append("  - GPTQ uniform lower: %s / %s at the size of %s (%d B): ramfit KLD %s, GPTQ %s" % (

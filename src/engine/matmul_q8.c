@@ -223,6 +223,7 @@ enum { PREFETCH_AHEAD = 8192, MAX_GROUPS = 4096 };
  * one conversion, one scale product and one FMA per token. */
 typedef struct {
     int bits, gshift, one_group, two; /* two: a step covers exactly two groups */
+    uint64_t rb;                /* bytes of a row */
     __m512i gidx, mask;         /* lane -> group offset in the step; code mask */
     unpack512 u;
 } rowk;
@@ -236,6 +237,7 @@ RF_TARGET_AVX512VNNI static rowk make_rowk(const rf_wmat *w)
     k.gshift = __builtin_ctzll((uint64_t)w->gs);
     k.one_group = S <= (uint64_t)w->gs;
     k.two = S == 2 * (uint64_t)w->gs;
+    k.rb = w->cols * (uint64_t)w->bits / 8;
     int32_t gi[16];
     for (int l = 0; l < 16; l++) gi[l] = (int32_t)((4 * (uint64_t)nph * (uint64_t)l) >> k.gshift);
     k.gidx = _mm512_loadu_si512(gi);
@@ -260,8 +262,13 @@ RF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void row_step(
     for (int i = 0; i < R; i++) {
         const uint8_t *p = rows[i] + st * SB;
         /* every step: a prefetch every other 64-byte step left DRAM-bound decode of 5-bit g64
-         * rows at ~13 GB/s a core, one per step gives ~20 (the k-quant rows' rate) */
-        _mm_prefetch((const char *)p + PREFETCH_AHEAD, _MM_HINT_T0);
+         * rows at ~13 GB/s a core, one per step gives ~20 (the k-quant rows' rate). Each of the
+         * R rows read in lockstep is its own stream, prefetched ahead along itself and, past
+         * its end, in the same row of the next block: a plain p + distance lands in a row of
+         * the current block once rows are longer than distance / (R - 1), and did not help. */
+        uint64_t off = st * SB + (R > 1 ? PREFETCH_AHEAD / 2 : PREFETCH_AHEAD);
+        if (R > 1 && off >= k->rb) off += (uint64_t)(R - 1) * k->rb;
+        _mm_prefetch((const char *)rows[i] + off, _MM_HINT_T0);
         if (phase) {
             __m512i v = _mm512_maskz_loadu_epi8(m, p);
             _Pragma("GCC unroll 4")
