@@ -648,6 +648,14 @@ static void test_gguf_budget(void **state)
     free(ts);
     rf_profile_free(pss);
     rf_model_free(ms);
+    /* GGUF analysis is one machine's and data-free */
+    rf_analyse_opts ao;
+    rf_analyse_opts_default(&ao);
+    ao.gguf = 1;
+    ao.shard_index = 1, ao.shard_count = 2;
+    rf_profile *none = NULL;
+    assert_int_equal(rf_analyse(m, &ao, &none, &err), RF_ERR_UNSUPPORTED);
+    assert_null(none);
     /* the MLX baselines are not for GGUF profiles */
     rf_planner *bad;
     assert_int_equal(rf_plan_parse_method("uniform:4:64", &po, &err), RF_OK);
