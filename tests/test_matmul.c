@@ -387,6 +387,57 @@ static void test_q8_fast_vs_ref(void **state)
     if ((rf_cpu_features() & need) == need) assert_true(tested > 0);
 }
 
+/* Several products of one x in one call (q/k/v, gate/up): bit-identical to separate calls, with
+ * and without the pool, whether the products share the quantized x (same kernel layout) or not
+ * (other bits, group size, float weights). Large enough to run on the pool. */
+static void test_q8_multi(void **state)
+{
+    (void)state;
+    tu_rng rng = {4242};
+    rf_pool *pool;
+    rf_err err;
+    TU_OK(rf_pool_create(2, &pool, &err), &err);
+    enum { COLS = 1024, NP = 4 };
+    static const int sets[][NP][2] = { /* {bits, gs}; bits 0: bf16 weights */
+        {{4, 64}, {4, 64}, {4, 64}, {4, 64}},
+        {{4, 64}, {5, 64}, {6, 32}, {4, 128}},
+        {{8, 32}, {0, 0}, {2, 64}, {3, 32}},
+    };
+    static const uint64_t rows[NP] = {320, 129, 64, 200};
+    static const int nt[] = {1, 3, 4, 6};
+    for (size_t s = 0; s < sizeof sets / sizeof sets[0]; s++) {
+        owned_mat m[NP];
+        const rf_wmat *w[NP];
+        for (int i = 0; i < NP; i++) {
+            int b = sets[s][i][0];
+            m[i] = b ? make_mat(RF_DT_U32, b, sets[s][i][1], RF_DT_BF16, rows[i], COLS, &rng)
+                     : make_mat(RF_DT_BF16, 0, 0, RF_DT_INVALID, rows[i], COLS, &rng);
+            w[i] = &m[i].w;
+        }
+        for (size_t k = 0; k < sizeof nt / sizeof nt[0]; k++) {
+            int T = nt[k];
+            float *x = malloc(sizeof(float) * COLS * (size_t)T), *y1[NP], *y2[NP], *y3[NP];
+            for (uint64_t i = 0; i < COLS * (uint64_t)T; i++) x[i] = (float)tu_rng_normal(&rng);
+            for (int i = 0; i < NP; i++) {
+                size_t n = sizeof(float) * rows[i] * (size_t)T;
+                y1[i] = malloc(n), y2[i] = malloc(n), y3[i] = malloc(n);
+                rf_matmul_q8(w[i], x, T, y1[i], NULL);
+            }
+            rf_matmul_q8_multi(w, NP, x, T, y2, pool);
+            rf_matmul_q8_multi(w, NP, x, T, y3, NULL);
+            for (int i = 0; i < NP; i++) {
+                size_t n = sizeof(float) * rows[i] * (size_t)T;
+                assert_memory_equal(y1[i], y2[i], n);
+                assert_memory_equal(y1[i], y3[i], n);
+                free(y1[i]); free(y2[i]); free(y3[i]);
+            }
+            free(x);
+        }
+        for (int i = 0; i < NP; i++) free_mat(&m[i]);
+    }
+    rf_pool_free(pool);
+}
+
 /* The fast mode's SwiGLU (vectorized exp) against expf's: a few ulp, over the whole range where
  * silu is not 0 or the identity in float, plus the saturated ends and a ragged tail. */
 static void test_swiglu_fast(void **state)
@@ -423,6 +474,7 @@ int main(void)
         cmocka_unit_test(test_wmat_check_rejects),
         cmocka_unit_test(test_q8_ref_bound),
         cmocka_unit_test(test_q8_fast_vs_ref),
+        cmocka_unit_test(test_q8_multi),
         cmocka_unit_test(test_swiglu_fast),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

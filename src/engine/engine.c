@@ -653,6 +653,14 @@ void rf_engine_set_observer(rf_engine *e, rf_engine_observer fn, void *user)
     e->observer_user = user;
 }
 
+static void add_bias(const lin *l, int T, float *y)
+{
+    if (!l->bias) return;
+    uint64_t n = l->w.rows;
+    for (int t = 0; t < T; t++)
+        for (uint64_t i = 0; i < n; i++) y[(uint64_t)t * n + i] += l->bias[i];
+}
+
 /* y = W x (+ bias) for T tokens: the one place matrix products run (the MoE router's included),
  * so the observer sees them all; in fast mode with 8-bit activations (rf_matmul_q8), except the
  * router, whose choices stay exact. */
@@ -661,10 +669,24 @@ static void linear(rf_engine *e, const lin *l, const float *x, int T, float *y)
     if (e->observer && l->unit) e->observer(e->observer_user, l->unit, l->member, x, T);
     if (e->fast && !(l->unit && l->unit->role == RF_ROLE_ROUTER)) rf_matmul_q8(&l->w, x, T, y, e->pool);
     else rf_matmul(&l->w, x, T, y, e->pool);
-    if (!l->bias) return;
-    uint64_t n = l->w.rows;
-    for (int t = 0; t < T; t++)
-        for (uint64_t i = 0; i < n; i++) y[(uint64_t)t * n + i] += l->bias[i];
+    add_bias(l, T, y);
+}
+
+/* N products of the same x (q/k/v, gate/up; never the router): in fast mode one pool job
+ * (rf_matmul_q8_multi), the same results as N linear calls. */
+static void linear_n(rf_engine *e, const lin *const *l, int n, const float *x, int T, float *const *y)
+{
+    if (!e->fast || n > RF_Q8_MULTI) {
+        for (int i = 0; i < n; i++) linear(e, l[i], x, T, y[i]);
+        return;
+    }
+    const rf_wmat *w[RF_Q8_MULTI];
+    for (int i = 0; i < n; i++) {
+        if (e->observer && l[i]->unit) e->observer(e->observer_user, l[i]->unit, l[i]->member, x, T);
+        w[i] = &l[i]->w;
+    }
+    rf_matmul_q8_multi(w, n, x, T, y, e->pool);
+    for (int i = 0; i < n; i++) add_bias(l[i], T, y[i]);
 }
 
 typedef struct {
@@ -721,9 +743,9 @@ static void gqa_attention(rf_engine *e, eng_layer *L, int li, int p0, int T)
             memcpy(e->v + t * kvd, r + qd + kvd, kvd * sizeof(float));
         }
     } else {
-        linear(e, &L->q, e->h, T, e->q);
-        linear(e, &L->k, e->h, T, e->k);
-        linear(e, &L->v, e->h, T, e->v);
+        const lin *l[3] = {&L->q, &L->k, &L->v};
+        float *y[3] = {e->q, e->k, e->v};
+        linear_n(e, l, 3, e->h, T, y);
     }
     int rope = !(L->flags & RF_LAYER_NOPE);
     const float *cs0, *sn0;
@@ -851,8 +873,9 @@ static void glu_mlp(rf_engine *e, const lin *g, const lin *u, const lin *gu, con
         for (int t = 0; t < T; t++)
             glu(e, e->big + (uint64_t)t * 2 * f, e->big + (uint64_t)t * 2 * f + f, (int)f, e->g + (uint64_t)t * f);
     } else {
-        linear(e, g, x, T, e->g);
-        linear(e, u, x, T, e->u);
+        const lin *l[2] = {g, u};
+        float *out[2] = {e->g, e->u};
+        linear_n(e, l, 2, x, T, out);
         glu(e, e->g, e->u, (int)(f * (uint64_t)T), e->g);
     }
     linear(e, d, e->g, T, y);

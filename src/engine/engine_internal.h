@@ -54,6 +54,11 @@ void rf_gemm_f32_avx512(const rf_wmat *w, const float *x, int ntok, float *y, ui
  * ppl/kld keep rf_matmul. Weights it has no kernel for (float dtypes; CPUs without AVX-512
  * VNNI/VBMI) go to rf_matmul. Results do not depend on the thread count. */
 void rf_matmul_q8(const rf_wmat *w, const float *x, int ntok, float *y, rf_pool *pool);
+/* N <= RF_Q8_MULTI products of the same x (q/k/v, gate/up): y[i] = w[i] x, the same results as
+ * N rf_matmul_q8 calls, in one pool job with x quantized once per kernel layout (decode runs
+ * ~200 products a token; each pool job is a hand-off between the threads). */
+enum { RF_Q8_MULTI = 4 };
+void rf_matmul_q8_multi(const rf_wmat *const *w, int n, const float *x, int ntok, float *const *y, rf_pool *pool);
 /* Whether rf_matmul_q8 has a kernel for w on this CPU (else it is rf_matmul). */
 int rf_matmul_q8_supported(const rf_wmat *w);
 /* The same math in plain scalar loops (integer dots, double sums): the reference. */

@@ -777,11 +777,14 @@ RF_TARGET_AVX512VNNI static void prepare_qx(const rf_wmat *w, const float *x, in
     }
 }
 
+/* One pool job for up to RF_Q8_MULTI products of the same input: product i owns tasks
+ * [t0[i], t0[i + 1]). */
 typedef struct {
-    const rf_wmat *w;
-    const qx *a;
-    float *y;
-    int gemm;
+    const rf_wmat *w[RF_Q8_MULTI];
+    const qx *a[RF_Q8_MULTI];
+    float *y[RF_Q8_MULTI];
+    uint64_t t0[RF_Q8_MULTI + 1];
+    int n, gemm;
     uint64_t rows_per_task;
 } q8_job;
 
@@ -789,18 +792,21 @@ static void q8_task(void *ctx, uint64_t task, int worker)
 {
     (void)worker;
     const q8_job *j = ctx;
-    uint64_t r0 = task * j->rows_per_task;
-    uint64_t r1 = r0 + j->rows_per_task < j->w->rows ? r0 + j->rows_per_task : j->w->rows;
+    int i = 0;
+    while (task >= j->t0[i + 1]) i++;
+    const rf_wmat *w = j->w[i];
+    uint64_t r0 = (task - j->t0[i]) * j->rows_per_task;
+    uint64_t r1 = r0 + j->rows_per_task < w->rows ? r0 + j->rows_per_task : w->rows;
     if (!j->gemm) {
-        if (j->w->gtype) gg_span(j->w, j->a, j->y, r0, r1);
-        else gemv_span(j->w, j->a, j->y, r0, r1);
+        if (w->gtype) gg_span(w, j->a[i], j->y[i], r0, r1);
+        else gemv_span(w, j->a[i], j->y[i], r0, r1);
         return;
     }
-    panel *P = aligned_alloc(64, sizeof(panel) + (j->w->gtype ? 16 * KT : 0));
+    panel *P = aligned_alloc(64, sizeof(panel) + (w->gtype ? 16 * KT : 0));
     if (!P) abort();
     for (uint64_t r = r0; r < r1; r += GR)
-        if (j->w->gtype) gg_gemm_block(j->w, j->a, j->y, r, P, (uint8_t *)(P + 1));
-        else gemm_block(j->w, j->a, j->y, r, P);
+        if (w->gtype) gg_gemm_block(w, j->a[i], j->y[i], r, P, (uint8_t *)(P + 1));
+        else gemm_block(w, j->a[i], j->y[i], r, P);
     free(P);
 }
 #endif
@@ -821,43 +827,97 @@ int rf_matmul_q8_supported(const rf_wmat *w)
 #endif
 }
 
-static void matmul_q8(const rf_wmat *w, const float *x, int ntok, float *y, rf_pool *pool);
+static void matmul_q8(const rf_wmat *const *w, int n, const float *x, int ntok, float *const *y, rf_pool *pool);
 
 void rf_matmul_q8(const rf_wmat *w, const float *x, int ntok, float *y, rf_pool *pool)
 {
-    if (!rf_matmul_q8_supported(w)) { rf_matmul(w, x, ntok, y, pool); return; }
-    if (!rf_prof_on) { matmul_q8(w, x, ntok, y, pool); return; }
+    rf_matmul_q8_multi(&w, 1, x, ntok, &y, pool);
+}
+
+void rf_matmul_q8_multi(const rf_wmat *const *w, int n, const float *x, int ntok, float *const *y, rf_pool *pool)
+{
+    const rf_wmat *ws[RF_Q8_MULTI];
+    float *ys[RF_Q8_MULTI];
+    int m = 0;
+    for (int i = 0; i < n; i++) {
+        if (rf_matmul_q8_supported(w[i]) && m < RF_Q8_MULTI) ws[m] = w[i], ys[m++] = y[i];
+        else rf_matmul(w[i], x, ntok, y[i], pool);
+    }
+    if (!m) return;
+    if (!rf_prof_on) { matmul_q8(ws, m, x, ntok, ys, pool); return; }
     uint64_t t0 = rf_prof_now();
-    matmul_q8(w, x, ntok, y, pool);
+    matmul_q8(ws, m, x, ntok, ys, pool);
     rf_prof_add(RF_PROF_MATMUL_Q8, t0);
 }
 
-static void matmul_q8(const rf_wmat *w, const float *x, int ntok, float *y, rf_pool *pool)
+#if RF_X86
+/* The activations as W's kernel reads them: the layout, and for the row kernels the groups
+ * (k-quants: 16; MLX: gs) and the phase order of 2/4/8-bit codes. Products with equal keys
+ * share one quantized x. */
+static uint64_t qx_key(const rf_wmat *w, int gemm)
+{
+    int layout = gemm ? LAYOUT_PANEL : !w->gtype && phase_bits(w->bits) ? LAYOUT_PHASES : LAYOUT_CHUNKS;
+    uint64_t g = w->gtype ? GG_G : (uint64_t)w->gs;
+    return (uint64_t)layout << 40 | g << 8 | (uint64_t)(layout == LAYOUT_PHASES ? w->bits : 0);
+}
+
+/* x quantized for W's kernel into a (one heap block, returned; NULL without memory). */
+static void *qx_make(const rf_wmat *w, const float *x, int ntok, int gemm, qx *a)
+{
+    a->ntok = ntok;
+    a->cols = w->cols;
+    /* padded to whole 64-byte steps of 2-bit codes (256), so every kernel reads zeros past cols */
+    a->ld = (w->cols + 255) / 256 * 256;
+    a->nb = w->cols / QB;
+    a->ng = w->cols / (w->gtype ? GG_G : (uint64_t)w->gs);
+    int layout = gemm ? LAYOUT_PANEL : !w->gtype && phase_bits(w->bits) ? LAYOUT_PHASES : LAYOUT_CHUNKS;
+    uint64_t T = (uint64_t)ntok;
+    size_t nq = T * a->ld + (layout == LAYOUT_PHASES ? a->ld : 0), nf = T * (2 * a->nb + a->ng + (gemm ? 0 : a->ld / 4));
+    void *buf = malloc(nq + nf * sizeof(float) + 64);
+    if (!buf) return NULL;
+    a->d = (float *)buf;
+    a->bsum = a->d + T * a->nb;
+    a->gsum = a->bsum + T * a->nb;
+    a->dl = gemm ? NULL : a->gsum + T * a->ng;
+    a->q = (int8_t *)(a->d + nf);
+    prepare_qx(w, x, ntok, a, layout, a->q + T * a->ld);
+    return buf;
+}
+#endif
+
+/* One pool job for all N products (their rows in a row, each product's rows cut as alone, so
+ * the results are those of N separate calls); x quantized once per distinct kernel layout. */
+static void matmul_q8(const rf_wmat *const *w, int n, const float *x, int ntok, float *const *y, rf_pool *pool)
 {
     if (ntok <= 0) return;
 #if RF_X86
-    qx a;
-    a.ntok = ntok;
-    a.cols = w->cols;
-    /* padded to whole 64-byte steps of 2-bit codes (256), so every kernel reads zeros past cols */
-    a.ld = (w->cols + 255) / 256 * 256;
-    a.nb = w->cols / QB;
-    a.ng = w->cols / (w->gtype ? GG_G : (uint64_t)w->gs);
     int gemm = ntok >= GEMM_MIN_TOKENS;
-    int layout = gemm ? LAYOUT_PANEL : !w->gtype && phase_bits(w->bits) ? LAYOUT_PHASES : LAYOUT_CHUNKS;
-    uint64_t T = (uint64_t)ntok;
-    size_t nq = T * a.ld + (layout == LAYOUT_PHASES ? a.ld : 0), nf = T * (2 * a.nb + a.ng + (gemm ? 0 : a.ld / 4));
-    void *buf = malloc(nq + nf * sizeof(float) + 64);
-    if (!buf) { rf_matmul(w, x, ntok, y, pool); return; }
-    a.d = (float *)buf;
-    a.bsum = a.d + T * a.nb;
-    a.gsum = a.bsum + T * a.nb;
-    a.dl = gemm ? NULL : a.gsum + T * a.ng;
-    a.q = (int8_t *)(a.d + nf);
-    prepare_qx(w, x, ntok, &a, layout, a.q + T * a.ld);
-    q8_job j = {w, &a, y, gemm, gemm ? 2 * GR : 64};
-    if (w->rows * w->cols * T < POOL_MIN) pool = NULL;
-    rf_pool_run(pool, (w->rows + j.rows_per_task - 1) / j.rows_per_task, q8_task, &j);
-    free(buf);
+    qx a[RF_Q8_MULTI];
+    void *buf[RF_Q8_MULTI] = {0};
+    uint64_t key[RF_Q8_MULTI], work = 0;
+    q8_job j = {.n = n, .gemm = gemm, .rows_per_task = gemm ? 2 * GR : 64};
+    int fail = 0;
+    for (int i = 0; i < n; i++) {
+        key[i] = qx_key(w[i], gemm);
+        int k = 0;
+        while (k < i && (key[k] != key[i] || !buf[k])) k++;
+        if (k == i) {
+            buf[i] = qx_make(w[i], x, ntok, gemm, &a[i]);
+            fail |= !buf[i];
+        }
+        j.w[i] = w[i];
+        j.a[i] = &a[k];
+        j.y[i] = y[i];
+        j.t0[i + 1] = j.t0[i] + (w[i]->rows + j.rows_per_task - 1) / j.rows_per_task;
+        work += w[i]->rows * w[i]->cols * (uint64_t)ntok;
+    }
+    if (fail) { /* without memory: the exact product */
+        for (int i = 0; i < n; i++) rf_matmul(w[i], x, ntok, y[i], pool);
+    } else {
+        rf_pool_run(work < POOL_MIN ? NULL : pool, j.t0[n], q8_task, &j);
+    }
+    for (int i = 0; i < n; i++) free(buf[i]);
+#else
+    (void)w, (void)n, (void)x, (void)y, (void)pool;
 #endif
 }
