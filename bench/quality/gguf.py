@@ -8,8 +8,13 @@ the budget counts the whole file); both are scored against the BF16 GGUF by llam
 (llama-perplexity --kl-divergence) and by ramfit (ramfit kld --protocol llama.cpp) on the same
 text. llama.cpp's tools come from scripts/llamacpp.sh (built once into ~/.cache/ramfit).
 
-usage: bench/quality_gguf.sh [--models a,b] [--chunks N] [--ctx N] [--presets LIST]
+usage: bench/quality_gguf.sh [--models a,b] [--chunks N] [--ctx N] [--presets LIST] [--base BF16|source]
                              [--bin build/ramfit] [--out docs/quality-gguf.md] [--work DIR] [--keep]
+
+--base source: the reference (and llama-quantize's input) is the GGUF in the checkpoint's own precision
+(F32 for an F32 checkpoint, BF16 for a BF16 one) instead of BF16 for all. ramfit quantizes from the
+checkpoint; a preset made from a BF16 rounding of an F32 checkpoint, scored against that same BF16
+file, is favoured where the error is near BF16's own (Q8_0: docs/quality-gguf.md).
 """
 import argparse
 import json
@@ -82,6 +87,12 @@ def llama_kld(lbin, env, model_file, text, base, a):
     raise SystemExit("no KLD in llama-perplexity's output for %s:\n%s" % (model_file, out[-3000:]))
 
 
+def base_type(mdir):
+    """The checkpoint's own precision: F32 when config.json says float32, else BF16."""
+    cfg = json.load(open(os.path.join(mdir, "config.json")))
+    return "F32" if (cfg.get("torch_dtype") or cfg.get("dtype")) == "float32" else "BF16"
+
+
 def ramfit_kld(a, base, quant, text):
     out = run([a.bin, "kld", base, quant, "--file", text, "--protocol", "llama.cpp", "--ctx", str(a.ctx), "--max-tokens",
                str(a.ctx * a.chunks), "--threads", str(a.threads), "--json", "--quiet"])
@@ -103,6 +114,8 @@ def main():
     ap.add_argument("--out", default=os.path.join(root, "docs", "quality-gguf.md"))
     ap.add_argument("--work", default="")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--base", choices=("BF16", "source"), default="BF16",
+                    help="reference GGUF: BF16, or the checkpoint's own precision (F32 or BF16)")
     a = ap.parse_args()
     lbin = llama_bin(root)
     env = dict(os.environ, LD_LIBRARY_PATH=lbin + ":" + os.environ.get("LD_LIBRARY_PATH", ""))
@@ -113,8 +126,9 @@ def main():
         for model in a.models.split(","):
             mdir = os.path.join(a.shared, "models", model)
             text, tname = text_for(model, a.shared, work, a.text_bytes)
-            bf16 = os.path.join(work, model + ".BF16.gguf")
-            run([a.bin, "quantize", mdir, "--type", "BF16", "-o", bf16, "--force", "--quiet"])
+            btype = base_type(mdir) if a.base == "source" else "BF16"
+            bf16 = os.path.join(work, "%s.%s.gguf" % (model, btype))
+            run([a.bin, "quantize", mdir, "--type", btype, "-o", bf16, "--force", "--quiet"])
             base = os.path.join(work, model + ".base.kld")
             run([os.path.join(lbin, "llama-perplexity"), "-m", bf16, "-f", text, "-c", str(a.ctx), "--chunks", str(a.chunks),
                  "-t", str(a.threads), "--kl-divergence-base", base], env)
@@ -129,7 +143,7 @@ def main():
                 rf = os.path.join(work, "%s.ramfit-%s.gguf" % (model, preset))
                 run([a.bin, "quantize", mdir, "--budget", str(size), "--format", "gguf", "--profile", prof, "-o", rf,
                      "--force", "--quiet"])
-                row = {"model": model, "text": tname, "preset": preset, "size": size, "ramfit_size": os.path.getsize(rf),
+                row = {"model": model, "text": tname, "base": btype, "preset": preset, "size": size, "ramfit_size": os.path.getsize(rf),
                        "analyse_s": t_an}
                 for who, f in (("preset", pf), ("ramfit", rf)):
                     row[who + "_llama"] = llama_kld(lbin, env, f, text, base, a)
@@ -148,31 +162,49 @@ def main():
 
 def write_report(a, results):
     cmd = "bench/quality_gguf.sh" + ("" if a.models == ",".join(ALL_MODELS) else " --models " + a.models)
-    L = ["# GGUF: ramfit against llama.cpp's presets at their exact file sizes", "",
+    if a.base != "BF16":
+        cmd += " --base %s --out %s" % (a.base, os.path.relpath(a.out))
+    ref = "BF16"
+    if a.base == "source":
+        ref = "REF"
+    L = ["# GGUF: ramfit against llama.cpp's presets at their exact file sizes" +
+         (" (reference in the checkpoint's own precision)" if a.base == "source" else ""), "",
          "Made by `%s` (bench/quality/gguf.py; llama.cpp's tools from scripts/llamacpp.sh, node-llama-cpp 3.21.1's "
-         "llama.cpp). For each shared model: ramfit's BF16 GGUF (`ramfit quantize MODEL --type BF16`); "
-         "`llama-quantize BF16.gguf PRESET.gguf PRESET` (llama.cpp's own quantizer and type mixture, no importance "
+         "llama.cpp). For each shared model: ramfit's %s GGUF (`ramfit quantize MODEL --type %s`%s); "
+         "`llama-quantize %s.gguf PRESET.gguf PRESET` (llama.cpp's own quantizer and type mixture, no importance "
          "matrix); `ramfit quantize MODEL --budget SIZE --format gguf` with SIZE the preset file's bytes (the budget "
          "counts the whole file, header, metadata and tokenizer included; data-free: `ramfit analyse --format gguf`, "
-         "default row sampling, then the exact knapsack over each tensor's GGUF types). KLD(BF16 || file) per token, "
+         "default row sampling, then the exact knapsack over each tensor's GGUF types). KLD(%s || file) per token, "
          "mean ± standard error, on the first %d windows of %d tokens of the text (llama.cpp's protocol: second half "
-         "of each window scored), measured by llama.cpp (`llama-perplexity --kl-divergence-base BF16 logits "
-         "--kl-divergence`) and by ramfit (`ramfit kld BF16.gguf FILE --protocol llama.cpp`)." % (cmd, a.chunks, a.ctx),
-         "", "| model | text | preset | file bytes | ramfit bytes | KLD preset (llama.cpp) | KLD ramfit (llama.cpp) "
-         "| ratio | KLD preset (ramfit) | KLD ramfit (ramfit) | same verdict |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
-    wins = 0
+         "of each window scored), measured by llama.cpp (`llama-perplexity --kl-divergence-base %s logits "
+         "--kl-divergence`) and by ramfit (`ramfit kld %s.gguf FILE --protocol llama.cpp`)." % (
+             cmd, ref, "REF" if a.base == "source" else "BF16",
+             ", REF = F32 for a checkpoint stored in float32, BF16 otherwise: column ref" if a.base == "source" else "",
+             ref, ref, a.chunks, a.ctx, ref, ref),
+         "", "| model | text |%s preset | file bytes | ramfit bytes | KLD preset (llama.cpp) | KLD ramfit (llama.cpp) "
+         "| ratio | KLD preset (ramfit) | KLD ramfit (ramfit) | same verdict |" % (" ref |" if a.base == "source" else ""),
+         "|---|---|%s---|---:|---:|---:|---:|---:|---:|---:|---|" % ("---|" if a.base == "source" else "")]
+    wins = ties = 0
     for r in results:
         pl, rl, pr, rr = r["preset_llama"], r["ramfit_llama"], r["preset_rf"], r["ramfit_rf"]
         win = rl[0] < pl[0]
         wins += win
+        ties += rl[0] == pl[0]
         same = (rr[0] < pr[0]) == win
-        L.append("| %s | %s | %s | %d | %d | %.6f ± %.6f | %.6f ± %.6f | %.2f | %.6f ± %.6f | %.6f ± %.6f | %s |" % (
-            r["model"], r["text"], r["preset"], r["size"], r["ramfit_size"], pl[0], pl[1], rl[0], rl[1],
+        L.append("| %s | %s |%s %s | %d | %d | %.6f ± %.6f | %.6f ± %.6f | %.2f | %.6f ± %.6f | %.6f ± %.6f | %s |" % (
+            r["model"], r["text"], " %s |" % r["base"] if a.base == "source" else "", r["preset"], r["size"], r["ramfit_size"], pl[0], pl[1], rl[0], rl[1],
             rl[0] / pl[0] if pl[0] > 0 else float("nan"), pr[0], pr[1], rr[0], rr[1], "yes" if same else "NO"))
-    L += ["", "ramfit's file has the lower KLD (llama.cpp's measure) in %d of %d comparisons; ratio = ramfit's KLD / "
+    L += ["", "ramfit's file has the lower KLD (llama.cpp's measure) in %d of %d comparisons%s; ratio = ramfit's KLD / "
           "the preset's. Analysis time per model (`ramfit analyse --format gguf`, %d threads): %s." % (
-              wins, len(results), a.threads,
-              ", ".join("%s %.2f s" % (m, t) for m, t in dict((r["model"], r["analyse_s"]) for r in results).items())), ""]
+              wins, len(results), ", the same KLD in %d" % ties if ties else "", a.threads,
+              ", ".join("%s %.2f s" % (m, t) for m, t in dict((r["model"], r["analyse_s"]) for r in results).items()))]
+    if a.base == "BF16":
+        L += ["", "Where the checkpoint is stored in F32 (stories260k, babyllama-tok105), each preset is made from the BF16 "
+              "reference itself while ramfit quantizes the F32 checkpoint: where both files have the same types (Q6_K: "
+              "nearly all Q8_0 on these 64/128-wide rows), that favours the preset, whose Q8_0 grid partly coincides with "
+              "BF16's. `bench/quality_gguf.sh --base source` (docs/quality-gguf-source.md) repeats the comparison "
+              "against the checkpoint's own precision, presets made from that file."]
+    L += [""]
     open(a.out, "w").write("\n".join(L))
     log("wrote " + a.out)
 
