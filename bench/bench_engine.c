@@ -2,7 +2,8 @@
  * decode matrix-vector bandwidth next to memcpy, and prompt/decode tokens per second of the
  * Qwen3 test models in BF16 and MLX 4-bit g64 (written to a temp dir by this program).
  * All ratios are measured side by side in one run; absolute figures are noisy on shared cores.
- * usage: bench_engine [--threads N] [--quick] [--cpu-time] [--only decode|matmul|models]
+ * usage: bench_engine [--threads N] [--quick] [--cpu-time] [--only decode|matmul|models|rows]\n"
+                    "       [--kinds K,..] [--shape RxC] [--copies N]
  * --cpu-time divides by the process's CPU seconds instead of wall seconds: on a shared machine
  * that compares compute-bound kernels per core without other users' time slices (with 1
  * thread; with more, pool waits count as well). */
@@ -254,6 +255,97 @@ static void bench_decode(rf_pool *pool, int threads, int quick)
     free(y);
 }
 
+/* ---------------------------------------------------------------- decode rows as plans mix them */
+
+/* One kind of row: MLX bits:gs (bf16 scales) or a GGUF k-quant (q4_k, q5_k, q6_k). */
+static int make_kind(mat *m, const char *kind, uint64_t rows, uint64_t cols)
+{
+    memset(m, 0, sizeof *m);
+    float *f = malloc(rows * cols * sizeof(float));
+    if (!f) return -1;
+    for (uint64_t i = 0; i < rows * cols; i++) f[i] = frand() * 0.05f;
+    rf_err err;
+    int bits = 0, gs = 0, rc = -1;
+    if (sscanf(kind, "%d:%d", &bits, &gs) == 2) {
+        m->w.dtype = RF_DT_U32;
+        m->w.rows = rows, m->w.cols = cols, m->w.bits = bits, m->w.gs = gs, m->w.sdtype = RF_DT_BF16;
+        m->data = malloc(rows * cols * (uint64_t)bits / 8);
+        m->scales = malloc(rows * cols / (uint64_t)gs * 2);
+        m->biases = malloc(rows * cols / (uint64_t)gs * 2);
+        if (m->data && m->scales && m->biases &&
+            !rf_quant_quantize(RF_DT_F32, f, rows, cols, bits, gs, RF_QMODE_MLX, RF_DT_BF16, m->data, m->scales,
+                               m->biases, &err))
+            rc = 0;
+    } else {
+        int t = !strcmp(kind, "q4_k") ? RF_GT_Q4_K : !strcmp(kind, "q5_k") ? RF_GT_Q5_K : !strcmp(kind, "q6_k") ? RF_GT_Q6_K : 0;
+        if (t) {
+            m->w.dtype = RF_DT_U8;
+            m->w.gtype = t, m->w.rows = rows, m->w.cols = cols;
+            m->data = malloc(rows * rf_gtype_row_bytes(t, cols));
+            if (m->data && !rf_gquant_rows(t, f, rows, cols, m->data, &err)) rc = 0;
+        } else {
+            fprintf(stderr, "bench_engine: unknown kind %s (bits:gs, q4_k, q5_k, q6_k)\n", kind);
+        }
+    }
+    free(f);
+    m->w.data = m->data, m->w.scales = m->scales, m->w.biases = m->biases;
+    return rc;
+}
+
+/* A copy with its own memory (same values): cycling through copies reads DRAM, not L3. */
+static int copy_mat(mat *d, const mat *s)
+{
+    *d = *s;
+    uint64_t nd = rf_wmat_bytes(&s->w), ns = s->w.gtype ? 0 : s->w.rows * s->w.cols / (uint64_t)s->w.gs * 2;
+    uint64_t ncode = nd - 2 * ns;
+    d->data = malloc(ncode);
+    d->scales = ns ? malloc(ns) : NULL;
+    d->biases = ns ? malloc(ns) : NULL;
+    d->f32 = NULL;
+    if (!d->data || (ns && (!d->scales || !d->biases))) return -1;
+    memcpy(d->data, s->data, ncode);
+    if (ns) memcpy(d->scales, s->scales, ns), memcpy(d->biases, s->biases, ns);
+    d->w.data = d->data, d->w.scales = d->scales, d->w.biases = d->biases;
+    return 0;
+}
+
+enum { ROW_COPIES_MAX = 16 };
+static int g_copies = 8;
+typedef struct rows_ctx { mat *m; int n, next; const float *x; float *y; rf_pool *pool; } rows_ctx;
+static void run_rows(void *c)
+{
+    rows_ctx *k = c;
+    rf_matmul_q8(&k->m[k->next].w, k->x, 1, k->y, k->pool);
+    k->next = (k->next + 1) % k->n;
+}
+
+/* The fast decode product on each kind of row, rows x cols, reading --copies distinct matrices
+ * in turn (8 x 4096 x 12288 at 4 bits = 230 MB: DRAM, as in a real model; --copies 1 and a
+ * small --shape: the kernel's compute rate from cache). */
+static void bench_rows(rf_pool *pool, int threads, const char *kinds, uint64_t rows, uint64_t cols)
+{
+    printf("\n== decode rows (%llux%llu, %d copies, %d threads, fast product) ==\n", (unsigned long long)rows,
+           (unsigned long long)cols, g_copies, threads);
+    float *x = malloc(sizeof(float) * cols), *y = malloc(sizeof(float) * rows);
+    for (uint64_t i = 0; i < cols; i++) x[i] = frand();
+    char *list = strdup(kinds), *save = NULL;
+    for (char *kind = strtok_r(list, ",", &save); kind; kind = strtok_r(NULL, ",", &save)) {
+        mat m[ROW_COPIES_MAX];
+        if (make_kind(&m[0], kind, rows, cols)) { fprintf(stderr, "bench_engine: cannot make %s\n", kind); exit(1); }
+        if (!rf_matmul_q8_supported(&m[0].w)) { printf("%-10s (no fast kernel on this CPU)\n", kind); free_mat(&m[0]); continue; }
+        for (int i = 1; i < g_copies; i++)
+            if (copy_mat(&m[i], &m[0])) { fprintf(stderr, "out of memory\n"); exit(1); }
+        rows_ctx c = {m, g_copies, 0, x, y, pool};
+        double t = time_it(run_rows, &c), bytes = (double)rf_wmat_bytes(&m[0].w);
+        printf("%-10s %8.2f GB/s of weights (%6.1f MB, %7.3f ms, %.2f bits/weight)\n", kind, bytes / t * 1e-9,
+               bytes * 1e-6, t * 1e3, bytes * 8 / (double)(rows * cols));
+        for (int i = 0; i < g_copies; i++) free_mat(&m[i]);
+    }
+    free(list);
+    free(x);
+    free(y);
+}
+
 /* ---------------------------------------------------------------- whole models */
 
 static int write_mlx_q4(const char *src, const char *dst)
@@ -383,14 +475,24 @@ static void bench_models(int threads, int quick)
 int main(int argc, char **argv)
 {
     int threads = 2, quick = 0;
-    const char *only = NULL;
+    const char *only = NULL, *kinds = "4:64,4:32,5:64,5:128,5:32,6:64,6:128,q4_k,q6_k";
+    uint64_t rrows = 4096, rcols = 12288;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--quick")) quick = 1;
         else if (!strcmp(argv[i], "--cpu-time")) g_cpu_time = 1;
         else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
-        else {
-            fprintf(stderr, "usage: bench_engine [--threads N] [--quick] [--cpu-time] [--only decode|matmul|models]\n");
+        else if (!strcmp(argv[i], "--copies") && i + 1 < argc) {
+            g_copies = atoi(argv[++i]);
+            if (g_copies < 1 || g_copies > ROW_COPIES_MAX) { fprintf(stderr, "bench_engine: --copies 1..16\n"); return 2; }
+        } else if (!strcmp(argv[i], "--kinds") && i + 1 < argc) kinds = argv[++i];
+        else if (!strcmp(argv[i], "--shape") && i + 1 < argc) {
+            unsigned long long r, c;
+            if (sscanf(argv[++i], "%llux%llu", &r, &c) != 2) { fprintf(stderr, "bench_engine: --shape ROWSxCOLS\n"); return 2; }
+            rrows = r, rcols = c;
+        } else {
+            fprintf(stderr, "usage: bench_engine [--threads N] [--quick] [--cpu-time] [--only decode|matmul|models|rows]\n"
+                    "       [--kinds K,..] [--shape RxC] [--copies N]\n");
             return 2;
         }
     }
@@ -405,6 +507,7 @@ int main(int argc, char **argv)
     if (!only || !strcmp(only, "decode")) bench_decode(pool, threads, quick);
     if (!only || !strcmp(only, "matmul")) bench_matmul(pool, threads, quick);
     if (!only || !strcmp(only, "models")) bench_models(threads, quick);
+    if (only && !strcmp(only, "rows")) bench_rows(pool, threads, kinds, rrows, rcols);
     rf_pool_free(pool);
     return 0;
 }
