@@ -2,8 +2,10 @@
  * decode matrix-vector bandwidth next to memcpy, and prompt/decode tokens per second of the
  * Qwen3 test models in BF16 and MLX 4-bit g64 (written to a temp dir by this program).
  * All ratios are measured side by side in one run; absolute figures are noisy on shared cores.
- * usage: bench_engine [--threads N] [--quick] [--cpu-time] [--only decode|matmul|models|rows]\n"
-                    "       [--kinds K,..] [--shape RxC] [--copies N]
+ * usage: bench_engine [--threads N] [--quick] [--cpu-time] [--only decode|matmul|models|rows]
+ *                     [--kinds K,..] [--shape RxC] [--copies N]
+ * --only rows: the fast decode product on each kind of row (4:64 = MLX 4-bit g64, q4_k, ...),
+ * reading --copies distinct matrices of --shape in turn (default 8 x 4096x12288: DRAM).
  * --cpu-time divides by the process's CPU seconds instead of wall seconds: on a shared machine
  * that compares compute-bound kernels per core without other users' time slices (with 1
  * thread; with more, pool waits count as well). */
