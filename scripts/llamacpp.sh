@@ -47,10 +47,16 @@ if [ ! -d "$CACHE/src/.git" ]; then
   git clone -q "$bundle" "$CACHE/src.tmp" >&2
   mv "$CACHE/src.tmp" "$CACHE/src"
 fi
-if [ ! -f "$CACHE/build/CMakeCache.txt" ]; then
-  # Native CPU flags (llama.cpp's default): the speed comparison in bench/ is against llama.cpp at
-  # its best on this machine. The reference quantizers ramfit matches are scalar C either way.
+# Native CPU flags (llama.cpp's default): the speed comparison in bench/ is against llama.cpp at
+# its best on this machine. The reference quantizers ramfit matches are scalar C either way.
+# Less AMX: on this project's Xeon machines (Sapphire Rapids class, AMX-INT8) llama.cpp 3.21.1's
+# AMX matmul (ggml_backend_amx_mul_mat) segfaults on the first Q4_K model it runs, so every test
+# and bench against llama.cpp would die; -mno-amx-* leaves __AMX_INT8__ undefined and ggml builds
+# without that backend (its AVX-512 VNNI kernels do the work). A no-op on CPUs without AMX.
+noamx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+if ! grep -q -- "-mno-amx-int8" "$CACHE/build/CMakeCache.txt" 2>/dev/null; then
   cmake -S "$CACHE/src" -B "$CACHE/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF \
+      -DCMAKE_C_FLAGS="$noamx" -DCMAKE_CXX_FLAGS="$noamx" \
       -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=ON -DLLAMA_BUILD_SERVER=OFF -DBUILD_SHARED_LIBS=ON >&2
 fi
 cmake --build "$CACHE/build" -j "$JOBS" --target "${targets[@]}" >&2
