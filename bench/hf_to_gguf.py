@@ -178,7 +178,9 @@ def main():
             fail("layer %d %s: %d of %d experts" % (li, proj, len(ex), nexp))
         dt, shape, _ = ex[0]
         arrs = [as_bf16(ex[e][0], ex[e][2]).reshape(ex[e][1]) for e in range(nexp)]
-        gname = tmap.get_name("model.layers.%d.mlp.experts.%s" % (li, proj), try_suffixes=(".weight",))
+        # with the suffix, so the bank is "blk.L.ffn_*_exps.weight": llama-quantize quantizes only
+        # tensors named *.weight (without it the banks stayed BF16 in the "Q4_K_M" file)
+        gname = tmap.get_name("model.layers.%d.mlp.experts.%s.weight" % (li, proj), try_suffixes=(".weight",))
         if gname is None:
             fail("no GGUF name for layer %d experts %s" % (li, proj))
         plan.append((gname, [nexp] + list(shape), Stacked(arrs), gguf.GGMLQuantizationType.BF16))
