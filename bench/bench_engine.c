@@ -3,9 +3,10 @@
  * Qwen3 test models in BF16 and MLX 4-bit g64 (written to a temp dir by this program).
  * All ratios are measured side by side in one run; absolute figures are noisy on shared cores.
  * usage: bench_engine [--threads N] [--quick] [--cpu-time] [--only decode|matmul|models|rows]
- *                     [--kinds K,..] [--shape RxC] [--copies N]
+ *                     [--kinds K,..] [--shape RxC] [--copies N] [--ntok N]
  * --only rows: the fast decode product on each kind of row (4:64 = MLX 4-bit g64, q4_k, ...),
- * reading --copies distinct matrices of --shape in turn (default 8 x 4096x12288: DRAM).
+ * reading --copies distinct matrices of --shape in turn (default 8 x 4096x12288: DRAM);
+ * --ntok N tokens per product instead of 1 (an MoE expert's share of a prompt batch: 1-30).
  * --cpu-time divides by the process's CPU seconds instead of wall seconds: on a shared machine
  * that compares compute-bound kernels per core without other users' time slices (with 1
  * thread; with more, pool waits count as well). */
@@ -312,12 +313,12 @@ static int copy_mat(mat *d, const mat *s)
 }
 
 enum { ROW_COPIES_MAX = 16 };
-static int g_copies = 8;
+static int g_copies = 8, g_ntok = 1;
 typedef struct rows_ctx { mat *m; int n, next; const float *x; float *y; rf_pool *pool; } rows_ctx;
 static void run_rows(void *c)
 {
     rows_ctx *k = c;
-    rf_matmul_q8(&k->m[k->next].w, k->x, 1, k->y, k->pool);
+    rf_matmul_q8(&k->m[k->next].w, k->x, g_ntok, k->y, k->pool);
     k->next = (k->next + 1) % k->n;
 }
 
@@ -326,10 +327,10 @@ static void run_rows(void *c)
  * small --shape: the kernel's compute rate from cache). */
 static void bench_rows(rf_pool *pool, int threads, const char *kinds, uint64_t rows, uint64_t cols)
 {
-    printf("\n== decode rows (%llux%llu, %d copies, %d threads, fast product) ==\n", (unsigned long long)rows,
-           (unsigned long long)cols, g_copies, threads);
-    float *x = malloc(sizeof(float) * cols), *y = malloc(sizeof(float) * rows);
-    for (uint64_t i = 0; i < cols; i++) x[i] = frand();
+    printf("\n== decode rows (%llux%llu, %d copies, %d threads, %d token%s, fast product) ==\n", (unsigned long long)rows,
+           (unsigned long long)cols, g_copies, threads, g_ntok, g_ntok > 1 ? "s" : "");
+    float *x = malloc(sizeof(float) * cols * (uint64_t)g_ntok), *y = malloc(sizeof(float) * rows * (uint64_t)g_ntok);
+    for (uint64_t i = 0; i < cols * (uint64_t)g_ntok; i++) x[i] = frand();
     char *list = strdup(kinds), *save = NULL;
     for (char *kind = strtok_r(list, ",", &save); kind; kind = strtok_r(NULL, ",", &save)) {
         mat m[ROW_COPIES_MAX];
@@ -339,8 +340,9 @@ static void bench_rows(rf_pool *pool, int threads, const char *kinds, uint64_t r
             if (copy_mat(&m[i], &m[0])) { fprintf(stderr, "out of memory\n"); exit(1); }
         rows_ctx c = {m, g_copies, 0, x, y, pool};
         double t = time_it(run_rows, &c), bytes = (double)rf_wmat_bytes(&m[0].w);
-        printf("%-10s %8.2f GB/s of weights (%6.1f MB, %7.3f ms, %.2f bits/weight)\n", kind, bytes / t * 1e-9,
-               bytes * 1e-6, t * 1e3, bytes * 8 / (double)(rows * cols));
+        printf("%-10s %8.2f GB/s of weights (%6.1f MB, %7.3f ms, %.2f bits/weight, %6.1f GMAC/s)\n", kind,
+               bytes / t * 1e-9, bytes * 1e-6, t * 1e3, bytes * 8 / (double)(rows * cols),
+               (double)(rows * cols) * g_ntok / t * 1e-9);
         for (int i = 0; i < g_copies; i++) free_mat(&m[i]);
     }
     free(list);
@@ -487,6 +489,9 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--copies") && i + 1 < argc) {
             g_copies = atoi(argv[++i]);
             if (g_copies < 1 || g_copies > ROW_COPIES_MAX) { fprintf(stderr, "bench_engine: --copies 1..16\n"); return 2; }
+        } else if (!strcmp(argv[i], "--ntok") && i + 1 < argc) {
+            g_ntok = atoi(argv[++i]);
+            if (g_ntok < 1 || g_ntok > 256) { fprintf(stderr, "bench_engine: --ntok 1..256\n"); return 2; }
         } else if (!strcmp(argv[i], "--kinds") && i + 1 < argc) kinds = argv[++i];
         else if (!strcmp(argv[i], "--shape") && i + 1 < argc) {
             unsigned long long r, c;
@@ -494,7 +499,7 @@ int main(int argc, char **argv)
             rrows = r, rcols = c;
         } else {
             fprintf(stderr, "usage: bench_engine [--threads N] [--quick] [--cpu-time] [--only decode|matmul|models|rows]\n"
-                    "       [--kinds K,..] [--shape RxC] [--copies N]\n");
+                    "       [--kinds K,..] [--shape RxC] [--copies N] [--ntok N]\n");
             return 2;
         }
     }

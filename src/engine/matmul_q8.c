@@ -896,8 +896,12 @@ static void q8_task(void *ctx, uint64_t task, int worker)
 }
 #endif
 
-/* Tokens from which a batch is packed into panels rather than streamed row by row. */
-enum { GEMM_MIN_TOKENS = 5, POOL_MIN = 262144 };
+/* Tokens from which a batch is packed into panels rather than streamed row by row. Packing costs
+ * about half a cycle per weight whatever the batch, so small batches (an MoE expert's share of a
+ * prompt: 1-30 tokens) stream rows, 4 tokens a pass: `bench_engine --only rows --shape 768x2048
+ * --copies 16 --ntok N --threads 1` (Xeon, GMAC/s, rows vs panels) gave 54 vs 29 at 5 tokens,
+ * 58 vs 42 at 8, about even at 9 (4:64 rows 61 vs 49, q4_k 41 vs 51), panels ahead from 10. */
+enum { GEMM_MIN_TOKENS = 9, POOL_MIN = 262144 };
 
 int rf_matmul_q8_supported(const rf_wmat *w)
 {
