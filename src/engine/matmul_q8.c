@@ -644,10 +644,15 @@ RF_TARGET_AVX512VNNI static void gemm_block(const rf_wmat *w, const qx *a, float
 }
 
 
-/* ---- GGUF k-quants (Q4_K, Q5_K, Q6_K): a super-block to 4 vectors of 64 codes in natural
- * column order, the 16 group scales and biases as floats. */
-RF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void gg_unpack(int type, const uint8_t *p, __m512i c[4],
-                                                                            __m512 *s16, __m512 *b16)
+/* ---- GGUF k-quants (Q4_K, Q5_K, Q6_K): a super-block to 4 vectors of 64 codes, the 16 group
+ * scales and biases (groups of 16 columns, natural order) as floats. Codes in natural column
+ * order, or with stored = 1 for Q4_K/Q5_K in the order they are stored: vector 2h+k holds the
+ * 32-column sub-blocks 4h+k (bytes 0-31) and 4h+k+2 (bytes 32-63), the nibbles as they come, no
+ * shuffle (the row kernel lays x out the same way, KQ_SUB). */
+static const uint8_t KQ_SUB[8] = {0, 2, 1, 3, 4, 6, 5, 7}; /* stored position -> sub-block */
+
+RF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void gg_unpack(int type, int stored, const uint8_t *p,
+                                                                            __m512i c[4], __m512 *s16, __m512 *b16)
 {
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     if (type == RF_GT_Q6_K) {
@@ -697,10 +702,10 @@ RF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void gg_unpack
         __m512i v = _mm512_loadu_si512(qs + 64 * h);
         __m512i lo = _mm512_and_si512(v, m4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
         for (int k = 0; k < 2; k++) {
-            __m512i ck = k ? _mm512_shuffle_i64x2(lo, hi, 0xEE) : _mm512_shuffle_i64x2(lo, hi, 0x44);
-            if (type == RF_GT_Q5_K) {
-                int j = 2 * (2 * h + k); /* sub-blocks j, j+1: bits j and j+1 of qh */
-                __m512i cnt = _mm512_inserti64x4(_mm512_set1_epi16((short)j), _mm256_set1_epi16((short)(j + 1)), 1);
+            __m512i ck = stored ? (k ? hi : lo) : k ? _mm512_shuffle_i64x2(lo, hi, 0xEE) : _mm512_shuffle_i64x2(lo, hi, 0x44);
+            if (type == RF_GT_Q5_K) { /* the sub-blocks' fifth bits: bit j of qh byte l */
+                int j0 = stored ? 4 * h + k : 2 * (2 * h + k), j1 = stored ? j0 + 2 : j0 + 1;
+                __m512i cnt = _mm512_inserti64x4(_mm512_set1_epi16((short)j0), _mm256_set1_epi16((short)j1), 1);
                 ck = _mm512_or_si512(ck, _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(H, cnt), one), 4));
             }
             c[2 * h + k] = ck;
@@ -708,7 +713,10 @@ RF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void gg_unpack
     }
 }
 
-/* Decode with k-quant rows: row r for tokens t0 .. t0+NT, the super-block unpacked once. */
+/* Decode with k-quant rows: row r for tokens t0 .. t0+NT, the super-block unpacked once. x laid
+ * out as gg_unpack's vectors (Q4_K/Q5_K: stored sub-block order), dl the activation scale of each
+ * group of 16; per token the 16 group scales times those, then to lanes by 4 permutes (lane l of
+ * vector v: group idx[v][l]). */
 RF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void gg_row(const rf_wmat *w, int type, const qx *a,
                                                                          int t0, int NT, float *y, uint64_t r,
                                                                          uint64_t rb, uint64_t bb)
@@ -717,30 +725,40 @@ RF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void gg_row(co
     __m512 acc0[4], acc1[4], accb[4];
     _Pragma("GCC unroll 4")
     for (int t = 0; t < NT; t++) acc0[t] = acc1[t] = accb[t] = _mm512_setzero_ps();
+    const int stored = type != RF_GT_Q6_K;
+    /* lane l of vector v: group 2 * KQ_SUB[2v + l / 8] + l % 8 / 4 (stored), 4v + l / 4 (natural) */
+    static const int32_t gsub[4][16] = {{0, 0, 0, 0, 1, 1, 1, 1, 4, 4, 4, 4, 5, 5, 5, 5},
+                                        {2, 2, 2, 2, 3, 3, 3, 3, 6, 6, 6, 6, 7, 7, 7, 7},
+                                        {8, 8, 8, 8, 9, 9, 9, 9, 12, 12, 12, 12, 13, 13, 13, 13},
+                                        {10, 10, 10, 10, 11, 11, 11, 11, 14, 14, 14, 14, 15, 15, 15, 15}};
+    static const int32_t gnat[4][16] = {{0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3},
+                                        {4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7},
+                                        {8, 8, 8, 8, 9, 9, 9, 9, 10, 10, 10, 10, 11, 11, 11, 11},
+                                        {12, 12, 12, 12, 13, 13, 13, 13, 14, 14, 14, 14, 15, 15, 15, 15}};
     __m512i idx[4];
-    for (int v = 0; v < 4; v++) idx[v] = _mm512_srli_epi32(_mm512_add_epi32(_mm512_set1_epi32(16 * v), _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0)), 2);
+    for (int v = 0; v < 4; v++) idx[v] = _mm512_loadu_si512(stored ? gsub[v] : gnat[v]);
     for (uint64_t sb = 0; sb < w->cols / GG_SB; sb++) {
         const uint8_t *p = row + sb * bb;
-        _mm_prefetch((const char *)p + PREFETCH_AHEAD, _MM_HINT_T0);
-        _mm_prefetch((const char *)p + PREFETCH_AHEAD + 64, _MM_HINT_T0);
-        _mm_prefetch((const char *)p + PREFETCH_AHEAD + 128, _MM_HINT_T0);
-        if (bb > 192) _mm_prefetch((const char *)p + PREFETCH_AHEAD + 192, _MM_HINT_T0);
+        /* into L2 (T1): from DRAM q5_k ran at 9 GB/s with T0 and 11 with T1, q4_k and q6_k 0-5%
+         * faster (bench_engine --only rows, 1 thread, Xeon) */
+        _mm_prefetch((const char *)p + PREFETCH_AHEAD, _MM_HINT_T1);
+        _mm_prefetch((const char *)p + PREFETCH_AHEAD + 64, _MM_HINT_T1);
+        _mm_prefetch((const char *)p + PREFETCH_AHEAD + 128, _MM_HINT_T1);
+        if (bb > 192) _mm_prefetch((const char *)p + PREFETCH_AHEAD + 192, _MM_HINT_T1);
         __m512i c[4];
-        __m512 s16, b16, ls[4];
-        gg_unpack(type, p, c, &s16, &b16);
-        _Pragma("GCC unroll 4")
-        for (int v = 0; v < 4; v++) ls[v] = _mm512_permutexvar_ps(idx[v], s16);
+        __m512 s16, b16;
+        gg_unpack(type, stored, p, c, &s16, &b16);
         _Pragma("GCC unroll 4")
         for (int t = 0; t < NT; t++) {
             const int8_t *xq = a->q + (uint64_t)(t0 + t) * a->ld + sb * GG_SB;
-            const float *dl = a->dl + (uint64_t)(t0 + t) * (a->ld / 4) + sb * (GG_SB / 4);
+            __m512 sd = _mm512_mul_ps(s16, _mm512_loadu_ps(a->dl + (uint64_t)(t0 + t) * (a->ld / 4) + sb * GG_G));
             __m512i d[4];
             _Pragma("GCC unroll 4")
             for (int v = 0; v < 4; v++) d[v] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), c[v], _mm512_loadu_si512(xq + 64 * v));
-            acc0[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d[0]), _mm512_mul_ps(ls[0], _mm512_loadu_ps(dl)), acc0[t]);
-            acc1[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d[1]), _mm512_mul_ps(ls[1], _mm512_loadu_ps(dl + 16)), acc1[t]);
-            acc0[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d[2]), _mm512_mul_ps(ls[2], _mm512_loadu_ps(dl + 32)), acc0[t]);
-            acc1[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d[3]), _mm512_mul_ps(ls[3], _mm512_loadu_ps(dl + 48)), acc1[t]);
+            acc0[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d[0]), _mm512_permutexvar_ps(idx[0], sd), acc0[t]);
+            acc1[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d[1]), _mm512_permutexvar_ps(idx[1], sd), acc1[t]);
+            acc0[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d[2]), _mm512_permutexvar_ps(idx[2], sd), acc0[t]);
+            acc1[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d[3]), _mm512_permutexvar_ps(idx[3], sd), acc1[t]);
             accb[t] = _mm512_fmadd_ps(b16, _mm512_loadu_ps(a->gsum + (uint64_t)(t0 + t) * a->ng + sb * GG_G), accb[t]);
         }
     }
@@ -787,7 +805,7 @@ RF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void gg_pack_t
             for (uint64_t sb = 0; sb < kn / GG_SB; sb++) {
                 __m512i c[4];
                 __m512 s16 = _mm512_setzero_ps(), b16 = s16;
-                if (ri < nr) gg_unpack(type, (const uint8_t *)w->data + (r0 + (uint64_t)ri) * rb + (k0 / GG_SB + sb) * bb, c, &s16, &b16);
+                if (ri < nr) gg_unpack(type, 0, (const uint8_t *)w->data + (r0 + (uint64_t)ri) * rb + (k0 / GG_SB + sb) * bb, c, &s16, &b16);
                 else c[0] = c[1] = c[2] = c[3] = _mm512_setzero_si512();
                 for (int v = 0; v < 4; v++) _mm512_storeu_si512(tmp + (uint64_t)i * KT + sb * GG_SB + 64 * (uint64_t)v, c[v]);
                 _mm512_storeu_ps(sb16, s16);
@@ -825,7 +843,16 @@ RF_TARGET_AVX512VNNI static void gg_gemm_block(const rf_wmat *w, const qx *a, fl
  * the codes: natural order (panels, and rows of 3/5/6 bits), or per 64-byte step and phase for
  * rows of 2/4/8 bits (gemv_phase_rows); dl holds the block scale of each 32-bit lane position
  * of the row kernels. */
-enum { LAYOUT_PANEL, LAYOUT_CHUNKS, LAYOUT_PHASES };
+enum { LAYOUT_PANEL, LAYOUT_CHUNKS, LAYOUT_PHASES, LAYOUT_KQ, LAYOUT_KQ_SUB };
+
+/* The layout of x that W's kernel reads. k-quant rows: dl per group of 16; Q4_K/Q5_K with the
+ * 32-column sub-blocks of each super-block in stored order (KQ_SUB). */
+static int qx_layout(const rf_wmat *w, int gemm)
+{
+    if (gemm) return LAYOUT_PANEL;
+    if (w->gtype) return w->gtype == RF_GT_Q6_K ? LAYOUT_KQ : LAYOUT_KQ_SUB;
+    return phase_bits(w->bits) ? LAYOUT_PHASES : LAYOUT_CHUNKS;
+}
 
 RF_TARGET_AVX512VNNI static void prepare_qx(const rf_wmat *w, const float *x, int ntok, qx *a, int layout, int8_t *tmp)
 {
@@ -833,7 +860,7 @@ RF_TARGET_AVX512VNNI static void prepare_qx(const rf_wmat *w, const float *x, in
     int bits = w->bits, nph = w->gtype ? 1 : 8 / bits;
     uint64_t S = w->gtype ? 64 : 512 / (uint64_t)bits;
     for (int t = 0; t < ntok; t++) {
-        int8_t *q = a->q + (uint64_t)t * a->ld, *nat = layout == LAYOUT_PHASES ? tmp : q;
+        int8_t *q = a->q + (uint64_t)t * a->ld, *nat = layout == LAYOUT_PHASES || layout == LAYOUT_KQ_SUB ? tmp : q;
         float *d = a->d + (uint64_t)t * a->nb, *bs = a->bsum + (uint64_t)t * a->nb, *gsum = a->gsum + (uint64_t)t * a->ng;
         quantize_512(x + (uint64_t)t * a->cols, a->cols, nat, d, bs);
         memset(nat + a->cols, 0, a->ld - a->cols);
@@ -847,6 +874,13 @@ RF_TARGET_AVX512VNNI static void prepare_qx(const rf_wmat *w, const float *x, in
         }
         if (layout == LAYOUT_PANEL) continue;
         float *dl = a->dl + (uint64_t)t * (a->ld / 4);
+        if (layout == LAYOUT_KQ || layout == LAYOUT_KQ_SUB) {
+            for (uint64_t g = 0; g < a->ld / 4; g++) dl[g] = g < a->ng ? d[g * GG_G / QB] : 0.0f;
+            if (layout == LAYOUT_KQ_SUB)
+                for (uint64_t sb = 0; sb < a->ld / GG_SB; sb++)
+                    for (int j = 0; j < 8; j++) memcpy(q + sb * GG_SB + 32 * (uint64_t)j, nat + sb * GG_SB + 32 * (uint64_t)KQ_SUB[j], 32);
+            continue;
+        }
         if (layout == LAYOUT_CHUNKS) {
             /* lane l of chunk c covers codes 64c + 4l .. +3 */
             for (uint64_t i = 0; i < a->ld / 4; i++) dl[i] = i * 4 < a->cols ? d[i * 4 / QB] : 0.0f;
@@ -945,7 +979,7 @@ void rf_matmul_q8_multi(const rf_wmat *const *w, int n, const float *x, int ntok
  * share one quantized x. */
 static uint64_t qx_key(const rf_wmat *w, int gemm)
 {
-    int layout = gemm ? LAYOUT_PANEL : !w->gtype && phase_bits(w->bits) ? LAYOUT_PHASES : LAYOUT_CHUNKS;
+    int layout = qx_layout(w, gemm);
     uint64_t g = w->gtype ? GG_G : (uint64_t)w->gs;
     return (uint64_t)layout << 40 | g << 8 | (uint64_t)(layout == LAYOUT_PHASES ? w->bits : 0);
 }
@@ -959,9 +993,9 @@ static void *qx_make(const rf_wmat *w, const float *x, int ntok, int gemm, qx *a
     a->ld = (w->cols + 255) / 256 * 256;
     a->nb = w->cols / QB;
     a->ng = w->cols / (w->gtype ? GG_G : (uint64_t)w->gs);
-    int layout = gemm ? LAYOUT_PANEL : !w->gtype && phase_bits(w->bits) ? LAYOUT_PHASES : LAYOUT_CHUNKS;
+    int layout = qx_layout(w, gemm);
     uint64_t T = (uint64_t)ntok;
-    size_t nq = T * a->ld + (layout == LAYOUT_PHASES ? a->ld : 0), nf = T * (2 * a->nb + a->ng + (gemm ? 0 : a->ld / 4));
+    size_t nq = T * a->ld + (layout == LAYOUT_PHASES || layout == LAYOUT_KQ_SUB ? a->ld : 0), nf = T * (2 * a->nb + a->ng + (gemm ? 0 : a->ld / 4));
     void *buf = malloc(nq + nf * sizeof(float) + 64);
     if (!buf) return NULL;
     a->d = (float *)buf;
