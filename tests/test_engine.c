@@ -808,6 +808,45 @@ static void check_fast(const char *model, int n)
     free(root); free(qd); free(fd);
 }
 
+/* MoE experts side by side (moe_parallel: one expert per pool task) against the expert loop (an
+ * observer, as calibration sets, keeps the loop): the same logits to the bit, exact and fast
+ * (4-bit checkpoint), batched (all 8 experts in use) and by steps (too few experts: the loop). */
+static void noop_observer(void *user, const rf_unit *u, int member, const float *x, int ntok)
+{
+    (void)u, (void)member, (void)x, (void)ntok;
+    ++*(int *)user;
+}
+
+static void test_moe_parallel_identical(void **state)
+{
+    (void)state;
+    const char *d0 = tu_model_dir("qwen3-moe-mini");
+    if (!d0) { skip(); return; }
+    char src[1024];
+    snprintf(src, sizeof src, "%s", d0);
+    char *root = tu_mkdtemp(), *qd = subdir(root, "mlx"), *fd = subdir(root, "deq");
+    build_mlx(src, qd, fd, RF_DT_BF16, 4);
+    enum { N = 40 };
+    for (int fast = 0; fast < 2; fast++)
+        for (int threads = 1; threads <= 2; threads++) {
+            rf_engine *par = open_engine(fast ? qd : src, threads, 64), *seq = open_engine(fast ? qd : src, threads, 64);
+            rf_engine_set_fast(par, fast);
+            rf_engine_set_fast(seq, fast);
+            int calls = 0;
+            rf_engine_set_observer(seq, noop_observer, &calls);
+            int V = rf_engine_vocab(par);
+            int32_t ids[N];
+            make_ids(ids, N, V, -1, 11 + fast);
+            float *a = all_logits(par, ids, N), *b = all_logits(seq, ids, N);
+            assert_true(calls > 0);
+            assert_memory_equal(a, b, (size_t)N * (size_t)V * sizeof(float));
+            free(a); free(b);
+            rf_engine_free(par); rf_engine_free(seq);
+        }
+    tu_rmtree(root);
+    free(root); free(qd); free(fd);
+}
+
 static void test_fast_qwen3(void **state) { (void)state; check_fast("qwen3-dense-mini", 24); }
 static void test_fast_qwen3_moe(void **state) { (void)state; check_fast("qwen3-moe-mini", 24); }
 
@@ -1346,6 +1385,7 @@ int main(void)
         cmocka_unit_test(test_mlx_qwen3_moe),
         cmocka_unit_test(test_fast_qwen3),
         cmocka_unit_test(test_fast_qwen3_moe),
+        cmocka_unit_test(test_moe_parallel_identical),
         cmocka_unit_test(test_sampler),
         cmocka_unit_test(test_activations),
         cmocka_unit_test(test_greedy_stories),

@@ -44,6 +44,9 @@ typedef struct eng_layer {
 
 typedef struct owned { void **p; int n, cap; } owned;
 
+/* moe_parallel runs when at least this many experts per thread are in use */
+enum { MX_PER_THREAD = 4 };
+
 struct rf_engine {
     rf_config cfg;
     char *dir;
@@ -75,6 +78,11 @@ struct rf_engine {
     float *rl, *rw, *xe, *ye, *sh;
     float *mq, *mc;            /* MLA: absorbed queries and attention contexts [T][heads][kv_lora] */
     int *ri, *etok;
+    /* experts side by side (moe_parallel): per worker x, gate and up rows [threads][B][dim or
+     * moe_f]; every routed (token, slot)'s output [B * topk][dim] in expert order; that order's
+     * slots and each expert's first position */
+    float *mx_x, *mx_g, *mx_u, *mx_y;
+    int *mx_slot, *mx_pos;
     float *att_scratch;        /* [threads][max_ctx] */
     int nthreads;
     float embed_scale;         /* cfg.embed_scale cast to the embedding's dtype (as transformers does), 0: none */
@@ -500,6 +508,17 @@ static rf_status alloc_state(rf_engine *e, rf_err *err)
         e->ri = calloc(B * (uint64_t)e->topk, sizeof(int));
         e->etok = calloc(B * 2, sizeof(int));
         if (!e->ri || !e->etok) fail = 1;
+        if (e->nexp >= MX_PER_THREAD * e->nthreads) { /* else moe_parallel never runs */
+            uint64_t fe = (uint64_t)c->moe_intermediate_size > 0 ? (uint64_t)c->moe_intermediate_size : f;
+            uint64_t W = (uint64_t)e->nthreads;
+            e->mx_x = alloc_f(W * B * dim, &fail);
+            e->mx_g = alloc_f(W * B * fe, &fail);
+            e->mx_u = alloc_f(W * B * fe, &fail);
+            e->mx_y = alloc_f(B * (uint64_t)e->topk * dim, &fail);
+            e->mx_slot = calloc(B * (uint64_t)e->topk, sizeof(int));
+            e->mx_pos = calloc((uint64_t)e->nexp + 1, sizeof(int));
+            if (!e->mx_slot || !e->mx_pos) fail = 1;
+        }
     }
     if (fail)
         return rf_err_set(err, RF_ERR_NOMEM, "%s: out of memory for a %d-position KV cache and %d-token batches",
@@ -581,10 +600,12 @@ void rf_engine_free(rf_engine *e)
     free(e->layers);
     float *bufs[] = {e->cos_g, e->sin_g, e->cos_l, e->sin_l, e->cos_x, e->sin_x, e->kcache, e->vcache, e->x, e->h,
                      e->q, e->k, e->v, e->att, e->tmp, e->g, e->u, e->big, e->rl, e->rw, e->xe, e->ye, e->sh, e->mq,
-                     e->mc, e->att_scratch};
+                     e->mc, e->att_scratch, e->mx_x, e->mx_g, e->mx_u, e->mx_y};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(e->ri);
     free(e->etok);
+    free(e->mx_slot);
+    free(e->mx_pos);
     rf_mlx_qcfg_free(e->quant);
     rf_pool_free(e->pool);
     rf_model_free(e->model);
@@ -664,20 +685,22 @@ static void add_bias(const lin *l, int T, float *y)
 /* y = W x (+ bias) for T tokens: the one place matrix products run (the MoE router's included),
  * so the observer sees them all; in fast mode with 8-bit activations (rf_matmul_q8), except the
  * router, whose choices stay exact. */
-static void linear(rf_engine *e, const lin *l, const float *x, int T, float *y)
+static void linear_on(rf_engine *e, const lin *l, const float *x, int T, float *y, rf_pool *pool)
 {
     if (e->observer && l->unit) e->observer(e->observer_user, l->unit, l->member, x, T);
-    if (e->fast && !(l->unit && l->unit->role == RF_ROLE_ROUTER)) rf_matmul_q8(&l->w, x, T, y, e->pool);
-    else rf_matmul(&l->w, x, T, y, e->pool);
+    if (e->fast && !(l->unit && l->unit->role == RF_ROLE_ROUTER)) rf_matmul_q8(&l->w, x, T, y, pool);
+    else rf_matmul(&l->w, x, T, y, pool);
     add_bias(l, T, y);
 }
 
+static void linear(rf_engine *e, const lin *l, const float *x, int T, float *y) { linear_on(e, l, x, T, y, e->pool); }
+
 /* N products of the same x (q/k/v, gate/up; never the router): in fast mode one pool job
  * (rf_matmul_q8_multi), the same results as N linear calls. */
-static void linear_n(rf_engine *e, const lin *const *l, int n, const float *x, int T, float *const *y)
+static void linear_n_on(rf_engine *e, const lin *const *l, int n, const float *x, int T, float *const *y, rf_pool *pool)
 {
     if (!e->fast || n > RF_Q8_MULTI) {
-        for (int i = 0; i < n; i++) linear(e, l[i], x, T, y[i]);
+        for (int i = 0; i < n; i++) linear_on(e, l[i], x, T, y[i], pool);
         return;
     }
     const rf_wmat *w[RF_Q8_MULTI];
@@ -685,8 +708,13 @@ static void linear_n(rf_engine *e, const lin *const *l, int n, const float *x, i
         if (e->observer && l[i]->unit) e->observer(e->observer_user, l[i]->unit, l[i]->member, x, T);
         w[i] = &l[i]->w;
     }
-    rf_matmul_q8_multi(w, n, x, T, y, e->pool);
+    rf_matmul_q8_multi(w, n, x, T, y, pool);
     for (int i = 0; i < n; i++) add_bias(l[i], T, y[i]);
+}
+
+static void linear_n(rf_engine *e, const lin *const *l, int n, const float *x, int T, float *const *y)
+{
+    linear_n_on(e, l, n, x, T, y, e->pool);
 }
 
 typedef struct {
@@ -864,23 +892,107 @@ static void glu(const rf_engine *e, const float *g, const float *u, int n, float
     else rf_op_glu(e->cfg.act, g, u, n, out);
 }
 
-static void glu_mlp(rf_engine *e, const lin *g, const lin *u, const lin *gu, const lin *d, const float *x, int T,
-                    float *y)
+/* gate and up (or fused gate_up) of x, the activation, down: into y. gb, ub: T rows of the
+ * intermediate width each; the products on pool. */
+static void glu_mlp_on(rf_engine *e, const lin *g, const lin *u, const lin *gu, const lin *d, const float *x, int T,
+                       float *y, float *gb, float *ub, rf_pool *pool)
 {
     uint64_t f = d->w.cols;
     if (gu && gu->w.rows) {
-        linear(e, gu, x, T, e->big);
+        linear_on(e, gu, x, T, e->big, pool);
         for (int t = 0; t < T; t++)
-            glu(e, e->big + (uint64_t)t * 2 * f, e->big + (uint64_t)t * 2 * f + f, (int)f, e->g + (uint64_t)t * f);
+            glu(e, e->big + (uint64_t)t * 2 * f, e->big + (uint64_t)t * 2 * f + f, (int)f, gb + (uint64_t)t * f);
     } else {
         const lin *l[2] = {g, u};
-        float *out[2] = {e->g, e->u};
-        linear_n(e, l, 2, x, T, out);
-        glu(e, e->g, e->u, (int)(f * (uint64_t)T), e->g);
+        float *out[2] = {gb, ub};
+        linear_n_on(e, l, 2, x, T, out, pool);
+        glu(e, gb, ub, (int)(f * (uint64_t)T), gb);
     }
-    linear(e, d, e->g, T, y);
+    linear_on(e, d, gb, T, y, pool);
 }
 
+static void glu_mlp(rf_engine *e, const lin *g, const lin *u, const lin *gu, const lin *d, const float *x, int T,
+                    float *y)
+{
+    glu_mlp_on(e, g, u, gu, d, x, T, y, e->g, e->u, e->pool);
+}
+
+
+/* Experts side by side: each pool task runs one expert whole (gather its tokens, gate/up, down)
+ * on one thread, its outputs into its own rows of mx_y; then the weighted outputs are added in
+ * expert order, as the loop in moe() adds them. One pool job a layer instead of two per expert,
+ * and the gathering in parallel: the MoE prompt spent about a tenth of its time in pool waits
+ * and serial copies. The products do not depend on the thread that runs them (rows are split,
+ * never a sum), so the results are moe()'s to the bit. Only with enough experts in use to keep
+ * every thread busy (a few experts over many threads keep the row split), for batches (not
+ * decode), and without an observer (calibration wants products in order). Returns whether it
+ * ran. */
+typedef struct {
+    rf_engine *e;
+    eng_layer *L;
+    int nx, xs[RF_MAX_EXPERTS];
+} mx_job;
+
+static void mx_task(void *ctx, uint64_t task, int worker)
+{
+    mx_job *j = ctx;
+    rf_engine *e = j->e;
+    uint64_t dim = (uint64_t)e->dim, K = (uint64_t)e->topk, B = (uint64_t)e->max_batch;
+    uint64_t fe = j->L->ed[j->xs[task]].w.cols;
+    int x = j->xs[task], p0 = e->mx_pos[x], m = e->mx_pos[x + 1] - p0;
+    float *xe = e->mx_x + (uint64_t)worker * B * dim;
+    int scale_input = e->route.kind == RF_ROUTER_LLAMA4;
+    for (int i = 0; i < m; i++) {
+        int s = e->mx_slot[p0 + i];
+        const float *src = e->h + (uint64_t)s / K * dim;
+        float *dst = xe + (uint64_t)i * dim;
+        if (scale_input) {
+            float w = e->rw[s];
+            for (uint64_t c = 0; c < dim; c++) dst[c] = src[c] * w;
+        } else {
+            memcpy(dst, src, dim * sizeof(float));
+        }
+    }
+    glu_mlp_on(e, &j->L->eg[x], &j->L->eu[x], NULL, &j->L->ed[x], xe, m, e->mx_y + (uint64_t)p0 * dim,
+               e->mx_g + (uint64_t)worker * B * fe, e->mx_u + (uint64_t)worker * B * fe, NULL);
+}
+
+static int moe_parallel(rf_engine *e, eng_layer *L, int T)
+{
+    uint64_t dim = (uint64_t)e->dim, K = (uint64_t)e->topk;
+    /* decode (one token): each expert's rows split over the threads measured 2-3% faster */
+    if (!e->mx_y || e->observer || T < 2) return 0;
+    int *pos = e->mx_pos, nexp = e->nexp;
+    memset(pos, 0, sizeof(int) * ((size_t)nexp + 1));
+    for (uint64_t s = 0; s < (uint64_t)T * K; s++) pos[e->ri[s] + 1]++;
+    mx_job j = {.e = e, .L = L};
+    for (int x = 0; x < nexp; x++) {
+        if (pos[x + 1]) j.xs[j.nx++] = x;
+        pos[x + 1] += pos[x];
+    }
+    if (j.nx < MX_PER_THREAD * e->nthreads) return 0;
+    /* slots in expert order, tokens ascending within an expert (counting sort, stable) */
+    int fill[RF_MAX_EXPERTS];
+    memcpy(fill, pos, sizeof(int) * (size_t)nexp);
+    for (uint64_t s = 0; s < (uint64_t)T * K; s++) e->mx_slot[fill[e->ri[s]]++] = (int)s;
+    /* the kernel timers time a product on the thread that calls it; here the workers do, so the
+     * whole job counts as the products (the pool's start and end order the flag's writes) */
+    int prof = rf_prof_on;
+    uint64_t t0 = prof ? rf_prof_now() : 0;
+    rf_prof_on = 0;
+    rf_pool_run(e->pool, (uint64_t)j.nx, mx_task, &j);
+    rf_prof_on = prof;
+    if (prof) rf_prof_add(e->fast ? RF_PROF_MATMUL_Q8 : RF_PROF_MATMUL, t0);
+    int scale_input = e->route.kind == RF_ROUTER_LLAMA4;
+    for (int p = 0; p < pos[nexp]; p++) {
+        int s = e->mx_slot[p];
+        float w = scale_input ? 1.0f : e->rw[s];
+        float *dst = e->tmp + (uint64_t)s / K * dim;
+        const float *src = e->mx_y + (uint64_t)p * dim;
+        for (uint64_t c = 0; c < dim; c++) dst[c] += w * src[c];
+    }
+    return 1;
+}
 
 /* Sparse MoE on the normed batch e->h: route each token, then run every expert that got any
  * token on the tokens routed to it (batched), adding weighted outputs in expert order; shared
@@ -894,6 +1006,7 @@ static void moe(rf_engine *e, eng_layer *L, int T)
     linear(e, &L->router, e->h, T, e->rl);
     for (int t = 0; t < T; t++) rf_moe_route_ex(&ro, e->rl + t * (uint64_t)e->nexp, e->ri + t * K, e->rw + t * K);
     memset(e->tmp, 0, (uint64_t)T * dim * sizeof(float));
+    if (!moe_parallel(e, L, T))
     for (int x = 0; x < e->nexp; x++) {
         int m = 0;
         for (int t = 0; t < T; t++)
