@@ -629,6 +629,15 @@ RF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void gemm_toke
     }
 }
 
+/* Packing reads nr rows' pieces of a k-block: nr short runs far apart (a row's 256 bytes of a
+ * 4-bit k-block, then the next row's), which the hardware prefetcher does not follow; the next
+ * k-block (or the next panel's first) is fetched into L2 while this one is packed and used. */
+static inline void prefetch_rows(const uint8_t *base, uint64_t rb, uint64_t r0, int nr, uint64_t off, uint64_t n)
+{
+    for (int i = 0; i < nr; i++)
+        for (uint64_t b = 0; b < n; b += 64) _mm_prefetch((const char *)base + (r0 + (uint64_t)i) * rb + off + b, _MM_HINT_T1);
+}
+
 RF_TARGET_AVX512VNNI static void gemm_block(const rf_wmat *w, const qx *a, float *y, uint64_t r0, panel *P)
 {
     unpack512 u = make_unpack512(w->bits);
@@ -636,8 +645,17 @@ RF_TARGET_AVX512VNNI static void gemm_block(const rf_wmat *w, const qx *a, float
     int nr = rows - r0 < GR ? (int)(rows - r0) : GR;
     __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xFFFF : (1u << nr) - 1);
     __mmask16 m1 = (__mmask16)(nr >= 32 ? 0xFFFF : nr > 16 ? (1u << (nr - 16)) - 1 : 0);
+    const uint64_t rb = cols * (uint64_t)w->bits / 8;
+    if (r0 == 0) prefetch_rows(w->data, rb, r0, nr, 0, (KT < cols ? KT : cols) * (uint64_t)w->bits / 8);
     for (uint64_t k0 = 0; k0 < cols; k0 += KT) {
         uint64_t kn = cols - k0 < KT ? cols - k0 : KT;
+        if (k0 + KT < cols) { /* the next k-block, or the next panel's first */
+            uint64_t kn2 = cols - k0 - KT < KT ? cols - k0 - KT : KT;
+            prefetch_rows(w->data, rb, r0, nr, (k0 + KT) * (uint64_t)w->bits / 8, kn2 * (uint64_t)w->bits / 8);
+        } else if (r0 + GR < rows) {
+            int nr2 = rows - r0 - GR < GR ? (int)(rows - r0 - GR) : GR;
+            prefetch_rows(w->data, rb, r0 + GR, nr2, 0, (KT < cols ? KT : cols) * (uint64_t)w->bits / 8);
+        }
         pack_panel(w, r0, nr, k0, kn, P, &u);
         gemm_tokens(P, k0, kn, gs, 32, a, y, rows, r0, m0, m1, k0 == 0);
     }
@@ -828,8 +846,17 @@ RF_TARGET_AVX512VNNI static void gg_gemm_block(const rf_wmat *w, const qx *a, fl
     int nr = rows - r0 < GR ? (int)(rows - r0) : GR;
     __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xFFFF : (1u << nr) - 1);
     __mmask16 m1 = (__mmask16)(nr >= 32 ? 0xFFFF : nr > 16 ? (1u << (nr - 16)) - 1 : 0);
+    const uint64_t rb = rf_gtype_row_bytes(w->gtype, cols), bb = rb / (cols / GG_SB);
+    if (r0 == 0) prefetch_rows(w->data, rb, r0, nr, 0, (KT < cols ? KT : cols) / GG_SB * bb);
     for (uint64_t k0 = 0; k0 < cols; k0 += KT) {
         uint64_t kn = cols - k0 < KT ? cols - k0 : KT;
+        if (k0 + KT < cols) { /* as gemm_block */
+            uint64_t kn2 = cols - k0 - KT < KT ? cols - k0 - KT : KT;
+            prefetch_rows(w->data, rb, r0, nr, (k0 + KT) / GG_SB * bb, kn2 / GG_SB * bb);
+        } else if (r0 + GR < rows) {
+            int nr2 = rows - r0 - GR < GR ? (int)(rows - r0 - GR) : GR;
+            prefetch_rows(w->data, rb, r0 + GR, nr2, 0, (KT < cols ? KT : cols) / GG_SB * bb);
+        }
         switch (w->gtype) {
         case RF_GT_Q4_K: gg_pack_t(w, RF_GT_Q4_K, r0, nr, k0, kn, P, tmp); break;
         case RF_GT_Q5_K: gg_pack_t(w, RF_GT_Q5_K, r0, nr, k0, kn, P, tmp); break;
