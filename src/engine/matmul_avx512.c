@@ -135,12 +135,28 @@ RF_TARGET_AVX512VNNI void rf_gemm_f32_avx512(const rf_wmat *w, const float *x, i
     fpanel *P = aligned_alloc(64, sizeof(fpanel));
     if (!P) abort();
     uint64_t cols = w->cols, rows = w->rows;
+    /* bytes per row and per column of the weights: packing reads FR short runs far apart, which
+     * the hardware prefetcher does not follow, so the next k-block (or the next panel's first)
+     * goes to L2 while this one is packed and used (as matmul_q8.c's panels) */
+    const int packed = w->dtype == RF_DT_U32;
+    const uint64_t rowb = packed ? cols * (uint64_t)w->bits / 8 : cols * rf_dtype_size(w->dtype);
     for (uint64_t rb = r0; rb < r1; rb += FR) {
         int nr = r1 - rb < FR ? (int)(r1 - rb) : FR;
         __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xFFFF : (1u << nr) - 1);
         __mmask16 m1 = (__mmask16)(nr >= 32 ? 0xFFFF : nr > 16 ? (1u << (nr - 16)) - 1 : 0);
         for (uint64_t k0 = 0; k0 < cols; k0 += FKT) {
             uint64_t kn = cols - k0 < FKT ? cols - k0 : FKT;
+            uint64_t pr = rb, pk = k0 + FKT;
+            int pn = nr;
+            if (pk >= cols) pr = rb + FR, pk = 0, pn = r1 - pr < FR ? (int)(r1 - pr) : FR;
+            if (pr < r1) {
+                uint64_t pkn = cols - pk < FKT ? cols - pk : FKT;
+                uint64_t off = packed ? pk * (uint64_t)w->bits / 8 : pk * rf_dtype_size(w->dtype);
+                uint64_t len = packed ? pkn * (uint64_t)w->bits / 8 : pkn * rf_dtype_size(w->dtype);
+                for (int i = 0; i < pn; i++)
+                    for (uint64_t b = 0; b < len; b += 64)
+                        _mm_prefetch((const char *)w->data + (pr + (uint64_t)i) * rowb + off + b, _MM_HINT_T1);
+            }
             pack_fpanel(w, rb, nr, k0, kn, P);
             for (int t = 0; t < ntok; t += FNT) {
                 int nt = ntok - t < FNT ? ntok - t : FNT;
