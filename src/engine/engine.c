@@ -77,12 +77,11 @@ struct rf_engine {
     float *x, *h, *q, *k, *v, *att, *tmp, *g, *u, *big;
     float *rl, *rw, *xe, *ye, *sh;
     float *mq, *mc;            /* MLA: absorbed queries and attention contexts [T][heads][kv_lora] */
-    int *ri, *etok;
+    int *ri;
+    int *mx_slot, *mx_pos;     /* routed slots (t * topk + j) in expert order; each expert's first */
     /* experts side by side (moe_parallel): per worker x, gate and up rows [threads][B][dim or
-     * moe_f]; every routed (token, slot)'s output [B * topk][dim] in expert order; that order's
-     * slots and each expert's first position */
+     * moe_f]; every routed slot's output [B * topk][dim] in expert order */
     float *mx_x, *mx_g, *mx_u, *mx_y;
-    int *mx_slot, *mx_pos;
     float *att_scratch;        /* [threads][max_ctx] */
     int nthreads;
     float embed_scale;         /* cfg.embed_scale cast to the embedding's dtype (as transformers does), 0: none */
@@ -506,8 +505,9 @@ static rf_status alloc_state(rf_engine *e, rf_err *err)
         e->ye = alloc_f(B * dim, &fail);
         e->sh = alloc_f(B * dim, &fail);
         e->ri = calloc(B * (uint64_t)e->topk, sizeof(int));
-        e->etok = calloc(B * 2, sizeof(int));
-        if (!e->ri || !e->etok) fail = 1;
+        e->mx_slot = calloc(B * (uint64_t)e->topk, sizeof(int));
+        e->mx_pos = calloc((uint64_t)e->nexp + 1, sizeof(int));
+        if (!e->ri || !e->mx_slot || !e->mx_pos) fail = 1;
         if (e->nexp >= MX_PER_THREAD * e->nthreads) { /* else moe_parallel never runs */
             uint64_t fe = (uint64_t)c->moe_intermediate_size > 0 ? (uint64_t)c->moe_intermediate_size : f;
             uint64_t W = (uint64_t)e->nthreads;
@@ -515,9 +515,6 @@ static rf_status alloc_state(rf_engine *e, rf_err *err)
             e->mx_g = alloc_f(W * B * fe, &fail);
             e->mx_u = alloc_f(W * B * fe, &fail);
             e->mx_y = alloc_f(B * (uint64_t)e->topk * dim, &fail);
-            e->mx_slot = calloc(B * (uint64_t)e->topk, sizeof(int));
-            e->mx_pos = calloc((uint64_t)e->nexp + 1, sizeof(int));
-            if (!e->mx_slot || !e->mx_pos) fail = 1;
         }
     }
     if (fail)
@@ -603,7 +600,6 @@ void rf_engine_free(rf_engine *e)
                      e->mc, e->att_scratch, e->mx_x, e->mx_g, e->mx_u, e->mx_y};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(e->ri);
-    free(e->etok);
     free(e->mx_slot);
     free(e->mx_pos);
     rf_mlx_qcfg_free(e->quant);
@@ -918,29 +914,31 @@ static void glu_mlp(rf_engine *e, const lin *g, const lin *u, const lin *gu, con
 }
 
 
-/* Experts side by side: each pool task runs one expert whole (gather its tokens, gate/up, down)
- * on one thread, its outputs into its own rows of mx_y; then the weighted outputs are added in
- * expert order, as the loop in moe() adds them. One pool job a layer instead of two per expert,
- * and the gathering in parallel: the MoE prompt spent about a tenth of its time in pool waits
- * and serial copies. The products do not depend on the thread that runs them (rows are split,
- * never a sum), so the results are moe()'s to the bit. Only with enough experts in use to keep
- * every thread busy (a few experts over many threads keep the row split), for batches (not
- * decode), and without an observer (calibration wants products in order). Returns whether it
- * ran. */
-typedef struct {
-    rf_engine *e;
-    eng_layer *L;
-    int nx, xs[RF_MAX_EXPERTS];
-} mx_job;
-
-static void mx_task(void *ctx, uint64_t task, int worker)
+/* The routed slots (s = t * topk + j) in expert order, tokens ascending within an expert
+ * (counting sort): expert x has slots mx_slot[mx_pos[x] .. mx_pos[x + 1]). Returns the number
+ * of experts in use. */
+static int moe_sort(rf_engine *e, int T)
 {
-    mx_job *j = ctx;
-    rf_engine *e = j->e;
-    uint64_t dim = (uint64_t)e->dim, K = (uint64_t)e->topk, B = (uint64_t)e->max_batch;
-    uint64_t fe = j->L->ed[j->xs[task]].w.cols;
-    int x = j->xs[task], p0 = e->mx_pos[x], m = e->mx_pos[x + 1] - p0;
-    float *xe = e->mx_x + (uint64_t)worker * B * dim;
+    uint64_t K = (uint64_t)e->topk;
+    int *pos = e->mx_pos, nexp = e->nexp, used = 0;
+    memset(pos, 0, sizeof(int) * ((size_t)nexp + 1));
+    for (uint64_t s = 0; s < (uint64_t)T * K; s++) pos[e->ri[s] + 1]++;
+    for (int x = 0; x < nexp; x++) {
+        used += pos[x + 1] > 0;
+        pos[x + 1] += pos[x];
+    }
+    int fill[RF_MAX_EXPERTS];
+    memcpy(fill, pos, sizeof(int) * (size_t)nexp);
+    for (uint64_t s = 0; s < (uint64_t)T * K; s++) e->mx_slot[fill[e->ri[s]]++] = (int)s;
+    return used;
+}
+
+/* Expert x's tokens from the normed batch into xe (Llama 4 scales the input by the router
+ * weight), then its MLP into y, the products on pool; gb, ub: gate and up rows. */
+static void run_expert(rf_engine *e, eng_layer *L, int x, float *xe, float *gb, float *ub, float *y, rf_pool *pool)
+{
+    uint64_t dim = (uint64_t)e->dim, K = (uint64_t)e->topk;
+    int p0 = e->mx_pos[x], m = e->mx_pos[x + 1] - p0;
     int scale_input = e->route.kind == RF_ROUTER_LLAMA4;
     for (int i = 0; i < m; i++) {
         int s = e->mx_slot[p0 + i];
@@ -953,28 +951,54 @@ static void mx_task(void *ctx, uint64_t task, int worker)
             memcpy(dst, src, dim * sizeof(float));
         }
     }
-    glu_mlp_on(e, &j->L->eg[x], &j->L->eu[x], NULL, &j->L->ed[x], xe, m, e->mx_y + (uint64_t)p0 * dim,
-               e->mx_g + (uint64_t)worker * B * fe, e->mx_u + (uint64_t)worker * B * fe, NULL);
+    glu_mlp_on(e, &L->eg[x], &L->eu[x], NULL, &L->ed[x], xe, m, y, gb, ub, pool);
 }
 
-static int moe_parallel(rf_engine *e, eng_layer *L, int T)
+/* tmp[t] += w * y for the slots at positions [p0, p1) of the expert order, y's rows theirs. */
+static void add_experts(rf_engine *e, int p0, int p1, const float *y)
 {
     uint64_t dim = (uint64_t)e->dim, K = (uint64_t)e->topk;
-    /* decode (one token): each expert's rows split over the threads measured 2-3% faster */
-    if (!e->mx_y || e->observer || T < 2) return 0;
-    int *pos = e->mx_pos, nexp = e->nexp;
-    memset(pos, 0, sizeof(int) * ((size_t)nexp + 1));
-    for (uint64_t s = 0; s < (uint64_t)T * K; s++) pos[e->ri[s] + 1]++;
-    mx_job j = {.e = e, .L = L};
-    for (int x = 0; x < nexp; x++) {
-        if (pos[x + 1]) j.xs[j.nx++] = x;
-        pos[x + 1] += pos[x];
+    int scale_input = e->route.kind == RF_ROUTER_LLAMA4;
+    for (int p = p0; p < p1; p++) {
+        int s = e->mx_slot[p];
+        float w = scale_input ? 1.0f : e->rw[s];
+        float *dst = e->tmp + (uint64_t)s / K * dim;
+        const float *src = y + (uint64_t)(p - p0) * dim;
+        for (uint64_t c = 0; c < dim; c++) dst[c] += w * src[c];
     }
-    if (j.nx < MX_PER_THREAD * e->nthreads) return 0;
-    /* slots in expert order, tokens ascending within an expert (counting sort, stable) */
-    int fill[RF_MAX_EXPERTS];
-    memcpy(fill, pos, sizeof(int) * (size_t)nexp);
-    for (uint64_t s = 0; s < (uint64_t)T * K; s++) e->mx_slot[fill[e->ri[s]]++] = (int)s;
+}
+
+/* Experts side by side: each pool task runs one expert whole (gather its tokens, gate/up, down)
+ * on one thread, its outputs into its own rows of mx_y; then the weighted outputs are added in
+ * expert order, as the loop in moe() adds them. One pool job a layer instead of two per expert,
+ * and the gathering in parallel: the MoE prompt spent about a tenth of its time in pool waits
+ * and serial copies. The products do not depend on the thread that runs them (rows are split,
+ * never a sum), so the results are the loop's to the bit. Only with enough experts in use to
+ * keep every thread busy (a few experts over many threads keep the row split), for batches (not
+ * decode: each expert's rows split over the threads measured 2-3% faster), and without an
+ * observer (calibration wants products in order). Returns whether it ran. */
+typedef struct {
+    rf_engine *e;
+    eng_layer *L;
+    int nx, xs[RF_MAX_EXPERTS];
+} mx_job;
+
+static void mx_task(void *ctx, uint64_t task, int worker)
+{
+    mx_job *j = ctx;
+    rf_engine *e = j->e;
+    int x = j->xs[task];
+    uint64_t dim = (uint64_t)e->dim, B = (uint64_t)e->max_batch, fe = j->L->ed[x].w.cols;
+    run_expert(e, j->L, x, e->mx_x + (uint64_t)worker * B * dim, e->mx_g + (uint64_t)worker * B * fe,
+               e->mx_u + (uint64_t)worker * B * fe, e->mx_y + (uint64_t)e->mx_pos[x] * dim, NULL);
+}
+
+static int moe_parallel(rf_engine *e, eng_layer *L, int used, int T)
+{
+    if (!e->mx_y || e->observer || T < 2 || used < MX_PER_THREAD * e->nthreads) return 0;
+    mx_job j = {.e = e, .L = L};
+    for (int x = 0; x < e->nexp; x++)
+        if (e->mx_pos[x + 1] > e->mx_pos[x]) j.xs[j.nx++] = x;
     /* the kernel timers time a product on the thread that calls it; here the workers do, so the
      * whole job counts as the products (the pool's start and end order the flag's writes) */
     int prof = rf_prof_on;
@@ -983,14 +1007,7 @@ static int moe_parallel(rf_engine *e, eng_layer *L, int T)
     rf_pool_run(e->pool, (uint64_t)j.nx, mx_task, &j);
     rf_prof_on = prof;
     if (prof) rf_prof_add(e->fast ? RF_PROF_MATMUL_Q8 : RF_PROF_MATMUL, t0);
-    int scale_input = e->route.kind == RF_ROUTER_LLAMA4;
-    for (int p = 0; p < pos[nexp]; p++) {
-        int s = e->mx_slot[p];
-        float w = scale_input ? 1.0f : e->rw[s];
-        float *dst = e->tmp + (uint64_t)s / K * dim;
-        const float *src = e->mx_y + (uint64_t)p * dim;
-        for (uint64_t c = 0; c < dim; c++) dst[c] += w * src[c];
-    }
+    add_experts(e, 0, e->mx_pos[e->nexp], e->mx_y);
     return 1;
 }
 
@@ -1000,39 +1017,19 @@ static int moe_parallel(rf_engine *e, eng_layer *L, int T)
 static void moe(rf_engine *e, eng_layer *L, int T)
 {
     uint64_t dim = (uint64_t)e->dim, K = (uint64_t)e->topk;
-    int scale_input = e->route.kind == RF_ROUTER_LLAMA4;
     rf_route_opts ro = e->route;
     ro.bias = L->router_bias;
     linear(e, &L->router, e->h, T, e->rl);
     for (int t = 0; t < T; t++) rf_moe_route_ex(&ro, e->rl + t * (uint64_t)e->nexp, e->ri + t * K, e->rw + t * K);
     memset(e->tmp, 0, (uint64_t)T * dim * sizeof(float));
-    if (!moe_parallel(e, L, T))
-    for (int x = 0; x < e->nexp; x++) {
-        int m = 0;
-        for (int t = 0; t < T; t++)
-            for (uint64_t j = 0; j < K; j++)
-                if (e->ri[t * K + j] == x) {
-                    e->etok[2 * m] = t;
-                    e->etok[2 * m + 1] = (int)(t * K + j);
-                    float *dst = e->xe + (uint64_t)m * dim;
-                    const float *src = e->h + t * dim;
-                    if (scale_input) {
-                        float w = e->rw[t * K + j];
-                        for (uint64_t c = 0; c < dim; c++) dst[c] = src[c] * w;
-                    } else {
-                        memcpy(dst, src, dim * sizeof(float));
-                    }
-                    m++;
-                }
-        if (!m) continue;
-        glu_mlp(e, &L->eg[x], &L->eu[x], NULL, &L->ed[x], e->xe, m, e->ye);
-        for (int i = 0; i < m; i++) {
-            float w = scale_input ? 1.0f : e->rw[e->etok[2 * i + 1]];
-            float *dst = e->tmp + (uint64_t)e->etok[2 * i] * dim;
-            const float *src = e->ye + (uint64_t)i * dim;
-            for (uint64_t c = 0; c < dim; c++) dst[c] += w * src[c];
+    int used = moe_sort(e, T);
+    if (!moe_parallel(e, L, used, T))
+        for (int x = 0; x < e->nexp; x++) { /* one expert at a time, its rows split over the pool */
+            int p0 = e->mx_pos[x], p1 = e->mx_pos[x + 1];
+            if (p1 == p0) continue;
+            run_expert(e, L, x, e->xe, e->g, e->u, e->ye, e->pool);
+            add_experts(e, p0, p1, e->ye);
         }
-    }
     if (!L->sd.w.rows) return;
     glu_mlp(e, &L->sg, &L->su, NULL, &L->sd, e->h, T, e->sh);
     if (L->sh_route.w.rows) { /* qwen2_moe: sigmoid(shared_expert_gate(x)) scales the shared expert */
