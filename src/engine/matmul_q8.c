@@ -216,6 +216,9 @@ RF_TARGET_AVX512VNNI static void quantize_512(const float *x, uint64_t cols, int
  * (16 KB measured best of 4..64 KB on Zen 5 and no different on a Xeon). */
 enum { PREFETCH_AHEAD = 8192, DEC4_AHEAD = 16384, MAX_GROUPS = 4096 };
 
+/* Bits whose codes sit in byte phases: 8 / bits codes a byte, isolated by a shift and a mask. */
+static int phase_bits(int bits) { return bits == 2 || bits == 4 || bits == 8; }
+
 /* The row kernels read a row in steps. Rows of 2, 4 or 8 bits: a step is 64 bytes, S = 512/bits
  * codes, byte i holding codes nph*i + p (phases p < nph = 8/bits) isolated by a shift and a
  * mask, with x laid out per step and phase to match (prepare_qx). Rows of 3, 5 or 6 bits: a
@@ -469,7 +472,7 @@ RF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void row_span(
             /* dec4 for the bits whose codes sit in byte phases (2, 4, 8): measured 5-15% faster
              * than row_block from cache there, equal from DRAM; for 3, 5, 6 bits (unpacked
              * through a permute) it was slower, so those keep row_block */
-            if (bits == 2 || bits == 4 || bits == 8)
+            if (phase_bits(bits))
                 for (; r + 4 <= r1; r += 4) dec4_block(w, k, bits, sm, a, t, y, r, pfd, scratch);
             else
                 for (; r + 4 <= r1; r += 4) row_block(w, k, bits, sm == 0, 4, 1, a, t, y, r, scratch);
@@ -504,7 +507,6 @@ RF_TARGET_AVX512VNNI static void gemv_span(const rf_wmat *w, const qx *a, float 
     free(scratch);
 }
 
-static int phase_bits(int bits) { return bits == 2 || bits == 4 || bits == 8; }
 
 /* ---- batches: packed panels and a 2x4 register-blocked kernel */
 enum { GR = 32, KT = 512 };
